@@ -1,0 +1,496 @@
+"""The expression IR: one language for every query, whatever the frontend.
+
+Every frontend (cut strings, qastle, uproot-raw JSON, the Python API) compiles
+to these immutable nodes; the codec (``skyhook_py.codec``) turns them into the
+flatbuffers request of ``formats/skyhook_scan.fbs``; the object class (C++)
+and the reference evaluator (``skyhook_py.reference``) evaluate them with the
+same semantics.  An expression is either *event-level* (one value per event)
+or a *collection* (one list per event, like NanoAOD's ``Muon_pt``).
+
+This module knows nothing about storage, Ceph or Arrow; ``infer`` checks an
+expression against a schema described by plain ``ColumnType`` values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from typing import Union
+
+from .errors import QueryError, UnknownColumnError, closest_matches
+
+
+class Op(enum.IntEnum):
+    """Mirrors ``enum Op`` of formats/skyhook_scan.fbs: same names, same numbers."""
+
+    Column = 0
+    Literal = 1
+    Add = 2
+    Sub = 3
+    Mul = 4
+    Div = 5
+    FloorDiv = 6
+    Mod = 7
+    Pow = 8
+    Neg = 9
+    Eq = 10
+    Ne = 11
+    Lt = 12
+    Le = 13
+    Gt = 14
+    Ge = 15
+    And = 16
+    Or = 17
+    Not = 18
+    Abs = 19
+    Sqrt = 20
+    Exp = 21
+    Log = 22
+    Sin = 23
+    Cos = 24
+    Tan = 25
+    Sinh = 26
+    Cosh = 27
+    Arctan2 = 28
+    Hypot = 29
+    Where = 30
+    Mask = 31
+    Count = 32
+    CountNonzero = 33
+    Sum = 34
+    Min = 35
+    Max = 36
+    Mean = 37
+    Any = 38
+    All = 39
+    First = 40
+    Last = 41
+    Index = 42
+
+
+ARITHMETIC = frozenset({Op.Add, Op.Sub, Op.Mul, Op.Div, Op.FloorDiv, Op.Mod, Op.Pow})
+COMPARISON = frozenset({Op.Eq, Op.Ne, Op.Lt, Op.Le, Op.Gt, Op.Ge})
+LOGICAL = frozenset({Op.And, Op.Or})
+UNARY_MATH = frozenset({Op.Abs, Op.Sqrt, Op.Exp, Op.Log, Op.Sin, Op.Cos, Op.Tan, Op.Sinh, Op.Cosh})
+BINARY_MATH = frozenset({Op.Arctan2, Op.Hypot})
+REDUCTIONS = frozenset(
+    {Op.Count, Op.CountNonzero, Op.Sum, Op.Min, Op.Max, Op.Mean, Op.Any, Op.All}
+)
+ELEMENT_ACCESS = frozenset({Op.First, Op.Last, Op.Index})
+
+ARITY = {
+    **{op: 2 for op in ARITHMETIC | COMPARISON | LOGICAL | BINARY_MATH},
+    **{op: 1 for op in UNARY_MATH | REDUCTIONS | ELEMENT_ACCESS},
+    Op.Neg: 1,
+    Op.Not: 1,
+    Op.Where: 3,
+    Op.Mask: 2,
+}
+
+# Readable names for repr and error messages, as users write them in cut strings.
+SYMBOL = {
+    Op.Add: "+", Op.Sub: "-", Op.Mul: "*", Op.Div: "/", Op.FloorDiv: "//", Op.Mod: "%",
+    Op.Pow: "**", Op.Eq: "==", Op.Ne: "!=", Op.Lt: "<", Op.Le: "<=", Op.Gt: ">",
+    Op.Ge: ">=", Op.And: "&", Op.Or: "|",
+}
+
+
+class Expr:
+    """Base of the IR nodes.  Python operators build nodes, like pyarrow.compute.Expression.
+
+    ``==`` builds a comparison node; use ``same(a, b)`` (or ``a.key() == b.key()``)
+    to compare two expressions structurally.
+    """
+
+    __slots__ = ()
+
+    # -- building with operators -------------------------------------------------
+    def _bin(self, op, other, reflected=False):
+        other = as_expr(other)
+        return Call(op, (other, self) if reflected else (self, other))
+
+    def __add__(self, o): return self._bin(Op.Add, o)
+    def __radd__(self, o): return self._bin(Op.Add, o, True)
+    def __sub__(self, o): return self._bin(Op.Sub, o)
+    def __rsub__(self, o): return self._bin(Op.Sub, o, True)
+    def __mul__(self, o): return self._bin(Op.Mul, o)
+    def __rmul__(self, o): return self._bin(Op.Mul, o, True)
+    def __truediv__(self, o): return self._bin(Op.Div, o)
+    def __rtruediv__(self, o): return self._bin(Op.Div, o, True)
+    def __floordiv__(self, o): return self._bin(Op.FloorDiv, o)
+    def __rfloordiv__(self, o): return self._bin(Op.FloorDiv, o, True)
+    def __mod__(self, o): return self._bin(Op.Mod, o)
+    def __rmod__(self, o): return self._bin(Op.Mod, o, True)
+    def __pow__(self, o): return self._bin(Op.Pow, o)
+    def __rpow__(self, o): return self._bin(Op.Pow, o, True)
+    def __neg__(self): return Call(Op.Neg, (self,))
+    def __abs__(self): return Call(Op.Abs, (self,))
+    def __eq__(self, o): return self._bin(Op.Eq, o)  # type: ignore[override]
+    def __ne__(self, o): return self._bin(Op.Ne, o)  # type: ignore[override]
+    def __lt__(self, o): return self._bin(Op.Lt, o)
+    def __le__(self, o): return self._bin(Op.Le, o)
+    def __gt__(self, o): return self._bin(Op.Gt, o)
+    def __ge__(self, o): return self._bin(Op.Ge, o)
+    def __and__(self, o): return self._bin(Op.And, o)
+    def __rand__(self, o): return self._bin(Op.And, o, True)
+    def __or__(self, o): return self._bin(Op.Or, o)
+    def __ror__(self, o): return self._bin(Op.Or, o, True)
+    def __invert__(self): return Call(Op.Not, (self,))
+    def __getitem__(self, mask): return Call(Op.Mask, (self, as_expr(mask)))
+
+    def __bool__(self):
+        raise TypeError(
+            "an IR expression has no truth value; use & | ~ instead of and/or/not, "
+            "and skyhook_py.ir.same(a, b) to compare expressions"
+        )
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def key(self):
+        """A hashable structural identity (used for caching and deduplication)."""
+        raise NotImplementedError
+
+    def columns(self) -> frozenset[str]:
+        """Names of the columns this expression reads."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Column(Expr):
+    name: str
+
+    def key(self):
+        return ("col", self.name)
+
+    def columns(self):
+        return frozenset({self.name})
+
+    def __repr__(self):
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Literal(Expr):
+    value: Union[bool, int, float]
+
+    def __post_init__(self):
+        if not isinstance(self.value, (bool, int, float)):
+            raise QueryError(f"literal must be a bool, int or float, got {self.value!r}")
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.value, bool):
+            return "bool"
+        return "int" if isinstance(self.value, int) else "float"
+
+    def key(self):
+        # bool/int/float kept apart (True == 1 == 1.0 in Python); NaN equal to itself
+        v = self.value
+        if isinstance(v, float) and math.isnan(v):
+            v = "nan"
+        return ("lit", self.kind, v)
+
+    def columns(self):
+        return frozenset()
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Call(Expr):
+    op: Op
+    args: tuple
+    index: int = 0  # the position of Op.Index
+
+    def __post_init__(self):
+        object.__setattr__(self, "op", Op(self.op))
+        object.__setattr__(self, "args", tuple(as_expr(a) for a in self.args))
+        want = ARITY.get(self.op)
+        if want is None:
+            raise QueryError(f"{self.op.name} is not an operation node")
+        if len(self.args) != want:
+            raise QueryError(
+                f"{self.op.name.lower()} takes {want} argument(s), got {len(self.args)}"
+            )
+
+    def key(self):
+        return ("call", int(self.op), self.index, tuple(a.key() for a in self.args))
+
+    def columns(self):
+        out = frozenset()
+        for a in self.args:
+            out |= a.columns()
+        return out
+
+    def __repr__(self):
+        if self.op in SYMBOL:
+            return f"({self.args[0]!r} {SYMBOL[self.op]} {self.args[1]!r})"
+        if self.op == Op.Neg:
+            return f"-{self.args[0]!r}"
+        if self.op == Op.Not:
+            return f"~{self.args[0]!r}"
+        if self.op == Op.Mask:
+            return f"{self.args[0]!r}[{self.args[1]!r}]"
+        if self.op == Op.Index:
+            return f"index({self.args[0]!r}, {self.index})"
+        return f"{self.op.name.lower()}({', '.join(repr(a) for a in self.args)})"
+
+
+def as_expr(x) -> Expr:
+    if isinstance(x, Expr):
+        return x
+    if isinstance(x, (bool, int, float)):
+        return Literal(x)
+    # numpy scalars
+    if hasattr(x, "item") and hasattr(x, "dtype"):
+        return Literal(x.item())
+    raise QueryError(f"cannot use {x!r} ({type(x).__name__}) in an expression")
+
+
+def col(name: str) -> Column:
+    return Column(name)
+
+
+def lit(value) -> Literal:
+    return Literal(value)
+
+
+def call(op: Op, *args, index: int = 0) -> Call:
+    return Call(op, args, index)
+
+
+def same(a: Expr | None, b: Expr | None) -> bool:
+    """Structural equality of two expressions (``==`` builds a node instead)."""
+    if a is None or b is None:
+        return a is b
+    return a.key() == b.key()
+
+
+# -- aggregations and the whole query -------------------------------------------
+
+class AggKind(enum.IntEnum):
+    """Mirrors ``enum AggKind`` of formats/skyhook_scan.fbs."""
+
+    Count = 0
+    Sum = 1
+    Min = 2
+    Max = 3
+    Mean = 4
+    Hist1D = 5
+    Hist2D = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+    bins: int
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not (isinstance(self.bins, int) and 1 <= self.bins <= 1_000_000):
+            raise QueryError(f"histogram bins must be an integer in 1..1000000, got {self.bins!r}")
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise QueryError(f"histogram range must be finite with low < high, got [{self.low}, {self.high})")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Aggregation:
+    kind: AggKind
+    name: str
+    x: Expr | None = None
+    y: Expr | None = None
+    weight: Expr | None = None
+    x_axis: Axis | None = None
+    y_axis: Axis | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", AggKind(self.kind))
+        need_x = self.kind != AggKind.Count
+        if need_x and self.x is None:
+            raise QueryError(f"aggregation {self.name!r} ({self.kind.name}) needs a value expression")
+        if self.kind in (AggKind.Hist1D, AggKind.Hist2D) and self.x_axis is None:
+            raise QueryError(f"histogram {self.name!r} needs an x axis (bins, low, high)")
+        if self.kind == AggKind.Hist2D and (self.y is None or self.y_axis is None):
+            raise QueryError(f"2-D histogram {self.name!r} needs y and a y axis")
+
+    def key(self):
+        k = lambda e: None if e is None else e.key()  # noqa: E731
+        return (int(self.kind), self.name, k(self.x), k(self.y), k(self.weight), self.x_axis, self.y_axis)
+
+    def columns(self) -> frozenset[str]:
+        out = frozenset()
+        for e in (self.x, self.y, self.weight):
+            if e is not None:
+                out |= e.columns()
+        return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Query:
+    """What to compute over a dataset.
+
+    outputs: (name, expression) pairs, the columns of the result table.
+    where: an event-level bool expression; events where it is true are kept.
+    event_start/event_stop: a dataset-wide event range [start, stop).
+    limit: at most this many selected events.
+    aggregations: if given, the result is the merged aggregates instead of rows.
+    """
+
+    outputs: tuple = ()
+    where: Expr | None = None
+    event_start: int = 0
+    event_stop: int | None = None
+    limit: int | None = None
+    aggregations: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "outputs", tuple((str(n), as_expr(e)) for n, e in self.outputs))
+        object.__setattr__(self, "aggregations", tuple(self.aggregations))
+        names = [n for n, _ in self.outputs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise QueryError(f"output names must be unique, repeated: {sorted(dup)}")
+        if self.event_start < 0 or (self.event_stop is not None and self.event_stop < self.event_start):
+            raise QueryError(f"bad event range [{self.event_start}, {self.event_stop})")
+        if self.limit is not None and self.limit < 0:
+            raise QueryError(f"limit must be >= 0, got {self.limit}")
+
+    def key(self):
+        return (
+            tuple((n, e.key()) for n, e in self.outputs),
+            None if self.where is None else self.where.key(),
+            self.event_start, self.event_stop, self.limit,
+            tuple(a.key() for a in self.aggregations),
+        )
+
+    def columns(self) -> frozenset[str]:
+        out = frozenset()
+        for _, e in self.outputs:
+            out |= e.columns()
+        if self.where is not None:
+            out |= self.where.columns()
+        for a in self.aggregations:
+            out |= a.columns()
+        return out
+
+
+# -- static checking against a schema ---------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ColumnType:
+    """What ``infer`` needs to know of a column: its value kind and whether it is a list.
+
+    kind: "bool", "int", "uint" or "float" (the kind of the values, or of the list elements).
+    """
+
+    kind: str
+    is_list: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    kind: str      # "bool", "int", "uint", "float"
+    is_list: bool
+
+
+_NUMERIC_ORDER = {"bool": 0, "uint": 1, "int": 1, "float": 2}
+
+
+def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") -> Shape:
+    """Check ``expr`` against ``schema`` and return its shape; raise a clear error if invalid.
+
+    Checks column names (with close matches), arity, list/event shapes and bool operands.
+    Runtime-only conditions (two lists of different lengths) are checked by the evaluators.
+    """
+    if isinstance(expr, Column):
+        t = schema.get(expr.name)
+        if t is None:
+            raise UnknownColumnError(expr.name, closest_matches(expr.name, schema), where=where)
+        return Shape(t.kind, t.is_list)
+    if isinstance(expr, Literal):
+        return Shape(expr.kind, False)
+    assert isinstance(expr, Call)
+    shapes = [infer(a, schema, where) for a in expr.args]
+    op = expr.op
+    any_list = any(s.is_list for s in shapes)
+    if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs or op in UNARY_MATH:
+        for a, s in zip(expr.args, shapes):
+            if s.kind == "bool":
+                raise QueryError(
+                    f"{op.name.lower()} needs numbers, but {a!r} is bool in the {where}"
+                )
+    if op in UNARY_MATH:
+        return Shape("float", any_list)
+    if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs:
+        kinds = [s.kind for s in shapes]
+        if op in (Op.Div, Op.Pow, Op.Arctan2, Op.Hypot) or "float" in kinds:
+            kind = "float" if op in (Op.Div, Op.Arctan2, Op.Hypot) or "float" in kinds else _int_kind(kinds)
+        else:
+            kind = _int_kind(kinds)
+        return Shape(kind, any_list)
+    if op in COMPARISON:
+        return Shape("bool", any_list)
+    if op in LOGICAL or op == Op.Not:
+        for a, s in zip(expr.args, shapes):
+            if s.kind != "bool":
+                raise QueryError(
+                    f"{op.name.lower()} needs bool operands, but {a!r} is {s.kind} in the {where}; "
+                    "compare it first (e.g. x > 0)"
+                )
+        return Shape("bool", any_list)
+    if op == Op.Where:
+        if shapes[0].kind != "bool":
+            raise QueryError(f"the condition of where() must be bool, got {shapes[0].kind} in the {where}")
+        kinds = [shapes[1].kind, shapes[2].kind]
+        kind = "float" if "float" in kinds else ("bool" if kinds == ["bool", "bool"] else _int_kind(kinds))
+        return Shape(kind, any_list)
+    if op == Op.Mask:
+        if not shapes[0].is_list:
+            raise QueryError(f"cannot mask {expr.args[0]!r}: it is not a collection, in the {where}")
+        if shapes[1].kind != "bool":
+            raise QueryError(f"the mask {expr.args[1]!r} must be bool, in the {where}")
+        return Shape(shapes[0].kind, True)
+    if op in REDUCTIONS or op in ELEMENT_ACCESS:
+        if not shapes[0].is_list:
+            raise QueryError(
+                f"{op.name.lower()}() reduces a collection, but {expr.args[0]!r} has one value per event, "
+                f"in the {where}"
+            )
+        if op in (Op.Count, Op.CountNonzero):
+            return Shape("int", False)
+        if op in (Op.Any, Op.All):
+            return Shape("bool", False)
+        if op == Op.Mean:
+            return Shape("float", False)
+        if op == Op.Sum and shapes[0].kind == "bool":
+            return Shape("int", False)
+        return Shape(shapes[0].kind, False)
+    raise QueryError(f"unsupported operation {op.name}")  # pragma: no cover
+
+
+def _int_kind(kinds) -> str:
+    if all(k == "bool" for k in kinds):
+        return "int"  # bool + bool is an integer, as in NumPy
+    return "uint" if all(k in ("uint", "bool") for k in kinds) else "int"
+
+
+def check_query(query: Query, schema: dict[str, ColumnType]) -> None:
+    """Validate a whole query before any partition is touched."""
+    if query.where is not None:
+        s = infer(query.where, schema, "cut")
+        if s.is_list:
+            raise QueryError(
+                f"the cut {query.where!r} gives one value per object, not per event; "
+                "reduce it with any(), all() or count_nonzero(...) >= n"
+            )
+        if s.kind != "bool":
+            raise QueryError(f"the cut {query.where!r} must be bool, got {s.kind}")
+    for name, e in query.outputs:
+        infer(e, schema, f"output column {name!r}")
+    for a in query.aggregations:
+        for role, e in (("value", a.x), ("y", a.y), ("weight", a.weight)):
+            if e is not None:
+                infer(e, schema, f"{role} of aggregation {a.name!r}")
