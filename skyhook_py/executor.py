@@ -1,0 +1,247 @@
+"""The executor: runs a plan's tasks against the OSDs and yields what happens.
+
+Pushdown tasks are asynchronous object-class calls (``aio_execute``); plain reads
+run in a small thread pool and are evaluated on the client by the reference
+evaluator.  The number of calls in flight is bounded globally and per OSD (a
+hung OSD then stalls only its own slots, see FACTS.md), results are yielded in
+partition order as soon as the prefix is complete, and new calls are only sent
+when the consumer has taken results: a slow consumer slows the scan instead of
+filling the coordinator's memory.
+
+Error policy (DESIGN.md non-negotiables): a class errno is never resent; the
+class missing on an OSD (-EOPNOTSUPP) falls back to a plain read; a librados
+timeout or a lost connection is retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno as E
+import os
+import queue
+import threading
+import time
+
+import pyarrow as pa
+
+from . import codec
+from .errors import ClusterError, ObjectClassError
+from .planner import Mode
+from .results import PartitionFailure, Progress, ResultBatch
+
+CLASS_NAME = "skyhook"
+
+# errnos that mean "the request or the data is bad": resending cannot help
+CLASS_ERRNOS = {E.EINVAL, E.EPROTONOSUPPORT, E.ESRCH, E.E2BIG, E.EFBIG, E.EMSGSIZE,
+                E.EBADMSG, E.EDOM, E.ETIME, E.ENOMEM, E.EIO, E.ENOENT}
+RETRYABLE = {E.ETIMEDOUT, E.EAGAIN, E.ENOTCONN, E.ESHUTDOWN, E.ECONNRESET}
+
+CLASS_MESSAGES = {
+    E.EINVAL: "the object class rejected the request as invalid",
+    E.EPROTONOSUPPORT: "the OSD's skyhook class does not speak this request version (upgrade the class)",
+    E.ESRCH: "a column of the query is missing from the partition (stale manifest?)",
+    E.E2BIG: "the query is too large for the object class (too many nodes, too deep, or too many bins)",
+    E.EFBIG: "the partition is too large for pushdown; reshard the dataset into smaller partitions",
+    E.EMSGSIZE: "the answer of this partition exceeds the reply limit: narrow the query "
+                "(fewer columns, a tighter cut, a limit) or reshard into smaller partitions",
+    E.EBADMSG: "the partition object is corrupt (not valid Arrow data)",
+    E.EDOM: "integers to negative integer powers are not allowed",
+    E.ETIME: "the partition scan exceeded the OSD's time budget",
+    E.ENOMEM: "the partition scan exceeded the OSD's memory budget",
+    E.EIO: "internal error in the object class (see the OSD log)",
+    E.ENOENT: "the partition object does not exist (dataset damaged or deleted during the query?)",
+}
+
+
+class DeadlineExceeded(ClusterError, TimeoutError):
+    pass
+
+
+class Executor:
+    def __init__(self, store, max_in_flight: int = 16, per_osd: int = 4,
+                 max_reply: int = codec.DEFAULT_MAX_REPLY, retries: int = 3,
+                 compression: str = "none"):
+        self.store = store
+        self.max_in_flight = max_in_flight
+        self.per_osd = per_osd
+        self.max_reply = max_reply
+        self.retries = retries
+        self.compression = compression
+        self._osd_cache: dict[str, tuple[float, int | None]] = {}
+        self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="skyhook-read")
+
+    def close(self):
+        self._readers.shutdown(wait=False, cancel_futures=True)
+
+    # -- placement, for per-OSD caps ---------------------------------------------
+    def _osd(self, obj: str):
+        now = time.monotonic()
+        hit = self._osd_cache.get(obj)
+        if hit and now - hit[0] < 30:
+            return hit[1]
+        osd = self.store.osd_for(obj)
+        self._osd_cache[obj] = (now, osd)
+        return osd
+
+    # -- running ------------------------------------------------------------------
+    def run(self, manifest, plan, query, *, deadline: float | None = None,
+            fail_fast: bool = True, limit: int | None = None, cancelled=None):
+        """Yield ResultBatch / PartitionFailure / Progress events and, per task, a
+        ``("figures", task, mode, figures, aggregates)`` tuple for the summary."""
+        tasks = list(plan.tasks)
+        done_q: queue.Queue = queue.Queue()
+        in_flight: dict[int, tuple] = {}        # task position -> (task, osd, mode)
+        per_osd: dict = {}
+        attempts = [0] * len(tasks)
+        modes = [t.mode for t in tasks]
+        finished: dict[int, tuple] = {}          # results waiting for their prefix
+        next_submit = 0
+        retry_queue: list[int] = []
+        next_yield = 0
+        rows_yielded = 0
+        events_done = 0
+        window = max(self.max_in_flight * 2, 4)
+        request_cache: dict[int | None, bytes] = {}
+
+        def request_for(task, remaining):
+            # the same request bytes for every partition, except the row range
+            return codec.encode_scan_request(
+                outputs=query.outputs, where=query.where, row_start=task.row_start,
+                row_stop=task.row_stop, limit=-1 if remaining is None else remaining,
+                aggregations=query.aggregations, compression=self.compression,
+                max_reply_bytes=self.max_reply)
+
+        def submit(pos):
+            task = tasks[pos]
+            mode = modes[pos]
+            osd = self._osd(task.object) if mode == Mode.PUSHDOWN else "client"
+            in_flight[pos] = (task, osd, mode)
+            per_osd[osd] = per_osd.get(osd, 0) + 1
+            attempts[pos] += 1
+            remaining = None if limit is None else max(0, limit - rows_yielded)
+            if mode == Mode.PUSHDOWN:
+                req = request_for(task, remaining)
+                try:
+                    self.store.aio_execute(task.object, CLASS_NAME, "scan", req, self.max_reply,
+                                           lambda err, data, pos=pos: done_q.put((pos, err, data)))
+                except ClusterError as e:
+                    done_q.put((pos, E.ENOTCONN, str(e).encode()))
+            else:
+                self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q)
+
+        def can_submit(pos):
+            if len(in_flight) >= self.max_in_flight or pos >= next_yield + window:
+                return False
+            if modes[pos] != Mode.PUSHDOWN:
+                return True
+            return per_osd.get(self._osd(tasks[pos].object), 0) < self.per_osd
+
+        while next_yield < len(tasks):
+            if cancelled is not None and cancelled():
+                return
+            if limit is not None and rows_yielded >= limit:
+                return
+            # submit what the caps allow (retries first)
+            while retry_queue and can_submit(retry_queue[0]):
+                submit(retry_queue.pop(0))
+            while next_submit < len(tasks) and not retry_queue and can_submit(next_submit):
+                submit(next_submit)
+                next_submit += 1
+            # yield the finished prefix
+            progressed = False
+            while next_yield in finished:
+                outcome = finished.pop(next_yield)
+                task = tasks[next_yield]
+                next_yield += 1
+                progressed = True
+                events_done += task.event_stop - task.event_start
+                if outcome[0] == "ok":
+                    _, mode, result = outcome
+                    yield ("figures", task, mode, result.figures, result.aggregates)
+                    if result.table is not None and result.table.num_rows:
+                        t = result.table
+                        if limit is not None:
+                            t = t.slice(0, max(0, limit - rows_yielded))
+                        rows_yielded += t.num_rows
+                        if t.num_rows:
+                            yield ResultBatch(task.partition, t)
+                else:
+                    _, err, msg = outcome
+                    yield PartitionFailure(task.partition, task.object, err, msg)
+                    if fail_fast:
+                        return
+                yield Progress(next_yield, len(tasks), events_done, plan.events_total)
+            if progressed:
+                continue
+            if not in_flight:
+                continue
+            # wait for one completion
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise DeadlineExceeded(f"query deadline exceeded with {len(tasks) - next_yield} partitions to go")
+            try:
+                pos, err, data = done_q.get(timeout=min(timeout, 1.0) if timeout is not None else 1.0)
+            except queue.Empty:
+                continue
+            task, osd, mode = in_flight.pop(pos)
+            per_osd[osd] -= 1
+            finished_outcome = self._classify(task, mode, err, data, pos, attempts)
+            if finished_outcome == "retry":
+                retry_queue.append(pos)
+                yield ("retry", task)
+            elif finished_outcome == "fallback":
+                modes[pos] = Mode.READ
+                retry_queue.append(pos)
+            else:
+                finished[pos] = finished_outcome
+
+    def _classify(self, task, mode, err, data, pos, attempts):
+        if mode != Mode.PUSHDOWN:   # plain read: data is ("ok", result) or an error
+            return data
+        if err == 0:
+            try:
+                result = codec.decode_scan_reply(data)
+                result.figures = dict(result.figures or {}, reply_bytes=len(data))
+                return ("ok", "pushdown", result)
+            except Exception as e:  # a reply we cannot decode is a class bug: do not resend
+                return ("error", E.EBADMSG, f"cannot decode the reply for {task.object!r}: {e}")
+        if err == E.EOPNOTSUPP:
+            return "fallback"
+        if err in RETRYABLE and attempts[pos] <= self.retries:
+            time.sleep(min(0.05 * 2 ** attempts[pos], 1.0))
+            return "retry"
+        msg = CLASS_MESSAGES.get(err, os.strerror(err))
+        return ("error", err, f"partition {task.object!r}: {msg}")
+
+    def _read_and_evaluate(self, task, query, remaining, pos, done_q):
+        """A plain read: fetch the whole object, evaluate on the client."""
+        from . import reference
+
+        try:
+            data = self.store.read(task.object)
+            table = decode_partition(data)
+            result = reference.scan_table(
+                table, query.outputs, query.where, task.row_start, task.row_stop,
+                -1 if remaining is None else remaining, query.aggregations)
+            result.figures = dict(result.figures or {}, bytes_transferred=len(data), object_bytes=len(data))
+            mode = "fallback" if task.mode == Mode.PUSHDOWN else "read"
+            done_q.put((pos, 0, ("ok", mode, result)))
+        except FileNotFoundError:
+            done_q.put((pos, E.ENOENT, ("error", E.ENOENT, f"partition {task.object!r}: {CLASS_MESSAGES[E.ENOENT]}")))
+        except ObjectClassError as e:
+            done_q.put((pos, e.errno, ("error", e.errno, str(e))))
+        except Exception as e:  # noqa: BLE001 - reported per partition, the query decides
+            done_q.put((pos, E.EIO, ("error", E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
+
+
+def decode_partition(data: bytes) -> pa.Table:
+    """A partition object (Arrow IPC file or Parquet) as a table."""
+    buf = pa.py_buffer(data)
+    if data[:4] == b"PAR1":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(pa.BufferReader(buf))
+    try:
+        return pa.ipc.open_file(buf).read_all()
+    except pa.ArrowInvalid as e:
+        raise ObjectClassError(E.EBADMSG, "", f"partition is not valid Arrow data: {e}") from e

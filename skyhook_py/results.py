@@ -1,0 +1,114 @@
+"""What a running query reports: progress, result batches, per-partition failures and
+the final summary.  Plain data, shared by the in-process session, the gRPC servicer
+and the CLI; nothing here talks to Ceph or gRPC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+
+
+@dataclasses.dataclass
+class Progress:
+    partitions_done: int
+    partitions_total: int
+    events_done: int
+    events_total: int
+
+
+@dataclasses.dataclass
+class ResultBatch:
+    partition: int          # index of the partition in the manifest
+    table: pa.Table
+
+
+@dataclasses.dataclass
+class PartitionFailure:
+    partition: int
+    object: str
+    errno: int
+    message: str
+
+
+@dataclasses.dataclass
+class Summary:
+    dataset: str = ""
+    manifest_version: int = 0
+    events_total: int = 0          # events of the dataset in the query's event range
+    events_scanned: int = 0
+    events_matched: int = 0
+    rows_returned: int = 0
+    bytes_returned: int = 0        # bytes that crossed the network to the client
+    bytes_read_osd: int = 0        # bytes the object class read from the object store
+    bytes_stored: int = 0          # size of the partitions scanned
+    partitions_total: int = 0
+    partitions_pushed_down: int = 0
+    partitions_read: int = 0       # plain reads (pushdown off or chosen by the planner)
+    partitions_fallen_back: int = 0  # class missing on the OSD: plain read + reference evaluator
+    partitions_pruned: int = 0
+    partitions_failed: int = 0
+    retries: int = 0
+    osd_cpu_seconds: float = 0.0
+    cache_hit: bool = False
+    seconds: float = 0.0
+    aggregates: dict = dataclasses.field(default_factory=dict)
+    fallen_back_objects: list = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("aggregates")
+        return d
+
+    def render(self) -> str:
+        """A short human summary, as the CLI prints it."""
+        mode = []
+        if self.partitions_pushed_down:
+            mode.append(f"{self.partitions_pushed_down} pushed down")
+        if self.partitions_read:
+            mode.append(f"{self.partitions_read} read plainly")
+        if self.partitions_fallen_back:
+            mode.append(f"{self.partitions_fallen_back} fell back (class missing)")
+        if self.partitions_pruned:
+            mode.append(f"{self.partitions_pruned} pruned")
+        if self.partitions_failed:
+            mode.append(f"{self.partitions_failed} FAILED")
+        ratio = (self.bytes_stored / self.bytes_returned) if self.bytes_returned else float("inf")
+        lines = [
+            f"dataset {self.dataset!r} v{self.manifest_version}: "
+            f"{self.events_matched:,} of {self.events_scanned:,} events matched",
+            f"  rows returned   {self.rows_returned:,}",
+            f"  bytes returned  {_mb(self.bytes_returned)}  (partitions scanned hold {_mb(self.bytes_stored)};"
+            f" {ratio:,.1f}x less over the network)" if self.bytes_returned else
+            f"  bytes returned  0  (partitions scanned hold {_mb(self.bytes_stored)})",
+            f"  partitions      {self.partitions_total}: {', '.join(mode) or 'none'}",
+            f"  time            {self.seconds * 1000:,.1f} ms"
+            + (f"  (OSD CPU {self.osd_cpu_seconds * 1000:,.1f} ms)" if self.osd_cpu_seconds else "")
+            + ("  [cache hit]" if self.cache_hit else ""),
+        ]
+        return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    if n < 10_000:
+        return f"{n:,} B"
+    if n < 10_000_000:
+        return f"{n / 1e3:,.1f} kB"
+    return f"{n / 1e6:,.1f} MB"
+
+
+@dataclasses.dataclass
+class QueryResult:
+    table: pa.Table | None
+    summary: Summary
+    failures: list = dataclasses.field(default_factory=list)
+
+    @property
+    def aggregates(self) -> dict:
+        return self.summary.aggregates
+
+    def to_awkward(self):
+        import awkward as ak
+
+        return ak.from_arrow(self.table)

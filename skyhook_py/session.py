@@ -1,0 +1,256 @@
+"""The in-process API: a Session on one pool of one cluster.
+
+``Session.query`` compiles the user's query (cut strings, qastle, uproot-raw or
+IR), checks it against the dataset's manifest before any partition is touched,
+plans it, runs it through the executor and assembles the answer.  ``stream`` is
+the same as a sequence of events (progress, batches, failures, summary), which
+the gRPC coordinator forwards as they come.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pyarrow as pa
+
+from . import aggregates as agg
+from . import ir, planner
+from .errors import QueryError, SkyhookError
+from .executor import Executor
+from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+
+DEFAULT_POOL = "skyhook"
+DEFAULT_NAMESPACE = "skyhook"
+
+
+class Session:
+    def __init__(self, store, conf: str):
+        self.store = store
+        self.conf = conf
+        self.executor = Executor(store)
+
+    @classmethod
+    def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
+             op_timeout: float = 30):
+        from .paths import resolve_conf
+        from .rados_io import Store
+
+        conf = resolve_conf(conf)
+        store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL),
+                      namespace or DEFAULT_NAMESPACE, name=user, keyring=keyring,
+                      op_timeout=op_timeout)
+        return cls(store, conf)
+
+    def close(self):
+        self.executor.close()
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- datasets (the transcoder does the work) ------------------------------------
+    def ingest(self, paths, dataset, tree=None, **kwargs):
+        from . import transcode
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        return transcode.ingest(self.store, [os.fspath(p) for p in paths], dataset, tree=tree, **kwargs)
+
+    def append(self, paths, dataset, tree=None, **kwargs):
+        from . import transcode
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        return transcode.append(self.store, [os.fspath(p) for p in paths], dataset, tree=tree, **kwargs)
+
+    def reshard(self, dataset, **kwargs):
+        from . import transcode
+
+        return transcode.reshard(self.store, dataset, **kwargs)
+
+    def describe(self, dataset):
+        from . import transcode
+
+        return transcode.describe(self.store, dataset)
+
+    def datasets(self):
+        from . import transcode
+
+        return transcode.list_datasets(self.store)
+
+    def delete(self, dataset):
+        from . import transcode
+
+        return transcode.delete(self.store, dataset)
+
+    def manifest(self, dataset):
+        from .manifest import load_manifest
+
+        return load_manifest(self.store, dataset)
+
+    # -- queries ----------------------------------------------------------------------
+    def build_query(self, dataset_or_manifest, columns=None, where=None, expressions=None,
+                    event_range=None, limit=None, aggregations=(), language="cut") -> tuple:
+        """Compile and check a query; returns (manifest, ir.Query). Raises before any I/O
+        on partitions when the query is invalid."""
+        m = (self.manifest(dataset_or_manifest) if isinstance(dataset_or_manifest, str)
+             else dataset_or_manifest)
+        schema = m.column_types()
+        query = make_query(schema, columns=columns, where=where, expressions=expressions,
+                           event_range=event_range, limit=limit, aggregations=aggregations,
+                           language=language)
+        ir.check_query(query, schema)
+        return m, query
+
+    def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
+              limit=None, pushdown="auto", language="cut", deadline=None, fail_fast=True) -> pa.Table:
+        """The selected events as a pyarrow Table (columns in the order asked)."""
+        return self.run(dataset, columns=columns, where=where, expressions=expressions,
+                        event_range=event_range, limit=limit, pushdown=pushdown,
+                        language=language, deadline=deadline, fail_fast=fail_fast).table
+
+    def aggregate(self, dataset, aggregations, where=None, *, event_range=None, pushdown="auto",
+                  language="cut") -> dict:
+        """Merged aggregates (count, sum, min, max, mean, histograms) by name."""
+        return self.run(dataset, where=where, aggregations=aggregations, event_range=event_range,
+                        pushdown=pushdown, language=language, columns=[]).aggregates
+
+    def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, **query_args) -> QueryResult:
+        m, query = self.build_query(dataset, **query_args)
+        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
+                                         fail_fast=fail_fast), query, m)
+
+    def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
+                     fail_fast=True, cancelled=None):
+        """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
+        t0 = time.perf_counter()
+        p = planner.plan(manifest, query, pushdown)
+        s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
+                    events_total=p.events_total, partitions_total=len(manifest.partitions),
+                    partitions_pruned=p.pruned)
+        yield Progress(0, len(p.tasks), 0, p.events_total)
+        partials = []
+        abs_deadline = None if deadline is None else time.monotonic() + deadline
+        for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
+                                    limit=query.limit, cancelled=cancelled):
+            if isinstance(ev, tuple):
+                if ev[0] == "retry":
+                    s.retries += 1
+                    continue
+                _, task, mode, fig, aggs = ev
+                _account(s, task, mode, fig or {})
+                if aggs:
+                    partials.append(aggs)
+                continue
+            if isinstance(ev, ResultBatch):
+                s.rows_returned += ev.table.num_rows
+            elif isinstance(ev, PartitionFailure):
+                s.partitions_failed += 1
+                if fail_fast:
+                    yield ev
+                    raise partition_error(ev)
+            yield ev
+        if query.aggregations:
+            s.aggregates = agg.finalize(agg.merge(partials), query.aggregations)
+        s.seconds = time.perf_counter() - t0
+        yield s
+
+
+def _account(s: Summary, task, mode, fig):
+    s.bytes_stored += task.bytes
+    s.events_scanned += int(fig.get("rows_scanned", task.event_stop - task.event_start))
+    s.events_matched += int(fig.get("rows_matched", 0))
+    if mode == "pushdown":
+        s.partitions_pushed_down += 1
+        s.bytes_read_osd += int(fig.get("bytes_read", 0))
+        s.bytes_returned += int(fig.get("reply_bytes", 0))
+        s.osd_cpu_seconds += fig.get("cpu_ns", 0) / 1e9
+    else:
+        if mode == "fallback":
+            s.partitions_fallen_back += 1
+            s.fallen_back_objects.append(task.object)
+        else:
+            s.partitions_read += 1
+        s.bytes_returned += int(fig.get("bytes_transferred", 0))
+
+
+def partition_error(ev: PartitionFailure) -> SkyhookError:
+    from .errors import CorruptObjectError, ObjectClassError, ReplyTooLargeError
+    import errno as E
+
+    kind = {E.EBADMSG: CorruptObjectError, E.EMSGSIZE: ReplyTooLargeError}.get(ev.errno, ObjectClassError)
+    return kind(ev.errno, ev.object, ev.message)
+
+
+def collect(events, query: ir.Query, manifest=None) -> QueryResult:
+    """Assemble a stream of events into a QueryResult (rows in dataset order)."""
+    batches, failures, summary = [], [], None
+    for ev in events:
+        if isinstance(ev, ResultBatch):
+            batches.append(ev.table)
+        elif isinstance(ev, PartitionFailure):
+            failures.append(ev)
+        elif isinstance(ev, Summary):
+            summary = ev
+    table = None
+    if not query.aggregations:
+        table = _concat(batches) if batches else empty_result(manifest, query)
+    return QueryResult(table, summary, failures)
+
+
+def empty_result(manifest, query: ir.Query) -> pa.Table | None:
+    """The zero-row answer, with the column types a non-empty one would have."""
+    from . import reference
+
+    if manifest is None:
+        return None
+    empty = manifest.schema.empty_table()
+    return reference.scan_table(empty, query.outputs, None).table
+
+
+def _concat(batches):
+    try:
+        return pa.concat_tables(batches, promote_options="permissive")
+    except pa.ArrowInvalid:
+        # a column can be null-typed in one partition and typed in another
+        return pa.concat_tables([b.combine_chunks() for b in batches], promote_options="permissive")
+
+
+def make_query(schema, columns=None, where=None, expressions=None, event_range=None,
+               limit=None, aggregations=(), language="cut") -> ir.Query:
+    """Build an ir.Query from the user-facing arguments."""
+    from . import lang
+
+    if language != "cut":
+        if columns or expressions:
+            raise QueryError(f"with language={language!r} the query text holds the columns; "
+                             "do not pass columns= or expressions=")
+        q = lang.compile_query(language, where, schema)
+        return _with_range(q, event_range, limit)
+    outputs = []
+    if columns is None and not expressions and not aggregations:
+        columns = list(schema)
+    for c in columns or []:
+        if isinstance(c, ir.Expr):
+            outputs.append((repr(c), c))
+        else:
+            outputs.append((c, lang.compile_expression(c, schema)))
+    for name, text in (expressions or {}).items():
+        outputs.append((name, text if isinstance(text, ir.Expr) else lang.compile_expression(text, schema)))
+    cut = None
+    if where is not None:
+        cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where, schema)
+    aggs = tuple(aggregations)
+    q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=aggs)
+    return _with_range(q, event_range, limit)
+
+
+def _with_range(q: ir.Query, event_range, limit) -> ir.Query:
+    start, stop = (event_range or (0, None))
+    return ir.Query(outputs=q.outputs, where=q.where, aggregations=q.aggregations,
+                    event_start=start or 0, event_stop=stop,
+                    limit=limit if limit is not None else q.limit)
