@@ -1,0 +1,151 @@
+"""The planner alone: event-range pruning, statistics pruning, the pushdown choice.
+
+Soundness of statistics pruning is checked against brute force: a partition may
+only be pruned if the cut is false for every event in it.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skyhook_py import ir, planner
+from skyhook_py.ir import col
+
+
+@dataclasses.dataclass
+class Part:
+    object: str
+    event_start: int
+    event_stop: int
+    bytes: int
+    stats: dict
+
+
+@dataclasses.dataclass
+class FakeManifest:  # the planner only reads these fields of a Manifest
+    partitions: list
+    columns: dict
+
+    def column_types(self):
+        return self.columns
+
+
+SCHEMA = {"MET_pt": ir.ColumnType("float", False), "nMuon": ir.ColumnType("uint", False),
+          "Muon_pt": ir.ColumnType("float", True), "run": ir.ColumnType("int", False)}
+
+
+def stats_of(values: dict) -> dict:
+    cols = {}
+    for name, v in values.items():
+        if v and isinstance(v[0], list):  # a collection
+            flat = [x for row in v for x in row]
+            finite = [x for x in flat if not math.isnan(x)]
+            cols[name] = {"min": min(finite) if finite else None, "max": max(finite) if finite else None,
+                          "null_count": 0, "nan_count": len(flat) - len(finite),
+                          "min_length": min(map(len, v)), "max_length": max(map(len, v))}
+        else:
+            arr = np.asarray(v, dtype=float)
+            finite = arr[~np.isnan(arr)]
+            cols[name] = {"min": float(finite.min()) if finite.size else None,
+                          "max": float(finite.max()) if finite.size else None,
+                          "null_count": 0, "nan_count": int(np.isnan(arr).sum())}
+    n = len(next(iter(values.values())))
+    return {"version": 1, "rows": n, "columns": cols}
+
+
+def manifest_of(parts_values):
+    parts, start = [], 0
+    for i, vals in enumerate(parts_values):
+        n = len(vals["MET_pt"])
+        parts.append(Part(f"part.x.w.{i:06d}", start, start + n, 1000, stats_of(vals)))
+        start += n
+    return FakeManifest(parts, SCHEMA)
+
+
+def test_event_range_prunes_and_sets_rows():
+    m = manifest_of([{"MET_pt": [1.0] * 10, "Muon_pt": [[1.0]] * 10}] * 3)
+    q = ir.Query(outputs=(("MET_pt", col("MET_pt")),), event_start=15, event_stop=22)
+    p = planner.plan(m, q, "on")
+    assert [(t.partition, t.row_start, t.row_stop) for t in p.tasks] == [(1, 5, 10), (2, 0, 2)]
+    assert p.pruned == 1 and p.events_total == 7
+
+
+def test_stats_prune_scalar_cut():
+    m = manifest_of([{"MET_pt": [1.0, 5.0], "Muon_pt": [[1.0], []]},
+                     {"MET_pt": [50.0, 60.0], "Muon_pt": [[30.0], [2.0]]}])
+    q = ir.Query(outputs=(("MET_pt", col("MET_pt")),), where=col("MET_pt") > 40)
+    p = planner.plan(m, q, "on")
+    assert [t.partition for t in p.tasks] == [1]
+    assert p.pruned == 1
+
+
+def test_stats_prune_collection_any_and_count():
+    m = manifest_of([{"MET_pt": [1.0, 5.0], "Muon_pt": [[1.0], []]},
+                     {"MET_pt": [50.0, 60.0], "Muon_pt": [[30.0, 4.0], [2.0]]}])
+    q = ir.Query(where=ir.call(ir.Op.Any, col("Muon_pt") > 20))
+    assert [t.partition for t in planner.plan(m, q, "on").tasks] == [1]
+    q = ir.Query(where=ir.call(ir.Op.Count, col("Muon_pt")) >= 2)
+    assert [t.partition for t in planner.plan(m, q, "on").tasks] == [1]
+
+
+def test_auto_reads_plainly_only_when_pushdown_cannot_reduce():
+    m = manifest_of([{"MET_pt": [1.0], "Muon_pt": [[1.0]]}])
+    everything = ir.Query(outputs=tuple((c, col(c)) for c in SCHEMA))
+    assert planner.plan(m, everything, "auto").tasks[0].mode == planner.Mode.READ
+    with_cut = ir.Query(outputs=everything.outputs, where=col("MET_pt") > 0.5)
+    assert planner.plan(m, with_cut, "auto").tasks[0].mode == planner.Mode.PUSHDOWN
+    few = ir.Query(outputs=(("MET_pt", col("MET_pt")),))
+    assert planner.plan(m, few, "auto").tasks[0].mode == planner.Mode.PUSHDOWN
+    assert planner.plan(m, few, "off").tasks[0].mode == planner.Mode.READ
+    with pytest.raises(ValueError, match="pushdown must be"):
+        planner.plan(m, few, "sometimes")
+
+
+# -- soundness: pruning never drops a partition that has a matching event ------------
+
+floats = st.one_of(st.floats(-100, 100, allow_nan=False), st.just(float("nan")))
+lits = st.floats(-100, 100, allow_nan=False)
+cmp_ops = st.sampled_from([ir.Op.Gt, ir.Op.Ge, ir.Op.Lt, ir.Op.Le, ir.Op.Eq, ir.Op.Ne])
+
+
+@st.composite
+def cuts(draw, depth=2):
+    if depth == 0 or draw(st.booleans()):
+        op = draw(cmp_ops)
+        lhs = col("MET_pt") if draw(st.booleans()) else -col("MET_pt")
+        return ir.call(op, lhs, draw(lits))
+    kind = draw(st.sampled_from(["and", "or", "not"]))
+    if kind == "not":
+        return ~draw(cuts(depth - 1))
+    a, b = draw(cuts(depth - 1)), draw(cuts(depth - 1))
+    return (a & b) if kind == "and" else (a | b)
+
+
+def brute(expr, met):
+    """Evaluate a cut over plain numpy, as an independent oracle."""
+    if isinstance(expr, ir.Column):
+        return met
+    if isinstance(expr, ir.Literal):
+        return np.full_like(met, expr.value)
+    a = [brute(x, met) for x in expr.args]
+    ops = {ir.Op.Gt: np.greater, ir.Op.Ge: np.greater_equal, ir.Op.Lt: np.less,
+           ir.Op.Le: np.less_equal, ir.Op.Eq: np.equal, ir.Op.Ne: np.not_equal,
+           ir.Op.And: np.logical_and, ir.Op.Or: np.logical_or}
+    if expr.op == ir.Op.Not:
+        return ~a[0].astype(bool)
+    if expr.op == ir.Op.Neg:
+        return -a[0]
+    return ops[expr.op](*a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(floats, min_size=1, max_size=8), cuts())
+def test_pruning_is_sound(met, cut):
+    m = manifest_of([{"MET_pt": met, "Muon_pt": [[1.0]] * len(met)}])
+    p = planner.plan(m, ir.Query(where=cut), "on")
+    if not p.tasks:
+        assert not brute(cut, np.asarray(met, dtype=float)).any(), f"pruned a partition where {cut!r} matches"
