@@ -1,0 +1,795 @@
+"""A throwaway Ceph cluster on 127.0.0.1: one mon and N bluestore-on-file OSDs.
+
+This layer creates, starts, inspects and stops the local cluster that the demo,
+the tests and the benchmarks run against.  Everything lives in one folder (the
+cluster dir): ceph.conf, keyrings, mon and OSD data, logs, pid files, admin
+sockets and a private object-class folder.  It drives Ceph only through its
+command-line tools (``ceph``, ``rados``, ``ceph-mon``, ``ceph-osd``...), each
+call under a timeout; the one exception is the class probe in ``status``, which
+goes through ``rados_io`` like every other librados call.
+
+It deliberately ignores what a real deployment needs (several hosts, a mgr,
+dashboards, upgrades): see deploy/README.md for ceph-ansible.
+
+Usage: ``python -m skyhook_py.cluster up|status|down|restart-osds [--dir DIR]``,
+or ``skyhook cluster ...`` once the CLI registers ``add_cluster_commands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .errors import ClusterError
+from .paths import class_library, default_cluster_dir
+
+log = logging.getLogger("skyhook.cluster")
+
+POOL = "skyhook"
+NAMESPACE = "skyhook"
+QUERY_USER = "client.skyhook-query"
+INGEST_USER = "client.skyhook-ingest"
+ADMIN_USER = "client.admin"
+MON_ID = "a"
+DEFAULT_PG_NUM = 32
+TEST_PG_NUM = 8
+
+# Timeouts (seconds).  Every Ceph command runs under one: a command that waits for a
+# mon that is gone would otherwise block forever.
+CONNECT_TIMEOUT = 10
+COMMAND_TIMEOUT = 60
+DAEMON_START_TIMEOUT = 120
+READY_TIMEOUT = 90
+STOP_TIMEOUT = 20
+
+# Ports are pinned in ceph.conf so that two clusters (demo and tests) never collide.
+# Chosen below Linux's ephemeral range (32768-60999), where outgoing connections take theirs.
+_PORT_LOW, _PORT_HIGH = 10000, 32000
+
+_CEPH_CLASS_DIR_FALLBACK = "/usr/lib/x86_64-linux-gnu/rados-classes"
+_REQUIRED_TOOLS = ("ceph", "rados", "ceph-mon", "ceph-osd", "ceph-authtool", "monmaptool")
+
+
+def missing_tools() -> list[str]:
+    """The Ceph executables this module needs that are not on $PATH."""
+    return [t for t in _REQUIRED_TOOLS if shutil.which(t) is None]
+
+
+def query_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Least privilege for the query path: read partitions and manifests, call the
+    two read-only methods of our class on partitions, nothing else.
+
+    `class skyhook` alone would also allow any write method of the class, so each
+    method is named; `r` and `class` cannot share one grant (FACTS.md).
+    """
+    where = f"pool={pool} namespace={namespace}"
+    return {
+        "mon": "allow r",
+        "osd": ", ".join([
+            f"allow r {where} object_prefix part.",
+            f"allow {where} object_prefix part. class skyhook scan",
+            f"allow {where} object_prefix part. class skyhook stats",
+            f"allow r {where} object_prefix manifest",
+        ]),
+    }
+
+
+def ingest_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
+    """The ingest path: read and write objects of the namespace, no class calls."""
+    return {"mon": "allow r", "osd": f"allow rw pool={pool} namespace={namespace}"}
+
+
+# ---------------------------------------------------------------------------------
+# small process helpers
+
+
+def _run(cmd: list[str], timeout: float = COMMAND_TIMEOUT, stdin: bytes | None = None,
+         log_to: Path | None = None) -> str:
+    """Run a command; return its stdout; raise ClusterError naming the command on failure."""
+    try:
+        if log_to is not None:
+            # daemons fork and keep inherited fds: never give them our pipes
+            with open(log_to, "ab") as out:
+                proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                      timeout=timeout, start_new_session=True)
+            if proc.returncode != 0:
+                tail = log_to.read_text(errors="replace")[-2000:]
+                raise ClusterError(f"{' '.join(cmd)} failed (exit {proc.returncode}); "
+                                   f"end of {log_to}:\n{tail}")
+            return ""
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise ClusterError(f"{' '.join(cmd)} did not finish within {timeout} s") from e
+    except FileNotFoundError as e:
+        raise ClusterError(f"{cmd[0]} is not installed (run `make setup`)") from e
+    if proc.returncode != 0:
+        err = (proc.stderr or b"").decode(errors="replace").strip()
+        raise ClusterError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {err[-2000:]}")
+    return proc.stdout.decode(errors="replace")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_ports(count: int) -> int:
+    """The first port of ``count`` consecutive free ports on 127.0.0.1."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(_PORT_LOW, _PORT_HIGH - count)
+        if all(_port_free(p) for p in range(base, base + count)):
+            return base
+    raise ClusterError(f"found no {count} consecutive free ports in {_PORT_LOW}-{_PORT_HIGH}")
+
+
+def _ceph_class_dir() -> Path:
+    try:
+        out = _run(["ceph-osd", "-c", "/dev/null", "--show-config-value", "osd_class_dir"], timeout=20)
+        return Path(out.strip())
+    except ClusterError:
+        return Path(_CEPH_CLASS_DIR_FALLBACK)
+
+
+def _ceph_default_class_list() -> str:
+    """Ceph's own default `osd class default list` (the classes any `x` cap may call)."""
+    out = _run(["ceph-osd", "-c", "/dev/null", "--show-config-value", "osd_class_default_list"],
+               timeout=20)
+    names = out.split()
+    if "skyhook" in names:  # never: our class is reached through explicit caps only
+        names.remove("skyhook")
+    return " ".join(names)
+
+
+# ---------------------------------------------------------------------------------
+
+
+class Cluster:
+    """The local cluster in ``dir`` (default: paths.default_cluster_dir()).
+
+    ``up(osds)`` creates or restarts it, ``down()`` stops the daemons it started;
+    the data stays until ``purge()``.
+    """
+
+    def __init__(self, dir: str | os.PathLike | None = None):
+        self.dir = Path(dir).expanduser().resolve() if dir else default_cluster_dir().resolve()
+        self.conf_path = self.dir / "ceph.conf"
+        self.keys_dir = self.dir / "keys"
+        self.run_dir = self.dir / "run"
+        self.log_dir = self.dir / "log"
+        self.class_dir = self.dir / "classes"
+        self._state_path = self.dir / "state.json"
+
+    def __repr__(self):
+        return f"Cluster({str(self.dir)!r})"
+
+    # -- paths ---------------------------------------------------------------------
+    def keyring(self, name: str) -> Path:
+        """The keyring of cephx user ``name`` (e.g. ``client.skyhook-query``)."""
+        return self.keys_dir / f"{name}.keyring"
+
+    @property
+    def admin_keyring(self) -> Path:
+        return self.keyring(ADMIN_USER)
+
+    @property
+    def query_keyring(self) -> Path:
+        return self.keyring(QUERY_USER)
+
+    @property
+    def ingest_keyring(self) -> Path:
+        return self.keyring(INGEST_USER)
+
+    def osd_dir(self, i: int) -> Path:
+        return self.dir / "osd" / str(i)
+
+    @property
+    def mon_dir(self) -> Path:
+        return self.dir / "mon" / MON_ID
+
+    # -- persistent state ----------------------------------------------------------
+    def _state(self) -> dict:
+        try:
+            return json.loads(self._state_path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _save_state(self, state: dict):
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        tmp.replace(self._state_path)
+
+    @property
+    def created(self) -> bool:
+        return bool(self._state().get("complete"))
+
+    @property
+    def osd_ids(self) -> list[int]:
+        return sorted(int(i) for i in self._state().get("osds", {}))
+
+    @property
+    def mon_addr(self) -> str | None:
+        port = self._state().get("mon_port")
+        return f"v2:127.0.0.1:{port}" if port else None
+
+    # -- running Ceph tools against this cluster -----------------------------------
+    def ceph(self, *args: str, timeout: float = COMMAND_TIMEOUT, fmt_json: bool = False,
+             stdin: bytes | None = None):
+        """Run ``ceph ARGS`` as client.admin; parsed JSON if ``fmt_json``."""
+        cmd = ["ceph", "-c", str(self.conf_path), "-n", ADMIN_USER, "-k", str(self.admin_keyring),
+               "--connect-timeout", str(CONNECT_TIMEOUT), *args]
+        if fmt_json:
+            cmd += ["-f", "json"]
+        out = _run(cmd, timeout=timeout, stdin=stdin)
+        return json.loads(out) if fmt_json else out
+
+    def _rados(self, *args: str, timeout: float = 30) -> str:
+        return _run(["rados", "-c", str(self.conf_path), "-n", ADMIN_USER, "-k", str(self.admin_keyring),
+                     "--client_mount_timeout", "10", "--rados_osd_op_timeout", "10",
+                     "--rados_mon_op_timeout", "10", *args], timeout=timeout)
+
+    # -- processes -----------------------------------------------------------------
+    def _daemon_pids(self) -> dict[str, int]:
+        """Running ceph-mon/ceph-osd processes of THIS cluster: {"mon.a": pid, "osd.0": pid}.
+
+        Found by their command line naming our ceph.conf (pid files may be stale or
+        missing after a crash), so we never touch another cluster's daemons.
+        """
+        conf = str(self.conf_path)
+        found = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if not argv or os.path.basename(argv[0]) not in ("ceph-mon", "ceph-osd"):
+                continue
+            if conf not in argv or "--mkfs" in argv or "-i" not in argv:
+                continue
+            ident = argv[argv.index("-i") + 1] if argv.index("-i") + 1 < len(argv) else "?"
+            kind = "mon" if argv[0].endswith("ceph-mon") else "osd"
+            pid = int(entry)
+            if _pid_alive(pid):
+                found[f"{kind}.{ident}"] = pid
+        return found
+
+    def _start_daemon(self, kind: str, ident: str):
+        exe = "ceph-mon" if kind == "mon" else "ceph-osd"
+        # ceph daemons fork and the parent returns once the child has initialised
+        _run([exe, "-c", str(self.conf_path), "-i", ident], timeout=DAEMON_START_TIMEOUT,
+             log_to=self.log_dir / f"{kind}.{ident}.stdout")
+
+    def _stop(self, names: list[str], sig=signal.SIGTERM, timeout: float = STOP_TIMEOUT):
+        """Signal the named daemons of this cluster, wait for them to exit, SIGKILL stragglers."""
+        pids = {n: p for n, p in self._daemon_pids().items() if n in names}
+        for pid in pids.values():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
+            time.sleep(0.1)
+        for name, pid in pids.items():
+            if _pid_alive(pid):
+                log.warning("%s (pid %d) ignored %s for %d s; killing it", name, pid, sig.name, timeout)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_pid_alive(p) for p in pids.values()):
+            time.sleep(0.05)
+        for name in names:
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def running(self) -> bool:
+        """True when the mon and every OSD of this cluster have a live process."""
+        pids = self._daemon_pids()
+        return f"mon.{MON_ID}" in pids and all(f"osd.{i}" in pids for i in self.osd_ids)
+
+    # -- creation ------------------------------------------------------------------
+    def _write_conf(self, state: dict):
+        d = self.dir
+        text = f"""# Written by skyhook_py.cluster for a throwaway local cluster; see deploy/README.md.
+[global]
+fsid = {state['fsid']}
+mon host = v2:127.0.0.1:{state['mon_port']}
+mon initial members = {MON_ID}
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+# ports pinned at creation, so that two local clusters never collide
+ms bind msgr1 = false
+ms bind port min = {state['port_min']}
+ms bind port max = {state['port_max']}
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+run dir = {d}/run
+crash dir = {d}/crash
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 2
+mon data avail crit = 1
+# one host: OSDs must be able to report each other down (default: per host)
+mon osd reporter subtree level = osd
+osd crush chooseleaf type = 0
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+
+[mon]
+mon data = {d}/mon/$id
+mon cluster log file = {d}/log/cluster.log
+log file = {d}/log/$name.log
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+# commit map changes every 0.1 s instead of 1 s: each pool/OSD step waits for one
+paxos propose interval = 0.1
+paxos min wait = 0.01
+
+[osd]
+osd data = {d}/osd/$id
+keyring = {d}/osd/$id/keyring
+log file = {d}/log/$name.log
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+osd objectstore = bluestore
+bluestore block create = true
+# 4 GiB sparse files: blocks are allocated only when written
+bluestore block size = 4294967296
+osd memory target = 1073741824
+bluestore fsck on mkfs = false
+# a file looks rotational, which means 5 shards; fewer threads suit a small test host
+osd op num shards = 2
+osd op num threads per shard = 2
+# read at OSD start only (ceph config set has no effect): a stuck op thread marks the
+# OSD unhealthy after 30 s and aborts it after 90 s; the class's own budget is 10 s
+osd op thread timeout = 30
+osd op thread suicide timeout = 90
+# a private class folder: links to Ceph's classes plus ours (restart-osds reloads it)
+osd class dir = {d}/classes
+osd class load list = *
+# Ceph's default list only: any key with an `x` cap may call these; skyhook is
+# reachable only through explicit `class skyhook <method>` caps
+osd class default list = {state['class_default_list']}
+
+[client]
+keyring = {d}/keys/$name.keyring
+client mount timeout = 15
+rados mon op timeout = 30
+rados osd op timeout = 30
+"""
+        self.conf_path.write_text(text)
+
+    def _link_classes(self) -> Path | None:
+        """Refresh the private class folder; return our class's path if it is built."""
+        self.class_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.class_dir.iterdir():
+            if old.is_symlink():
+                old.unlink()
+        ceph_dir = Path(self._state().get("ceph_class_dir") or _CEPH_CLASS_DIR_FALLBACK)
+        for lib in sorted(ceph_dir.glob("libcls_*.so")):
+            if lib.name != "libcls_skyhook.so":
+                (self.class_dir / lib.name).symlink_to(lib)
+        ours = class_library()
+        if ours.is_file():
+            # a dangling link would stop the OSD's start-up loading of the other classes
+            (self.class_dir / "libcls_skyhook.so").symlink_to(ours.resolve())
+            return ours
+        return None
+
+    def _create(self, osds: int):
+        if self.dir.exists() and any(self.dir.iterdir()):
+            state = self._state()
+            if not state or state.get("complete"):
+                raise ClusterError(f"{self.dir} is not empty and holds no skyhook cluster; "
+                                   "choose another --dir")
+            log.info("removing the half-created cluster in %s", self.dir)
+            self._stop(list(self._daemon_pids()), signal.SIGKILL, 5)
+            shutil.rmtree(self.dir)
+        for sub in ("keys", "run", "log", "crash", "mon", "osd", "classes"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        nports = max(64, 16 * osds)  # each OSD binds 4 ports (msgr2 only); slack for restarts
+        base = _pick_ports(nports + 1)
+        state = {
+            "complete": False, "fsid": str(uuid.uuid4()), "mon_port": base,
+            "port_min": base + 1, "port_max": base + nports, "osds": {},
+            "ceph_class_dir": str(_ceph_class_dir()),
+            "class_default_list": _ceph_default_class_list(),
+        }
+        self._save_state(state)
+        self._write_conf(state)
+
+        mon_kr = self.keys_dir / "mon.keyring"
+        _run(["ceph-authtool", "--create-keyring", str(mon_kr), "--gen-key", "-n", "mon.",
+              "--cap", "mon", "allow *"])
+        _run(["ceph-authtool", "--create-keyring", str(self.admin_keyring), "--gen-key", "-n", ADMIN_USER,
+              "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
+        _run(["ceph-authtool", str(mon_kr), "--import-keyring", str(self.admin_keyring)])
+        monmap = self.dir / "monmap"
+        _run(["monmaptool", "--create", "--addv", MON_ID, f"[v2:127.0.0.1:{base}]",
+              "--fsid", state["fsid"], str(monmap)])
+        _run(["ceph-mon", "-c", str(self.conf_path), "--mkfs", "-i", MON_ID, "--monmap", str(monmap),
+              "--keyring", str(mon_kr)], log_to=self.log_dir / "mkfs.mon.stdout")
+        self._link_classes()
+        self._start_daemon("mon", MON_ID)
+        self._wait_mon()
+        self._add_osds(osds)
+        self._wait_osds_up()
+        self.create_pool(POOL, pg_num=DEFAULT_PG_NUM)
+        for user, caps in ((QUERY_USER, query_caps()), (INGEST_USER, ingest_caps())):
+            args = [a for kind, cap in caps.items() for a in (kind, cap)]
+            self.ceph("auth", "get-or-create", user, *args, "-o", str(self.keyring(user)))
+        state = self._state()
+        state["complete"] = True
+        self._save_state(state)
+
+    def _add_osds(self, count: int):
+        """Create OSDs until there are ``count``: register, mkfs (in parallel), start."""
+        state = self._state()
+        new = []
+        for _ in range(count - len(state["osds"])):
+            osd_uuid = str(uuid.uuid4())
+            key = _run(["ceph-authtool", "--gen-print-key"]).strip()
+            secret = json.dumps({"cephx_secret": key}).encode()
+            osd_id = int(self.ceph("osd", "new", osd_uuid, "-i", "-", stdin=secret).strip())
+            self.osd_dir(osd_id).mkdir(parents=True, exist_ok=True)
+            _run(["ceph-authtool", "--create-keyring", str(self.osd_dir(osd_id) / "keyring"),
+                  "--name", f"osd.{osd_id}", "--add-key", key])
+            state["osds"][str(osd_id)] = {"uuid": osd_uuid}
+            self._save_state(state)
+            new.append((osd_id, osd_uuid))
+
+        def mkfs_and_start(item):
+            osd_id, osd_uuid = item
+            _run(["ceph-osd", "-c", str(self.conf_path), "-i", str(osd_id), "--mkfs",
+                  "--osd-uuid", osd_uuid], timeout=DAEMON_START_TIMEOUT,
+                 log_to=self.log_dir / f"mkfs.osd.{osd_id}.stdout")
+            self._start_daemon("osd", str(osd_id))
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(new), 4))) as pool:
+            list(pool.map(mkfs_and_start, new))
+
+    # -- waiting -------------------------------------------------------------------
+    def _wait_mon(self, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                self.ceph("mon", "stat", timeout=15)
+                return
+            except ClusterError as e:
+                last = e
+                time.sleep(0.3)
+        raise ClusterError(f"the mon of {self.dir} did not answer within {timeout} s "
+                           f"(see {self.log_dir}/mon.{MON_ID}.log): {last}")
+
+    def _osd_map(self) -> dict[int, dict]:
+        dump = self.ceph("osd", "dump", fmt_json=True, timeout=20)
+        return {o["osd"]: o for o in dump["osds"]}
+
+    def _wait_osds(self, want_up: set[int], want_down: set[int] = frozenset(),
+                   timeout: float = READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while True:
+            osds = self._osd_map()
+            up = {i for i, o in osds.items() if o.get("up")}
+            if want_up <= up and not (want_down & up):
+                return
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"OSDs {sorted(want_up - up)} not up / {sorted(want_down & up)} not down "
+                    f"after {timeout} s (logs in {self.log_dir})")
+            time.sleep(0.3)
+
+    def _wait_osds_up(self, timeout: float = READY_TIMEOUT):
+        self._wait_osds(set(self.osd_ids), timeout=timeout)
+
+    def wait_pool_active(self, name: str, timeout: float = READY_TIMEOUT):
+        """Wait until every PG of pool ``name`` serves requests.
+
+        There is no mgr (so no `ceph pg stat`); listing the pool visits every PG and
+        succeeds only when all of them are active.
+        """
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                self._rados("-p", name, "ls", "--all", timeout=20)
+                return
+            except ClusterError as e:
+                last = e
+                time.sleep(0.3)
+        raise ClusterError(f"pool {name!r} not active after {timeout} s: {last}")
+
+    # -- public lifecycle ----------------------------------------------------------
+    def up(self, osds: int = 1) -> "Cluster":
+        """Create the cluster (or start its stopped daemons) and wait until the pool
+        ``skyhook`` serves requests.  A no-op when it is already running."""
+        if osds < 1:
+            raise ValueError(f"a cluster needs at least one OSD, not {osds}")
+        missing = missing_tools()
+        if missing:
+            raise ClusterError(f"Ceph tools not installed: {', '.join(missing)} (run `make setup`)")
+        t0 = time.monotonic()
+        if not self.created:
+            log.info("creating a cluster with %d OSD(s) in %s", osds, self.dir)
+            self._create(osds)
+        else:
+            pids = self._daemon_pids()
+            started = False
+            if f"mon.{MON_ID}" not in pids:
+                self._link_classes()
+                self._start_daemon("mon", MON_ID)
+                started = True
+            self._wait_mon()
+            stopped = [i for i in self.osd_ids if f"osd.{i}" not in pids]
+            if stopped:
+                self._link_classes()
+                with ThreadPoolExecutor(max_workers=min(len(stopped), 4)) as ex:
+                    list(ex.map(lambda i: self._start_daemon("osd", str(i)), stopped))
+                started = True
+            if osds > len(self.osd_ids):
+                self._add_osds(osds)
+                started = True
+            elif osds < len(self.osd_ids):
+                log.info("the cluster has %d OSDs already; keeping them", len(self.osd_ids))
+            if not started:
+                log.info("cluster in %s is running already", self.dir)
+                return self
+            self._wait_osds_up()
+            self.wait_pool_active(POOL)
+        log.info("cluster up in %.1f s: conf %s", time.monotonic() - t0, self.conf_path)
+        return self
+
+    def down(self, timeout: float = STOP_TIMEOUT):
+        """Stop this cluster's daemons (OSDs first, then the mon); keep the data."""
+        pids = self._daemon_pids()
+        self._stop([n for n in pids if n.startswith("osd.")], timeout=timeout)
+        self._stop([n for n in pids if n.startswith("mon.")], timeout=timeout)
+        log.info("stopped %d daemon(s) of %s", len(pids), self.dir)
+
+    def purge(self):
+        """Stop the cluster and delete its folder."""
+        self.down()
+        if self.dir.exists():
+            if not self._state_path.exists():
+                raise ClusterError(f"{self.dir} holds no skyhook cluster; not deleting it")
+            shutil.rmtree(self.dir)
+
+    # -- OSD control (class reloads, failure tests) --------------------------------
+    def kill_osd(self, i: int, sig: signal.Signals = signal.SIGKILL, wait_down: bool = False,
+                 timeout: float = READY_TIMEOUT):
+        """Send ``sig`` (default SIGKILL, a crash) to osd.i and wait for the process to go;
+        with ``wait_down`` also wait until the mon marks it down."""
+        if i not in self.osd_ids:
+            raise ClusterError(f"no osd.{i} in {self.dir}; OSDs: {self.osd_ids}")
+        self._stop([f"osd.{i}"], sig=sig, timeout=timeout)
+        if wait_down:
+            self._wait_osds(set(), {i}, timeout=timeout)
+
+    def start_osd(self, i: int, wait: bool = True):
+        """Start osd.i (again) and wait until the mon sees it up."""
+        if i not in self.osd_ids:
+            raise ClusterError(f"no osd.{i} in {self.dir}; OSDs: {self.osd_ids}")
+        if f"osd.{i}" not in self._daemon_pids():
+            self._link_classes()
+            self._start_daemon("osd", str(i))
+        if wait:
+            self._wait_osds({i})
+
+    def restart_osds(self):
+        """Restart every OSD, e.g. to load a new build of the class, and wait for the pool."""
+        ids = self.osd_ids
+        self._stop([f"osd.{i}" for i in ids])
+        self._link_classes()
+        with ThreadPoolExecutor(max_workers=max(1, min(len(ids), 4))) as ex:
+            list(ex.map(lambda i: self._start_daemon("osd", str(i)), ids))
+        self._wait_osds_up()
+        self.wait_pool_active(POOL)
+
+    # -- pools ---------------------------------------------------------------------
+    def create_pool(self, name: str, size: int | None = None, pg_num: int = TEST_PG_NUM,
+                    min_size: int = 1, wait: bool = True):
+        """Create a replicated pool of ``size`` copies (default: min(3, number of OSDs))."""
+        size = size or min(3, len(self.osd_ids))
+        self.ceph("osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated",
+                  "--size", str(size))
+        if min_size != 1:  # ceph.conf's default min size is 1
+            self.ceph("osd", "pool", "set", name, "min_size", str(min_size))
+        self.ceph("osd", "pool", "application", "enable", name, "skyhook")
+        if wait:
+            self.wait_pool_active(name)
+
+    def delete_pool(self, name: str):
+        self.ceph("osd", "pool", "delete", name, name, "--yes-i-really-really-mean-it")
+
+    def pools(self) -> list[str]:
+        return self.ceph("osd", "pool", "ls", timeout=20).split()
+
+    # -- status --------------------------------------------------------------------
+    def class_state(self, pool: str = POOL) -> str:
+        """'loaded', 'not built', 'not loaded' (the OSDs answer -EOPNOTSUPP: restart
+        them), or 'unknown: <cause>'.  Probes skyhook.stats on a missing partition."""
+        if not class_library().is_file():
+            return "not built"
+        from .errors import ObjectClassError
+        from .rados_io import Store
+
+        try:
+            with Store(str(self.conf_path), pool, NAMESPACE, keyring=str(self.admin_keyring),
+                       op_timeout=10) as store:
+                store.execute("part.__skyhook_probe__", "skyhook", "stats", b"", max_reply=4096)
+        except FileNotFoundError:
+            return "loaded"  # the class ran and found no object
+        except ObjectClassError as e:
+            if e.errno in (errno.ENOENT, errno.EINVAL, errno.ENODATA):
+                return "loaded"
+            if e.errno == errno.EOPNOTSUPP:
+                return "not loaded"
+            return f"unknown: {e}"
+        except ClusterError as e:
+            return f"unknown: {e}"
+        return "loaded"
+
+    def status(self) -> dict:
+        """What runs and what answers: mon, OSDs, the pool, our class, the paths."""
+        out = {"dir": str(self.dir), "conf": str(self.conf_path), "created": self.created,
+               "mon": "down", "mon_addr": self.mon_addr, "osds": {}, "osds_up": 0,
+               "osds_total": len(self.osd_ids), "pool": None, "class": None,
+               "class_lib": str(class_library()),
+               "keyrings": {u: str(self.keyring(u)) for u in (ADMIN_USER, QUERY_USER, INGEST_USER)}}
+        if not self.created:
+            return out
+        pids = self._daemon_pids()
+        if f"mon.{MON_ID}" not in pids:
+            out["osds"] = {i: ("running" if f"osd.{i}" in pids else "stopped") for i in self.osd_ids}
+            return out
+        try:
+            osds = self._osd_map()
+        except ClusterError as e:
+            out["mon"] = f"not answering: {e}"
+            return out
+        out["mon"] = "up"
+        out["osds"] = {i: ("up" if o.get("up") else "down") for i, o in sorted(osds.items())}
+        out["osds_up"] = sum(1 for o in osds.values() if o.get("up"))
+        pools = {p["pool_name"]: p for p in self.ceph("osd", "pool", "ls", "detail",
+                                                      fmt_json=True, timeout=20)}
+        if POOL in pools:
+            p = pools[POOL]
+            out["pool"] = {"name": POOL, "size": p["size"], "min_size": p["min_size"],
+                           "pg_num": p["pg_num"]}
+            out["class"] = self.class_state() if out["osds_up"] else "unknown: no OSD up"
+        return out
+
+
+def format_status(st: dict) -> str:
+    lines = [f"cluster   {st['dir']}",
+             f"conf      {st['conf']}   (export SKYHOOK_CEPH_CONF={st['conf']})"]
+    if not st["created"]:
+        lines.append("state     not created (run `skyhook cluster up`)")
+        return "\n".join(lines)
+    lines.append(f"mon       {st['mon']}" + (f" at {st['mon_addr']}" if st["mon"] == "up" else ""))
+    osd_list = ", ".join(f"osd.{i} {s}" for i, s in st["osds"].items())
+    lines.append(f"osds      {st['osds_up']} up of {st['osds_total']}" + (f" ({osd_list})" if osd_list else ""))
+    if st["mon"] == "up":
+        p = st["pool"]
+        lines.append(f"pool      {p['name']}: size {p['size']}, min_size {p['min_size']}, "
+                     f"pg_num {p['pg_num']}" if p else f"pool      {POOL} missing")
+        hint = {"not built": " (build it: make build)",
+                "not loaded": " (load the build: skyhook cluster restart-osds)"}.get(st["class"], "")
+        lines.append(f"class     skyhook {st['class']}{hint}; library {st['class_lib']}")
+    for user, path in st["keyrings"].items():
+        lines.append(f"key       {user}: {path}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------
+# command line
+
+
+def _cmd_up(args) -> int:
+    c = Cluster(args.dir).up(osds=args.osds)
+    print(format_status(c.status()))
+    return 0
+
+
+def _cmd_status(args) -> int:
+    st = Cluster(args.dir).status()
+    print(json.dumps(st, indent=1) if args.json else format_status(st))
+    return 0 if st["mon"] == "up" and st["osds_up"] == st["osds_total"] > 0 else 3
+
+
+def _cmd_down(args) -> int:
+    c = Cluster(args.dir)
+    c.purge() if args.purge else c.down()
+    return 0
+
+
+def _cmd_restart_osds(args) -> int:
+    c = Cluster(args.dir)
+    c.restart_osds()
+    print(format_status(c.status()))
+    return 0
+
+
+def add_cluster_commands(subparsers) -> argparse.ArgumentParser:
+    """Register ``cluster up|status|down|restart-osds`` on an argparse subparsers object.
+
+    Each leaf sets ``func(args) -> exit code``; the caller runs ``args.func(args)``.
+    """
+    p = subparsers.add_parser("cluster", help="a local throwaway Ceph cluster (mon + OSDs on 127.0.0.1)",
+                              description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cluster_command", required=True)
+
+    def leaf(name, func, help):
+        q = sub.add_parser(name, help=help)
+        q.add_argument("--dir", default=None,
+                       help=f"cluster folder (default {default_cluster_dir()}, or $SKYHOOK_CLUSTER_DIR)")
+        q.set_defaults(func=func)
+        return q
+
+    q = leaf("up", _cmd_up, "create or start the cluster and wait until it serves requests")
+    q.add_argument("--osds", type=int, default=1, help="number of OSDs (default 1)")
+    q = leaf("status", _cmd_status, "show mon, OSDs, pool, class and paths (exit 3 if not up)")
+    q.add_argument("--json", action="store_true", help="print the status as JSON")
+    q = leaf("down", _cmd_down, "stop the daemons (data kept)")
+    q.add_argument("--purge", action="store_true", help="also delete the cluster folder")
+    leaf("restart-osds", _cmd_restart_osds, "restart the OSDs to load a new build of the class")
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["cluster"]:  # `python -m skyhook_py.cluster up` means `cluster up`
+        argv = ["cluster", *argv]
+    parser = argparse.ArgumentParser(prog="python -m skyhook_py.cluster")
+    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
