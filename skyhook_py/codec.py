@@ -1,0 +1,388 @@
+"""The wire codec: IR nodes <-> the flatbuffers ScanRequest/ScanReply of formats/skyhook_scan.fbs.
+
+``encode_scan_request`` flattens expression trees into the request's node list
+(deduplicated by ``Expr.key()``, topologically sorted: every argument strictly
+before its user); ``decode_scan_reply`` turns the class's reply into an Arrow
+table, the call's figures and the partial aggregates.  ``decode_scan_request``
+and ``encode_scan_reply`` are the inverse directions, used by the round-trip
+tests and by the Python fallback, which answers with the same reply bytes.
+
+This module only translates; it checks what the wire format needs (types of
+literals, sizes, the identifier) and leaves the semantics to the evaluators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import flatbuffers
+import pyarrow as pa
+
+from . import ir
+from .errors import QueryError, SkyhookError
+
+try:
+    from ._generated import skyhook_scan_generated as fb
+except ImportError as e:  # pragma: no cover - the build generates it
+    raise ImportError(
+        "skyhook_py/_generated is missing: run `make setup` or "
+        "`flatc --python --gen-onefile -o skyhook_py/_generated formats/skyhook_scan.fbs`"
+    ) from e
+
+VERSION = 1
+IDENTIFIER = b"SKH1"
+DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
+_COMPRESSION_NAME = {v: k for k, v in _COMPRESSION.items()}
+
+
+class ProtocolError(SkyhookError, ValueError):
+    """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
+
+
+@dataclasses.dataclass
+class PartialAggregate:
+    """One aggregation's result over one partition, before merging (``AggregateResult``)."""
+
+    name: str
+    kind: ir.AggKind
+    count: int = 0
+    is_integer: bool = False
+    int_value: int = 0
+    float_value: float = 0.0
+    sumw: list | None = None   # Hist1D/2D: per bin, underflow first, overflow last
+    sumw2: list | None = None
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """What one scan of one partition answered."""
+
+    table: pa.Table
+    figures: dict
+    aggregates: list
+
+
+@dataclasses.dataclass
+class ScanRequest:
+    """A decoded request (the inverse of ``encode_scan_request``'s arguments)."""
+
+    outputs: tuple
+    where: ir.Expr | None
+    row_start: int
+    row_stop: int
+    limit: int
+    aggregations: tuple
+    compression: str
+    max_reply_bytes: int
+    version: int = VERSION
+
+
+# -- request --------------------------------------------------------------------
+
+class _NodeTable:
+    """Collects expressions into a deduplicated, topologically sorted node list."""
+
+    def __init__(self):
+        self.nodes: list[ir.Expr] = []
+        self.index: dict = {}
+
+    def add(self, expr: ir.Expr) -> int:
+        # iterative post-order: expressions can be deep (long chains of & from cut strings)
+        stack = [(expr, False)]
+        while stack:
+            e, expanded = stack.pop()
+            k = e.key()
+            if k in self.index:
+                continue
+            if isinstance(e, ir.Call) and not expanded:
+                stack.append((e, True))
+                for a in reversed(e.args):
+                    if a.key() not in self.index:
+                        stack.append((a, False))
+                continue
+            self.index[k] = len(self.nodes)
+            self.nodes.append(e)
+        return self.index[expr.key()]
+
+
+def _build_node(b: flatbuffers.Builder, e: ir.Expr, index: dict) -> int:
+    name = b.CreateString(e.name) if isinstance(e, ir.Column) else None
+    args = None
+    if isinstance(e, ir.Call):
+        fb.NodeStartArgsVector(b, len(e.args))
+        for a in reversed(e.args):
+            b.PrependUint32(index[a.key()])
+        args = b.EndVector()
+    fb.NodeStart(b)
+    if isinstance(e, ir.Column):
+        fb.NodeAddOp(b, ir.Op.Column)
+        fb.NodeAddName(b, name)
+    elif isinstance(e, ir.Literal):
+        fb.NodeAddOp(b, ir.Op.Literal)
+        v = e.value
+        if e.kind == "float":
+            fb.NodeAddLiteralKind(b, fb.LiteralKind.Float)
+            fb.NodeAddFloatValue(b, v)
+        else:
+            if not _INT64_MIN <= int(v) <= _INT64_MAX:
+                raise QueryError(f"integer literal {v} does not fit in 64 bits")
+            fb.NodeAddLiteralKind(b, fb.LiteralKind.Bool if e.kind == "bool" else fb.LiteralKind.Int)
+            fb.NodeAddIntValue(b, int(v))
+    else:
+        fb.NodeAddOp(b, int(e.op))
+        fb.NodeAddArgs(b, args)
+        if e.op == ir.Op.Index:
+            if not _INT64_MIN <= e.index <= _INT64_MAX:
+                raise QueryError(f"index position {e.index} does not fit in 64 bits")
+            fb.NodeAddIntValue(b, e.index)
+    return fb.NodeEnd(b)
+
+
+def _build_axis(b, axis: ir.Axis | None):
+    if axis is None:
+        return None
+    fb.AxisStart(b)
+    fb.AxisAddBins(b, axis.bins)
+    fb.AxisAddLow(b, axis.low)
+    fb.AxisAddHigh(b, axis.high)
+    return fb.AxisEnd(b)
+
+
+def _vector(b, start_fn, offsets):
+    start_fn(b, len(offsets))
+    for o in reversed(offsets):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
+def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=-1,
+                        aggregations=(), compression="none",
+                        max_reply_bytes=DEFAULT_MAX_REPLY) -> bytes:
+    """The ScanRequest bytes for these (name, expression) outputs, cut and aggregations.
+
+    ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".
+    """
+    row_stop = -1 if row_stop is None else row_stop
+    limit = -1 if limit is None else limit
+    if row_start < 0 or row_stop < -1 or (row_stop != -1 and row_stop < row_start):
+        raise QueryError(f"bad row range [{row_start}, {row_stop})")
+    if limit < -1:
+        raise QueryError(f"limit must be >= 0 or -1 (all), got {limit}")
+    if compression not in _COMPRESSION:
+        raise QueryError(f"compression must be one of {sorted(_COMPRESSION)}, got {compression!r}")
+    if not 0 < max_reply_bytes < 2**64:
+        raise QueryError(f"max_reply_bytes must be positive, got {max_reply_bytes}")
+
+    outputs = [(str(n), ir.as_expr(e)) for n, e in outputs]
+    nodes = _NodeTable()
+    out_idx = [(n, nodes.add(e)) for n, e in outputs]
+    filter_idx = -1 if where is None else nodes.add(ir.as_expr(where))
+    agg_idx = []
+    for a in aggregations:
+        agg_idx.append(tuple(-1 if e is None else nodes.add(e) for e in (a.x, a.y, a.weight)))
+
+    b = flatbuffers.Builder(1024)
+    node_offs = [_build_node(b, e, nodes.index) for e in nodes.nodes]
+    nodes_vec = _vector(b, fb.ScanRequestStartNodesVector, node_offs)
+
+    out_offs = []
+    for name, idx in out_idx:
+        s = b.CreateString(name)
+        fb.OutputStart(b)
+        fb.OutputAddName(b, s)
+        fb.OutputAddNode(b, idx)
+        out_offs.append(fb.OutputEnd(b))
+    outputs_vec = _vector(b, fb.ScanRequestStartOutputsVector, out_offs)
+
+    agg_offs = []
+    for a, (x, y, w) in zip(aggregations, agg_idx):
+        s = b.CreateString(a.name)
+        xa, ya = _build_axis(b, a.x_axis), _build_axis(b, a.y_axis)
+        fb.AggregationStart(b)
+        fb.AggregationAddKind(b, int(a.kind))
+        fb.AggregationAddName(b, s)
+        fb.AggregationAddX(b, x)
+        fb.AggregationAddY(b, y)
+        fb.AggregationAddWeight(b, w)
+        if xa is not None:
+            fb.AggregationAddXAxis(b, xa)
+        if ya is not None:
+            fb.AggregationAddYAxis(b, ya)
+        agg_offs.append(fb.AggregationEnd(b))
+    aggs_vec = _vector(b, fb.ScanRequestStartAggregationsVector, agg_offs)
+
+    fb.ScanRequestStart(b)
+    fb.ScanRequestAddVersion(b, VERSION)
+    fb.ScanRequestAddNodes(b, nodes_vec)
+    fb.ScanRequestAddOutputs(b, outputs_vec)
+    fb.ScanRequestAddFilter(b, filter_idx)
+    fb.ScanRequestAddRowStart(b, row_start)
+    fb.ScanRequestAddRowStop(b, row_stop)
+    fb.ScanRequestAddLimit(b, limit)
+    fb.ScanRequestAddAggregations(b, aggs_vec)
+    fb.ScanRequestAddCompression(b, _COMPRESSION[compression])
+    fb.ScanRequestAddMaxReplyBytes(b, max_reply_bytes)
+    b.Finish(fb.ScanRequestEnd(b), file_identifier=IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _check_identifier(data: bytes, what: str) -> None:
+    if len(data) < 8 or bytes(data[4:8]) != IDENTIFIER:
+        raise ProtocolError(
+            f"not a skyhook {what}: expected file identifier {IDENTIFIER!r} at bytes 4..8, "
+            f"got {bytes(data[4:8])!r} ({len(data)} bytes)"
+        )
+
+
+def decode_scan_request(data: bytes) -> ScanRequest:
+    """The inverse of ``encode_scan_request`` (for tests and the Python fallback)."""
+    _check_identifier(data, "ScanRequest")
+    try:
+        r = fb.ScanRequest.GetRootAs(data, 0)
+        exprs: list[ir.Expr] = []
+        for i in range(r.NodesLength()):
+            n = r.Nodes(i)
+            op = ir.Op(n.Op())
+            if op == ir.Op.Column:
+                exprs.append(ir.Column(n.Name().decode()))
+            elif op == ir.Op.Literal:
+                kind = n.LiteralKind()
+                if kind == fb.LiteralKind.Float:
+                    exprs.append(ir.Literal(n.FloatValue()))
+                elif kind == fb.LiteralKind.Bool:
+                    exprs.append(ir.Literal(bool(n.IntValue())))
+                else:
+                    exprs.append(ir.Literal(n.IntValue()))
+            else:
+                args = [int(a) for a in (n.ArgsAsNumpy() if n.ArgsLength() else [])]
+                if any(a >= i for a in args):
+                    raise ProtocolError(f"node {i} ({op.name}) refers to a later node {args}")
+                exprs.append(ir.Call(op, tuple(exprs[a] for a in args),
+                                     n.IntValue() if op == ir.Op.Index else 0))
+
+        def node(i):
+            if i < 0:
+                return None
+            if i >= len(exprs):
+                raise ProtocolError(f"node index {i} out of range ({len(exprs)} nodes)")
+            return exprs[i]
+
+        outputs = tuple((r.Outputs(i).Name().decode(), node(r.Outputs(i).Node()))
+                        for i in range(r.OutputsLength()))
+        aggs = []
+        for i in range(r.AggregationsLength()):
+            a = r.Aggregations(i)
+
+            def axis(ax):
+                return None if ax is None else ir.Axis(ax.Bins(), ax.Low(), ax.High())
+
+            aggs.append(ir.Aggregation(ir.AggKind(a.Kind()), a.Name().decode(), node(a.X()),
+                                       node(a.Y()), node(a.Weight()), axis(a.XAxis()), axis(a.YAxis())))
+        return ScanRequest(
+            outputs=outputs, where=node(r.Filter()), row_start=r.RowStart(), row_stop=r.RowStop(),
+            limit=r.Limit(), aggregations=tuple(aggs),
+            compression=_COMPRESSION_NAME.get(r.Compression(), str(r.Compression())),
+            max_reply_bytes=r.MaxReplyBytes(), version=r.Version(),
+        )
+    except SkyhookError:
+        raise
+    except Exception as e:  # flatbuffers raises bare struct/index errors on garbage
+        raise ProtocolError(f"malformed ScanRequest: {type(e).__name__}: {e}") from e
+
+
+# -- reply ------------------------------------------------------------------------
+
+_FIGURES = ("rows_scanned", "rows_matched", "rows_returned", "bytes_read", "object_bytes", "cpu_ns")
+
+
+def table_to_ipc_stream(table: pa.Table, compression: str = "none") -> bytes:
+    opts = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema, options=opts) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
+    """The ScanReply bytes of ``result`` (what the class sends; used by tests and fallback)."""
+    b = flatbuffers.Builder(1024)
+    ipc = b.CreateByteVector(table_to_ipc_stream(result.table, compression))
+    agg_offs = []
+    for p in result.aggregates:
+        s = b.CreateString(p.name)
+        vecs = []
+        for vals, start in ((p.sumw, fb.AggregateResultStartSumwVector),
+                            (p.sumw2, fb.AggregateResultStartSumw2Vector)):
+            if vals is None:
+                vecs.append(None)
+                continue
+            start(b, len(vals))
+            for v in reversed(vals):
+                b.PrependFloat64(float(v))
+            vecs.append(b.EndVector())
+        fb.AggregateResultStart(b)
+        fb.AggregateResultAddName(b, s)
+        fb.AggregateResultAddKind(b, int(p.kind))
+        fb.AggregateResultAddCount(b, p.count)
+        fb.AggregateResultAddIsInteger(b, p.is_integer)
+        fb.AggregateResultAddIntValue(b, p.int_value)
+        fb.AggregateResultAddFloatValue(b, p.float_value)
+        if vecs[0] is not None:
+            fb.AggregateResultAddSumw(b, vecs[0])
+        if vecs[1] is not None:
+            fb.AggregateResultAddSumw2(b, vecs[1])
+        agg_offs.append(fb.AggregateResultEnd(b))
+    fb.ScanReplyStartAggregatesVector(b, len(agg_offs))
+    for o in reversed(agg_offs):
+        b.PrependUOffsetTRelative(o)
+    aggs = b.EndVector()
+    fb.FiguresStart(b)
+    for f in _FIGURES:
+        getattr(fb, "FiguresAdd" + "".join(w.title() for w in f.split("_")))(b, int(result.figures.get(f, 0)))
+    figures = fb.FiguresEnd(b)
+    fb.ScanReplyStart(b)
+    fb.ScanReplyAddVersion(b, VERSION)
+    fb.ScanReplyAddFigures(b, figures)
+    fb.ScanReplyAddIpcStream(b, ipc)
+    fb.ScanReplyAddAggregates(b, aggs)
+    b.Finish(fb.ScanReplyEnd(b), file_identifier=IDENTIFIER)
+    return bytes(b.Output())
+
+
+def decode_scan_reply(data: bytes) -> ScanResult:
+    """The table, figures and partial aggregates of a ScanReply; checks identifier and version."""
+    _check_identifier(data, "ScanReply")
+    try:
+        r = fb.ScanReply.GetRootAs(data, 0)
+        if r.Version() != VERSION:
+            raise ProtocolError(f"ScanReply version {r.Version()}, this client speaks {VERSION}")
+        f = r.Figures()
+        figures = {k: 0 for k in _FIGURES}
+        if f is not None:
+            for k in _FIGURES:
+                figures[k] = getattr(f, "".join(w.title() for w in k.split("_")))()
+        ipc = r.IpcStreamAsNumpy() if r.IpcStreamLength() else None
+        if ipc is None or len(ipc) == 0:
+            table = pa.table({})
+        else:
+            table = pa.ipc.open_stream(pa.py_buffer(ipc.tobytes())).read_all()
+        aggs = []
+        for i in range(r.AggregatesLength()):
+            a = r.Aggregates(i)
+            aggs.append(PartialAggregate(
+                name=a.Name().decode(), kind=ir.AggKind(a.Kind()), count=a.Count(),
+                is_integer=bool(a.IsInteger()), int_value=a.IntValue(), float_value=a.FloatValue(),
+                sumw=None if a.SumwIsNone() else a.SumwAsNumpy().tolist(),
+                sumw2=None if a.Sumw2IsNone() else a.Sumw2AsNumpy().tolist(),
+            ))
+        return ScanResult(table=table, figures=figures, aggregates=aggs)
+    except SkyhookError:
+        raise
+    except pa.ArrowInvalid as e:
+        raise ProtocolError(f"the ScanReply's Arrow IPC stream is invalid: {e}") from e
+    except Exception as e:
+        raise ProtocolError(f"malformed ScanReply: {type(e).__name__}: {e}") from e
