@@ -1,0 +1,85 @@
+"""The wire codec: node table layout, scan parameters, reply decoding and bad bytes."""
+
+import pyarrow as pa
+import pytest
+
+from skyhook_py import codec, ir
+from skyhook_py._generated import skyhook_scan_generated as fb
+from skyhook_py.ir import Op, call, col
+
+
+def test_nodes_are_deduplicated_and_topologically_sorted():
+    pt = col("Muon_pt")
+    mask = pt > 20
+    outputs = [("a", call(Op.Sum, pt[mask])), ("b", call(Op.Count, pt[mask])), ("c", pt)]
+    data = codec.encode_scan_request(outputs=outputs, where=call(Op.Any, mask))
+    assert data[4:8] == b"SKH1"
+    r = fb.ScanRequest.GetRootAs(data, 0)
+    assert r.Version() == 1
+    keys = []
+    for i in range(r.NodesLength()):
+        n = r.Nodes(i)
+        args = list(n.ArgsAsNumpy()) if n.ArgsLength() else []
+        assert all(a < i for a in args), f"node {i} uses a later node {args}"
+        keys.append((n.Op(), n.Name(), tuple(args), n.IntValue(), n.FloatValue()))
+    assert len(keys) == len(set(keys))
+    # Muon_pt, 20, >, mask, sum, count, any: seven distinct nodes
+    assert r.NodesLength() == 7
+    assert r.NodesLength() == len({k for k in keys})
+
+
+def test_scan_parameters_round_trip():
+    agg = ir.Aggregation(ir.AggKind.Count, "n")
+    data = codec.encode_scan_request(outputs=[("pt", col("MET_pt"))], row_start=10, row_stop=20,
+                                     limit=3, aggregations=[agg], compression="zstd",
+                                     max_reply_bytes=1 << 20)
+    req = codec.decode_scan_request(data)
+    assert (req.row_start, req.row_stop, req.limit, req.compression, req.max_reply_bytes) == (
+        10, 20, 3, "zstd", 1 << 20)
+    assert req.where is None and req.version == 1
+    defaults = codec.decode_scan_request(codec.encode_scan_request())
+    assert (defaults.row_stop, defaults.limit, defaults.max_reply_bytes) == (-1, -1, codec.DEFAULT_MAX_REPLY)
+
+
+def test_expression_as_deep_as_the_limit_round_trips():
+    e = col("x") > 0
+    for i in range(255):  # formats/README.md: at most 256 levels
+        e = e & (col("x") > i)
+    req = codec.decode_scan_request(codec.encode_scan_request(where=e))
+    assert ir.same(req.where, e)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(row_start=-1), "row range"), (dict(row_start=5, row_stop=2), "row range"),
+    (dict(limit=-2), "limit"), (dict(compression="gzip"), "compression"),
+    (dict(max_reply_bytes=0), "max_reply_bytes"),
+])
+def test_bad_parameters(kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        codec.encode_scan_request(**kwargs)
+
+
+def test_reply_round_trip_with_table_figures_and_aggregates():
+    table = pa.table({"x": pa.array([1.5, None], pa.float32()),
+                      "l": pa.array([[1, 2], []], pa.list_(pa.int64()))})
+    parts = [codec.PartialAggregate("n", ir.AggKind.Count, count=2),
+             codec.PartialAggregate("h", ir.AggKind.Hist1D, count=3, sumw=[1.0, 2.0, 0.0], sumw2=[1.0, 4.0, 0.0]),
+             codec.PartialAggregate("s", ir.AggKind.Sum, count=2, is_integer=True, int_value=-(2**62))]
+    result = codec.ScanResult(table, {"rows_scanned": 7, "rows_matched": 2, "rows_returned": 2,
+                                      "bytes_read": 100, "object_bytes": 1000, "cpu_ns": 5}, parts)
+    for compression in ("none", "lz4", "zstd"):
+        back = codec.decode_scan_reply(codec.encode_scan_reply(result, compression))
+        assert back.table.equals(table)
+        assert back.figures == result.figures
+        assert back.aggregates == parts
+
+
+def test_reply_with_wrong_identifier_or_garbage_is_a_protocol_error():
+    good = codec.encode_scan_reply(codec.ScanResult(pa.table({"x": [1]}), {}, []))
+    bad = good[:4] + b"XXXX" + good[8:]
+    with pytest.raises(codec.ProtocolError, match="identifier"):
+        codec.decode_scan_reply(bad)
+    with pytest.raises(codec.ProtocolError):
+        codec.decode_scan_reply(b"")
+    with pytest.raises(codec.ProtocolError):
+        codec.decode_scan_reply(good[:8] + b"\xff" * 40)
