@@ -1,0 +1,54 @@
+"""Query languages compiled to Skyhook's IR (``skyhook_py.ir``).
+
+- ``cutstring``: uproot-style cut strings and output expressions (Python syntax,
+  parsed with ``ast``);
+- ``qastle``: func_adl's text form as ``servicex``/``func_adl`` send it;
+- ``uproot_raw``: servicex's uproot-raw JSON (a list of ``TTree.arrays()`` calls).
+
+Every compiler checks the result against the dataset schema (a dict of column
+name -> ``ir.ColumnType``) before any data is read: unknown columns raise
+``UnknownColumnError`` with close matches, constructs outside the pushdown
+subset raise ``UnsupportedError`` naming the construct and its position.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .. import ir
+from ..errors import QueryError, closest_matches
+from .cutstring import compile_cut, compile_expression
+from .qastle import compile_qastle
+from .uproot_raw import compile_uproot_raw
+
+__all__ = [
+    "LANGUAGES", "compile_cut", "compile_expression", "compile_qastle", "compile_query",
+    "compile_uproot_raw",
+]
+
+LANGUAGES = ("cut", "qastle", "uproot-raw")
+
+
+def compile_query(language: str, text, schema: Mapping[str, ir.ColumnType]) -> ir.Query:
+    """Compile ``text`` in ``language`` ("cut", "qastle" or "uproot-raw") into one Query.
+
+    A cut selects events and returns no computed columns (the caller adds the
+    columns it wants).  An uproot-raw query must hold exactly one tree query here;
+    use ``compile_uproot_raw`` for several.
+    """
+    if language == "cut":
+        return ir.Query(where=compile_cut(text, schema))
+    if language == "qastle":
+        return compile_qastle(text, schema)
+    if language == "uproot-raw":
+        queries = compile_uproot_raw(text, schema)
+        if len(queries) != 1:
+            trees = ", ".join(t for t, _ in queries)
+            raise QueryError(
+                f"this uproot-raw query asks for {len(queries)} trees ({trees}); a Skyhook dataset "
+                "answers one tree query at a time"
+            )
+        return queries[0][1]
+    close = closest_matches(str(language), LANGUAGES)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise QueryError(f"unknown query language {language!r}: expected one of {', '.join(LANGUAGES)}{hint}")

@@ -1,0 +1,381 @@
+"""Cut strings and output expressions in the uproot style, compiled to the IR.
+
+A cut string is a Python expression over column names, as users pass to
+``uproot.TTree.arrays(cut=...)`` or write for coffea/awkward:
+
+    (nMuon >= 2) & (ak.count_nonzero(Muon_pt > 20, axis=1) >= 1)
+
+It is parsed with Python's own parser (``ast``), never pattern-matched, and
+translated node by node.  What is understood:
+
+- names are columns (``True``/``False`` are literals); int, float, bool literals;
+- ``+ - * / // % **``, unary ``-`` and ``+``; comparisons, chained ones too
+  (``a < b < c`` is ``(a < b) & (b < c)``);
+- ``& | ~`` on bools, and ``and``/``or``/``not`` as the same thing (applied
+  element-wise, unlike Python, which would ask an array for its truth value);
+- math: ``abs sqrt exp log sin cos tan sinh cosh arctan2 hypot where``, bare or
+  with an ``np.``/``numpy.`` prefix (``absolute`` is ``abs``);
+- per-event reductions ``count count_nonzero sum min max mean any all``, bare or
+  with an ``ak.``/``awkward.`` prefix (``np.`` for those NumPy has), with
+  ``axis=1`` or ``axis=-1``.  Prefixed forms must name the axis: awkward's
+  default (``axis=None``) reduces the whole dataset to one number, which a cut
+  cannot mean.  Bare names default to one value per event;
+- ``num(x, axis=1)`` (the default axis of ``ak.num``) is ``count``;
+  ``ak.firsts(x)`` is ``first``;
+- ``x[:, i]`` is the i-th element of each event's list (negative i from the end).
+  **Unlike awkward, which raises when an event's list is too short, the IR gives
+  a missing value there, and a cut that is missing drops the event**;
+- ``Muon_pt[Muon_pt > 20]`` keeps the objects where the mask is true; the mask
+  may come from another field of the same collection (``Muon_eta[Muon_pt > 20]``).
+
+Deliberately not understood (each is an ``UnsupportedError`` naming the
+construct and pointing at it): attribute access other than the module prefix of a
+known function (``Muon.pt``: use ``Muon_pt``), unknown functions, ``len()`` (it
+counts events in awkward, not objects: use ``num(x, axis=1)``), lambdas,
+strings, ``in``/``is``, ``^`` ``<<`` ``>>`` ``@``, slices other than ``[:, i]``,
+event selection ``x[i]``, conditional expressions, comprehensions.
+
+Validation against a dataset schema (unknown column with close matches, bool
+operands, event-level cut) is done by ``skyhook_py.ir`` before any data is read.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Mapping
+
+from .. import ir
+from ..errors import QueryError, UnsupportedError, closest_matches
+
+__all__ = ["compile_cut", "compile_expression", "parse_expression"]
+
+# Python int literals outside int64 cannot travel as an IR literal.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_BINARY = {
+    ast.Add: ir.Op.Add, ast.Sub: ir.Op.Sub, ast.Mult: ir.Op.Mul, ast.Div: ir.Op.Div,
+    ast.FloorDiv: ir.Op.FloorDiv, ast.Mod: ir.Op.Mod, ast.Pow: ir.Op.Pow,
+    ast.BitAnd: ir.Op.And, ast.BitOr: ir.Op.Or,
+}
+_COMPARE = {
+    ast.Eq: ir.Op.Eq, ast.NotEq: ir.Op.Ne, ast.Lt: ir.Op.Lt, ast.LtE: ir.Op.Le,
+    ast.Gt: ir.Op.Gt, ast.GtE: ir.Op.Ge,
+}
+# How users spell the constructs we refuse, for the error message.
+_UNSUPPORTED_OPERATOR = {
+    ast.BitXor: "the operator ^", ast.LShift: "the operator <<", ast.RShift: "the operator >>",
+    ast.MatMult: "the operator @", ast.Is: "'is'", ast.IsNot: "'is not'", ast.In: "'in'",
+    ast.NotIn: "'not in'",
+}
+_UNSUPPORTED_NODE = {
+    ast.Lambda: "a lambda", ast.IfExp: "a conditional expression (x if c else y); use where(c, x, y)",
+    ast.ListComp: "a list comprehension", ast.GeneratorExp: "a generator expression",
+    ast.SetComp: "a set comprehension", ast.DictComp: "a dict comprehension",
+    ast.List: "a list", ast.Tuple: "a tuple", ast.Dict: "a dict", ast.Set: "a set",
+    ast.Starred: "a starred expression", ast.NamedExpr: "an assignment expression (:=)",
+    ast.JoinedStr: "an f-string", ast.Await: "await", ast.Slice: "a slice",
+}
+
+_MATH_PREFIXES = (None, "np", "numpy")
+_REDUCTION_PREFIXES = (None, "ak", "awkward")
+_BOTH_PREFIXES = (None, "ak", "awkward", "np", "numpy")
+
+# name -> (IR op, number of positional arguments, allowed module prefixes)
+_ELEMENTWISE = {
+    "abs": (ir.Op.Abs, 1, _MATH_PREFIXES),
+    "absolute": (ir.Op.Abs, 1, _MATH_PREFIXES),
+    "sqrt": (ir.Op.Sqrt, 1, _MATH_PREFIXES),
+    "exp": (ir.Op.Exp, 1, _MATH_PREFIXES),
+    "log": (ir.Op.Log, 1, _MATH_PREFIXES),
+    "sin": (ir.Op.Sin, 1, _MATH_PREFIXES),
+    "cos": (ir.Op.Cos, 1, _MATH_PREFIXES),
+    "tan": (ir.Op.Tan, 1, _MATH_PREFIXES),
+    "sinh": (ir.Op.Sinh, 1, _MATH_PREFIXES),
+    "cosh": (ir.Op.Cosh, 1, _MATH_PREFIXES),
+    "arctan2": (ir.Op.Arctan2, 2, _MATH_PREFIXES),
+    "hypot": (ir.Op.Hypot, 2, _MATH_PREFIXES),
+    "where": (ir.Op.Where, 3, _BOTH_PREFIXES),
+}
+# name -> (IR op, allowed prefixes, default axis when no prefix or for every spelling)
+_REDUCTIONS = {
+    "count": (ir.Op.Count, _REDUCTION_PREFIXES),
+    "count_nonzero": (ir.Op.CountNonzero, _BOTH_PREFIXES),
+    "sum": (ir.Op.Sum, _BOTH_PREFIXES),
+    "min": (ir.Op.Min, _BOTH_PREFIXES),
+    "max": (ir.Op.Max, _BOTH_PREFIXES),
+    "mean": (ir.Op.Mean, _BOTH_PREFIXES),
+    "any": (ir.Op.Any, _BOTH_PREFIXES),
+    "all": (ir.Op.All, _BOTH_PREFIXES),
+    # ak.num and ak.firsts default to axis=1 themselves, so no axis is needed.
+    "num": (ir.Op.Count, _REDUCTION_PREFIXES),
+    "firsts": (ir.Op.First, _REDUCTION_PREFIXES),
+}
+_AXIS_OPTIONAL = {"num", "firsts"}
+_KNOWN_PREFIXES = {"np", "numpy", "ak", "awkward"}
+
+
+def _known_functions_hint(name: str) -> str:
+    known = sorted(set(_ELEMENTWISE) | set(_REDUCTIONS))
+    close = closest_matches(name, known)
+    if close:
+        return "did you mean " + ", ".join(close) + "?"
+    return "known functions: " + ", ".join(known)
+
+
+class _Source:
+    """The query text, to turn an ast node into a caret under the right character."""
+
+    def __init__(self, text: str, language: str, offsets_in_chars: bool = False):
+        self.text = text
+        self.lines = text.split("\n")
+        self.language = language
+        self.offsets_in_chars = offsets_in_chars
+
+    def error(self, cls, message: str, node=None, lineno=None, col=None, col_in_chars=None):
+        if col_in_chars is None:
+            col_in_chars = self.offsets_in_chars
+        if node is not None:
+            # nodes made up by a compiler (not parsed from the text) have no position
+            lineno, col = getattr(node, "lineno", None), getattr(node, "col_offset", None)
+        if lineno is None or col is None:
+            return cls(f"{message}, in the {self.language}", None, None)
+        line = self.lines[lineno - 1] if 0 < lineno <= len(self.lines) else self.text
+        # ast offsets count UTF-8 bytes; the caret counts characters
+        char = col if col_in_chars else len(line.encode("utf-8")[:col].decode("utf-8", "ignore"))
+        where = f"position {char}" if len(self.lines) == 1 else f"line {lineno}, position {char}"
+        return cls(f"{message}, at {where} of the {self.language}", char, line)
+
+
+class _Translator:
+    """Turns one parsed expression into IR nodes.
+
+    ``aliases`` maps a name to an already compiled expression (uproot-raw's
+    ``aliases``); ``language`` names the text in error messages.
+    """
+
+    def __init__(self, source: _Source, aliases: Mapping[str, ir.Expr] | None = None,
+                 default_axis: int | None = None):
+        self.src = source
+        self.aliases = dict(aliases or {})
+        # the axis of np./ak. reductions written without axis= (None: refuse them)
+        self.default_axis = default_axis
+
+    def expr(self, node) -> ir.Expr:
+        """An operand: an IR expression (subclasses coerce their richer values here)."""
+        return self.visit(node)
+
+    def unsupported(self, what: str, node, hint: str | None = None) -> UnsupportedError:
+        message = f"{what} is not supported" + (f" ({hint})" if hint else "")
+        return self.src.error(UnsupportedError, message, node)
+
+    def visit(self, node) -> ir.Expr:
+        method = getattr(self, "visit_" + type(node).__name__, None)
+        if method is None:
+            what = _UNSUPPORTED_NODE.get(type(node), f"the Python construct {type(node).__name__}")
+            raise self.unsupported(what, node)
+        return method(node)
+
+    # -- leaves ------------------------------------------------------------------
+    def visit_Name(self, node: ast.Name) -> ir.Expr:
+        if node.id in self.aliases:
+            return self.aliases[node.id]
+        if node.id in _KNOWN_PREFIXES:
+            raise self.unsupported(f"the module {node.id!r} used as a value", node)
+        return ir.Column(node.id)
+
+    def visit_Constant(self, node: ast.Constant) -> ir.Expr:
+        v = node.value
+        if isinstance(v, bool) or isinstance(v, float):
+            return ir.Literal(v)
+        if isinstance(v, int):
+            if not _INT64_MIN <= v <= _INT64_MAX:
+                raise self.src.error(QueryError, f"the integer {v} does not fit in 64 bits", node)
+            return ir.Literal(v)
+        if isinstance(v, str):
+            raise self.unsupported(f"the string {v!r}", node, "column names are written bare, without quotes")
+        raise self.unsupported(f"the constant {v!r}", node)
+
+    # -- operators -----------------------------------------------------------------
+    def visit_BinOp(self, node: ast.BinOp) -> ir.Expr:
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            what = _UNSUPPORTED_OPERATOR.get(type(node.op), type(node.op).__name__)
+            raise self.unsupported(what, node)
+        return ir.Call(op, (self.expr(node.left), self.expr(node.right)))
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ir.Expr:
+        operand = self.expr(node.operand)
+        if isinstance(node.op, ast.USub):
+            # fold -literal so that x[:, -1] and the int64 minimum work
+            if isinstance(operand, ir.Literal) and not isinstance(operand.value, bool):
+                return ir.Literal(-operand.value)
+            return ir.Call(ir.Op.Neg, (operand,))
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        # ~ and not: both element-wise logical negation (bools only, checked by ir.infer)
+        return ir.Call(ir.Op.Not, (operand,))
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ir.Expr:
+        op = ir.Op.And if isinstance(node.op, ast.And) else ir.Op.Or
+        out = self.expr(node.values[0])
+        for value in node.values[1:]:
+            out = ir.Call(op, (out, self.expr(value)))
+        return out
+
+    def visit_Compare(self, node: ast.Compare) -> ir.Expr:
+        # a < b < c means (a < b) & (b < c), each operand compiled once
+        left = self.expr(node.left)
+        out = None
+        for cmp_op, comparator in zip(node.ops, node.comparators):
+            op = _COMPARE.get(type(cmp_op))
+            if op is None:
+                raise self.unsupported(_UNSUPPORTED_OPERATOR.get(type(cmp_op), type(cmp_op).__name__), comparator)
+            right = self.expr(comparator)
+            term = ir.Call(op, (left, right))
+            out = term if out is None else ir.Call(ir.Op.And, (out, term))
+            left = right
+        return out
+
+    # -- subscripts: masks and element access ---------------------------------------
+    def visit_Subscript(self, node: ast.Subscript) -> ir.Expr:
+        index = node.slice
+        if isinstance(index, ast.Tuple):
+            return self._element(node, index)
+        if isinstance(index, ast.Slice):
+            raise self.unsupported("a slice over events (x[a:b])", node, "use the event range of the query")
+        if isinstance(index, ast.Constant) or (
+            isinstance(index, ast.UnaryOp) and isinstance(index.operand, ast.Constant)
+        ):
+            raise self.unsupported(
+                "selecting one event (x[i])", node, "to take the i-th object of every event write x[:, i]"
+            )
+        # anything else is a mask; ir.infer checks that it is a bool collection
+        return ir.Call(ir.Op.Mask, (self.expr(node.value), self.expr(index)))
+
+    def _element(self, node: ast.Subscript, index: ast.Tuple) -> ir.Expr:
+        parts = index.elts
+        whole = (
+            len(parts) == 2
+            and isinstance(parts[0], ast.Slice)
+            and parts[0].lower is None and parts[0].upper is None and parts[0].step is None
+        )
+        if whole:
+            i = self.visit(parts[1])
+            if isinstance(i, ir.Literal) and i.kind == "int":
+                return ir.Call(ir.Op.Index, (self.expr(node.value),), i.value)
+        raise self.unsupported(
+            f"the subscript {ast.unparse(node)!r}", node, "only x[mask] and x[:, i] with a constant integer i are"
+        )
+
+    # -- function calls --------------------------------------------------------------
+    def _function_name(self, func) -> tuple[str | None, str]:
+        if isinstance(func, ast.Name):
+            return None, func.id
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            if func.value.id in _KNOWN_PREFIXES:
+                return func.value.id, func.attr
+        raise self.unsupported(
+            f"calling {ast.unparse(func)!r}", func, "only np./ak. functions and the built-in ones are known"
+        )
+
+    def visit_Call(self, node: ast.Call) -> ir.Expr:
+        prefix, name = self._function_name(node.func)
+        spelled = f"{prefix}.{name}" if prefix else name
+        if name == "len" and prefix is None:
+            raise self.unsupported(
+                "len()", node, "in awkward it counts events, not objects: use num(x, axis=1)"
+            )
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            raise self.unsupported(f"*args/**kwargs in {spelled}()", node)
+        if name in _ELEMENTWISE and prefix in _ELEMENTWISE[name][2]:
+            op, nargs, _ = _ELEMENTWISE[name]
+            if node.keywords:
+                raise self.unsupported(f"the keyword argument {node.keywords[0].arg}= of {spelled}()", node.keywords[0].value)
+            if len(node.args) != nargs:
+                raise self.src.error(
+                    QueryError, f"{spelled}() takes {nargs} argument(s), got {len(node.args)}", node
+                )
+            return ir.Call(op, tuple(self.expr(a) for a in node.args))
+        if name in _REDUCTIONS and prefix in _REDUCTIONS[name][1]:
+            return self._reduction(node, prefix, name, spelled)
+        raise self.unsupported(f"the function {spelled}()", node.func, _known_functions_hint(name))
+
+    def _reduction(self, node: ast.Call, prefix, name: str, spelled: str) -> ir.Expr:
+        op = _REDUCTIONS[name][0]
+        args = list(node.args)
+        axis_node = None
+        if len(args) == 2:
+            axis_node = args.pop()
+        for kw in node.keywords:
+            if kw.arg == "axis" and axis_node is None:
+                axis_node = kw.value
+            else:
+                raise self.unsupported(f"the keyword argument {kw.arg}= of {spelled}()", kw.value)
+        if len(args) != 1:
+            raise self.src.error(
+                QueryError, f"{spelled}() reduces one collection, got {len(node.args)} arguments", node
+            )
+        if axis_node is None:
+            if prefix is not None and name not in _AXIS_OPTIONAL and self.default_axis is None:
+                raise self.src.error(
+                    UnsupportedError,
+                    f"{spelled}() without axis= reduces the whole dataset to one number; write "
+                    f"{spelled}(..., axis=1) for one value per event (or use an aggregation)",
+                    node,
+                )
+        else:
+            axis = self.visit(axis_node)
+            if not (isinstance(axis, ir.Literal) and axis.kind == "int" and axis.value in (1, -1)):
+                raise self.unsupported(
+                    f"axis={ast.unparse(axis_node)} in {spelled}()", axis_node,
+                    "only axis=1 or axis=-1, one value per event, is",
+                )
+        return ir.Call(op, (self.expr(args[0]),))
+
+    def visit_Attribute(self, node: ast.Attribute) -> ir.Expr:
+        raise self.unsupported(
+            f"the attribute access {ast.unparse(node)!r}", node, "write flat NanoAOD names such as Muon_pt"
+        )
+
+
+def parse_expression(text: str, language: str = "cut", aliases: Mapping[str, ir.Expr] | None = None,
+                     default_axis: int | None = None) -> ir.Expr:
+    """Parse ``text`` into an IR expression without checking it against a schema."""
+    if not isinstance(text, str):
+        raise QueryError(f"a {language} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise QueryError(f"the {language} is empty")
+    # Python's parser refuses leading indentation; positions are then counted in
+    # the stripped text, which is also what the error message shows.
+    body = text.strip()
+    source = _Source(body, language)
+    try:
+        tree = ast.parse(body, mode="eval")
+    except SyntaxError as exc:
+        raise source.error(
+            QueryError, f"invalid {language}: {exc.msg}", lineno=exc.lineno or 1,
+            col=max(0, (exc.offset or 1) - 1), col_in_chars=True,
+        ) from None
+    return _Translator(source, aliases, default_axis).visit(tree.body)
+
+
+def compile_cut(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *, aliases=None,
+                default_axis: int | None = None) -> ir.Expr:
+    """Compile a cut string to an event-level bool IR expression.
+
+    With a ``schema`` the cut is checked (unknown columns name close matches; a
+    cut must give one bool per event) before any data is read.
+    """
+    expr = parse_expression(text, "cut", aliases, default_axis)
+    if schema is not None:
+        ir.check_query(ir.Query(where=expr), dict(schema))
+    return expr
+
+
+def compile_expression(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *, aliases=None,
+                       default_axis: int | None = None) -> ir.Expr:
+    """Compile an output expression (``Muon_pt[Muon_pt > 20]``, ``MET_pt * 2``)."""
+    expr = parse_expression(text, "expression", aliases, default_axis)
+    if schema is not None:
+        ir.infer(expr, dict(schema), f"output expression {text.strip()!r}")
+    return expr
