@@ -1,0 +1,23 @@
+"""``python -m skyhook_py.transcode --conf CEPH_CONF --pool POOL <command> ...``: the dataset
+commands without the rest of the CLI (used by the killed-ingest tests)."""
+
+import argparse
+import sys
+
+from ..rados_io import Store
+from .cli import add_dataset_commands
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m skyhook_py.transcode")
+    parser.add_argument("--conf", required=True, help="ceph.conf of the cluster")
+    parser.add_argument("--pool", default="skyhook")
+    parser.add_argument("--namespace", default="skyhook")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_dataset_commands(sub, lambda a: Store(a.conf, a.pool, a.namespace))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The dataset subcommands of the ``skyhook`` CLI: ingest, append, reshard, describe,
+list, delete, gc.  Each parser sets ``func(args) -> exit code``; ``get_store(args)``
+(given by the caller) opens the rados_io.Store.  Only argument handling lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+from ..errors import SkyhookError
+from . import operations as ops
+
+
+def _encoding_args(p, defaults: bool):
+    p.add_argument("--partition-events", type=int, default=None, metavar="N",
+                   help="at most N events per partition")
+    p.add_argument("--partition-mb", type=float, default=None, metavar="M",
+                   help="target partition size in MB of uncompressed Arrow data"
+                        + (" (default 64)" if defaults else " (default: 64)"))
+    p.add_argument("--format", choices=("arrow", "parquet"), default=None,
+                   help="partition encoding" + (" (default arrow)" if defaults else " (default: unchanged)"))
+    p.add_argument("--compression", choices=("lz4", "zstd", "none"), default=None,
+                   help="buffer compression" + (" (default none)" if defaults else " (default: unchanged)"))
+    p.add_argument("--workers", type=int, default=2, help="files processed in parallel (default 2)")
+
+
+def _source_args(p):
+    p.add_argument("files", nargs="+", metavar="FILE", help="ROOT or HDF5 files")
+    p.add_argument("--dataset", required=True, metavar="NAME")
+    p.add_argument("--tree", default=None, help="TTree/RNTuple name, or HDF5 group (default: Events, "
+                                                "or the only tree)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse files with columns that cannot be stored, instead of skipping them")
+    p.add_argument("--hdf5-map", default=None, metavar="JSON",
+                   help='HDF5 layout when names do not tell: \'{"events": "events", "collections": '
+                        '{"particles": {"count": "nparticles", "start": "start"}}, "exclude": []}\'')
+    p.add_argument("--progress", action=argparse_bool(), default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+
+
+def argparse_bool():
+    import argparse
+
+    return argparse.BooleanOptionalAction
+
+
+def _bytes(args):
+    return None if args.partition_mb is None else int(args.partition_mb * (1 << 20))
+
+
+def _run(fn):
+    """Turn SkyhookErrors and bad values into one clear line on stderr and exit code 1."""
+    def handler(args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda m, *a, **k: print(f"warning: {m}", file=sys.stderr)
+            try:
+                return fn(args) or 0
+            except (SkyhookError, ValueError, OSError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+    return handler
+
+
+def add_dataset_commands(subparsers, get_store):
+    def hdf5_map(args):
+        return json.loads(args.hdf5_map) if args.hdf5_map else None
+
+    def do_ingest(args):
+        with get_store(args) as store:
+            m = ops.ingest(store, args.files, args.dataset, tree=args.tree,
+                           partition_events=args.partition_events,
+                           partition_bytes=_bytes(args) or (None if args.partition_events else ops.DEFAULT_PARTITION_BYTES),
+                           format=args.format or "arrow",
+                           compression=None if args.compression in (None, "none") else args.compression,
+                           workers=args.workers, strict=args.strict, progress=args.progress,
+                           hdf5_mapping=hdf5_map(args))
+        print(f"dataset {m.dataset} version {m.version}: {m.num_events:,} events in "
+              f"{len(m.partitions)} partitions from {len(m.sources)} file(s)")
+
+    def do_append(args):
+        with get_store(args) as store:
+            m = ops.append(store, args.files, args.dataset, tree=args.tree,
+                           on_duplicate=args.on_duplicate, partition_events=args.partition_events,
+                           partition_bytes=_bytes(args), format=args.format,
+                           compression=args.compression, workers=args.workers, strict=args.strict,
+                           progress=args.progress, hdf5_mapping=hdf5_map(args))
+        print(f"dataset {m.dataset} version {m.version}: {m.num_events:,} events in "
+              f"{len(m.partitions)} partitions from {len(m.sources)} file(s)")
+
+    def do_reshard(args):
+        with get_store(args) as store:
+            m = ops.reshard(store, args.dataset, partition_events=args.partition_events,
+                            partition_bytes=_bytes(args), format=args.format,
+                            compression=args.compression, workers=args.workers,
+                            progress=args.progress)
+        print(f"dataset {m.dataset} version {m.version}: {len(m.partitions)} partitions "
+              f"({m.encoding['format']}); run `skyhook gc {m.dataset}` to remove the old ones")
+
+    def do_describe(args):
+        with get_store(args) as store:
+            d = ops.describe(store, args.dataset)
+        print(json.dumps(d, indent=1) if args.json else ops.render_description(d))
+
+    def do_list(args):
+        with get_store(args) as store:
+            names = ops.list_datasets(store)
+        print(json.dumps(names) if args.json else "\n".join(names))
+
+    def do_delete(args):
+        with get_store(args) as store:
+            removed = ops.delete(store, args.dataset)
+        print(f"deleted dataset {args.dataset} ({len(removed)} partition objects)")
+
+    def do_gc(args):
+        with get_store(args) as store:
+            removed = ops.gc(store, args.dataset)
+        print(f"removed {len(removed)} unreferenced partition objects of {args.dataset}")
+
+    p = subparsers.add_parser("ingest", help="create a dataset from ROOT/HDF5 files")
+    _source_args(p)
+    _encoding_args(p, True)
+    p.set_defaults(func=_run(do_ingest))
+
+    p = subparsers.add_parser("append", help="add files to a dataset (a new version)")
+    _source_args(p)
+    _encoding_args(p, False)
+    p.add_argument("--on-duplicate", choices=("skip", "error"), default="skip",
+                   help="a file already in the dataset (same sha256): skip it or fail")
+    p.set_defaults(func=_run(do_append))
+
+    p = subparsers.add_parser("reshard", help="rewrite a dataset's partitions (a new version)")
+    p.add_argument("dataset")
+    _encoding_args(p, False)
+    p.add_argument("--progress", action=argparse_bool(), default=None)
+    p.set_defaults(func=_run(do_reshard))
+
+    p = subparsers.add_parser("describe", help="schema, partitions, sources of a dataset")
+    p.add_argument("dataset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(do_describe))
+
+    p = subparsers.add_parser("list", help="the datasets in the pool")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(do_list))
+
+    p = subparsers.add_parser("delete", help="remove a dataset and its partitions")
+    p.add_argument("dataset")
+    p.set_defaults(func=_run(do_delete))
+
+    p = subparsers.add_parser("gc", help="remove partitions that no manifest names")
+    p.add_argument("dataset")
+    p.set_defaults(func=_run(do_gc))

@@ -1,0 +1,450 @@
+"""Dataset operations: ingest, append, reshard, describe, list, delete, gc.
+
+Every writing operation follows one protocol (formats/layout.md): check everything
+that can be checked up front (files, trees, schemas, names), write the partition
+objects under a fresh writer id, then commit the manifest last in one guarded RADOS
+operation.  Until that commit nothing is visible; a failure removes what it wrote,
+and a process killed mid-way leaves only unnamed partitions that ``gc`` removes.
+A committer that loses the race to another one gets ConcurrentUpdateError.
+
+``SKYHOOK_FAULT`` (tests only) injects a SIGKILL or a sleep at named points:
+``kill-after-partitions=N``, ``kill-before-commit``, ``kill-after-commit``,
+``sleep-per-partition=SECONDS`` (comma-separated).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import secrets
+import signal
+import threading
+import time
+import warnings
+
+import pyarrow as pa
+
+from .. import manifest as mf
+from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
+from ..manifest import Manifest, Partition, Source
+from ..progress import Progress
+from . import encoder, partitioner, readers, stats
+
+DEFAULT_PARTITION_BYTES = 64 << 20
+READ_STEP_BYTES = 16 << 20   # uncompressed bytes read from a source at a time
+
+
+# -- fault injection (tests) -------------------------------------------------------------
+def _faults() -> dict:
+    out = {}
+    for item in filter(None, os.environ.get("SKYHOOK_FAULT", "").split(",")):
+        k, _, v = item.partition("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _fault(point: str, count: int | None = None):
+    f = _faults()
+    if not f:
+        return
+    if point == "partition":
+        if "sleep-per-partition" in f:
+            time.sleep(float(f["sleep-per-partition"]))
+        if "kill-after-partitions" in f and count is not None and count >= int(f["kill-after-partitions"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    elif f"kill-{point}" in f:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- partition object names ---------------------------------------------------------------
+def partition_object(dataset: str, writer: str, index: int) -> str:
+    return f"part.{dataset}.{writer}.{index:06d}"
+
+
+def partition_dataset(obj: str) -> str | None:
+    """The dataset a partition object belongs to, None if ``obj`` is not one."""
+    head, _, rest = obj.partition(".")
+    parts = rest.rsplit(".", 2)
+    if head != "part" or len(parts) != 3:
+        return None
+    ds, writer, index = parts
+    if len(writer) != 12 or any(c not in "0123456789abcdef" for c in writer) \
+            or len(index) != 6 or not index.isdigit():
+        return None
+    return ds
+
+
+def _dataset_partitions(store, dataset: str) -> list[str]:
+    return [o for o in store.list_objects(f"part.{dataset}.") if partition_dataset(o) == dataset]
+
+
+# -- sources -----------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Job:
+    """One stream of events to partition: a source file, or a source's old partitions."""
+
+    source: int          # index in the manifest's sources
+    event_start: int     # dataset-wide number of the source's entry 0
+    entries: int
+    open_batches: object  # () -> iterator of RecordBatches of entries [0, entries)
+    label: str
+
+
+def _probe(path: str, tree, strict, hdf5_mapping) -> tuple[Source, pa.Schema]:
+    with readers.open_reader(path, tree, strict, hdf5_mapping) as r:
+        entries, schema, tree_name = r.entries, r.schema, r.tree
+    sha = readers.file_sha256(path)
+    return Source(path=os.path.abspath(path), name=os.path.basename(path),
+                  size=os.path.getsize(path), sha256=sha, tree=tree_name,
+                  entries=entries, event_start=0), schema
+
+
+def _schema_difference(expected: pa.Schema, got: pa.Schema) -> str:
+    e, g = {f.name: f.type for f in expected}, {f.name: f.type for f in got}
+    parts = []
+    missing = [n for n in e if n not in g]
+    extra = [n for n in g if n not in e]
+    changed = [f"{n} ({e[n]} vs {g[n]})" for n in e if n in g and e[n] != g[n]]
+    if missing:
+        parts.append("missing " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    if extra:
+        parts.append("extra " + ", ".join(extra[:10]) + (" ..." if len(extra) > 10 else ""))
+    if changed:
+        parts.append("different types " + ", ".join(changed[:10]))
+    if not parts and expected.names != got.names:
+        parts.append("columns in a different order")
+    return "; ".join(parts)
+
+
+def _probe_all(paths, tree, strict, hdf5_mapping, workers, known_sha=(), on_duplicate="skip"):
+    """Open and check every file (in parallel); drop duplicates.  -> [(Source, schema)]."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise InputFileError("no input files given")
+    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+        probed = list(pool.map(lambda p: _probe(p, tree, strict, hdf5_mapping), paths))
+    out, seen = [], dict(known_sha)
+    for src, schema in probed:
+        if src.sha256 in seen:
+            msg = f"{src.path} has the same content (sha256) as {seen[src.sha256]}, which is in the dataset"
+            if on_duplicate == "error":
+                raise InputFileError(msg)
+            warnings.warn(msg + "; skipped", readers.IngestWarning, stacklevel=3)
+            continue
+        seen[src.sha256] = src.path
+        out.append((src, schema))
+    return out
+
+
+# -- writing partitions -----------------------------------------------------------------
+class _Writer:
+    """Writes the partitions of one operation under one writer id, in parallel."""
+
+    def __init__(self, store, dataset, schema, encoding, target_bytes, target_events,
+                 workers, progress: Progress):
+        self.store, self.dataset, self.schema = store, dataset, schema
+        self.encoding = encoding
+        self.target_bytes, self.target_events = target_bytes, target_events
+        self.workers = max(1, workers)
+        self.progress = progress
+        self.writer = secrets.token_hex(6)
+        self.written: list[str] = []
+        self._lock = threading.Lock()
+        self._next = 0
+        self._cancel = threading.Event()
+
+    def _name(self) -> str:
+        with self._lock:
+            i = self._next
+            self._next += 1
+            return partition_object(self.dataset, self.writer, i)
+
+    def _run(self, job: _Job) -> list[Partition]:
+        out = []
+        entry = 0
+        for table in partitioner.partitions(job.open_batches(), self.schema,
+                                            self.target_bytes, self.target_events):
+            if self._cancel.is_set():
+                break
+            if table.schema != self.schema:
+                raise InputFileError(f"{job.label}: read as {_schema_difference(self.schema, table.schema)}")
+            data = encoder.encode(table, self.encoding["format"], self.encoding["compression"])
+            st = stats.table_stats(table)
+            name = self._name()
+            with self._lock:
+                self.written.append(name)
+            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st)})
+            n = table.num_rows
+            out.append(Partition(object=name, event_start=job.event_start + entry,
+                                 event_stop=job.event_start + entry + n, bytes=len(data),
+                                 source=job.source, entry_start=entry, entry_stop=entry + n,
+                                 stats=st))
+            entry += n
+            self.progress.update(events=n, bytes=table.nbytes)
+            with self._lock:
+                count = len(self.written)
+            _fault("partition", count)
+        if entry != job.entries and not self._cancel.is_set():
+            raise InputFileError(f"{job.label}: read {entry} entries, expected {job.entries}")
+        self.progress.update(files=1)
+        return out
+
+    def run(self, jobs: list[_Job]) -> list[Partition]:
+        parts: list[Partition] = []
+        try:
+            with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+                futures = [pool.submit(self._run, j) for j in jobs]
+                try:
+                    for f in concurrent.futures.as_completed(futures):
+                        parts.extend(f.result())
+                except BaseException:
+                    self._cancel.set()
+                    for f in futures:
+                        f.cancel()
+                    raise
+        except BaseException:
+            self.discard()
+            raise
+        parts.sort(key=lambda p: p.event_start)
+        return parts
+
+    def discard(self):
+        """Remove what this writer wrote (best effort: gc removes anything left)."""
+        for name in list(self.written):
+            try:
+                self.store.remove(name)
+            except Exception:  # noqa: BLE001 - a failure path must not hide the first error
+                pass
+
+
+def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None):
+    def open_batches():
+        r = readers.open_reader(src.path, src.tree, strict, hdf5_mapping)
+        try:
+            step = max(1, int(READ_STEP_BYTES / r.bytes_per_event()))
+            if step_events:
+                step = min(step, step_events)
+            yield from r.batches(0, r.entries, step)
+        finally:
+            r.close()
+    return open_batches
+
+
+def _commit(store, writer: _Writer, m: Manifest, expected_version):
+    _fault("before-commit")
+    try:
+        mf.commit(store, m, expected_version)
+    except BaseException:
+        writer.discard()   # the loser's partitions are garbage
+        raise
+    _fault("after-commit")
+
+
+def _write_sources(store, dataset, schema, sources, first_index, encoding, target_bytes,
+                   target_events, workers, progress, strict, hdf5_mapping, what):
+    with Progress(what, len(sources), sum(s.entries for s in sources),
+                  enabled=progress) as prog:
+        writer = _Writer(store, dataset, schema, encoding, target_bytes, target_events, workers, prog)
+        jobs = [_Job(first_index + i, s.event_start, s.entries,
+                     _source_batches(s, strict, hdf5_mapping, target_events), s.path)
+                for i, s in enumerate(sources) if s.entries]
+        parts = writer.run(jobs)
+    return writer, parts
+
+
+def _check_common_schema(probed, expected: pa.Schema | None, dataset: str) -> pa.Schema:
+    """Every file must have the same columns (of the dataset, else of the first file)."""
+    where = f"dataset {dataset!r}"
+    for src, schema in probed:
+        if expected is None:
+            expected, where = schema, src.path
+        elif schema != expected:
+            raise InputFileError(f"{src.path} does not have the columns of {where}: "
+                                 f"{_schema_difference(expected, schema)}")
+    return expected
+
+
+# -- the operations -----------------------------------------------------------------------
+def ingest(store, paths, dataset, tree=None, partition_events=None,
+           partition_bytes=DEFAULT_PARTITION_BYTES, format="arrow", compression=None,
+           workers=2, strict=False, progress=None, hdf5_mapping=None) -> Manifest:
+    """Create ``dataset`` from ROOT/HDF5 files; returns the committed manifest (version 1)."""
+    mf.check_dataset_name(dataset)
+    encoding = encoder.check_encoding(format, compression)
+    partitioner.check_targets(partition_bytes, partition_events)
+    if mf.current_version(store, dataset) is not None:
+        raise DatasetExistsError(f"dataset {dataset!r} exists already: use append to add files, "
+                                 "or delete it first")
+    probed = _probe_all(paths, tree, strict, hdf5_mapping, workers)
+    schema = _check_common_schema(probed, None, dataset)
+    sources = _number_sources([s for s, _ in probed], 0)
+    writer, parts = _write_sources(store, dataset, schema, sources, 0, encoding, partition_bytes,
+                                   partition_events, workers, progress, strict, hdf5_mapping,
+                                   f"ingest {dataset}")
+    m = Manifest(dataset=dataset, version=1, schema=schema, partitions=parts, sources=sources,
+                 encoding=encoding, previous_version=None)
+    _commit(store, writer, m, None)
+    return m
+
+
+def _number_sources(sources: list[Source], event_base: int) -> list[Source]:
+    for s in sources:
+        s.event_start = event_base
+        event_base += s.entries
+    return sources
+
+
+def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_events=None,
+           partition_bytes=None, format=None, compression=None, workers=2, strict=False,
+           progress=None, hdf5_mapping=None) -> Manifest:
+    """Add files to ``dataset`` as a new version; a file already in it (same sha256) is
+    skipped (``on_duplicate="skip"``) or refused (``"error"``)."""
+    if on_duplicate not in ("skip", "error"):
+        raise ValueError(f"on_duplicate must be 'skip' or 'error', not {on_duplicate!r}")
+    old = mf.load_manifest(store, dataset)
+    encoding = encoder.check_encoding(format or old.encoding["format"],
+                                      compression if compression is not None else old.encoding["compression"])
+    if partition_bytes is None and partition_events is None:
+        partition_bytes = DEFAULT_PARTITION_BYTES
+    partitioner.check_targets(partition_bytes, partition_events)
+    if tree is None and old.sources:
+        tree = old.sources[0].tree
+    known = {s.sha256: s.path for s in old.sources}
+    probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, known, on_duplicate)
+    if not probed:   # nothing new; also repairs an index that a killed commit left behind
+        mf.update_index(store, dataset, old.version)
+        return old
+    schema = _check_common_schema(probed, old.schema, dataset)
+    sources = _number_sources([s for s, _ in probed], old.num_events)
+    writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
+                                   partition_bytes, partition_events, workers, progress, strict,
+                                   hdf5_mapping, f"append {dataset}")
+    m = Manifest(dataset=dataset, version=old.version + 1, schema=schema,
+                 partitions=old.partitions + parts, sources=old.sources + sources,
+                 encoding=encoding if not old.partitions or encoding == old.encoding else
+                 {"format": "mixed", "compression": "mixed"},
+                 previous_version=old.version)
+    if m.encoding["format"] == "mixed":
+        writer.discard()
+        raise SkyhookError(f"dataset {dataset!r} is stored as {old.encoding}; append with the same "
+                           "format and compression, or reshard it first")
+    _commit(store, writer, m, old.version)
+    return m
+
+
+def reshard(store, dataset, partition_events=None, partition_bytes=None, format=None,
+            compression=None, workers=2, progress=None) -> Manifest:
+    """Rewrite ``dataset`` into new partitions (size, format, compression) as a new version.
+    The old version stays readable until the commit; ``gc`` then removes its partitions."""
+    old = mf.load_manifest(store, dataset)
+    encoding = encoder.check_encoding(format or old.encoding["format"],
+                                      compression if compression is not None else old.encoding["compression"])
+    if partition_bytes is None and partition_events is None:
+        partition_bytes = DEFAULT_PARTITION_BYTES
+    partitioner.check_targets(partition_bytes, partition_events)
+    by_source: dict[int, list[Partition]] = {}
+    for p in old.partitions:
+        by_source.setdefault(p.source, []).append(p)
+
+    def old_batches(plist):
+        def open_batches():
+            # one old partition in memory at a time
+            for p in sorted(plist, key=lambda p: p.entry_start):
+                table = encoder.decode(store.read(p.object))
+                yield from table.to_batches()
+        return open_batches
+
+    with Progress(f"reshard {dataset}", len(by_source), old.num_events, enabled=progress) as prog:
+        writer = _Writer(store, dataset, old.schema, encoding, partition_bytes, partition_events,
+                         workers, prog)
+        jobs = []
+        for i, src in enumerate(old.sources):
+            if src.entries:
+                plist = by_source.get(i, [])
+                jobs.append(_Job(i, src.event_start, src.entries, old_batches(plist),
+                                 f"source {src.name} of dataset {dataset!r}"))
+        parts = writer.run(jobs)
+    m = Manifest(dataset=dataset, version=old.version + 1, schema=old.schema, partitions=parts,
+                 sources=old.sources, encoding=encoding, previous_version=old.version)
+    _commit(store, writer, m, old.version)
+    return m
+
+
+def list_datasets(store) -> list[str]:
+    return mf.list_datasets(store)
+
+
+def delete(store, dataset) -> list[str]:
+    """Remove ``dataset``: its manifest first (so readers stop seeing it), then its index
+    entry and partitions.  Returns the removed partition objects."""
+    mf.check_dataset_name(dataset)
+    exists = mf.current_version(store, dataset) is not None
+    parts = _dataset_partitions(store, dataset)
+    if not exists and not parts and dataset not in mf.list_datasets(store):
+        raise UnknownDatasetError(dataset, mf.list_datasets(store))
+    store.remove(mf.manifest_object(dataset))
+    mf.update_index(store, dataset, None)
+    for obj in parts:
+        store.remove(obj)
+    return parts
+
+
+def gc(store, dataset) -> list[str]:
+    """Remove the partition objects of ``dataset`` that its current manifest does not name
+    (left by killed or failed operations, or superseded by append/reshard).  Do not run it
+    while another operation writes to the same dataset: its partitions are not named yet."""
+    m = mf.load_manifest(store, dataset)
+    named = {p.object for p in m.partitions}
+    removed = [o for o in _dataset_partitions(store, dataset) if o not in named]
+    for obj in removed:
+        store.remove(obj)
+    return removed
+
+
+def describe(store, dataset) -> dict:
+    m = mf.load_manifest(store, dataset)
+    types = m.column_types()
+    columns = []
+    for f in m.schema:
+        lo = hi = None
+        for p in m.partitions:
+            c = p.stats.get("columns", {}).get(f.name, {})
+            if "min" in c:
+                lo = c["min"] if lo is None else min(lo, c["min"])
+                hi = c["max"] if hi is None else max(hi, c["max"])
+        columns.append({"name": f.name, "arrow_type": str(f.type), "kind": types[f.name].kind,
+                        "list": types[f.name].is_list, "min": lo, "max": hi})
+    sizes = [p.bytes for p in m.partitions]
+    return {
+        "dataset": m.dataset, "version": m.version, "created": m.created,
+        "previous_version": m.previous_version, "encoding": m.encoding,
+        "num_events": m.num_events, "num_partitions": len(m.partitions),
+        "bytes": sum(sizes),
+        "partition_bytes": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
+        "columns": columns,
+        "sources": [dataclasses.asdict(s) for s in m.sources],
+    }
+
+
+def render_description(d: dict, max_columns: int = 40) -> str:
+    lines = [
+        f"dataset {d['dataset']}  version {d['version']}  created {d['created']}",
+        f"  {d['num_events']:,} events in {d['num_partitions']} partitions, "
+        f"{d['bytes'] / 1e6:.2f} MB ({d['encoding']['format']}"
+        f"{', ' + d['encoding']['compression'] if d['encoding']['compression'] else ''}); "
+        f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
+        f"  sources ({len(d['sources'])}):",
+    ]
+    for s in d["sources"]:
+        lines.append(f"    {s['name']}  tree {s['tree']}  {s['entries']:,} entries  "
+                     f"{s['size'] / 1e6:.2f} MB  sha256 {s['sha256'][:12]}")
+    lines.append(f"  columns ({len(d['columns'])}):")
+    for c in d["columns"][:max_columns]:
+        rng = f"  [{c['min']}, {c['max']}]" if c["min"] is not None else ""
+        lines.append(f"    {c['name']:<28} {c['arrow_type']}{rng}")
+    if len(d["columns"]) > max_columns:
+        lines.append(f"    ... and {len(d['columns']) - max_columns} more (--json lists all)")
+    return "\n".join(lines)
