@@ -1,0 +1,218 @@
+"""The gRPC client of a Skyhook coordinator: ``Client(address)``.
+
+It speaks pyarrow, like the in-process Session: ``query`` returns a Table,
+``stream`` yields the same events (results.Progress, ResultBatch,
+PartitionFailure, then the Summary), ``batches`` yields record batches as they
+arrive, ``to_awkward`` and ``to_parquet`` convert.  A failed RPC is raised as the
+domain exception the server raised (QueryError, UnknownColumnError, ...), with the
+server's message; the gRPC code is in ``exc.grpc_code``.
+
+What it ignores: Ceph.  The client never holds cluster credentials; it may hold a
+bearer token and a CA certificate for TLS.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import grpc
+import pyarrow as pa
+
+from . import errors, wire
+from ._grpc_stubs import pb, rpc
+from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+
+
+def _error_kinds():
+    from . import coordinator
+    from .executor import DeadlineExceeded
+
+    kinds = {c.__name__: c for c in (
+        errors.QueryError, errors.UnsupportedError, errors.UnknownColumnError,
+        errors.UnknownDatasetError, errors.ClusterError, errors.ObjectClassError,
+        errors.CorruptObjectError, errors.ReplyTooLargeError, errors.SkyhookError,
+        coordinator.AuthenticationError, coordinator.QueryCancelled,
+        coordinator.DuplicateQueryError, DeadlineExceeded)}
+    S = grpc.StatusCode
+    by_code = {S.INVALID_ARGUMENT: errors.QueryError, S.NOT_FOUND: errors.UnknownDatasetError,
+               S.UNIMPLEMENTED: errors.UnsupportedError, S.DATA_LOSS: errors.CorruptObjectError,
+               S.UNAVAILABLE: errors.ClusterError, S.DEADLINE_EXCEEDED: DeadlineExceeded,
+               S.CANCELLED: coordinator.QueryCancelled, S.UNAUTHENTICATED: coordinator.AuthenticationError,
+               S.ALREADY_EXISTS: coordinator.DuplicateQueryError}
+    return kinds, by_code
+
+
+def remote_error(e: grpc.RpcError) -> Exception:
+    """The domain exception for a failed RPC, carrying the server's own message."""
+    kinds, by_code = _error_kinds()
+    code = e.code()
+    kind = dict(e.trailing_metadata() or ()).get("skyhook-error") if hasattr(e, "trailing_metadata") else None
+    cls = kinds.get(kind) or by_code.get(code) or errors.SkyhookError
+    message = e.details() or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE and kind is None:
+        message = f"the coordinator is unreachable: {message}"
+    # the server's message is authoritative: build the instance without the
+    # constructor, which would compose a message of its own
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.message = message
+    err.grpc_code = code
+    return err
+
+
+class Client:
+    """A connection to a coordinator at ``address`` (host:port).
+
+    token: bearer token (sent as ``authorization: Bearer <token>``).
+    tls_ca: path of a PEM CA bundle, or True for the system roots: use TLS.
+    timeout: default deadline in seconds of every call (None: none).
+    """
+
+    def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None):
+        self.address = address
+        self.timeout = timeout
+        opts = [("grpc.max_receive_message_length", 64 << 20)]
+        if tls_ca:
+            roots = None if tls_ca is True else open(tls_ca, "rb").read()
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=opts)
+        else:
+            self._channel = grpc.insecure_channel(address, options=opts)
+        self._stub = rpc.SkyhookStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _unary(self, method, request, timeout=None):
+        try:
+            return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
+        except grpc.RpcError as e:
+            raise remote_error(e) from None
+
+    # -- datasets ----------------------------------------------------------------------
+    def datasets(self) -> dict[str, int]:
+        """Dataset name -> current manifest version."""
+        r = self._unary(self._stub.ListDatasets, pb.ListDatasetsRequest())
+        return {d.name: d.version for d in r.datasets}
+
+    def describe(self, name: str) -> wire.DatasetInfo:
+        return wire.description_from_proto(self._unary(self._stub.DescribeDataset,
+                                                       pb.DescribeDatasetRequest(name=name)))
+
+    def cancel(self, query_id: str) -> bool:
+        """Cancel a running query; False if no query of that id is running."""
+        return self._unary(self._stub.Cancel, pb.CancelRequest(query_id=query_id)).found
+
+    def health(self, timeout: float = 10) -> dict:
+        r = self._unary(self._stub.Health, pb.HealthRequest(), timeout=timeout)
+        return dict(status=pb.HealthResponse.Status.Name(r.status), message=r.message,
+                    queries_running=r.queries_running, cache_entries=r.cache_entries,
+                    cache_bytes=r.cache_bytes, cache_hits=r.cache_hits, cache_misses=r.cache_misses,
+                    version=r.version)
+
+    # -- queries -----------------------------------------------------------------------
+    def stream(self, dataset: str, columns=None, where=None, *, expressions=None, language="cut",
+               event_range=None, limit=None, pushdown="auto", aggregations=(), allow_partial=False,
+               deadline=None, query_id=None, output_format="arrow", use_cache=True, timeout=None):
+        """Yield Progress, ResultBatch and PartitionFailure events as they arrive, then the
+        Summary.  Stopping the iteration early cancels the query on the server.
+
+        deadline: seconds the server may spend (DEADLINE_EXCEEDED after);
+        query_id: your id for ``cancel`` (default: a random one)."""
+        request = wire.request_to_proto(
+            dataset, columns=columns, where=where, expressions=expressions, language=language,
+            event_range=event_range, limit=limit, pushdown=pushdown, aggregations=aggregations,
+            allow_partial=allow_partial, deadline=deadline, query_id=query_id or uuid.uuid4().hex,
+            output_format=output_format, use_cache=use_cache)
+        call = self._stub.Query(request, metadata=self._metadata, timeout=timeout or self.timeout)
+        try:
+            for msg in call:
+                ev = wire.event_from_proto(msg)
+                if ev is not None:
+                    yield ev
+        except grpc.RpcError as e:
+            raise remote_error(e) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
+
+    def run(self, dataset: str, columns=None, where=None, *, progress=False, **kwargs) -> QueryResult:
+        """The whole answer: a QueryResult (table, or aggregates, and the Summary)."""
+        bar = _ProgressBar() if progress else None
+        tables, failures, summary = [], [], None
+        try:
+            for ev in self.stream(dataset, columns, where, **kwargs):
+                if isinstance(ev, ResultBatch):
+                    tables.append(ev.table)
+                elif isinstance(ev, PartitionFailure):
+                    failures.append(ev)
+                elif isinstance(ev, Progress) and bar:
+                    bar.update(ev)
+                elif isinstance(ev, Summary):
+                    summary = ev
+        finally:
+            if bar:
+                bar.close()
+        table = None
+        if not kwargs.get("aggregations"):
+            table = _concat(tables) if tables else pa.table({})
+        return QueryResult(table, summary, failures)
+
+    def query(self, dataset: str, columns=None, where=None, **kwargs) -> pa.Table:
+        """The selected events as a pyarrow Table."""
+        return self.run(dataset, columns, where, **kwargs).table
+
+    def batches(self, dataset: str, columns=None, where=None, **kwargs):
+        """Record batches as they arrive (in partition order)."""
+        for ev in self.stream(dataset, columns, where, **kwargs):
+            if isinstance(ev, ResultBatch):
+                yield from ev.table.to_batches()
+
+    def to_awkward(self, dataset: str, columns=None, where=None, **kwargs):
+        import awkward as ak
+
+        return ak.from_arrow(self.query(dataset, columns, where, **kwargs))
+
+    def to_parquet(self, path, dataset: str, columns=None, where=None, **kwargs) -> Summary:
+        """Write the selected events to a Parquet file; returns the Summary."""
+        import pyarrow.parquet as pq
+
+        result = self.run(dataset, columns, where, **kwargs)
+        pq.write_table(result.table, path)
+        return result.summary
+
+
+def _concat(tables):
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid:
+        return pa.concat_tables([t.combine_chunks() for t in tables], promote_options="permissive")
+
+
+class _ProgressBar:
+    """One line on stderr, rewritten in place: partitions and events done."""
+
+    def __init__(self, stream=None, width: int = 30):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.shown = False
+
+    def update(self, p: Progress):
+        frac = p.partitions_done / p.partitions_total if p.partitions_total else 1.0
+        done = int(frac * self.width)
+        self.stream.write(f"\r[{'#' * done}{'.' * (self.width - done)}] "
+                          f"{p.partitions_done}/{p.partitions_total} partitions, "
+                          f"{p.events_done:,}/{p.events_total:,} events")
+        self.stream.flush()
+        self.shown = True
+
+    def close(self):
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,339 @@
+"""The query coordinator's logic, independent of gRPC.
+
+One Coordinator serves many clients on one Session (one cephx identity: the
+coordinator holds the only Ceph credentials; clients never see them).  It
+lists and describes datasets, checks bearer tokens, validates a query before
+any partition is touched (``Session.build_query`` raises first), runs it
+through ``Session.stream_query`` lazily (the caller pulls events one by one, so
+a slow client slows the scan instead of filling memory), keeps a registry of
+running queries for cancellation, and a result cache.
+
+The result cache is keyed by (dataset, manifest identity, ``ir.Query.key()``,
+pushdown mode).  The manifest identity is read at query time (version plus the
+partition objects, so a dataset deleted and re-ingested at the same version
+number is not confused with the old one): a new version never serves stale
+results.  It is bounded in bytes with least-recently-used eviction; only
+complete answers without failures are kept, and a result larger than a quarter
+of the cache is never recorded (recording stops as soon as it is too big).
+
+What it ignores: wire formats and status codes (skyhook_py.server and
+skyhook_py.wire), planning and execution (planner, executor).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import hashlib
+import hmac
+import threading
+import time
+import uuid
+
+from .errors import SkyhookError
+from .results import PartitionFailure, Progress, ResultBatch, Summary
+
+DEFAULT_CACHE_BYTES = 256 << 20
+
+
+class AuthenticationError(SkyhookError, PermissionError):
+    """The request carries no valid bearer token (UNAUTHENTICATED)."""
+
+
+class QueryCancelled(SkyhookError):
+    """The query was cancelled (by Cancel(query_id), or because its client went away)."""
+
+
+class DuplicateQueryError(SkyhookError, ValueError):
+    """A query with this id is running already (ALREADY_EXISTS)."""
+
+
+@dataclasses.dataclass
+class QuerySpec:
+    """A query as a frontend sends it, before compilation.
+
+    aggregations: a callable ``schema -> [ir.Aggregation]`` (the wire layer compiles
+    the expressions against the dataset's schema once it is known), or a list.
+    deadline: seconds from now, or None.
+    """
+
+    dataset: str
+    language: str = "cut"
+    selection: str | None = None
+    columns: list | None = None
+    expressions: object = None      # dict name -> text/IR, or a callable schema -> dict
+    event_range: tuple | None = None
+    limit: int | None = None
+    aggregations: object = ()
+    pushdown: str = "auto"
+    allow_partial: bool = False
+    deadline: float | None = None
+    query_id: str = ""
+    use_cache: bool = True
+
+
+class ResultCache:
+    """Complete query answers by key, bounded in bytes, least recently used evicted first."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max_bytes // 4
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def get(self, key):
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return hit[0]
+
+    def put(self, key, events: list, nbytes: int):
+        if nbytes > self.max_entry_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (events, nbytes)
+            self.bytes += nbytes
+            while self.bytes > self.max_bytes and self._entries:
+                _, (_, n) = self._entries.popitem(last=False)
+                self.bytes -= n
+                self.evictions += 1
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+
+def _event_bytes(ev) -> int:
+    if isinstance(ev, ResultBatch):
+        return ev.table.nbytes + 64
+    return 256
+
+
+def manifest_identity(m) -> tuple:
+    """What tells two committed states of a dataset apart."""
+    h = hashlib.blake2b(digest_size=12)
+    for p in m.partitions:
+        h.update(p.object.encode())
+        h.update(b"\0")
+    return (m.version, getattr(m, "created", ""), h.hexdigest())
+
+
+class QueryRun:
+    """One running query: its compiled form, cancellation flag and event stream."""
+
+    def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str):
+        self.coordinator = coordinator
+        self.spec = spec
+        self.manifest = manifest
+        self.query = query
+        self.id = query_id
+        self.started = time.monotonic()
+        self.deadline = None if spec.deadline is None else self.started + spec.deadline
+        self._cancelled = threading.Event()
+        self.cancel_reason = ""
+        self.cache_key = (manifest.dataset, manifest_identity(manifest), query.key(), spec.pushdown)
+
+    def cancel(self, reason: str = "cancelled"):
+        if not self._cancelled.is_set():
+            self.cancel_reason = reason
+            self._cancelled.set()
+
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def events(self):
+        """Progress, ResultBatch and PartitionFailure events, then the Summary; pulled lazily.
+
+        Raises QueryCancelled, executor.DeadlineExceeded, or the partition's error
+        when the query fails fast."""
+        try:
+            cache = self.coordinator.cache if self.spec.use_cache else None
+            cached = cache.get(self.cache_key) if cache is not None else None
+            if cached is not None:
+                yield from self._replay(cached)
+            else:
+                yield from self._execute(cache)
+        finally:
+            self.coordinator._finished(self)
+
+    def _check(self):
+        if self._cancelled.is_set():
+            raise QueryCancelled(f"query {self.id!r} {self.cancel_reason}")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            from .executor import DeadlineExceeded
+
+            raise DeadlineExceeded(f"query {self.id!r} exceeded its deadline of {self.spec.deadline:.3f} s")
+
+    def _replay(self, cached):
+        t0 = time.perf_counter()
+        for ev in cached:
+            self._check()
+            if isinstance(ev, Summary):
+                ev = copy.deepcopy(ev)
+                ev.cache_hit = True
+                ev.seconds = time.perf_counter() - t0
+            yield ev
+
+    def _execute(self, cache):
+        from . import session as session_mod
+
+        session = self.coordinator.session
+        remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        recorded, size, failed, any_rows = ([] if cache is not None else None), 0, False, False
+        stream = session.stream_query(self.manifest, self.query, pushdown=self.spec.pushdown,
+                                      deadline=remaining, fail_fast=not self.spec.allow_partial,
+                                      cancelled=self.cancelled)
+        try:
+            for ev in stream:
+                self._check()
+                if isinstance(ev, ResultBatch):
+                    any_rows = True
+                elif isinstance(ev, PartitionFailure):
+                    failed = True
+                elif isinstance(ev, Summary) and not any_rows and not self.query.aggregations:
+                    # an empty answer still has columns: send them, typed, before the summary
+                    empty = ResultBatch(0, session_mod.empty_result(self.manifest, self.query))
+                    if recorded is not None:
+                        recorded.append(empty)
+                    yield empty
+                if recorded is not None:
+                    recorded.append(ev)
+                    size += _event_bytes(ev)
+                    if size > cache.max_entry_bytes:
+                        recorded = None  # too big to keep: stop holding on to it
+                yield ev
+        finally:
+            stream.close()
+        if recorded is not None and not failed and not self._cancelled.is_set():
+            cache.put(self.cache_key, recorded, size)
+
+
+class Coordinator:
+    """The service logic behind skyhook.v1.Skyhook, on one Session."""
+
+    def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None):
+        self.session = session
+        self.cache = ResultCache(cache_bytes)
+        self.tokens = [t.encode() for t in (tokens or ()) if t]
+        self._running: dict[str, QueryRun] = {}
+        self._lock = threading.Lock()
+
+    # -- access control --------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> None:
+        """Check an ``authorization`` metadata value ("Bearer <token>") when tokens are set."""
+        if not self.tokens:
+            return
+        if not authorization:
+            raise AuthenticationError("this coordinator requires a bearer token (metadata 'authorization: Bearer <token>')")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationError("the authorization metadata must be 'Bearer <token>'")
+        given = token.strip().encode()
+        # compare with every token in constant time, so timing does not reveal a prefix
+        ok = False
+        for t in self.tokens:
+            ok |= hmac.compare_digest(given, t)
+        if not ok:
+            raise AuthenticationError("invalid bearer token")
+
+    # -- datasets ----------------------------------------------------------------------
+    def datasets(self) -> list[tuple[str, int]]:
+        from .manifest import current_version, list_datasets
+
+        store = self.session.store
+        return [(name, current_version(store, name) or 0) for name in list_datasets(store)]
+
+    def describe(self, name: str):
+        """The current manifest of dataset ``name`` (UnknownDatasetError if none)."""
+        return self.session.manifest(name)
+
+    # -- queries -----------------------------------------------------------------------
+    def start(self, spec: QuerySpec) -> QueryRun:
+        """Compile and check the query (raising before any partition is read) and register
+        it under its id; iterate ``run.events()`` to execute it."""
+        m = self.session.manifest(spec.dataset)
+        schema = m.column_types()
+        aggs = spec.aggregations(schema) if callable(spec.aggregations) else list(spec.aggregations or ())
+        exprs = spec.expressions(schema) if callable(spec.expressions) else spec.expressions
+        columns = spec.columns
+        if aggs and not columns:
+            columns = []
+        m, query = self.session.build_query(
+            m, columns=columns, where=spec.selection, expressions=exprs or None,
+            event_range=spec.event_range, limit=spec.limit, aggregations=aggs, language=spec.language)
+        from . import planner
+
+        if spec.pushdown not in ("auto", "on", "off"):
+            planner.plan(m, query, spec.pushdown)  # raises the planner's own message
+        query_id = spec.query_id or uuid.uuid4().hex
+        run = QueryRun(self, spec, m, query, query_id)
+        with self._lock:
+            if query_id in self._running:
+                raise DuplicateQueryError(f"a query with id {query_id!r} is running already")
+            self._running[query_id] = run
+        return run
+
+    def cancel(self, query_id: str) -> bool:
+        with self._lock:
+            run = self._running.get(query_id)
+        if run is None:
+            return False
+        run.cancel("was cancelled by request")
+        return True
+
+    def _finished(self, run: QueryRun):
+        with self._lock:
+            if self._running.get(run.id) is run:
+                del self._running[run.id]
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    # -- health ------------------------------------------------------------------------
+    def health(self) -> dict:
+        from .manifest import list_datasets
+
+        try:
+            list_datasets(self.session.store)
+            ok, message = True, "serving"
+        except SkyhookError as e:
+            ok, message = False, str(e)
+        return dict(ok=ok, message=message, queries_running=len(self.running()),
+                    cache_entries=len(self.cache), cache_bytes=self.cache.bytes,
+                    cache_hits=self.cache.hits, cache_misses=self.cache.misses)
+
+    def close(self):
+        for qid in self.running():
+            self.cancel(qid)
+        self.session.close()
+
+
+def read_token_file(path) -> list[str]:
+    """Tokens, one a line; blank lines and '#' comments ignored."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out.append(line)
+    return out

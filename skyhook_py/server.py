@@ -1,0 +1,253 @@
+"""The gRPC face of the coordinator: skyhook.v1.Skyhook over skyhook_py.coordinator.
+
+Each RPC method only translates: request message -> coordinator call -> reply
+messages (skyhook_py.wire does the conversions).  Errors are turned into gRPC
+statuses by one table, STATUS_OF; the domain exception's class name also travels
+in the trailing metadata key ``skyhook-error`` so the client can raise the same
+kind.  A query is cancelled when its client goes away (``context.add_callback``)
+or on Cancel(query_id).  ``skyhook serve`` is defined here too.
+
+What it ignores: query semantics, caching and Ceph (the coordinator's business).
+"""
+
+from __future__ import annotations
+
+import errno as E
+import logging
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+
+from . import coordinator as coord
+from .errors import (ClusterError, CorruptObjectError, ObjectClassError, QueryError,
+                     ReplyTooLargeError, SkyhookError, UnknownColumnError, UnknownDatasetError,
+                     UnsupportedError)
+
+log = logging.getLogger("skyhook.server")
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+QUERY_USER = "client.skyhook-query"
+
+# The one table from domain errors to gRPC status codes: the first row whose class
+# (and errno, for object-class errors) matches wins, so subclasses come first.
+def _status_table():
+    from .executor import DeadlineExceeded
+
+    S = grpc.StatusCode
+    return (
+        (coord.AuthenticationError, None, S.UNAUTHENTICATED),
+        (coord.QueryCancelled, None, S.CANCELLED),
+        (coord.DuplicateQueryError, None, S.ALREADY_EXISTS),
+        (DeadlineExceeded, None, S.DEADLINE_EXCEEDED),
+        (UnsupportedError, None, S.UNIMPLEMENTED),
+        (UnknownColumnError, None, S.INVALID_ARGUMENT),   # names the column and close matches
+        (UnknownDatasetError, None, S.NOT_FOUND),
+        (QueryError, None, S.INVALID_ARGUMENT),
+        (CorruptObjectError, None, S.DATA_LOSS),
+        (ReplyTooLargeError, None, S.RESOURCE_EXHAUSTED),
+        (ObjectClassError, E.EDOM, S.INVALID_ARGUMENT),   # integer to a negative power: the query's fault
+        (ObjectClassError, E.E2BIG, S.INVALID_ARGUMENT),  # query too large for the class
+        (ObjectClassError, E.ENOMEM, S.RESOURCE_EXHAUSTED),
+        (ObjectClassError, E.ETIME, S.DEADLINE_EXCEEDED),
+        (ObjectClassError, E.ESRCH, S.FAILED_PRECONDITION),  # stale manifest
+        (ObjectClassError, E.ENOENT, S.FAILED_PRECONDITION),
+        (ObjectClassError, None, S.INTERNAL),
+        (ClusterError, None, S.UNAVAILABLE),
+        (ValueError, None, S.INVALID_ARGUMENT),           # e.g. the planner's bad pushdown mode
+        (SkyhookError, None, S.INTERNAL),
+    )
+
+
+_STATUS_OF = None
+
+
+def status_of(exc: BaseException):
+    """(grpc.StatusCode, message) for an exception raised while serving."""
+    global _STATUS_OF
+    if _STATUS_OF is None:
+        _STATUS_OF = _status_table()
+    for cls, errno_, code in _STATUS_OF:
+        if isinstance(exc, cls) and (errno_ is None or getattr(exc, "errno", None) == errno_):
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error in the coordinator: {type(exc).__name__}: {exc}"
+
+
+def _abort(context, exc: BaseException):
+    code, message = status_of(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.error("internal error: %s", message, exc_info=exc)
+    context.set_trailing_metadata((("skyhook-error", type(exc).__name__),))
+    context.abort(code, message)
+
+
+class SkyhookServicer:
+    """skyhook.v1.Skyhook: translation only."""
+
+    def __init__(self, coordinator: coord.Coordinator):
+        from ._grpc_stubs import pb
+        from . import wire
+
+        self.c = coordinator
+        self.pb = pb
+        self.wire = wire
+
+    def _auth(self, context):
+        md = {k: v for k, v in context.invocation_metadata()}
+        self.c.authenticate(md.get("authorization"))
+
+    def ListDatasets(self, request, context):
+        try:
+            self._auth(context)
+            rows = self.c.datasets()
+        except Exception as e:  # noqa: BLE001 - every error becomes a status
+            _abort(context, e)
+        return self.pb.ListDatasetsResponse(
+            datasets=[self.pb.DatasetEntry(name=n, version=v) for n, v in rows])
+
+    def DescribeDataset(self, request, context):
+        try:
+            self._auth(context)
+            return self.wire.description_to_proto(self.c.describe(request.name))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+
+    def Query(self, request, context):
+        try:
+            self._auth(context)
+            spec = self.wire.spec_from_proto(request, context.time_remaining())
+            run = self.c.start(spec)   # compiles and checks: errors before any partition
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+        if not context.add_callback(lambda: run.cancel("was abandoned by its client")):
+            run.cancel("was abandoned by its client")
+        try:
+            for ev in run.events():
+                yield from self.wire.event_to_protos(ev, run.id, request.output_format,
+                                                     server_seconds=run.elapsed())
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+
+    def Cancel(self, request, context):
+        try:
+            self._auth(context)
+            return self.pb.CancelResponse(found=self.c.cancel(request.query_id))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+
+    def Health(self, request, context):
+        h = self.c.health()   # no token needed: load balancers probe it
+        return self.pb.HealthResponse(
+            status=self.pb.HealthResponse.SERVING if h["ok"] else self.pb.HealthResponse.NOT_SERVING,
+            message=h["message"], queries_running=h["queries_running"],
+            cache_entries=h["cache_entries"], cache_bytes=h["cache_bytes"],
+            cache_hits=h["cache_hits"], cache_misses=h["cache_misses"], version="skyhook.v1")
+
+
+class RunningServer:
+    """A started gRPC server: ``address`` is host:port with the real port (listen on :0)."""
+
+    def __init__(self, server, coordinator, address: str, port: int, tls: bool):
+        self.server, self.coordinator, self.address, self.port, self.tls = server, coordinator, address, port, tls
+
+    def stop(self, grace: float = 2.0, close_session: bool = False):
+        for qid in self.coordinator.running():
+            self.coordinator.cancel(qid)
+        self.server.stop(grace).wait()
+        if close_session:
+            self.coordinator.session.close()
+
+    def serve_until_signalled(self):
+        """Block until SIGINT or SIGTERM, then stop gracefully (running queries are cancelled)."""
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            pass
+        self.stop(grace=5.0, close_session=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 max_workers: int = 64) -> RunningServer:
+    """Serve ``coordinator`` on ``listen`` (port 0 picks a free port) and return at once."""
+    from ._grpc_stubs import rpc
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skyhook-rpc"),
+        options=[("grpc.so_reuseport", 0),            # a taken port is an error, not shared
+                 ("grpc.max_send_message_length", 64 << 20),
+                 ("grpc.max_receive_message_length", 16 << 20)])
+    rpc.add_SkyhookServicer_to_server(SkyhookServicer(coordinator), server)
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise SkyhookError("TLS needs both --tls-cert and --tls-key")
+        with open(tls_key, "rb") as k, open(tls_cert, "rb") as c:
+            creds = grpc.ssl_server_credentials([(k.read(), c.read())])
+        port = server.add_secure_port(listen, creds)
+    else:
+        port = server.add_insecure_port(listen)
+    if not port:
+        raise SkyhookError(f"cannot listen on {listen!r} (address in use or invalid)")
+    server.start()
+    host = listen.rsplit(":", 1)[0] or "127.0.0.1"
+    return RunningServer(server, coordinator, f"{host}:{port}", port, bool(tls_cert))
+
+
+def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_USER, keyring=None,
+          tokens=None, tls_cert=None, tls_key=None, *, namespace=None,
+          cache_bytes: int = coord.DEFAULT_CACHE_BYTES, max_workers: int = 64,
+          block: bool = True) -> RunningServer:
+    """Open a Session as ``user`` (by default the read-only query key, whose keyring
+    ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM."""
+    from .session import Session
+
+    session = Session.open(conf=conf, pool=pool, namespace=namespace, user=user, keyring=keyring)
+    c = coord.Coordinator(session, cache_bytes=cache_bytes, tokens=tokens)
+    try:
+        running = start_server(c, listen, tls_cert=tls_cert, tls_key=tls_key, max_workers=max_workers)
+    except BaseException:
+        session.close()
+        raise
+    if block:
+        running.serve_until_signalled()
+    return running
+
+
+def add_serve_command(subparsers):
+    p = subparsers.add_parser("serve", help="run the gRPC query coordinator")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port (default {DEFAULT_LISTEN}; port 0 picks one)")
+    p.add_argument("--token-file", help="bearer tokens, one a line; without it no token is required")
+    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS only)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--as-user", dest="serve_user", default=QUERY_USER,
+                   help=f"cephx user of the coordinator (default {QUERY_USER}, the read-only query key)")
+    p.add_argument("--as-keyring", dest="serve_keyring", default=None,
+                   help="keyring of --as-user (default: as ceph.conf says)")
+    p.add_argument("--cache-mb", type=int, default=coord.DEFAULT_CACHE_BYTES >> 20, help="result cache size")
+    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args):
+    tokens = coord.read_token_file(args.token_file) if args.token_file else None
+    if args.token_file and not tokens:
+        raise SkyhookError(f"token file {args.token_file!r} holds no token")
+
+    running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
+                    keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
+                    tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
+                    block=False)
+    print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
+          f"{args.pool or 'skyhook'}; TLS {'on' if running.tls else 'off'}; "
+          f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
+    running.serve_until_signalled()
+    return 0
