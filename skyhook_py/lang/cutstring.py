@@ -204,6 +204,9 @@ class _Translator:
         return ir.Call(op, (self.expr(node.left), self.expr(node.right)))
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> ir.Expr:
+        if isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) and type(node.operand.value) is int:
+            # -9223372036854775808 is in range although its digits alone are not
+            return self.visit_Constant(ast.copy_location(ast.Constant(-node.operand.value), node))
         operand = self.expr(node.operand)
         if isinstance(node.op, ast.USub):
             # fold -literal so that x[:, -1] and the int64 minimum work
@@ -259,7 +262,7 @@ class _Translator:
             and isinstance(parts[0], ast.Slice)
             and parts[0].lower is None and parts[0].upper is None and parts[0].step is None
         )
-        if whole:
+        if whole and not isinstance(parts[1], ast.Slice):
             i = self.visit(parts[1])
             if isinstance(i, ir.Literal) and i.kind == "int":
                 return ir.Call(ir.Op.Index, (self.expr(node.value),), i.value)
