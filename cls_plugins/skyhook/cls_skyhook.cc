@@ -1,0 +1,153 @@
+// The `skyhook` object class: the OSD side only.
+//
+//   scan  (RD): a ScanRequest in, a ScanReply out (formats/skyhook_scan.fbs);
+//               the work is scan_kernel.cc, which knows nothing of Ceph.
+//   stats (RD): the partition's statistics JSON (xattr `skyhook.stats`), or -ENODATA.
+//
+// Each method body sits under a catch-all: whatever happens, the OSD gets a
+// negative errno of the formats/README.md table, never an exception.  Errors are
+// logged at level 0 as "skyhook <method>: <object>: <cause>", tracing at level 20.
+// The public objclass.h gives no access to the object's name, so <object> is
+// described by its size and modification time.
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include <rados/objclass.h>
+
+#include "scan_kernel.h"
+
+#pragma GCC visibility push(default)
+CLS_VER(1, 0)
+CLS_NAME(skyhook)
+#pragma GCC visibility pop
+
+namespace {
+
+constexpr const char* kStatsXattr = "skyhook.stats";
+
+// The object, read with cls_cxx_read; every return value is checked.
+class ClsObject : public skyhook::PositionalFile {
+ public:
+  ClsObject(cls_method_context_t hctx, int64_t size) : PositionalFile(size), hctx_(hctx) {}
+
+ protected:
+  arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) override {
+    // cls_cxx_read takes int offsets; objects are at most 1 GiB (checked before).
+    if (position > INT32_MAX || nbytes > INT32_MAX || position + nbytes > INT32_MAX)
+      return skyhook::ErrnoStatus(EFBIG, "read beyond 2 GiB");
+    ceph::bufferlist bl;
+    int r = cls_cxx_read(hctx_, static_cast<int>(position), static_cast<int>(nbytes), &bl);
+    if (r < 0)
+      return skyhook::ErrnoStatus(-r, "cls_cxx_read of " + std::to_string(nbytes) + " bytes at " +
+                                          std::to_string(position) + " failed: " + std::strerror(-r));
+    if (r != nbytes || static_cast<int64_t>(bl.length()) != nbytes)
+      return skyhook::ErrnoStatus(EIO, "cls_cxx_read returned " + std::to_string(bl.length()) +
+                                           " bytes of " + std::to_string(nbytes));
+    bl.begin().copy(static_cast<unsigned>(nbytes), reinterpret_cast<char*>(out));
+    return arrow::Status::OK();
+  }
+
+ private:
+  cls_method_context_t hctx_;
+};
+
+std::string Describe(uint64_t size, time_t mtime) {
+  return "object(" + std::to_string(size) + " bytes, mtime " + std::to_string(mtime) + ")";
+}
+
+int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
+  uint64_t size = 0;
+  time_t mtime = 0;
+  int r = cls_cxx_stat(hctx, &size, &mtime);
+  if (r < 0) {
+    CLS_ERR("skyhook scan: object: cls_cxx_stat failed: %d", r);
+    return r;
+  }
+  const std::string object = Describe(size, mtime);
+  skyhook::Limits limits;
+  if (in->length() > static_cast<unsigned>(limits.max_request_bytes)) {
+    CLS_ERR("skyhook scan: %s: request of %u bytes, more than %lld", object.c_str(), in->length(),
+            static_cast<long long>(limits.max_request_bytes));
+    return -E2BIG;
+  }
+  // A copy: flatbuffers wants aligned memory, a bufferlist may be fragmented.
+  std::vector<uint8_t> request(in->length());
+  if (!request.empty()) in->begin().copy(in->length(), reinterpret_cast<char*>(request.data()));
+  ClsObject file(hctx, static_cast<int64_t>(size));
+  skyhook::ScanStats stats;
+  auto reply = skyhook::RunScan(request.data(), request.size(), &file, limits, &stats);
+  if (!reply.ok()) {
+    int err = skyhook::StatusToErrno(reply.status());
+    CLS_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
+    return err;
+  }
+  out->append(reinterpret_cast<const char*>((*reply)->data()),
+              static_cast<unsigned>((*reply)->size()));
+  CLS_LOG(20, "skyhook scan: %s: rows scanned %lld matched %lld returned %lld, read %lld bytes, "
+          "reply %lld bytes, cpu %lld ns", object.c_str(), static_cast<long long>(stats.rows_scanned),
+          static_cast<long long>(stats.rows_matched), static_cast<long long>(stats.rows_returned),
+          static_cast<long long>(stats.bytes_read), static_cast<long long>((*reply)->size()),
+          static_cast<long long>(stats.cpu_ns));
+  return 0;
+}
+
+int Stats(cls_method_context_t hctx, ceph::bufferlist*, ceph::bufferlist* out) {
+  ceph::bufferlist bl;
+  int r = cls_cxx_getxattr(hctx, kStatsXattr, &bl);
+  if (r < 0) {
+    if (r != -ENODATA) CLS_ERR("skyhook stats: object: getxattr %s failed: %d", kStatsXattr, r);
+    else CLS_LOG(20, "skyhook stats: object: no %s xattr", kStatsXattr);
+    return r;
+  }
+  out->claim_append(bl);
+  return 0;
+}
+
+// The boundary: no exception leaves a method.
+template <int (*Method)(cls_method_context_t, ceph::bufferlist*, ceph::bufferlist*)>
+int Guarded(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out,
+            const char* name) {
+  try {
+    return Method(hctx, in, out);
+  } catch (const std::bad_alloc&) {
+    CLS_ERR("skyhook %s: object: out of memory", name);
+    return -ENOMEM;
+  } catch (const std::exception& e) {
+    CLS_ERR("skyhook %s: object: exception: %s", name, e.what());
+    return -EIO;
+  } catch (...) {
+    CLS_ERR("skyhook %s: object: unknown exception", name);
+    return -EIO;
+  }
+}
+
+int ScanMethod(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
+  return Guarded<Scan>(hctx, in, out, "scan");
+}
+
+int StatsMethod(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
+  return Guarded<Stats>(hctx, in, out, "stats");
+}
+
+}  // namespace
+
+CLS_INIT(skyhook) {
+  CLS_LOG(20, "loading skyhook class");
+  arrow::Status st = skyhook::InitializeKernel();
+  if (!st.ok()) {
+    CLS_ERR("skyhook: arrow::compute::Initialize failed: %s", st.ToString().c_str());
+    return;
+  }
+  cls_handle_t h_class;
+  cls_method_handle_t h_scan, h_stats;
+  if (cls_register("skyhook", &h_class) != 0) {
+    CLS_ERR("skyhook: cls_register failed");
+    return;
+  }
+  cls_register_cxx_method(h_class, "scan", CLS_METHOD_RD, ScanMethod, &h_scan);
+  cls_register_cxx_method(h_class, "stats", CLS_METHOD_RD, StatsMethod, &h_stats);
+}

@@ -1,0 +1,104 @@
+// The compute kernel of the `skyhook` object class, in plain Arrow C++.
+//
+// RunScan decodes and validates a ScanRequest (formats/skyhook_scan.fbs),
+// reads only the needed parts of one partition (an Arrow IPC file or a Parquet
+// file) through an arrow::io::RandomAccessFile, evaluates the expression IR with
+// NanoAOD jagged semantics (formats/README.md) and encodes a ScanReply.
+//
+// It knows nothing of Ceph: no objclass.h here, so the same kernel runs in the
+// OSD (cls_skyhook.cc) and on a local file (scan_local.cc).  Every failure is an
+// arrow::Status carrying the errno of the formats/README.md table
+// (StatusToErrno); no exception is meant to leave it, and callers still wrap it
+// in a catch-all.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <arrow/buffer.h>
+#include <arrow/io/interfaces.h>
+#include <arrow/memory_pool.h>
+#include <arrow/result.h>
+#include <arrow/status.h>
+
+namespace skyhook {
+
+// The limits of formats/README.md; tests may lower them.
+struct Limits {
+  int64_t max_request_bytes = 1 << 20;
+  int64_t max_nodes = 10000;
+  int64_t max_depth = 256;
+  int64_t max_aggregations = 64;
+  int64_t max_hist_bins = 1000000;
+  int64_t max_object_bytes = int64_t{1} << 30;
+  int64_t max_reply_bytes = int64_t{256} << 20;  // hard cap, whatever the client asks
+  int64_t max_cpu_ns = int64_t{10} * 1000 * 1000 * 1000;
+  // memory budget: memory_per_object_byte * object size + memory_base
+  int64_t memory_per_object_byte = 4;
+  int64_t memory_base = int64_t{256} << 20;
+};
+
+// What one call did, for the reply's Figures and for the callers' logs.
+struct ScanStats {
+  int64_t rows_scanned = 0;
+  int64_t rows_matched = 0;
+  int64_t rows_returned = 0;
+  int64_t bytes_read = 0;
+  int64_t object_bytes = 0;
+  int64_t cpu_ns = 0;
+};
+
+// A read-only RandomAccessFile over an object of known size, defined by one
+// positional read (cls_cxx_read in the OSD, pread locally).  It checks every
+// range against the size, allocates from the call's memory pool and counts
+// the bytes read (Figures.bytes_read).
+class PositionalFile : public arrow::io::RandomAccessFile {
+ public:
+  explicit PositionalFile(int64_t size) : size_(size) {}
+  int64_t bytes_read() const { return bytes_read_; }
+  void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
+
+  arrow::Status Close() override { closed_ = true; return arrow::Status::OK(); }
+  bool closed() const override { return closed_; }
+  arrow::Result<int64_t> Tell() const override { return position_; }
+  arrow::Status Seek(int64_t position) override;
+  arrow::Result<int64_t> GetSize() override { return size_; }
+  arrow::Result<int64_t> Read(int64_t nbytes, void* out) override;
+  arrow::Result<std::shared_ptr<arrow::Buffer>> Read(int64_t nbytes) override;
+  arrow::Result<int64_t> ReadAt(int64_t position, int64_t nbytes, bool allow_short_read,
+                                void* out) override;
+  arrow::Result<int64_t> ReadAt(int64_t position, int64_t nbytes, void* out) override;
+  arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes,
+                                                       bool allow_short_read) override;
+  arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes) override;
+
+ protected:
+  // Reads exactly `nbytes` (already within the size) at `position` into `out`.
+  virtual arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) = 0;
+
+ private:
+  arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
+  int64_t size_;
+  int64_t position_ = 0;
+  int64_t bytes_read_ = 0;
+  bool closed_ = false;
+  arrow::MemoryPool* pool_ = arrow::default_memory_pool();
+};
+
+// Runs one `scan` call: request bytes in, ScanReply bytes out.
+arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
+                                                      PositionalFile* object, const Limits& limits,
+                                                      ScanStats* stats);
+
+// A Status that carries `err` (a positive errno value) and a message naming the cause.
+arrow::Status ErrnoStatus(int err, std::string message);
+
+// The negative errno of a Status: its carried errno, -ENOMEM for an
+// out-of-memory status, -EIO for anything else; 0 for OK.
+int StatusToErrno(const arrow::Status& status);
+
+// Registers the Arrow compute kernels (Arrow >= 21); call once per process.
+arrow::Status InitializeKernel();
+
+}  // namespace skyhook

@@ -1,0 +1,83 @@
+// skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
+//
+// Runs the object class's scan kernel on a local file, exactly as the OSD
+// would run it on an object: same request, same reply, same errors.  Exit
+// status: 0, or the positive errno of formats/README.md with the cause on
+// stderr.  Used by the Python tests (tests/test_cls_kernel.py) without a cluster.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "scan_kernel.h"
+
+namespace {
+
+// The object, read with pread like cls_cxx_read reads it in the OSD.
+class LocalObject : public skyhook::PositionalFile {
+ public:
+  LocalObject(int fd, int64_t size) : PositionalFile(size), fd_(fd) {}
+
+ protected:
+  arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) override {
+    while (nbytes > 0) {
+      ssize_t n = pread(fd_, out, static_cast<size_t>(nbytes), position);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return skyhook::ErrnoStatus(EIO, std::string("pread: ") + std::strerror(errno));
+      out += n;
+      position += n;
+      nbytes -= n;
+    }
+    return arrow::Status::OK();
+  }
+
+ private:
+  int fd_;
+};
+
+int Fail(int err, const std::string& message) {
+  std::fprintf(stderr, "skyhook_scan_local: %s\n", message.c_str());
+  return err;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4)
+    return Fail(EINVAL, "usage: skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE "
+                        "[--max-cpu-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
+  skyhook::Limits limits;
+  for (int i = 4; i + 1 < argc; i += 2) {
+    std::string opt = argv[i];
+    long long v = std::atoll(argv[i + 1]);
+    if (opt == "--max-cpu-ms") limits.max_cpu_ns = v * 1000000LL;
+    else if (opt == "--max-memory-bytes") { limits.memory_base = v; limits.memory_per_object_byte = 0; }
+    else if (opt == "--max-object-bytes") limits.max_object_bytes = v;
+    else return Fail(EINVAL, "unknown option " + opt);
+  }
+  std::ifstream rf(argv[1], std::ios::binary);
+  if (!rf) return Fail(ENOENT, std::string("cannot read ") + argv[1]);
+  std::vector<uint8_t> request((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
+  int fd = open(argv[2], O_RDONLY);
+  if (fd < 0) return Fail(ENOENT, std::string("cannot open ") + argv[2]);
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return Fail(EIO, "fstat failed");
+  if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
+  LocalObject object(fd, st.st_size);
+  skyhook::ScanStats stats;
+  auto reply = skyhook::RunScan(request.data(), request.size(), &object, limits, &stats);
+  close(fd);
+  if (!reply.ok()) return Fail(-skyhook::StatusToErrno(reply.status()), reply.status().message());
+  std::ofstream out(argv[3], std::ios::binary);
+  out.write(reinterpret_cast<const char*>((*reply)->data()), (*reply)->size());
+  if (!out) return Fail(EIO, std::string("cannot write ") + argv[3]);
+  return 0;
+}
