@@ -13,8 +13,10 @@ def main(argv=None) -> int:
     parser.add_argument("--conf", required=True, help="ceph.conf of the cluster")
     parser.add_argument("--pool", default="skyhook")
     parser.add_argument("--namespace", default="skyhook")
+    parser.add_argument("--name", default="client.admin", help="cephx user")
+    parser.add_argument("--keyring", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_dataset_commands(sub, lambda a: Store(a.conf, a.pool, a.namespace))
+    add_dataset_commands(sub, lambda a: Store(a.conf, a.pool, a.namespace, name=a.name, keyring=a.keyring))
     args = parser.parse_args(argv)
     return args.func(args)
 
