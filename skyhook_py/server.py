@@ -202,15 +202,27 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
     return RunningServer(server, coordinator, f"{host}:{port}", port, bool(tls_cert))
 
 
+def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, namespace=None):
+    """A Session on the cluster of ``conf`` as ``user`` (Store wants the conf as a str)."""
+    import os
+
+    from .paths import resolve_conf
+    from .rados_io import Store
+    from .session import DEFAULT_NAMESPACE, DEFAULT_POOL, Session
+
+    conf = str(resolve_conf(conf))
+    store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL), namespace or DEFAULT_NAMESPACE,
+                  name=user, keyring=keyring)
+    return Session(store, conf)
+
+
 def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_USER, keyring=None,
           tokens=None, tls_cert=None, tls_key=None, *, namespace=None,
           cache_bytes: int = coord.DEFAULT_CACHE_BYTES, max_workers: int = 64,
           block: bool = True) -> RunningServer:
     """Open a Session as ``user`` (by default the read-only query key, whose keyring
     ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM."""
-    from .session import Session
-
-    session = Session.open(conf=conf, pool=pool, namespace=namespace, user=user, keyring=keyring)
+    session = open_session(conf, pool, user, keyring, namespace)
     c = coord.Coordinator(session, cache_bytes=cache_bytes, tokens=tokens)
     try:
         running = start_server(c, listen, tls_cert=tls_cert, tls_key=tls_key, max_workers=max_workers)

@@ -341,12 +341,15 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
     event_range = None
     if p.HasField("event_range"):
         event_range = (p.event_range.start, p.event_range.stop if p.event_range.HasField("stop") else None)
-    exprs = dict(p.expressions)
+    exprs = [(x.name, x.expression) for x in p.expressions]
+    names = [n for n, _ in exprs]
+    if len(set(names)) != len(names):
+        raise QueryError(f"computed column names must be unique, got {names}")
 
     def expressions(schema):
         return {name: (e.text if e.WhichOneof("form") == "text"
                        else expression_from_proto(e, schema, f"output column {name!r}"))
-                for name, e in exprs.items()}
+                for name, e in exprs}
 
     aggs = list(p.aggregations)
     return QuerySpec(
@@ -384,7 +387,7 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
             raise QueryError(f"over gRPC, pass computed columns as expressions={{name: expr}}, not {c!r}")
     msg.columns.extend(columns or [])
     for name, e in (expressions or {}).items():
-        msg.expressions[name].CopyFrom(expression_to_proto(e))
+        msg.expressions.add(name=name, expression=expression_to_proto(e))
     if event_range is not None:
         start, stop = event_range
         msg.event_range.start = int(start or 0)
