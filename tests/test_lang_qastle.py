@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 
 import awkward as ak
-import numpy as np
 import pytest
 
 qastle = pytest.importorskip("qastle")
