@@ -213,6 +213,18 @@ def _series(points, system, metric):
     return xs, ys, lo, hi
 
 
+def _legend(fig, axes):
+    handles, labels = {}, []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if handles:
+        fig.legend([handles[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 7),
+                   fontsize=8, frameon=False)
+
+
 def make_plots(results: dict, out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -243,10 +255,10 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
             ax.set_title(f"{n} column{'s' if n > 1 else ''}")
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel(ylabel)
-        axes[0][-1].legend(fontsize=8)
+        _legend(fig, axes)
         ev = grid[0]["events"]
         fig.suptitle(f"{title} ({ev:,} events, {grid[0]['osds']} OSD(s); median, bars: IQR)")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.savefig(out_dir / fname, dpi=110)
         plt.close(fig)
         files.append(fname)
@@ -273,9 +285,9 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
             ax.set_ylabel("wall time [ms]")
             ax.set_title(f"{_pct(sel)} selected, {size_pts[0]['ncols']} columns")
             ax.grid(True, which="both", alpha=0.3)
-        axes[0][-1].legend(fontsize=8)
+        _legend(fig, axes)
         fig.suptitle("Scaling with dataset size")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.savefig(out_dir / "scaling_size.png", dpi=110)
         plt.close(fig)
         files.append("scaling_size.png")

@@ -352,7 +352,9 @@ def make_systems(names, ctx, workdir: Path, notes: list[str]) -> dict:
     return out
 
 
-def run(args) -> dict:
+def run(args, clusters: dict | None = None) -> dict:
+    """Run the sweep ``args`` describes.  ``clusters``: {osd count: running Cluster} to use
+    instead of starting throwaway ones (the tests pass theirs); those are left running."""
     from skyhook_py.cluster import Cluster
     from . import s3
     from .systems import BenchDataset, BenchQuery, Context, float32_threshold, open_session
@@ -378,7 +380,7 @@ def run(args) -> dict:
     t_start = time.perf_counter()
     results = {"machine": machine_description(), "sweep": args.sweep, "config": dict(
         cfg, selectivities=selectivities, ncolumns=ncolumns, osds=osd_counts, systems=names,
-        baseline=BASELINE, cut_column=CUT_COLUMN, pool=POOL, pool_size=1,
+        baseline=BASELINE, cut_column=CUT_COLUMN, pool=args.pool, pool_size=1,
         s3=args.s3_endpoint or "radosgw on loopback (started by the harness)"),
         "systems": {}, "datasets": [], "points": [], "notes": []}
     notes = results["notes"]
@@ -389,20 +391,22 @@ def run(args) -> dict:
         todo = [p for p in points if p["osds"] == osds]
         if not todo:
             continue
-        cluster = Cluster(workdir / f"cluster-{osds}osd")
+        owned = not (clusters and osds in clusters)
+        cluster = Cluster(workdir / f"cluster-{osds}osd") if owned else clusters[osds]
         gateway = None
         systems: dict = {}
         try:
             t0 = time.perf_counter()
-            cluster.up(osds=osds)
-            if POOL not in cluster.pools():
-                cluster.create_pool(POOL, size=1, pg_num=16 * osds)
-            class_state = cluster.class_state(POOL)
+            if owned:
+                cluster.up(osds=osds)
+            if args.pool not in cluster.pools():
+                cluster.create_pool(args.pool, size=1, pg_num=16 * osds)
+            class_state = cluster.class_state(args.pool)
             log(f"cluster with {osds} OSD(s) up in {time.perf_counter() - t0:.1f} s; skyhook class {class_state}")
             if class_state != "loaded":
                 notes.append(f"{osds} OSD(s): the skyhook class is {class_state}: Skyhook's pushdown "
                              "falls back to plain reads, its figures are NOT pushdown figures")
-            ctx = Context(conf=str(cluster.conf_path), pool=POOL, namespace=NAMESPACE)
+            ctx = Context(conf=str(cluster.conf_path), pool=args.pool, namespace=NAMESPACE)
             if "s3-parquet" in names:
                 if args.s3_endpoint:
                     ctx.s3_endpoint, ctx.s3_key, ctx.s3_secret = args.s3_endpoint, args.s3_key, args.s3_secret
@@ -476,7 +480,9 @@ def run(args) -> dict:
                     pass
             if gateway is not None:
                 gateway.stop()
-            if args.keep_cluster:
+            if not owned:
+                pass
+            elif args.keep_cluster:
                 log(f"cluster left running in {cluster.dir}")
             else:
                 cluster.purge()
@@ -519,6 +525,7 @@ def parse_args(argv=None):
     p.add_argument("--workdir", default=os.environ.get("SKYHOOK_BENCH_DIR", "/tmp/skyhook-bench"),
                    help="generated files and the throwaway clusters (default /tmp/skyhook-bench)")
     p.add_argument("--keep-cluster", action="store_true", help="leave the clusters running (default: purge)")
+    p.add_argument("--pool", default=POOL, help=f"RADOS pool of the benchmark data (default {POOL}; created, size 1)")
     p.add_argument("--out", help=f"output folder (default benchmarks/results/{today}-<sweep>)")
     args = p.parse_args(argv)
     if args.out is None:
