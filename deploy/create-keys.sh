@@ -1,0 +1,36 @@
+#!/bin/bash
+# Creates (or shows) the two cephx users of Skyhook on a cluster, least privilege:
+#
+#   client.skyhook-query   reads partitions (part.*) and manifests (manifest*) of one pool
+#                          and namespace, and calls only `skyhook scan` and `skyhook stats`
+#                          on partitions; it cannot write, delete, list other objects or
+#                          call any other class (it holds no `x` cap).
+#   client.skyhook-ingest  reads and writes objects of that namespace; calls no class.
+#
+#   deploy/create-keys.sh [POOL] [NAMESPACE] [OUTDIR]     (defaults: skyhook skyhook .)
+#
+# Run where `ceph` works as an admin (CEPH_ARGS="-c ... -k ..." for a non-default cluster).
+# The caps are the ones skyhook_py/cluster.py gives the local cluster (query_caps(),
+# ingest_caps()); keep the two in step.
+set -euo pipefail
+POOL=${1:-skyhook}
+NS=${2:-skyhook}
+OUT=${3:-.}
+WHERE="pool=$POOL namespace=$NS"
+
+# `class skyhook` alone would also grant any write method of the class: name each method.
+# `r` and `class ...` cannot share one grant, hence the separate grants.
+QUERY_OSD="allow r $WHERE object_prefix part., \
+allow $WHERE object_prefix part. class skyhook scan, \
+allow $WHERE object_prefix part. class skyhook stats, \
+allow r $WHERE object_prefix manifest"
+INGEST_OSD="allow rw $WHERE"
+
+ceph auth get-or-create client.skyhook-query mon 'allow r' osd "$QUERY_OSD" \
+    -o "$OUT/ceph.client.skyhook-query.keyring"
+ceph auth get-or-create client.skyhook-ingest mon 'allow r' osd "$INGEST_OSD" \
+    -o "$OUT/ceph.client.skyhook-ingest.keyring"
+chmod 600 "$OUT"/ceph.client.skyhook-*.keyring
+echo "wrote $OUT/ceph.client.skyhook-query.keyring and $OUT/ceph.client.skyhook-ingest.keyring"
+ceph auth get client.skyhook-query
+ceph auth get client.skyhook-ingest
