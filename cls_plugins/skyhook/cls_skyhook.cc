@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -77,9 +78,9 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   // A copy: flatbuffers wants aligned memory, a bufferlist may be fragmented.
   std::vector<uint8_t> request(in->length());
   if (!request.empty()) in->begin().copy(in->length(), reinterpret_cast<char*>(request.data()));
-  ClsObject file(hctx, static_cast<int64_t>(size));
+  auto file = std::make_shared<ClsObject>(hctx, static_cast<int64_t>(size));
   skyhook::ScanStats stats;
-  auto reply = skyhook::RunScan(request.data(), request.size(), &file, limits, &stats);
+  auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
   if (!reply.ok()) {
     int err = skyhook::StatusToErrno(reply.status());
     CLS_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
@@ -144,7 +145,8 @@ CLS_INIT(skyhook) {
   }
   cls_handle_t h_class;
   cls_method_handle_t h_scan, h_stats;
-  if (cls_register("skyhook", &h_class) != 0) {
+  // Ceph's cls_register returns 1 on success (`return cls != NULL`), not 0
+  if (cls_register("skyhook", &h_class) == 0) {
     CLS_ERR("skyhook: cls_register failed");
     return;
   }

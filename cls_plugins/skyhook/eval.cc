@@ -200,8 +200,8 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
         case Op::Sum:
           out.type = IsFloat(e) ? e : IsUnsigned(e) ? VType::U64 : VType::I64;
           break;
-        case Op::Mean: ARROW_RETURN_NOT_OK(no_bool()); out.type = VType::F64; break;
-        case Op::Min: case Op::Max: ARROW_RETURN_NOT_OK(no_bool()); out.type = e; break;
+        case Op::Mean: out.type = VType::F64; break;  // np.mean of bools works too
+        case Op::Min: case Op::Max: out.type = e; break;
         default: out.type = e; break;  // element access
       }
     } else {
@@ -219,8 +219,6 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
   for (const AggSpec& g : plan->aggregations) {
     if (g.weight >= 0 && plan->nodes[g.weight].t.is_list && !plan->nodes[g.x].t.is_list)
       return Invalid("aggregation '" + g.name + "': a collection weight for an event-level value");
-    if (g.kind == AggKind::Hist2D && plan->nodes[g.x].t.is_list != plan->nodes[g.y].t.is_list)
-      return Invalid("aggregation '" + g.name + "': x and y must have the same shape");
   }
   return arrow::Status::OK();
 }
@@ -611,7 +609,7 @@ arrow::Status Reduce(Op op, VType out_type, const Value& a, Value* out, CallCont
       case Op::Count: case Op::CountNonzero: {
         int64_t c = 0;
         for (int64_t j = b; j < end; ++j)
-          if (!va || va[j]) c += op == Op::Count ? 1 : (x[j] != 0 ? 1 : 0);  // NaN != 0
+          if (op == Op::Count || !va || va[j]) c += op == Op::Count ? 1 : (x[j] != 0 ? 1 : 0);  // NaN != 0
         reinterpret_cast<int64_t*>(raw)[e] = c;
         break;
       }
@@ -891,7 +889,15 @@ arrow::Result<Value> EvaluateNode(const Plan& plan, uint32_t index, const std::v
         const T* y = b.values<T>();
         for (int64_t i = 0; i < out.length; ++i) o[i] = cc[i] ? x[i] : y[i];
       });
-      ARROW_ASSIGN_OR_RAISE(out.valid, AndValid({&c, &a, &b}, out.length, ctx));
+      // null when the condition or the chosen value is null (Arrow if_else, ak.where)
+      if (c.valid || a.valid || b.valid) {
+        ARROW_ASSIGN_OR_RAISE(out.valid, NewBuffer(std::max<int64_t>(out.length, 1), ctx));
+        uint8_t* ov = out.valid->mutable_data();
+        const uint8_t* cc = c.values<uint8_t>();
+        const uint8_t *vc = c.validity(), *va = a.validity(), *vb = b.validity();
+        for (int64_t i = 0; i < out.length; ++i)
+          ov[i] = (!vc || vc[i]) && (cc[i] ? (!va || va[i]) : (!vb || vb[i]));
+      }
       return finish(out);
     }
     case Op::Mask: {

@@ -130,6 +130,17 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t pos
   return ReadAt(position, nbytes, true);
 }
 
+arrow::Future<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAsync(
+    const arrow::io::IOContext&, int64_t position, int64_t nbytes, bool allow_short_read) {
+  return arrow::Future<std::shared_ptr<arrow::Buffer>>::MakeFinished(
+      ReadAt(position, nbytes, allow_short_read));
+}
+
+arrow::Future<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAsync(
+    const arrow::io::IOContext& ctx, int64_t position, int64_t nbytes) {
+  return ReadAsync(ctx, position, nbytes, true);
+}
+
 arrow::Result<int64_t> PositionalFile::Read(int64_t nbytes, void* out) {
   ARROW_ASSIGN_OR_RAISE(int64_t n, ReadAt(position_, nbytes, true, out));
   position_ += n;
@@ -408,11 +419,8 @@ arrow::Status PrimitiveInto(const arrow::Array& arr, VType t, Value* v, CallCont
       v->data = arrow::SliceBuffer(d.buffers[1], d.offset * w, n * w);
     }
   }
-  if (arr.null_count() > 0) {
-    ARROW_ASSIGN_OR_RAISE(v->valid, NewBuffer(std::max<int64_t>(n, 1), ctx));
-    uint8_t* o = v->valid->mutable_data();
-    for (int64_t i = 0; i < n; ++i) o[i] = arr.IsValid(i);
-  }
+  if (arr.null_count() > 0)  // partitions never hold nulls; nulls come from the IR only
+    return EInval("a column holds nulls, which partitions never do");
   return arrow::Status::OK();
 }
 
@@ -454,6 +462,7 @@ arrow::Result<Value> ColumnValue(const arrow::Array& arr, const ColumnRef& col, 
 // The rows `sel` of a value as an Arrow array (a list array for a collection).
 arrow::Result<std::shared_ptr<arrow::Array>> ToArrow(const Value& v,
                                                      const std::vector<int64_t>& sel,
+                                                     const std::shared_ptr<arrow::DataType>& type,
                                                      CallContext* ctx) {
   const VType t = v.t.type;
   const int w = VTypeBytes(t);
@@ -508,7 +517,7 @@ arrow::Result<std::shared_ptr<arrow::Array>> ToArrow(const Value& v,
   }
   auto elems = arrow::ArrayData::Make(ArrowTypeOf(t), n, {bitmap, data}, nulls);
   if (!(v.t.is_list && !v.scalar)) return arrow::MakeArray(elems);
-  auto list = arrow::ArrayData::Make(arrow::list(ArrowTypeOf(t)), static_cast<int64_t>(sel.size()),
+  auto list = arrow::ArrayData::Make(type, static_cast<int64_t>(sel.size()),
                                      {nullptr, offsets}, {elems}, 0);
   return arrow::MakeArray(list);
 }
@@ -529,7 +538,8 @@ class PartitionReader {
 
 class IpcPartition : public PartitionReader {
  public:
-  IpcPartition(PositionalFile* file, CallContext* ctx) : file_(file), ctx_(ctx) {}
+  IpcPartition(std::shared_ptr<PositionalFile> file, CallContext* ctx)
+      : file_(std::move(file)), ctx_(ctx) {}
 
   arrow::Status Open() {
     auto opts = Options();
@@ -573,7 +583,7 @@ class IpcPartition : public PartitionReader {
     opts.use_threads = false;  // never spawn work in the OSD's other threads
     return opts;
   }
-  PositionalFile* file_;
+  std::shared_ptr<PositionalFile> file_;
   CallContext* ctx_;
   std::shared_ptr<arrow::ipc::RecordBatchFileReader> reader_;
   int next_ = 0;
@@ -582,8 +592,8 @@ class IpcPartition : public PartitionReader {
 
 class ParquetPartition : public PartitionReader {
  public:
-  ParquetPartition(PositionalFile* file, CallContext* ctx)
-      : file_(file, [](PositionalFile*) {}), ctx_(ctx) {}
+  ParquetPartition(std::shared_ptr<PositionalFile> file, CallContext* ctx)
+      : file_(std::move(file)), ctx_(ctx) {}
 
   arrow::Status Open() {
     try {
@@ -716,8 +726,8 @@ arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vec
       std::memcmp(shape->offsets->data(), values[g.weight].offsets->data(),
                   static_cast<size_t>(8 * (n_events + 1))) != 0)
     return EInval("aggregation '" + g.name + "': the weight has other list lengths than x");
-  const bool integer = g.kind != AggKind::Mean && g.kind != AggKind::Hist1D &&
-                       g.kind != AggKind::Hist2D && !IsFloat(plan.nodes[g.x].t.type);
+  const bool integer = g.kind != AggKind::Hist1D && g.kind != AggKind::Hist2D &&
+                       !IsFloat(plan.nodes[g.x].t.type);
   st->is_integer = integer && g.kind != AggKind::Count;
   ARROW_ASSIGN_OR_RAISE(Value mx, Materialize(x, integer ? VType::I64 : VType::F64, shape, n_events, ctx));
   Value my, mw;
@@ -776,8 +786,9 @@ arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vec
 // ---------------------------------------------------------------- the scan
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
-                                                   PositionalFile* object, const Limits& limits,
-                                                   ScanStats* stats, int64_t cpu_start) {
+                                                   const std::shared_ptr<PositionalFile>& object,
+                                                   const Limits& limits, ScanStats* stats,
+                                                   int64_t cpu_start) {
   Plan plan;
   ARROW_RETURN_NOT_OK(DecodeRequest(request, request_len, limits, &plan));
   ARROW_ASSIGN_OR_RAISE(int64_t object_size, object->GetSize());
@@ -831,10 +842,24 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
 
   // Output schema and stream writer.
   arrow::FieldVector out_fields;
+  // Nullability as the reference evaluator declares it (skyhook_py/reference.py may_be_null).
+  std::vector<bool> may_be_null(plan.nodes.size(), false);
+  for (size_t i = 0; i < plan.nodes.size(); ++i) {
+    const Op op = plan.nodes[i].op;
+    if (op == Op::First || op == Op::Last || op == Op::Index || op == Op::Min || op == Op::Max ||
+        op == Op::Mean) {
+      may_be_null[i] = true;
+    } else if (!(op >= Op::Count && op <= Op::All)) {
+      for (uint32_t a : plan.nodes[i].args) may_be_null[i] = may_be_null[i] || may_be_null[a];
+    }
+  }
   for (auto& [name, node] : plan.outputs) {
     const NodeType& t = plan.nodes[node].t;
-    auto type = t.is_list ? arrow::list(ArrowTypeOf(t.type)) : ArrowTypeOf(t.type);
-    out_fields.push_back(arrow::field(name, type, true));
+    const bool nullable = may_be_null[node];
+    if (t.is_list)
+      out_fields.push_back(arrow::field(name, arrow::list(arrow::field("item", ArrowTypeOf(t.type), nullable)), false));
+    else
+      out_fields.push_back(arrow::field(name, ArrowTypeOf(t.type), nullable));
   }
   auto out_schema = arrow::schema(out_fields);
   ARROW_ASSIGN_OR_RAISE(auto sink, arrow::io::BufferOutputStream::Create(4096, ctx.pool()));
@@ -931,8 +956,9 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
 
     if (!plan.outputs.empty()) {
       arrow::ArrayVector cols;
-      for (auto& [name, node] : plan.outputs) {
-        ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(values[node], sel, &ctx));
+      for (size_t o = 0; o < plan.outputs.size(); ++o) {
+        ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(values[plan.outputs[o].second], sel,
+                                                out_fields[o]->type(), &ctx));
         cols.push_back(std::move(arr));
       }
       ARROW_RETURN_NOT_OK(
@@ -966,27 +992,24 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
     }
     int64_t ival = 0;
     double fval = 0;
+    // integers: the exact value in int_value (float_value 0); floats: float_value
     if (g.kind == AggKind::Sum || g.kind == AggKind::Mean) {
-      ival = static_cast<int64_t>(s.isum);
-      fval = s.is_integer ? static_cast<double>(ival) : s.fsum;
-      if (g.kind == AggKind::Mean && s.is_integer) fval = static_cast<double>(ival);
-    } else if (s.count > 0 && g.kind == AggKind::Min) {
-      ival = s.imin;
-      fval = s.is_integer ? static_cast<double>(s.imin) : s.fmin;
-    } else if (s.count > 0 && g.kind == AggKind::Max) {
-      ival = s.imax;
-      fval = s.is_integer ? static_cast<double>(s.imax) : s.fmax;
+      if (s.is_integer) ival = static_cast<int64_t>(s.isum);
+      else fval = s.fsum;
+    } else if (s.count > 0 && (g.kind == AggKind::Min || g.kind == AggKind::Max)) {
+      const bool mn = g.kind == AggKind::Min;
+      if (s.is_integer) ival = mn ? s.imin : s.imax;
+      else fval = mn ? s.fmin : s.fmax;
     }
     results.push_back(fb::CreateAggregateResult(fbb, name, static_cast<fb::AggKind>(g.kind), s.count,
-                                                s.is_integer && g.kind != AggKind::Mean, ival, fval,
-                                                sumw, sumw2));
+                                                s.is_integer, ival, fval, sumw, sumw2));
   }
   auto aggregates = fbb.CreateVector(results);
   stats->cpu_ns = ThreadCpuNs() - cpu_start;
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
                                    stats->rows_returned, stats->bytes_read, stats->object_bytes,
                                    stats->cpu_ns);
-  fbb.Finish(fb::CreateScanReply(fbb, 1, figures, stream, aggregates));
+  fbb.Finish(fb::CreateScanReply(fbb, 1, figures, stream, aggregates), fb::ScanRequestIdentifier());
   if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
                                      std::to_string(plan.reply_cap));
@@ -998,8 +1021,8 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
 }  // namespace
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
-                                                      PositionalFile* object, const Limits& limits,
-                                                      ScanStats* stats) {
+                                                      const std::shared_ptr<PositionalFile>& object,
+                                                      const Limits& limits, ScanStats* stats) {
   const int64_t start = ThreadCpuNs();
   arrow::Result<std::shared_ptr<arrow::Buffer>> result;
   try {

@@ -15,12 +15,14 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <arrow/buffer.h>
 #include <arrow/io/interfaces.h>
 #include <arrow/memory_pool.h>
 #include <arrow/result.h>
 #include <arrow/status.h>
+#include <arrow/util/future.h>
 
 namespace skyhook {
 
@@ -72,6 +74,16 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes,
                                                        bool allow_short_read) override;
   arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes) override;
+  // Synchronous: Arrow would otherwise read on its IO thread pool, i.e. on
+  // threads of the OSD that this call does not own.
+  arrow::Future<std::shared_ptr<arrow::Buffer>> ReadAsync(const arrow::io::IOContext&,
+                                                          int64_t position, int64_t nbytes,
+                                                          bool allow_short_read) override;
+  arrow::Future<std::shared_ptr<arrow::Buffer>> ReadAsync(const arrow::io::IOContext&,
+                                                          int64_t position, int64_t nbytes) override;
+  arrow::Status WillNeed(const std::vector<arrow::io::ReadRange>&) override {
+    return arrow::Status::OK();
+  }
 
  protected:
   // Reads exactly `nbytes` (already within the size) at `position` into `out`.
@@ -86,10 +98,11 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
 };
 
-// Runs one `scan` call: request bytes in, ScanReply bytes out.
+// Runs one `scan` call: request bytes in, ScanReply bytes out.  The object is
+// shared because Arrow's readers may keep it (shared_from_this).
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
-                                                      PositionalFile* object, const Limits& limits,
-                                                      ScanStats* stats);
+                                                      const std::shared_ptr<PositionalFile>& object,
+                                                      const Limits& limits, ScanStats* stats);
 
 // A Status that carries `err` (a positive errno value) and a message naming the cause.
 arrow::Status ErrnoStatus(int err, std::string message);

@@ -71,9 +71,9 @@ int main(int argc, char** argv) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return Fail(EIO, "fstat failed");
   if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
-  LocalObject object(fd, st.st_size);
+  auto object = std::make_shared<LocalObject>(fd, st.st_size);
   skyhook::ScanStats stats;
-  auto reply = skyhook::RunScan(request.data(), request.size(), &object, limits, &stats);
+  auto reply = skyhook::RunScan(request.data(), request.size(), object, limits, &stats);
   close(fd);
   if (!reply.ok()) return Fail(-skyhook::StatusToErrno(reply.status()), reply.status().message());
   std::ofstream out(argv[3], std::ios::binary);
