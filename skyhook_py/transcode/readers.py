@@ -189,7 +189,7 @@ def _batch_from_awkward(array, names: list[str] | None = None):
     """A record array of awkward -> (RecordBatch, skipped columns)."""
     import awkward as ak
 
-    layout = ak.to_layout(ak.to_packed(array))
+    layout = ak.to_layout(array)   # no to_packed: each column takes only its own range
     out, skipped = [], []
     for field in layout.fields:
         _columns_from_layout(field, layout.content(field), out, skipped)
