@@ -52,6 +52,7 @@ class Store:
                  op_timeout: float = DEFAULT_OP_TIMEOUT):
         rados = _import_rados()
         self._rados_mod = rados
+        conf = os.fspath(conf)
         self.conf, self.pool, self.namespace = conf, pool, namespace
         opts = {
             "rados_osd_op_timeout": str(op_timeout),
