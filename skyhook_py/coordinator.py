@@ -168,10 +168,18 @@ class QueryRun:
         try:
             cache = self.coordinator.cache if self.spec.use_cache else None
             cached = cache.get(self.cache_key) if cache is not None else None
-            if cached is not None:
-                yield from self._replay(cached)
-            else:
-                yield from self._execute(cache)
+            events = self._replay(cached) if cached is not None else self._execute(cache)
+            last_progress = None
+            for ev in events:
+                if isinstance(ev, Progress):
+                    # the first Progress (the plan's totals) always goes out, later ones at most
+                    # every progress_interval: each is a message (~0.5 ms on the wire), a bar
+                    # needs few, and the Summary says when all is done
+                    now = time.monotonic()
+                    if last_progress is not None and now - last_progress < self.coordinator.progress_interval:
+                        continue
+                    last_progress = now
+                yield ev
         finally:
             self.coordinator._finished(self)
 
@@ -230,8 +238,10 @@ class QueryRun:
 class Coordinator:
     """The service logic behind skyhook.v1.Skyhook, on one Session."""
 
-    def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None):
+    def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None,
+                 progress_interval: float = 0.1):
         self.session = session
+        self.progress_interval = progress_interval
         self.cache = ResultCache(cache_bytes)
         self.tokens = [t.encode() for t in (tokens or ()) if t]
         self._running: dict[str, QueryRun] = {}
