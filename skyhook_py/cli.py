@@ -176,7 +176,8 @@ def cmd_generate(args):
     from . import demo_data
 
     t0 = time.perf_counter()
-    demo_data.generate(args.path, events=args.events, seed=args.seed, extra_columns=args.extra_columns)
+    demo_data.write_nanoaod(args.path, events=args.events, seed=args.seed, photons=True,
+                             extra_branches=args.extra_columns)
     print(f"wrote {args.events:,} events to {args.path} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -195,7 +196,7 @@ def cmd_demo(args):
     if not os.path.exists(src):
         print(f"generating {args.events:,} NanoAOD-like events into {src} ...")
         tmp = src + ".tmp"
-        demo_data.generate(tmp, events=args.events, seed=1)
+        demo_data.write_nanoaod(tmp, events=args.events, seed=1)
         os.replace(tmp, src)
     from .session import Session
 
