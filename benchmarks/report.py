@@ -175,7 +175,7 @@ def render_markdown(results: dict, plots: list[str]) -> str:
             "Times are wall-clock seconds of the query call in the client, median and spread over "
             f"{cfg.get('repeats')} runs. *bytes delivered*: what reached the client process (Skyhook: reply "
             "bytes; plain reads: whole objects; S3: radosgw's `get_b`; uproot: bytes requested from the file). "
-            "*OSD CPU (/proc)*: utime+stime of all ceph-osd processes around the query; *(reported)*: the "
+            "*OSD CPU (/proc)*: CPU time of every thread of every ceph-osd process around the query (/proc/PID/task/*/schedstat); *(reported)*: the "
             "object class's own figure in Skyhook's summary. *bytes read (bluestore)*: buffer hit+miss bytes "
             "of the OSDs (every system, including radosgw's reads).", ""]
     for p in results["points"]:

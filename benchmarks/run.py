@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import gc
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 SWEEPS = {
     # sizes in events; partition_events fixed per sweep, so bigger datasets have more partitions
-    "small": dict(sizes=[10_000, 30_000, 100_000], partition_events=12_500, extra_columns=120, repeats=5),
+    "small": dict(sizes=[10_000, 25_000, 50_000], partition_events=6_250, extra_columns=120, repeats=5),
     "medium": dict(sizes=[100_000, 300_000, 1_000_000], partition_events=50_000, extra_columns=120, repeats=5),
     # bounded by the cluster's 4 GiB bluestore file per OSD: the Arrow partitions and their
     # Parquet copies of the largest dataset must fit on one OSD
@@ -186,6 +187,7 @@ def one_run(system, query, probe: ClusterProbe) -> tuple[dict, object]:
     from .systems import proc_cpu_seconds
 
     servers = system.server_pids()
+    gc.collect()  # the previous system's garbage is not this one's cost
     c0, k0 = system.counters(), probe.counters()
     s0 = {n: proc_cpu_seconds(p) for n, p in servers.items()}
     o0 = probe.cpu()
@@ -256,8 +258,10 @@ def measure_point(point: dict, query, systems: dict, probe: ClusterProbe, repeat
     answers.clear()
     # 2. timed runs, systems taking turns
     runs = {name: [] for name in first_runs}
-    for _ in range(repeats):
-        for name in runs:
+    order = list(runs)
+    for r in range(repeats):
+        # rotate who goes first: the first of a round pays for what the last left behind
+        for name in order[r % len(order):] + order[:r % len(order)]:
             try:
                 run, _m = one_run(systems[name], query, probe)
                 if runs[name]:
