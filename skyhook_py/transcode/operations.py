@@ -91,9 +91,40 @@ class _Job:
     label: str
 
 
-def _probe(path: str, tree, strict, hdf5_mapping) -> tuple[Source, pa.Schema]:
-    with readers.open_reader(path, tree, strict, hdf5_mapping) as r:
-        entries, schema, tree_name = r.entries, r.schema, r.tree
+class _OpenReaders:
+    """Readers opened by the probe, kept (up to a few) for the writer of the same
+    operation: opening a wide TTree costs about a second.  Closed at the end."""
+
+    KEEP = 8
+
+    def __init__(self):
+        self._readers: dict[str, readers.Reader] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, path: str, r: readers.Reader):
+        with self._lock:
+            if len(self._readers) < self.KEEP and path not in self._readers:
+                self._readers[path] = r
+                return
+        r.close()
+
+    def take(self, path: str) -> readers.Reader | None:
+        with self._lock:
+            return self._readers.pop(path, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+
+def _probe(path: str, tree, strict, hdf5_mapping, opened: _OpenReaders) -> tuple[Source, pa.Schema]:
+    r = readers.open_reader(path, tree, strict, hdf5_mapping)
+    entries, schema, tree_name = r.entries, r.schema, r.tree
+    opened.keep(os.path.abspath(path), r)
     sha = readers.file_sha256(path)
     return Source(path=os.path.abspath(path), name=os.path.basename(path),
                   size=os.path.getsize(path), sha256=sha, tree=tree_name,
@@ -117,7 +148,7 @@ def _schema_difference(expected: pa.Schema, got: pa.Schema) -> str:
     return "; ".join(parts)
 
 
-def _probe_all(paths, tree, strict, hdf5_mapping, workers, known_sha=(), on_duplicate="skip"):
+def _probe_all(paths, tree, strict, hdf5_mapping, workers, opened, known_sha=(), on_duplicate="skip"):
     """Open and check every file (in parallel); drop duplicates.  -> [(Source, schema)]."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -125,7 +156,7 @@ def _probe_all(paths, tree, strict, hdf5_mapping, workers, known_sha=(), on_dupl
     if not paths:
         raise InputFileError("no input files given")
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        probed = list(pool.map(lambda p: _probe(p, tree, strict, hdf5_mapping), paths))
+        probed = list(pool.map(lambda p: _probe(p, tree, strict, hdf5_mapping, opened), paths))
     out, seen = [], dict(known_sha)
     for src, schema in probed:
         if src.sha256 in seen:
@@ -220,14 +251,25 @@ class _Writer:
                 pass
 
 
-def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None):
+def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None, opened):
     def open_batches():
-        r = readers.open_reader(src.path, src.tree, strict, hdf5_mapping)
+        r = opened.take(src.path)
+        if r is None:
+            r = readers.open_reader(src.path, src.tree, strict, hdf5_mapping)
         try:
-            step = max(1, int(READ_STEP_BYTES / r.bytes_per_event()))
-            if step_events:
-                step = min(step, step_events)
-            yield from r.batches(0, r.entries, step)
+            per_event = r.bytes_per_event()
+            pos = 0
+            while pos < r.entries:
+                # about READ_STEP_BYTES per read, re-measured on every batch
+                step = max(1, int(READ_STEP_BYTES / per_event))
+                if step_events:
+                    step = min(step, step_events)
+                stop = min(r.entries, pos + step)
+                for batch in r.batches(pos, stop, stop - pos):
+                    if batch.num_rows:
+                        per_event = max(1.0, batch.nbytes / batch.num_rows)
+                    yield batch
+                pos = stop
         finally:
             r.close()
     return open_batches
@@ -244,12 +286,12 @@ def _commit(store, writer: _Writer, m: Manifest, expected_version):
 
 
 def _write_sources(store, dataset, schema, sources, first_index, encoding, target_bytes,
-                   target_events, workers, progress, strict, hdf5_mapping, what):
+                   target_events, workers, progress, strict, hdf5_mapping, what, opened):
     with Progress(what, len(sources), sum(s.entries for s in sources),
                   enabled=progress) as prog:
         writer = _Writer(store, dataset, schema, encoding, target_bytes, target_events, workers, prog)
         jobs = [_Job(first_index + i, s.event_start, s.entries,
-                     _source_batches(s, strict, hdf5_mapping, target_events), s.path)
+                     _source_batches(s, strict, hdf5_mapping, target_events, opened), s.path)
                 for i, s in enumerate(sources) if s.entries]
         parts = writer.run(jobs)
     return writer, parts
@@ -278,12 +320,13 @@ def ingest(store, paths, dataset, tree=None, partition_events=None,
     if mf.current_version(store, dataset) is not None:
         raise DatasetExistsError(f"dataset {dataset!r} exists already: use append to add files, "
                                  "or delete it first")
-    probed = _probe_all(paths, tree, strict, hdf5_mapping, workers)
-    schema = _check_common_schema(probed, None, dataset)
-    sources = _number_sources([s for s, _ in probed], 0)
-    writer, parts = _write_sources(store, dataset, schema, sources, 0, encoding, partition_bytes,
-                                   partition_events, workers, progress, strict, hdf5_mapping,
-                                   f"ingest {dataset}")
+    with _OpenReaders() as opened:
+        probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, opened)
+        schema = _check_common_schema(probed, None, dataset)
+        sources = _number_sources([s for s, _ in probed], 0)
+        writer, parts = _write_sources(store, dataset, schema, sources, 0, encoding, partition_bytes,
+                                       partition_events, workers, progress, strict, hdf5_mapping,
+                                       f"ingest {dataset}", opened)
     m = Manifest(dataset=dataset, version=1, schema=schema, partitions=parts, sources=sources,
                  encoding=encoding, previous_version=None)
     _commit(store, writer, m, None)
@@ -313,15 +356,16 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     if tree is None and old.sources:
         tree = old.sources[0].tree
     known = {s.sha256: s.path for s in old.sources}
-    probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, known, on_duplicate)
-    if not probed:   # nothing new; also repairs an index that a killed commit left behind
-        mf.update_index(store, dataset, old.version)
-        return old
-    schema = _check_common_schema(probed, old.schema, dataset)
-    sources = _number_sources([s for s, _ in probed], old.num_events)
-    writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
-                                   partition_bytes, partition_events, workers, progress, strict,
-                                   hdf5_mapping, f"append {dataset}")
+    with _OpenReaders() as opened:
+        probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, opened, known, on_duplicate)
+        if not probed:   # nothing new; also repairs an index that a killed commit left behind
+            mf.update_index(store, dataset, old.version)
+            return old
+        schema = _check_common_schema(probed, old.schema, dataset)
+        sources = _number_sources([s for s, _ in probed], old.num_events)
+        writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
+                                       partition_bytes, partition_events, workers, progress, strict,
+                                       hdf5_mapping, f"append {dataset}", opened)
     m = Manifest(dataset=dataset, version=old.version + 1, schema=schema,
                  partitions=old.partitions + parts, sources=old.sources + sources,
                  encoding=encoding if not old.partitions or encoding == old.encoding else

@@ -263,6 +263,7 @@ class RootReader(Reader):
         from uproot.interpretation.numerical import Numerical
 
         wanted = set()
+        self._fixed_bytes = 0
         for b in self._tree.itervalues(recursive=True):
             if b.branches:   # a split object's parent: its leaves are read instead
                 continue
@@ -276,11 +277,22 @@ class RootReader(Reader):
             if dt is not None and dt.base.kind in _BASIC_KINDS \
                     and len(dt.shape) <= (0 if isinstance(interp, AsJagged) else 1):
                 wanted.add(b.name)
+                self._fixed_bytes += 4 if isinstance(interp, AsJagged) else dt.itemsize
             elif isinstance(interp, ui.identify.UnknownInterpretation):
                 self.skipped.append((b.name, f"uproot cannot interpret {b.typename!r}"))
             else:
                 self.skipped.append((b.name, f"{b.typename} is not a number or list of numbers"))
         return wanted
+
+    def bytes_per_event(self, sample: int = 1000) -> float:
+        if self._rntuple or not self.entries:
+            return super().bytes_per_event(sample)
+        # from the TTree's metadata: a sample read would decompress whole baskets
+        # (fTotBytes misses baskets still held in the TBranch of small files: the sum of
+        # the fixed sizes is a floor; the writer re-measures on every batch anyway)
+        total = sum(b.member("fTotBytes") for b in self._tree.itervalues(recursive=True)
+                    if b.name in self._branches)
+        return max(1.0, total / self.entries, self._fixed_bytes)
 
     def _arrays(self, start, stop):
         if self._rntuple:
