@@ -325,6 +325,19 @@ def test_demo_data(tmp_path):
     assert x.event.to_numpy().tolist() == list(range(1, 3001))
 
 
+def test_source_reads_are_bounded(tmp_path, monkeypatch):
+    """The writer reads a source about READ_STEP_BYTES at a time, whatever its size."""
+    from skyhook_py.transcode import operations
+
+    path = demo_data.write_nanoaod(str(tmp_path / "big.root"), events=20_000, seed=3)
+    monkeypatch.setattr(operations, "READ_STEP_BYTES", 50_000)
+    src, _ = operations._probe(path, None, False, None, operations._OpenReaders())
+    sizes = [(b.num_rows, b.nbytes) for b in operations._source_batches(
+        src, False, None, None, operations._OpenReaders())()]
+    assert sum(n for n, _ in sizes) == 20_000 and len(sizes) > 20
+    assert max(nb for _, nb in sizes[1:]) < 2 * 50_000
+
+
 def test_demo_data_any_size(tmp_path):
     p = demo_data.write_nanoaod(str(tmp_path / "zero.root"), events=0)
     assert uproot.open(p)["Events"].num_entries == 0

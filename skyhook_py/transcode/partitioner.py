@@ -16,13 +16,16 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-MAX_PARTITION_BYTES = 512 << 20   # the object class refuses objects over 1 GiB (-EFBIG)
+# one partition is one RADOS write_full, and OSDs refuse writes over osd_max_write_size
+# (90 MiB by default); the object class would refuse objects over 1 GiB anyway (-EFBIG)
+MAX_PARTITION_BYTES = 80 << 20
 
 
 def check_targets(target_bytes: int | None, target_events: int | None) -> None:
     if target_bytes is not None and not (1 <= target_bytes <= MAX_PARTITION_BYTES):
         raise ValueError(f"partition size {target_bytes} bytes is outside 1 B .. "
-                         f"{MAX_PARTITION_BYTES >> 20} MiB (pushdown refuses objects over 1 GiB)")
+                         f"{MAX_PARTITION_BYTES >> 20} MiB (one partition is one RADOS write, and OSDs "
+                         "refuse writes over osd_max_write_size, 90 MiB by default)")
     if target_events is not None and target_events < 1:
         raise ValueError(f"partition events must be at least 1, not {target_events}")
     if target_bytes is None and target_events is None:
