@@ -102,7 +102,7 @@ class CallContext {
  public:
   CallContext(int64_t memory_cap, int64_t cpu_budget_ns);
   arrow::MemoryPool* pool() { return &capped_; }
-  // -ETIMEDOUT once the thread's CPU time exceeds the budget.
+  // -ETIME once the thread's CPU time exceeds the budget.
   arrow::Status CheckDeadline() const;
   int64_t CpuNs() const;
 

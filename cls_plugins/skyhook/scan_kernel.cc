@@ -16,6 +16,9 @@
 #include <new>
 
 #include <arrow/array.h>
+#include <arrow/builder.h>
+#include <arrow/compute/api_vector.h>
+#include <arrow/compute/exec.h>
 #include <arrow/compute/initialize.h>
 #include <arrow/io/memory.h>
 #include <arrow/ipc/reader.h>
@@ -171,7 +174,7 @@ int64_t CallContext::CpuNs() const { return ThreadCpuNs() - start_ns_; }
 
 arrow::Status CallContext::CheckDeadline() const {
   if (CpuNs() > budget_ns_)
-    return ErrnoStatus(ETIMEDOUT, "CPU time budget of " + std::to_string(budget_ns_ / 1000000) +
+    return ErrnoStatus(ETIME, "CPU time budget of " + std::to_string(budget_ns_ / 1000000) +
                                       " ms exceeded");
   return arrow::Status::OK();
 }
@@ -534,6 +537,8 @@ class PartitionReader {
   virtual arrow::Status Select(const std::vector<int>& fields, int64_t start, int64_t stop) = 0;
   // nullptr at the end.
   virtual arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) = 0;
+  // Rows of the whole partition, from metadata.
+  virtual arrow::Result<int64_t> TotalRows() = 0;
 };
 
 class IpcPartition : public PartitionReader {
@@ -559,6 +564,12 @@ class IpcPartition : public PartitionReader {
     start_ = start;
     stop_ = stop;
     return arrow::Status::OK();
+  }
+
+  arrow::Result<int64_t> TotalRows() override {
+    auto r = reader_->CountRows();  // reads each batch's metadata only
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch metadata"));
+    return *r;
   }
 
   arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) override {
@@ -646,6 +657,10 @@ class ParquetPartition : public PartitionReader {
       return ErrnoStatus(EBADMSG, "Parquet schema and manifest disagree");
     }
     return arrow::Status::OK();
+  }
+
+  arrow::Result<int64_t> TotalRows() override {
+    return reader_->parquet_reader()->metadata()->num_rows();
   }
 
   arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) override {
@@ -785,6 +800,34 @@ arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vec
 
 // ---------------------------------------------------------------- the scan
 
+struct EvalState {
+  explicit EvalState(size_t n) : values(n), done(n, false) {}
+  std::vector<Value> values;
+  std::vector<bool> done;
+};
+
+// Evaluates the nodes marked in `which` (and not done yet) over the rows of `batch`.
+arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
+                            const std::vector<bool>& which, EvalState* st, CallContext* ctx) {
+  for (size_t i = 0; i < plan.nodes.size(); ++i) {
+    if (!which[i] || st->done[i]) continue;
+    const Node& n = plan.nodes[i];
+    if (n.op == Op::Column) {
+      const ColumnRef& c = plan.columns[n.column];
+      auto arr = batch.GetColumnByName(c.name);
+      if (!arr) return ErrnoStatus(EBADMSG, "column '" + c.name + "' missing from a batch");
+      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(*arr, c, ctx));
+    } else {
+      ARROW_RETURN_NOT_OK(ctx->CheckDeadline());
+      ARROW_ASSIGN_OR_RAISE(st->values[i], EvaluateNode(plan, static_cast<uint32_t>(i), st->values,
+                                                        batch.num_rows(), ctx));
+    }
+    st->done[i] = true;
+  }
+  return arrow::Status::OK();
+}
+
+
 arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
                                                    const std::shared_ptr<PositionalFile>& object,
                                                    const Limits& limits, ScanStats* stats,
@@ -893,9 +936,20 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
         for (uint32_t a : plan.nodes[i].args) for_filter[a] = true;
   }
 
+  // The cut runs on every row of the range (so that its errors and rows_matched do
+  // not depend on the limit); outputs and aggregations only on the selected rows.
   int64_t remaining = plan.limit;  // -1: no limit
-  while (remaining != 0) {
+  while (true) {
     ARROW_RETURN_NOT_OK(ctx.CheckDeadline());
+    if (remaining == 0 && plan.filter < 0) {
+      // nothing left to evaluate: count the rest of the range from metadata
+      ARROW_ASSIGN_OR_RAISE(int64_t total, reader->TotalRows());
+      int64_t stop = plan.row_stop >= 0 ? std::min(plan.row_stop, total) : total;
+      int64_t in_range = std::max<int64_t>(0, stop - std::min(plan.row_start, stop));
+      stats->rows_matched += in_range - stats->rows_scanned;
+      stats->rows_scanned = in_range;
+      break;
+    }
     int64_t first_row = 0;
     ARROW_ASSIGN_OR_RAISE(auto batch, reader->Next(&first_row));
     if (!batch) break;
@@ -907,68 +961,67 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
     if (plan.row_stop >= 0) hi = std::min(hi, plan.row_stop - first_row);
     if (hi <= lo) continue;
     if (lo > 0 || hi < batch->num_rows()) batch = batch->Slice(lo, hi - lo);
-    const int64_t n_events = batch->num_rows();
-    stats->rows_scanned += n_events;
+    stats->rows_scanned += batch->num_rows();
 
-    std::vector<Value> values(plan.nodes.size());
-    std::vector<bool> done(plan.nodes.size(), false);
-    auto evaluate = [&](const std::vector<bool>& which) -> arrow::Status {
-      for (size_t i = 0; i < plan.nodes.size(); ++i) {
-        if (!which[i] || done[i]) continue;
-        const Node& n = plan.nodes[i];
-        if (n.op == Op::Column) {
-          const ColumnRef& c = plan.columns[n.column];
-          auto arr = batch->GetColumnByName(c.name);
-          if (!arr) return ErrnoStatus(EBADMSG, "column '" + c.name + "' missing from a batch");
-          ARROW_ASSIGN_OR_RAISE(values[i], ColumnValue(*arr, c, &ctx));
-        } else {
-          ARROW_RETURN_NOT_OK(ctx.CheckDeadline());
-          ARROW_ASSIGN_OR_RAISE(values[i], EvaluateNode(plan, static_cast<uint32_t>(i), values,
-                                                        n_events, &ctx));
-        }
-        done[i] = true;
-      }
-      return arrow::Status::OK();
-    };
-
+    EvalState all(plan.nodes.size());
     std::vector<int64_t> sel;
     if (plan.filter >= 0) {
-      ARROW_RETURN_NOT_OK(evaluate(for_filter));
-      const Value& f = values[plan.filter];
-      if (f.scalar) {
-        if (f.ival) for (int64_t e = 0; e < n_events; ++e) sel.push_back(e);
-      } else {
-        const uint8_t* fv = f.values<uint8_t>();
-        const uint8_t* valid = f.validity();
-        for (int64_t e = 0; e < n_events; ++e)
-          if (fv[e] && (!valid || valid[e])) sel.push_back(e);  // a null cut drops the event
+      ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *batch, for_filter, &all, &ctx));
+      const Value& f = all.values[plan.filter];
+      for (int64_t e = 0; e < batch->num_rows(); ++e) {
+        bool keep = f.scalar ? f.ival != 0
+                             : f.values<uint8_t>()[e] && (!f.valid || f.valid->data()[e]);
+        if (keep) sel.push_back(e);  // a null cut drops the event
       }
     } else {
-      sel.resize(static_cast<size_t>(n_events));
-      for (int64_t e = 0; e < n_events; ++e) sel[static_cast<size_t>(e)] = e;
+      for (int64_t e = 0; e < batch->num_rows(); ++e) sel.push_back(e);
     }
     stats->rows_matched += static_cast<int64_t>(sel.size());
     if (remaining >= 0 && static_cast<int64_t>(sel.size()) > remaining) sel.resize(static_cast<size_t>(remaining));
     if (remaining >= 0) remaining -= static_cast<int64_t>(sel.size());
     if (sel.empty()) continue;
-    ARROW_RETURN_NOT_OK(evaluate(plan.needed));
-    stats->rows_returned += static_cast<int64_t>(sel.size());
+    const int64_t n_sel = static_cast<int64_t>(sel.size());
+    stats->rows_returned += n_sel;
+
+    // The selected rows as their own batch (every row selected: the same batch and values).
+    EvalState picked(plan.nodes.size());
+    EvalState* st = &all;
+    std::shared_ptr<arrow::RecordBatch> rows = batch;
+    if (n_sel != batch->num_rows()) {
+      st = &picked;
+      if (sel.back() - sel.front() + 1 == n_sel) {
+        rows = batch->Slice(sel.front(), n_sel);
+      } else if (batch->num_columns() == 0) {
+        rows = arrow::RecordBatch::Make(batch->schema(), n_sel, arrow::ArrayVector{});
+      } else {
+        arrow::Int64Builder idx(ctx.pool());
+        ARROW_RETURN_NOT_OK(idx.AppendValues(sel));
+        ARROW_ASSIGN_OR_RAISE(auto indices, idx.Finish());
+        arrow::compute::ExecContext exec(ctx.pool());
+        ARROW_ASSIGN_OR_RAISE(arrow::Datum taken,
+                              arrow::compute::Take(batch, indices,
+                                                   arrow::compute::TakeOptions::NoBoundsCheck(), &exec));
+        rows = taken.record_batch();
+      }
+    }
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, st, &ctx));
+    std::vector<int64_t> identity(static_cast<size_t>(n_sel));
+    for (int64_t e = 0; e < n_sel; ++e) identity[static_cast<size_t>(e)] = e;
 
     if (!plan.outputs.empty()) {
       arrow::ArrayVector cols;
       for (size_t o = 0; o < plan.outputs.size(); ++o) {
-        ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(values[plan.outputs[o].second], sel,
+        ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st->values[plan.outputs[o].second], identity,
                                                 out_fields[o]->type(), &ctx));
         cols.push_back(std::move(arr));
       }
-      ARROW_RETURN_NOT_OK(
-          writer->WriteRecordBatch(*arrow::RecordBatch::Make(out_schema, static_cast<int64_t>(sel.size()), cols)));
+      ARROW_RETURN_NOT_OK(writer->WriteRecordBatch(*arrow::RecordBatch::Make(out_schema, n_sel, cols)));
       ARROW_ASSIGN_OR_RAISE(int64_t written, sink->Tell());
       if (written > plan.reply_cap)
         return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
     }
     for (size_t a = 0; a < aggs.size(); ++a)
-      ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], values, sel, n_events,
+      ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
                                           &aggs[a], &ctx));
   }
   ARROW_RETURN_NOT_OK(writer->Close());
