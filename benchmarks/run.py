@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -259,9 +260,13 @@ def measure_point(point: dict, query, systems: dict, probe: ClusterProbe, repeat
     # 2. timed runs, systems taking turns
     runs = {name: [] for name in first_runs}
     order = list(runs)
+    rng = random.Random(SEED)
     for r in range(repeats):
-        # rotate who goes first: the first of a round pays for what the last left behind
-        for name in order[r % len(order):] + order[:r % len(order)]:
+        # a new order every round: a system runs faster or slower depending on what ran
+        # just before it (CPU caches, memory the previous one freed); seen as a steady
+        # 20-40 % penalty for whoever always followed uproot
+        rng.shuffle(order)
+        for name in order:
             try:
                 run, _m = one_run(systems[name], query, probe)
                 if runs[name]:
