@@ -37,6 +37,17 @@ def _stop(cluster: Cluster, keep: bool):
         print(f"\nskyhook tests: could not stop the test cluster in {cluster.dir}: {e}")
 
 
+def _report(config, line: str):
+    """One line on the terminal even while pytest captures output."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def ceph_cluster(request) -> Cluster:
     """A running cluster (1 mon, SKYHOOK_TEST_OSDS OSDs, pool ``skyhook``, cephx users)."""
@@ -65,9 +76,7 @@ def ceph_cluster(request) -> Cluster:
         t0 = time.monotonic()
         cluster.up(osds=TEST_OSDS)
         took = time.monotonic() - t0
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"\ntest cluster: {TEST_OSDS} OSD(s) up in {took:.1f} s "
+        _report(request.config, f"test cluster: {TEST_OSDS} OSD(s) up in {took:.1f} s "
                                 f"({cluster.conf_path}; class {cluster.class_state()})")
         # nothing in the tests may reach the user's own cluster by accident
         os.environ["SKYHOOK_CEPH_CONF"] = str(cluster.conf_path)
