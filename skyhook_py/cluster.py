@@ -300,6 +300,7 @@ class Cluster:
         for pid in pids.values():
             try:
                 os.kill(pid, sig)
+                os.kill(pid, signal.SIGCONT)  # a SIGSTOPped daemon must run to exit
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
@@ -597,21 +598,35 @@ rados osd op timeout = 30
     # -- OSD control (class reloads, failure tests) --------------------------------
     def kill_osd(self, i: int, sig: signal.Signals = signal.SIGKILL, wait_down: bool = False,
                  timeout: float = READY_TIMEOUT):
-        """Send ``sig`` (default SIGKILL, a crash) to osd.i and wait for the process to go;
-        with ``wait_down`` also wait until the mon marks it down."""
+        """Send ``sig`` to osd.i: SIGKILL (default, a crash) or SIGTERM wait for the process
+        to go; SIGSTOP (a hung OSD) only stops it (``start_osd`` resumes it).  With
+        ``wait_down``, also wait until the mon marks it down."""
         if i not in self.osd_ids:
             raise ClusterError(f"no osd.{i} in {self.dir}; OSDs: {self.osd_ids}")
-        self._stop([f"osd.{i}"], sig=sig, timeout=timeout)
+        pid = self._daemon_pids().get(f"osd.{i}")
+        if pid is None:
+            raise ClusterError(f"osd.{i} of {self.dir} is not running")
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            self._stop([f"osd.{i}"], sig=sig, timeout=timeout)
+            if wait_down:
+                # the process is gone: tell the mon now instead of waiting for the
+                # peers' reports (which never come when there are no peers)
+                self.ceph("osd", "down", str(i))
+        else:
+            os.kill(pid, sig)
         if wait_down:
             self._wait_osds(set(), {i}, timeout=timeout)
 
     def start_osd(self, i: int, wait: bool = True):
-        """Start osd.i (again) and wait until the mon sees it up."""
+        """Start osd.i again (or resume it after SIGSTOP) and wait until the mon sees it up."""
         if i not in self.osd_ids:
             raise ClusterError(f"no osd.{i} in {self.dir}; OSDs: {self.osd_ids}")
-        if f"osd.{i}" not in self._daemon_pids():
+        pid = self._daemon_pids().get(f"osd.{i}")
+        if pid is None:
             self._link_classes()
             self._start_daemon("osd", str(i))
+        else:
+            os.kill(pid, signal.SIGCONT)
         if wait:
             self._wait_osds({i})
 

@@ -220,6 +220,11 @@ def test_a_second_cluster_is_independent(ceph_cluster, tmp_path_factory):
         assert other.status()["mon"] == "down"
         assert ceph_cluster._daemon_pids() == first_pids
         other.up(osds=1)  # restarts the stopped daemons on the same data
+        # a lone OSD has no peers to report it: kill_osd tells the mon itself
+        other.kill_osd(0, wait_down=True)
+        assert other.status()["osds"] == {0: "down"}
+        other.start_osd(0)
+        other.wait_pool_active(POOL)
         with _store(other, INGEST_USER) as s:
             assert s.read("part.persist.000000000000.000000") == b"kept"
     finally:
