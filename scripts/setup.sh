@@ -66,7 +66,9 @@ make_venv() {
     local want have=""
     want=$(sha256sum pyproject.toml | cut -d' ' -f1)
     [ -f "$VENV/.skyhook-pyproject.sha256" ] && have=$(cat "$VENV/.skyhook-pyproject.sha256")
-    if [ "$want" = "$have" ] && "$VENV/bin/python" -c 'import skyhook_py, pyarrow' 2>/dev/null; then
+    # (importlib.metadata, not `import skyhook_py`, which would find ./skyhook_py anyway)
+    if [ "$want" = "$have" ] && [ -x "$VENV/bin/skyhook" ] &&
+       "$VENV/bin/python" -c 'import importlib.metadata as m, pyarrow; m.version("skyhook-py")' 2>/dev/null; then
         say "python packages: up to date"
         return
     fi
