@@ -272,6 +272,8 @@ class _Evaluator:
             x = x if a.weak else x.astype(t, copy=False)
             y = y if b.weak else y.astype(t, copy=False)
         else:
+            if op in (Op.Div, Op.Arctan2, Op.Hypot) and t.kind in "iu":
+                t = np.dtype(np.float64)  # NumPy's float64 loop: a literal is converted, never out of range
             x = _as_array(a, t, what) if a.weak else x.astype(t, copy=False)
             y = _as_array(b, t, what) if b.weak else y.astype(t, copy=False)
         return _Val(self._apply_binary(op, x, y, t, valid, what), valid, offsets)
