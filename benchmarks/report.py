@@ -96,6 +96,36 @@ def targets(results: dict) -> list[dict]:
     return rows
 
 
+NETWORKS = (("10 Gb/s", 10e9), ("1 Gb/s", 1e9))
+
+
+def projected_network(results: dict, hp: dict) -> list[str]:
+    """Measured time plus the bytes delivered at a network's line rate: a projection,
+    not a measurement (everything here ran on loopback), labelled as such."""
+    lines = ["### Projection (not measured): the same bytes over a real network", "",
+             "Loopback makes moving bytes nearly free. Adding *bytes delivered / line rate* to the "
+             "measured median gives a lower bound for a client on another host "
+             "(no protocol overhead, no congestion).", "",
+             "| selectivity | system | measured ms | " + " | ".join(f"+ {n} ms" for n, _ in NETWORKS)
+             + " | " + " | ".join(f"vs Skyhook at {n}" for n, _ in NETWORKS) + " |",
+             "|" + "---|" * (3 + 2 * len(NETWORKS))]
+    for sel, p in sorted(hp.items()):
+        res = p.get("results", {})
+        base = res.get(BASELINE)
+        if not base:
+            continue
+
+        def at(r, bw):
+            t, b = _med(r, "seconds"), _med(r, "bytes_delivered")
+            return None if t is None or b is None else t + b * 8 / bw
+
+        for name, r in res.items():
+            lines.append(f"| {_pct(sel)} | {name} | {_fmt_ms(_med(r, 'seconds'))} | "
+                         + " | ".join(_fmt_ms(at(r, bw)) for _, bw in NETWORKS) + " | "
+                         + " | ".join(_fmt_x(_ratio(at(r, bw), at(base, bw))) for _, bw in NETWORKS) + " |")
+    return lines + [""]
+
+
 def point_table(results: dict, p: dict) -> list[str]:
     res = p.get("results", {})
     base = res.get(BASELINE, {})
@@ -156,6 +186,7 @@ def render_markdown(results: dict, plots: list[str]) -> str:
                            f"{_fmt_x(_ratio(_med(r, 'client_cpu_seconds'), _med(base, 'client_cpu_seconds')))} | "
                            f"{_fmt_x(_ratio(_med(r, 'osd_cpu_seconds'), _med(base, 'osd_cpu_seconds')))} |")
         out.append("")
+        out += projected_network(results, hp)
     if results.get("notes"):
         out += ["## Notes from the run", ""] + [f"- {n}" for n in results["notes"]] + [""]
     out += ["## Systems", "", "| name | kind | what it does |", "|---|---|---|"]
