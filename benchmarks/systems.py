@@ -182,7 +182,8 @@ class SkyhookGrpc(System):
         from skyhook_py import client as skyclient  # noqa: F401 - fail early if missing
 
         self.description = ("skyhook_py.server (result cache off) in a separate process; "
-                            "skyhook_py.client.Client.run")
+                            "skyhook_py.client.Client.run; bytes delivered: the answer's Arrow size "
+                            "(what the gRPC stream carries), CPU of the server as coordinator CPU")
         port_file = Path(workdir) / "grpc.port"
         port_file.unlink(missing_ok=True)
         log = open(Path(workdir) / "grpc-server.log", "ab")
