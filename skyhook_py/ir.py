@@ -425,7 +425,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
     if op in UNARY_MATH:
         return Shape("float", any_list)
     if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs:
-        kinds = [s.kind for s in shapes]
+        kinds = _weak_kinds(expr.args, shapes)
         if op in (Op.Div, Op.Pow, Op.Arctan2, Op.Hypot) or "float" in kinds:
             kind = "float" if op in (Op.Div, Op.Arctan2, Op.Hypot) or "float" in kinds else _int_kind(kinds)
         else:
@@ -469,6 +469,19 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             return Shape("int", False)
         return Shape(shapes[0].kind, False)
     raise QueryError(f"unsupported operation {op.name}")  # pragma: no cover
+
+
+def _weak_kinds(args, shapes) -> list[str]:
+    """Operand kinds with NEP 50's weak literals: an int literal beside an array takes
+    the array's integer kind (uint32 + 1 is uint32); a float literal stays float."""
+    arrays = [s.kind for a, s in zip(args, shapes) if not isinstance(a, Literal)]
+    if not arrays:
+        return [s.kind for s in shapes]
+    kinds = list(arrays)
+    for a, s in zip(args, shapes):
+        if isinstance(a, Literal) and s.kind == "float":
+            kinds.append("float")
+    return kinds
 
 
 def _int_kind(kinds) -> str:

@@ -74,8 +74,6 @@ def test_infer_shapes():
     assert ir.infer(col("MET_pt") / 2, SCHEMA).kind == "float"
 
 
-@pytest.mark.xfail(strict=True, reason="ir.infer treats a literal as a strong int; NEP 50 (formats/README.md) "
-                                       "makes uint32 + 1 a uint32")
 def test_infer_weak_literal_keeps_unsigned_kind():
     assert ir.infer(col("nMuon") + 1, SCHEMA) == ir.Shape("uint", False)
 
