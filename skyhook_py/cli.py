@@ -14,6 +14,10 @@ import time
 
 
 def main(argv=None) -> int:
+    import logging
+
+    # progress lines of long operations (cluster up, ingest) go to stderr
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -69,6 +69,7 @@ class Executor:
         self.compression = compression
         self._osd_cache: dict[str, tuple[float, int | None]] = {}
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="skyhook-read")
+        self._requests = _LRU(256)   # encoded requests, by query and row range
 
     def close(self):
         self._readers.shutdown(wait=False, cancel_futures=True)
@@ -101,15 +102,23 @@ class Executor:
         rows_yielded = 0
         events_done = 0
         window = max(self.max_in_flight * 2, 4)
-        request_cache: dict[int | None, bytes] = {}
+        query_key = query.key()
 
         def request_for(task, remaining):
-            # the same request bytes for every partition, except the row range
-            return codec.encode_scan_request(
-                outputs=query.outputs, where=query.where, row_start=task.row_start,
-                row_stop=task.row_stop, limit=-1 if remaining is None else remaining,
-                aggregations=query.aggregations, compression=self.compression,
-                max_reply_bytes=self.max_reply)
+            # Building a flatbuffer in pure Python costs ~1 ms; every partition read
+            # whole shares one request (row_stop -1), so build each distinct one once.
+            whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
+            row_stop = -1 if whole else task.row_stop
+            limit_ = -1 if remaining is None else remaining
+            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply)
+            req = self._requests.get(key)
+            if req is None:
+                req = codec.encode_scan_request(
+                    outputs=query.outputs, where=query.where, row_start=task.row_start,
+                    row_stop=row_stop, limit=limit_, aggregations=query.aggregations,
+                    compression=self.compression, max_reply_bytes=self.max_reply)
+                self._requests.put(key, req)
+            return req
 
         def submit(pos):
             task = tasks[pos]
@@ -232,6 +241,36 @@ class Executor:
             done_q.put((pos, e.errno, ("error", e.errno, str(e))))
         except Exception as e:  # noqa: BLE001 - reported per partition, the query decides
             done_q.put((pos, E.EIO, ("error", E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
+
+
+def _partition_rows(manifest, task) -> int:
+    p = manifest.partitions[task.partition]
+    return p.event_stop - p.event_start
+
+
+class _LRU:
+    """A small thread-safe LRU map (encoded requests are reused across queries)."""
+
+    def __init__(self, size: int):
+        import collections
+
+        self._d = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._d.get(key)
+            if v is not None:
+                self._d.move_to_end(key)
+            return v
+
+    def put(self, key, value):
+        with self._lock:
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
 
 
 def decode_partition(data: bytes) -> pa.Table:
