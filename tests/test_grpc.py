@@ -309,6 +309,30 @@ def test_token_required(session):
         running.stop()
 
 
+def test_tls_with_token(session, datasets, tmp_path):
+    """TLS on: a client trusting the server's certificate gets answers; a plaintext
+    client does not get through."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+    running = start_server(Coordinator(session, tokens=["t0ken"]), "127.0.0.1:0",
+                           tls_cert=str(cert), tls_key=str(key))
+    try:
+        assert running.tls
+        with Client(running.address, token="t0ken", tls_ca=str(cert), timeout=60) as cl:
+            assert cl.query("ttbar", ["event"], where="nMuon >= 1").num_rows == \
+                session.query("ttbar", ["event"], where="nMuon >= 1").num_rows
+        with Client(running.address, token="t0ken", timeout=10) as plain:
+            with pytest.raises(Exception) as e:
+                plain.datasets()
+            assert "UNAVAILABLE" in repr(e.value) or "unavailable" in str(e.value).lower() \
+                or getattr(e.value, "grpc_code", None) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        running.stop()
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
         for line in f:
