@@ -418,10 +418,11 @@ def oracle_hist(o, a, n):
 
 # -- comparison ---------------------------------------------------------------------------
 
-def _eq(a, b, ulp=0):
+def _eq(a, b, ulp=0, single=False):
+    """Equal values; floats within ``ulp`` units in the last place (of float32 when ``single``)."""
     if isinstance(a, list) or isinstance(b, list):
         return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and \
-            all(_eq(x, y, ulp) for x, y in zip(a, b))
+            all(_eq(x, y, ulp, single) for x, y in zip(a, b))
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, float) or isinstance(b, float):
@@ -431,7 +432,8 @@ def _eq(a, b, ulp=0):
         if a == b:
             return True
         if ulp and math.isfinite(a) and math.isfinite(b):
-            return abs(a - b) <= ulp * max(math.ulp(a), math.ulp(b))
+            unit = (lambda v: float(np.spacing(np.float32(abs(v))))) if single else math.ulp
+            return abs(a - b) <= ulp * max(unit(a), unit(b))
         return False
     return a == b
 
@@ -517,8 +519,10 @@ def compare_with_reference(table, q, status, reply):
         f"schema: C++\n{got.table.schema}\nreference\n{want.table.schema}{desc}"
     for name, e in q["outputs"]:
         ulp = MAX_ULP if has_transcendental(e) else 0
+        t = want.table.column(name).type
+        single = (t.value_type if pa.types.is_list(t) else t) == pa.float32()
         g, w = got.table.column(name).to_pylist(), want.table.column(name).to_pylist()
-        assert _eq(g, w, ulp), f"{name} = {e!r}\n C++       {g}\n reference {w}{desc}"
+        assert _eq(g, w, ulp, single), f"{name} = {e!r}\n C++       {g}\n reference {w}{desc}"
     for g, w in zip(got.aggregates, want.aggregates):
         assert (g.name, g.kind, g.count) == (w.name, w.kind, w.count), f"{g} != {w}{desc}"
         if w.kind in (AggKind.Hist1D, AggKind.Hist2D):
