@@ -228,7 +228,9 @@ class Executor:
 
         try:
             data = self.store.read(task.object)
+            needed = query.columns()
             table = decode_partition(data)
+            table = table.select([c for c in table.column_names if c in needed])
             result = reference.scan_table(
                 table, query.outputs, query.where, task.row_start, task.row_stop,
                 -1 if remaining is None else remaining, query.aggregations)

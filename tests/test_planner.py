@@ -92,17 +92,34 @@ def test_stats_prune_collection_any_and_count():
     assert [t.partition for t in planner.plan(m, q, "on").tasks] == [1]
 
 
-def test_auto_reads_plainly_only_when_pushdown_cannot_reduce():
+def test_auto_weighs_the_bytes_a_query_needs():
     m = manifest_of([{"MET_pt": [1.0], "Muon_pt": [[1.0]]}])
     everything = ir.Query(outputs=tuple((c, col(c)) for c in SCHEMA))
     assert planner.plan(m, everything, "auto").tasks[0].mode == planner.Mode.READ
     with_cut = ir.Query(outputs=everything.outputs, where=col("MET_pt") > 0.5)
-    assert planner.plan(m, with_cut, "auto").tasks[0].mode == planner.Mode.PUSHDOWN
+    assert planner.plan(m, with_cut, "auto").tasks[0].mode == planner.Mode.READ
+    assert planner.plan(m, with_cut, "on").tasks[0].mode == planner.Mode.PUSHDOWN
     few = ir.Query(outputs=(("MET_pt", col("MET_pt")),))
     assert planner.plan(m, few, "auto").tasks[0].mode == planner.Mode.PUSHDOWN
     assert planner.plan(m, few, "off").tasks[0].mode == planner.Mode.READ
+    histogram = ir.Query(aggregations=(ir.Aggregation(ir.AggKind.Sum, "s", x=col("MET_pt")),))
+    assert planner.plan(m, histogram, "auto").tasks[0].mode == planner.Mode.PUSHDOWN
     with pytest.raises(ValueError, match="pushdown must be"):
         planner.plan(m, few, "sometimes")
+
+
+def test_needed_fraction_uses_column_bytes():
+    m = manifest_of([{"MET_pt": [1.0], "Muon_pt": [[1.0]]}])
+    for p in m.partitions:
+        p.stats["columns"]["MET_pt"]["bytes"] = 100
+        p.stats["columns"]["Muon_pt"]["bytes"] = 900
+    assert planner.needed_fraction(m, ir.Query(outputs=(("m", col("Muon_pt")),))) == 0.9
+    assert planner.needed_fraction(m, ir.Query(where=col("MET_pt") > 1)) == 0.1
+    # a big collection pulls the query to a plain read, a small scalar does not
+    assert planner.plan(m, ir.Query(outputs=(("m", col("Muon_pt")),), where=col("MET_pt") > 0),
+                        "auto").tasks[0].mode == planner.Mode.READ
+    assert planner.plan(m, ir.Query(outputs=(("m", col("MET_pt")),), where=col("MET_pt") > 0),
+                        "auto").tasks[0].mode == planner.Mode.PUSHDOWN
 
 
 # -- soundness: pruning never drops a partition that has a matching event ------------

@@ -279,7 +279,9 @@ def test_stats_against_numpy():
     assert x["nan_count"] == int(np.isnan(values).sum())
     assert (x["min_length"], x["max_length"]) == (counts.min(), counts.max())
     assert s["columns"]["s"] == {"min": int(scalar.min()), "max": int(scalar.max()),
-                                 "null_count": 0, "nan_count": 0}
+                                 "null_count": 0, "nan_count": 0, "bytes": scalar.nbytes}
+    # list bytes: offsets (4 per row + 1) and values, as Arrow counts them (to a few bytes)
+    assert abs(x["bytes"] - (offsets.nbytes + values.nbytes)) <= 8
     assert "min" not in s["columns"]["allnan"] and s["columns"]["allnan"]["nan_count"] == 500
     inf = stats.table_stats(pa.table({"f": [1.0, float("inf")]}))
     assert b"Infinity" in stats.to_json(inf)

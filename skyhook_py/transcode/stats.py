@@ -52,6 +52,8 @@ def column_stats(column: pa.ChunkedArray | pa.Array) -> dict:
             out["min"], out["max"] = lo, hi
     out["null_count"] = nulls
     out["nan_count"] = nan_count
+    # uncompressed Arrow bytes: the planner weighs pushdown against a plain read with it
+    out["bytes"] = column.nbytes
     return out
 
 
