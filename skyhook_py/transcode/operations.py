@@ -340,6 +340,16 @@ def _number_sources(sources: list[Source], event_base: int) -> list[Source]:
     return sources
 
 
+def _layout_of_new_version(old: Manifest, format, compression, partition_bytes, partition_events):
+    """Encoding and size target of a new version: what is asked, else what ``old`` has."""
+    encoding = encoder.check_encoding(format or old.encoding["format"],
+                                      compression if compression is not None else old.encoding["compression"])
+    if partition_bytes is None and partition_events is None:
+        partition_bytes = DEFAULT_PARTITION_BYTES
+    partitioner.check_targets(partition_bytes, partition_events)
+    return encoding, partition_bytes
+
+
 def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_events=None,
            partition_bytes=None, format=None, compression=None, workers=2, strict=False,
            progress=None, hdf5_mapping=None) -> Manifest:
@@ -348,11 +358,8 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     if on_duplicate not in ("skip", "error"):
         raise ValueError(f"on_duplicate must be 'skip' or 'error', not {on_duplicate!r}")
     old = mf.load_manifest(store, dataset)
-    encoding = encoder.check_encoding(format or old.encoding["format"],
-                                      compression if compression is not None else old.encoding["compression"])
-    if partition_bytes is None and partition_events is None:
-        partition_bytes = DEFAULT_PARTITION_BYTES
-    partitioner.check_targets(partition_bytes, partition_events)
+    encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
+                                                       partition_events)
     if tree is None and old.sources:
         tree = old.sources[0].tree
     known = {s.sha256: s.path for s in old.sources}
@@ -384,11 +391,8 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
     """Rewrite ``dataset`` into new partitions (size, format, compression) as a new version.
     The old version stays readable until the commit; ``gc`` then removes its partitions."""
     old = mf.load_manifest(store, dataset)
-    encoding = encoder.check_encoding(format or old.encoding["format"],
-                                      compression if compression is not None else old.encoding["compression"])
-    if partition_bytes is None and partition_events is None:
-        partition_bytes = DEFAULT_PARTITION_BYTES
-    partitioner.check_targets(partition_bytes, partition_events)
+    encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
+                                                       partition_events)
     by_source: dict[int, list[Partition]] = {}
     for p in old.partitions:
         by_source.setdefault(p.source, []).append(p)
