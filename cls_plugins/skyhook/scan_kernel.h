@@ -54,12 +54,25 @@ struct ScanStats {
 // A read-only RandomAccessFile over an object of known size, defined by one
 // positional read (cls_cxx_read in the OSD, pread locally).  It checks every
 // range against the size, allocates from the call's memory pool and counts
-// the bytes read (Figures.bytes_read).
+// the bytes read (Figures.bytes_read) and the positional reads issued.
+//
+// Prefetch reads a range now and serves later reads that fall inside it as
+// zero-copy slices, without another positional read: the IPC reader asks for
+// the needed buffers one by one, and in the OSD every positional read is a
+// trip into the object store, so the scan reads coalesced ranges up front
+// (scan_kernel.cc, IpcPartition).  Bytes are counted once, when read.
 class PositionalFile : public arrow::io::RandomAccessFile {
  public:
   explicit PositionalFile(int64_t size) : size_(size) {}
   int64_t bytes_read() const { return bytes_read_; }
+  int64_t read_calls() const { return read_calls_; }
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
+  // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
+  // later reads; `keep`: it survives ForgetPrefetched.
+  arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
+  // Drops the prefetched ranges not kept, or all (what Arrow still uses stays
+  // alive in its slices).  All, before the pool they came from goes away.
+  void ForgetPrefetched(bool all = false);
 
   arrow::Status Close() override { closed_ = true; return arrow::Status::OK(); }
   bool closed() const override { return closed_; }
@@ -91,9 +104,18 @@ class PositionalFile : public arrow::io::RandomAccessFile {
 
  private:
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
+  // The prefetched range holding all of [position, position + n), or null.
+  const arrow::Buffer* Held(int64_t position, int64_t n, int64_t* start) const;
+  struct Region {
+    int64_t start;
+    std::shared_ptr<arrow::Buffer> data;
+    bool keep;
+  };
+  std::vector<Region> held_;
   int64_t size_;
   int64_t position_ = 0;
   int64_t bytes_read_ = 0;
+  int64_t read_calls_ = 0;
   bool closed_ = false;
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
 };
