@@ -1149,6 +1149,7 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   // The cut runs on every row of the range (so that its errors and rows_matched do
   // not depend on the limit); outputs and aggregations only on the selected rows.
   int64_t remaining = plan.limit;  // -1: no limit
+  bool evaluated = false;          // have outputs and aggregations been evaluated on any rows?
   while (true) {
     ARROW_RETURN_NOT_OK(ctx.CheckDeadline());
     if (remaining == 0 && plan.filter < 0) {
@@ -1215,6 +1216,7 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
       }
     }
     ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, st, &ctx));
+    evaluated = true;
     std::vector<int64_t> identity(static_cast<size_t>(n_sel));
     for (int64_t e = 0; e < n_sel; ++e) identity[static_cast<size_t>(e)] = e;
 
@@ -1233,6 +1235,14 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
     for (size_t a = 0; a < aggs.size(); ++a)
       ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
                                           &aggs[a], &ctx));
+  }
+  if (!evaluated) {
+    // No rows selected (or none at all: an empty file has no batch): errors that
+    // depend only on types and literals are still raised (formats/README.md), so
+    // evaluate once over no rows and drop the values.
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader->schema, ctx.pool()));
+    EvalState none(plan.nodes.size());
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, &none, &ctx));
   }
   ARROW_RETURN_NOT_OK(writer->Close());
   ARROW_ASSIGN_OR_RAISE(auto ipc, sink->Finish());
