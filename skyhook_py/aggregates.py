@@ -42,6 +42,19 @@ class Histogram:
     def variances(self) -> np.ndarray:
         return self.sumw2[(slice(1, -1),) * len(self.edges)]
 
+    def render(self, width: int = 40) -> str:
+        """A short text picture: range, entries, under/overflow and, for 1-D, one bar a bin."""
+        lines = [f"{len(self.edges)}-D histogram, {self.count:,} entries, "
+                 f"sum of weights {float(self.sumw.sum()):,.6g}"]
+        if len(self.edges) != 1:
+            return lines[0] + f", shape {self.values.shape}"
+        e, v = self.edges[0], self.values
+        lines[0] += f", underflow {self.sumw[0]:,.6g}, overflow {self.sumw[-1]:,.6g}"
+        top = float(v.max()) if v.size and v.max() > 0 else 1.0
+        for lo, hi, x in zip(e[:-1], e[1:], v):
+            lines.append(f"  [{lo:>9.4g}, {hi:>9.4g})  {x:>12,.6g}  {'#' * int(round(width * x / top))}")
+        return "\n".join(lines)
+
     def to_numpy(self):
         """(values, edges...) like ``np.histogram``/``np.histogram2d`` return them."""
         return (self.values, *self.edges)

@@ -156,7 +156,8 @@ def _print_result(result, args):
     else:
         print(s.render())
     for name, value in (s.aggregates or {}).items():
-        print(f"  {name}: {value}")
+        shown = value.render() if hasattr(value, "render") else value
+        print(f"  {name}: {shown}")
     if args.output and result.table is not None:
         write_table(result.table, args.output)
         print(f"  wrote {result.table.num_rows:,} rows to {args.output}")
