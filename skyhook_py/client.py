@@ -19,9 +19,9 @@ import uuid
 import grpc
 import pyarrow as pa
 
-from . import errors, wire
+from . import errors, results, wire
 from ._grpc_stubs import pb, rpc
-from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from .results import Progress, QueryResult, ResultBatch, Summary
 
 
 def _error_kinds():
@@ -145,24 +145,14 @@ class Client:
     def run(self, dataset: str, columns=None, where=None, *, progress=False, **kwargs) -> QueryResult:
         """The whole answer: a QueryResult (table, or aggregates, and the Summary)."""
         bar = _ProgressBar() if progress else None
-        tables, failures, summary = [], [], None
         try:
-            for ev in self.stream(dataset, columns, where, **kwargs):
-                if isinstance(ev, ResultBatch):
-                    tables.append(ev.table)
-                elif isinstance(ev, PartitionFailure):
-                    failures.append(ev)
-                elif isinstance(ev, Progress) and bar:
-                    bar.update(ev)
-                elif isinstance(ev, Summary):
-                    summary = ev
+            return results.collect(self.stream(dataset, columns, where, **kwargs),
+                                   aggregated=bool(kwargs.get("aggregations")),
+                                   empty_table=lambda: pa.table({}),
+                                   on_progress=bar.update if bar else None)
         finally:
             if bar:
                 bar.close()
-        table = None
-        if not kwargs.get("aggregations"):
-            table = _concat(tables) if tables else pa.table({})
-        return QueryResult(table, summary, failures)
 
     def query(self, dataset: str, columns=None, where=None, **kwargs) -> pa.Table:
         """The selected events as a pyarrow Table."""
@@ -186,13 +176,6 @@ class Client:
         result = self.run(dataset, columns, where, **kwargs)
         pq.write_table(result.table, path)
         return result.summary
-
-
-def _concat(tables):
-    try:
-        return pa.concat_tables(tables, promote_options="permissive")
-    except pa.ArrowInvalid:
-        return pa.concat_tables([t.combine_chunks() for t in tables], promote_options="permissive")
 
 
 class _ProgressBar:

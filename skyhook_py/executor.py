@@ -67,7 +67,10 @@ class Executor:
         self.max_reply = max_reply
         self.retries = retries
         self.compression = compression
-        self._osd_cache: dict[str, tuple[float, int | None]] = {}
+        # object -> primary OSD, asked of the mon once per object (a round trip each):
+        # only scheduling fairness depends on it, so it is refreshed when a call to the
+        # object times out or loses its connection (the map has likely changed)
+        self._osd_cache: dict[str, int | None] = {}
         self._readers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="skyhook-read")
         self._requests = _LRU(256)   # encoded requests, by query and row range
 
@@ -76,13 +79,9 @@ class Executor:
 
     # -- placement, for per-OSD caps ---------------------------------------------
     def _osd(self, obj: str):
-        now = time.monotonic()
-        hit = self._osd_cache.get(obj)
-        if hit and now - hit[0] < 30:
-            return hit[1]
-        osd = self.store.osd_for(obj)
-        self._osd_cache[obj] = (now, osd)
-        return osd
+        if obj not in self._osd_cache:
+            self._osd_cache[obj] = self.store.osd_for(obj)
+        return self._osd_cache[obj]
 
     # -- running ------------------------------------------------------------------
     def run(self, manifest, plan, query, *, deadline: float | None = None,
@@ -217,6 +216,7 @@ class Executor:
         if err == E.EOPNOTSUPP:
             return "fallback"
         if err in RETRYABLE and attempts[pos] <= self.retries:
+            self._osd_cache.pop(task.object, None)
             time.sleep(min(0.05 * 2 ** attempts[pos], 1.0))
             return "retry"
         msg = CLASS_MESSAGES.get(err, os.strerror(err))

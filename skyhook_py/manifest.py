@@ -160,15 +160,15 @@ def load_manifest(store, dataset: str) -> Manifest:
     """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none."""
     obj = manifest_object(dataset)
     try:
-        # one read with slack past the size: a manifest replaced between the stat and
-        # the read is then still read whole (each read op is atomic)
-        slack = 1 << 20
+        # one read op (atomic, so never half of an old and half of a new manifest), no
+        # stat first: a read longer than the object returns the object; only a manifest
+        # that fills the buffer is read again with a larger one
+        length = 1 << 20
         while True:
-            size = store.size(obj)
-            data = store.read(obj, length=size + slack)
-            if len(data) < size + slack:
+            data = store.read(obj, length=length)
+            if len(data) < length:
                 break
-            slack *= 4
+            length *= 4
     except FileNotFoundError:
         raise UnknownDatasetError(dataset, list_datasets(store)) from None
     return Manifest.from_json(data, where=f"manifest of dataset {dataset!r}")

@@ -88,19 +88,15 @@ def needed_fraction(manifest, query: ir.Query) -> float:
     """The fraction of the dataset's bytes in the columns the query reads (by the
     statistics' per-column sizes; by column count where a partition has none)."""
     needed = query.columns()
-    sizes: dict[str, int] = {}
-    for p in manifest.partitions:
-        for name, s in ((p.stats or {}).get("columns") or {}).items():
-            if "bytes" not in s:
-                sizes = {}
-                break
-            sizes[name] = sizes.get(name, 0) + int(s["bytes"])
-        else:
-            continue
-        break
-    total = sum(sizes.values())
-    if total > 0:
-        return sum(v for k, v in sizes.items() if k in needed) / total
+    per_partition = [((p.stats or {}).get("columns") or {}) for p in manifest.partitions]
+    if per_partition and all(c and all("bytes" in s for s in c.values()) for c in per_partition):
+        sizes: dict[str, int] = {}
+        for cols in per_partition:
+            for name, s in cols.items():
+                sizes[name] = sizes.get(name, 0) + int(s["bytes"])
+        total = sum(sizes.values())
+        if total > 0:
+            return sum(v for k, v in sizes.items() if k in needed) / total
     return len(needed) / max(1, len(manifest.column_types()))
 
 

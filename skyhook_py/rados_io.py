@@ -195,7 +195,7 @@ class Store:
             except rados.ObjectExists as e:
                 raise FileExistsError(errno.EEXIST, f"{obj!r} exists already") from e
             except rados.Error as e:
-                if getattr(e, "errno", None) == errno.ECANCELED or "ECANCELED" in str(e) or "125" in str(e):
+                if abs(getattr(e, "errno", 0) or 0) == errno.ECANCELED:  # omap_cmp failed
                     raise InterruptedError(errno.ECANCELED, f"{obj!r} changed under us") from e
                 raise ClusterError(f"committing {obj!r}: {e}") from e
 

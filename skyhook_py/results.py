@@ -112,3 +112,34 @@ class QueryResult:
         import awkward as ak
 
         return ak.from_arrow(self.table)
+
+
+def concat_tables(tables: list) -> pa.Table:
+    """Concatenate result batches of several partitions (a column can be null-typed in
+    one partition and typed in another, hence the permissive promotion)."""
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowInvalid:
+        return pa.concat_tables([t.combine_chunks() for t in tables], promote_options="permissive")
+
+
+def collect(events, *, aggregated: bool, empty_table=None, on_progress=None) -> QueryResult:
+    """Assemble a stream of events (in-process or from gRPC) into a QueryResult, rows in
+    partition order.  ``empty_table()`` gives the zero-row answer; ``on_progress`` sees
+    every Progress event."""
+    batches, failures, summary = [], [], None
+    for ev in events:
+        if isinstance(ev, ResultBatch):
+            batches.append(ev.table)
+        elif isinstance(ev, PartitionFailure):
+            failures.append(ev)
+        elif isinstance(ev, Progress):
+            if on_progress is not None:
+                on_progress(ev)
+        elif isinstance(ev, Summary):
+            summary = ev
+    table = None
+    if not aggregated:
+        table = concat_tables(batches) if batches else (empty_table() if empty_table else None)
+    return QueryResult(table, summary, failures)
+

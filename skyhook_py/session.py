@@ -15,7 +15,7 @@ import time
 import pyarrow as pa
 
 from . import aggregates as agg
-from . import ir, planner
+from . import ir, planner, results
 from .errors import QueryError, SkyhookError
 from .executor import Executor
 from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
@@ -188,18 +188,8 @@ def partition_error(ev: PartitionFailure) -> SkyhookError:
 
 def collect(events, query: ir.Query, manifest=None) -> QueryResult:
     """Assemble a stream of events into a QueryResult (rows in dataset order)."""
-    batches, failures, summary = [], [], None
-    for ev in events:
-        if isinstance(ev, ResultBatch):
-            batches.append(ev.table)
-        elif isinstance(ev, PartitionFailure):
-            failures.append(ev)
-        elif isinstance(ev, Summary):
-            summary = ev
-    table = None
-    if not query.aggregations:
-        table = _concat(batches) if batches else empty_result(manifest, query)
-    return QueryResult(table, summary, failures)
+    return results.collect(events, aggregated=bool(query.aggregations),
+                           empty_table=lambda: empty_result(manifest, query))
 
 
 def empty_result(manifest, query: ir.Query) -> pa.Table | None:
@@ -210,14 +200,6 @@ def empty_result(manifest, query: ir.Query) -> pa.Table | None:
         return None
     empty = manifest.schema.empty_table()
     return reference.scan_table(empty, query.outputs, None).table
-
-
-def _concat(batches):
-    try:
-        return pa.concat_tables(batches, promote_options="permissive")
-    except pa.ArrowInvalid:
-        # a column can be null-typed in one partition and typed in another
-        return pa.concat_tables([b.combine_chunks() for b in batches], promote_options="permissive")
 
 
 def make_query(schema, columns=None, where=None, expressions=None, event_range=None,
