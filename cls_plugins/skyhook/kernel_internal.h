@@ -1,6 +1,7 @@
 // Internal pieces of the scan kernel shared by its translation units:
 // the decoded request (Plan), value types, the evaluator's Value and the
-// per-call context (memory pool with a cap, CPU deadline).
+// per-call context (memory pool with a cap, CPU deadline).  The operators
+// themselves are op_table.h.
 //
 // Nothing here is visible outside libcls_skyhook.so / skyhook_scan_local.
 #pragma once
@@ -16,6 +17,7 @@
 #include <arrow/result.h>
 #include <arrow/status.h>
 
+#include "op_table.h"
 #include "scan_kernel.h"
 
 namespace skyhook {
@@ -30,17 +32,6 @@ inline bool IsSigned(VType t) { return t >= VType::I8 && t <= VType::I64; }
 inline bool IsUnsigned(VType t) { return t >= VType::U8 && t <= VType::U64; }
 inline bool IsInteger(VType t) { return IsSigned(t) || IsUnsigned(t); }
 int VTypeBytes(VType t);
-
-// IR operations: the numbers of `enum Op` in formats/skyhook_scan.fbs.
-enum class Op : uint8_t {
-  Column = 0, Literal = 1, Add = 2, Sub = 3, Mul = 4, Div = 5, FloorDiv = 6, Mod = 7, Pow = 8,
-  Neg = 9, Eq = 10, Ne = 11, Lt = 12, Le = 13, Gt = 14, Ge = 15, And = 16, Or = 17, Not = 18,
-  Abs = 19, Sqrt = 20, Exp = 21, Log = 22, Sin = 23, Cos = 24, Tan = 25, Sinh = 26, Cosh = 27,
-  Arctan2 = 28, Hypot = 29, Where = 30, Mask = 31, Count = 32, CountNonzero = 33, Sum = 34,
-  Min = 35, Max = 36, Mean = 37, Any = 38, All = 39, First = 40, Last = 41, Index = 42,
-};
-constexpr int kMaxOp = 42;
-const char* OpName(Op op);
 
 // The static type of a node: element type, collection or not, and whether it
 // is a weak (literal-only) value in the sense of NumPy's NEP 50.
@@ -95,7 +86,13 @@ struct Plan {
   std::vector<bool> needed;        // nodes reachable from filter, outputs, aggregations
 };
 
+// request.cc: the flatbuffers Verifier, the version, structure and limits.
 arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limits, Plan* plan);
+
+// errno_status.cc: a failure of the Arrow/Parquet readers on the stored bytes
+// becomes EBADMSG (a corrupt partition), unless it already carries an errno
+// (a failed cls_cxx_read) or is out of memory.
+arrow::Status AsBadMessage(const arrow::Status& st, const std::string& what);
 
 // Per-call state: the capped memory pool and the CPU deadline.
 class CallContext {
@@ -139,7 +136,8 @@ struct Value {
 arrow::Result<Value> EvaluateNode(const Plan& plan, uint32_t index, const std::vector<Value>& values,
                                   int64_t n_events, CallContext* ctx);
 
-// Static typing (the NumPy 2 rules of formats/README.md); columns' types must be set.
+// Static typing (typecheck.cc: the NumPy 2 rules of formats/README.md); columns'
+// types must be set.
 arrow::Status TypeCheck(Plan* plan, const Limits& limits);
 
 // Buffers from the capped pool.

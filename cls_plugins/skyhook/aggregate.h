@@ -1,0 +1,40 @@
+// Aggregation: partial results of count, sum, min, max, mean and 1-D/2-D
+// histograms over the selected events, merged by the coordinator
+// (formats/README.md "Aggregations").  Integers are summed exactly (wrapping
+// int64), NaN and null values are skipped, histograms have under- and
+// overflow bins.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "kernel_internal.h"
+#include "skyhook_scan_generated.h"
+
+namespace skyhook {
+
+struct AggState {
+  int64_t count = 0;
+  bool is_integer = false;
+  uint64_t isum = 0;  // wrapping int64 sum
+  int64_t imin = INT64_MAX, imax = INT64_MIN;
+  double fsum = 0, fmin = INFINITY, fmax = -INFINITY;
+  std::vector<double> sumw, sumw2;
+};
+
+// One state per aggregation of the plan, histogram bins allocated.
+std::vector<AggState> NewAggregates(const Plan& plan);
+
+// Adds the events `sel` (rows of `values`) to one aggregation.
+arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vector<Value>& values,
+                              const std::vector<int64_t>& sel, int64_t n_events, AggState* st,
+                              CallContext* ctx);
+
+// The reply's AggregateResult vector.
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::AggregateResult>>> EncodeAggregates(
+    flatbuffers::FlatBufferBuilder& fbb, const Plan& plan, const std::vector<AggState>& aggs);
+
+}  // namespace skyhook

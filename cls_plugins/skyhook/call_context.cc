@@ -1,0 +1,33 @@
+// Per-call state: the memory pool capped at the call's budget and the CPU
+// deadline checked between batches and nodes (-ETIME once exceeded).
+
+#include <time.h>
+
+#include <cerrno>
+
+#include "kernel_internal.h"
+
+namespace skyhook {
+
+int64_t ThreadCpuNs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+CallContext::CallContext(int64_t memory_cap, int64_t cpu_budget_ns)
+    : proxy_(arrow::system_memory_pool()),
+      capped_(&proxy_, memory_cap),
+      start_ns_(ThreadCpuNs()),
+      budget_ns_(cpu_budget_ns) {}
+
+int64_t CallContext::CpuNs() const { return ThreadCpuNs() - start_ns_; }
+
+arrow::Status CallContext::CheckDeadline() const {
+  if (CpuNs() > budget_ns_)
+    return ErrnoStatus(ETIME, "CPU time budget of " + std::to_string(budget_ns_ / 1000000) +
+                                      " ms exceeded");
+  return arrow::Status::OK();
+}
+
+}  // namespace skyhook

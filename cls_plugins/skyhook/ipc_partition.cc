@@ -1,0 +1,256 @@
+// The Arrow IPC partition reader, with read coalescing (see ipc_layout below).
+
+#include <algorithm>
+#include <cstring>
+
+#include <arrow/io/interfaces.h>
+#include <arrow/ipc/reader.h>
+#include <flatbuffers/flatbuffers.h>
+
+#include "partition.h"
+
+namespace skyhook {
+
+namespace {
+
+// needed buffers of a batch one ReadAt at a time; each is a cls_cxx_read in the
+// OSD.  So the scan reads the footer's block list and the batch's message
+// itself (the raw flatbuffers of Arrow's File.fbs/Message.fbs, verified), and
+// prefetches the needed buffers in ranges merged across gaps of at most
+// kCoalesceGap bytes; Arrow's reads are then served from memory.  This is only
+// a plan: on anything unexpected (a type it does not know, dictionaries, a
+// failed check) it prefetches nothing and Arrow reads, and validates, as before.
+namespace ipc_layout {
+
+constexpr int64_t kCoalesceGap = 64 * 1024;  // gap bytes read to save a positional read
+
+struct Block {  // File.fbs struct Block
+  int64_t offset;
+  int32_t meta_length;
+  int32_t pad;
+  int64_t body_length;
+};
+struct BufferSpec {  // Schema.fbs struct Buffer
+  int64_t offset;
+  int64_t length;
+};
+static_assert(sizeof(Block) == 24 && sizeof(BufferSpec) == 16, "IPC struct layouts");
+
+// Field ids of the tables read (vtable offsets: 4 + 2 * id).
+constexpr flatbuffers::voffset_t kFooterDictionaries = 8, kFooterRecordBatches = 10;
+constexpr flatbuffers::voffset_t kMessageHeaderType = 6, kMessageHeader = 8;
+constexpr flatbuffers::voffset_t kRecordBatchBuffers = 8;
+constexpr uint8_t kHeaderRecordBatch = 3;
+
+// Buffers of one field and its children in IPC order; -1 for a type this plan does not know.
+int BufferCount(const arrow::DataType& t) {
+  int own;
+  switch (t.id()) {
+    case arrow::Type::NA: own = 0; break;
+    case arrow::Type::STRING: case arrow::Type::BINARY:
+    case arrow::Type::LARGE_STRING: case arrow::Type::LARGE_BINARY: own = 3; break;
+    case arrow::Type::LIST: case arrow::Type::LARGE_LIST: case arrow::Type::MAP: own = 2; break;
+    case arrow::Type::FIXED_SIZE_LIST: case arrow::Type::STRUCT: own = 1; break;
+    default:
+      if (!arrow::is_fixed_width(t.id()) || t.id() == arrow::Type::DICTIONARY ||
+          t.id() == arrow::Type::EXTENSION)
+        return -1;
+      own = 2;
+  }
+  for (const auto& child : t.fields()) {
+    int c = BufferCount(*child->type());
+    if (c < 0) return -1;
+    own += c;
+  }
+  return own;
+}
+
+// The root table of a flatbuffer, checked by `v`, or null.
+const flatbuffers::Table* RootTable(flatbuffers::Verifier& v, const uint8_t* data) {
+  flatbuffers::uoffset_t root = v.VerifyOffset(0);
+  if (root == 0) return nullptr;
+  auto* t = reinterpret_cast<const flatbuffers::Table*>(data + root);
+  return t->VerifyTableStart(v) ? t : nullptr;
+}
+
+// The record batch blocks of the footer, or empty.
+std::vector<Block> FooterBlocks(const arrow::Buffer& footer) {
+  flatbuffers::Verifier v(footer.data(), static_cast<size_t>(footer.size()));
+  auto* t = footer.size() < 8 ? nullptr : RootTable(v, footer.data());
+  if (!t) return {};
+  using Blocks = flatbuffers::Vector<const Block*>;
+  if (!t->VerifyOffset(v, kFooterDictionaries) || !t->VerifyOffset(v, kFooterRecordBatches)) return {};
+  auto* dicts = t->GetPointer<const Blocks*>(kFooterDictionaries);
+  auto* batches = t->GetPointer<const Blocks*>(kFooterRecordBatches);
+  if (!v.VerifyVector(dicts) || !v.VerifyVector(batches) || !batches) return {};
+  if (dicts && dicts->size() > 0) return {};  // dictionary batches: leave it to Arrow
+  std::vector<Block> out;
+  for (const Block* b : *batches) out.push_back(*b);
+  return out;
+}
+
+// The body buffers listed by a record batch message (prefix + flatbuffer), or false.
+bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out) {
+  int64_t at = 4;
+  if (meta.size() < 8) return false;
+  int32_t len;
+  std::memcpy(&len, meta.data(), 4);
+  if (len == -1) {  // continuation marker, then the length
+    std::memcpy(&len, meta.data() + 4, 4);
+    at = 8;
+  }
+  if (len <= 0 || at + len > meta.size()) return false;
+  const uint8_t* fb = meta.data() + at;
+  flatbuffers::Verifier v(fb, static_cast<size_t>(len));
+  auto* m = RootTable(v, fb);
+  if (!m || !m->VerifyField<uint8_t>(v, kMessageHeaderType, 1) || !m->VerifyOffset(v, kMessageHeader) ||
+      m->GetField<uint8_t>(kMessageHeaderType, 0) != kHeaderRecordBatch)
+    return false;
+  auto* rb = m->GetPointer<const flatbuffers::Table*>(kMessageHeader);
+  if (!rb || !rb->VerifyTableStart(v) || !rb->VerifyOffset(v, kRecordBatchBuffers)) return false;
+  auto* bufs = rb->GetPointer<const flatbuffers::Vector<const BufferSpec*>*>(kRecordBatchBuffers);
+  if (!bufs || !v.VerifyVector(bufs)) return false;
+  for (const BufferSpec* b : *bufs) out->push_back(*b);
+  return true;
+}
+
+}  // namespace ipc_layout
+
+class IpcPartition : public PartitionReader {
+ public:
+  IpcPartition(std::shared_ptr<PositionalFile> file, CallContext* ctx)
+      : file_(std::move(file)), ctx_(ctx) {}
+
+  arrow::Status Open() {
+    ARROW_RETURN_NOT_OK(ReadFooter());
+    auto opts = Options();
+    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
+    schema = (*r)->schema();
+    // The first buffer of each top-level field, in IPC order (empty: no plans).
+    int first = 0;
+    for (const auto& f : schema->fields()) {
+      int n = ipc_layout::BufferCount(*f->type());
+      if (n < 0) { field_buffers_.clear(); break; }
+      field_buffers_.emplace_back(first, n);
+      first += n;
+    }
+    return arrow::Status::OK();
+  }
+
+  arrow::Status Select(const std::vector<int>& fields, int64_t start, int64_t stop) override {
+    auto opts = Options();
+    opts.included_fields = fields;
+    if (fields.empty()) opts.included_fields = {0};  // Arrow reads all for an empty list
+    fields_ = opts.included_fields;
+    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
+    reader_ = *r;
+    start_ = start;
+    stop_ = stop;
+    return arrow::Status::OK();
+  }
+
+  arrow::Result<int64_t> TotalRows() override {
+    auto r = reader_->CountRows();  // reads each batch's metadata only
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch metadata"));
+    return *r;
+  }
+
+  arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) override {
+    // Batches are read one by one (their row counts are in their own metadata).
+    while (next_ < reader_->num_record_batches()) {
+      if (stop_ >= 0 && row_ >= stop_) return nullptr;
+      ARROW_RETURN_NOT_OK(PrefetchBatch(next_));
+      auto r = reader_->ReadRecordBatch(next_++);
+      ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch " + std::to_string(next_ - 1)));
+      auto batch = *r;
+      *first_row = row_;
+      row_ += batch->num_rows();
+      if (row_ <= start_) continue;
+      return batch;
+    }
+    return nullptr;
+  }
+
+ private:
+  arrow::ipc::IpcReadOptions Options() {
+    auto opts = arrow::ipc::IpcReadOptions::Defaults();
+    opts.memory_pool = ctx_->pool();
+    opts.use_threads = false;  // never spawn work in the OSD's other threads
+    return opts;
+  }
+  // Keeps the trailer and footer (both Arrow opens read them) and notes the
+  // batch blocks.  Short or odd files are left to Arrow's own checks.
+  arrow::Status ReadFooter() {
+    ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
+    if (size < 6 + 8 + 10) return arrow::Status::OK();
+    uint8_t trailer[10];
+    ARROW_RETURN_NOT_OK(file_->ReadAt(size - 10, 10, false, trailer).status());
+    int32_t footer_len;
+    std::memcpy(&footer_len, trailer, 4);
+    if (std::memcmp(trailer + 4, "ARROW1", 6) != 0 || footer_len <= 0 || footer_len > size - 10 - 8)
+      return arrow::Status::OK();
+    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
+    blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, 0, footer_len));
+    return arrow::Status::OK();
+  }
+
+  // Reads the needed buffers of batch i in coalesced ranges (see ipc_layout).
+  arrow::Status PrefetchBatch(int i) {
+    file_->ForgetPrefetched();
+    if (i >= static_cast<int>(blocks_.size()) || field_buffers_.empty()) return arrow::Status::OK();
+    const ipc_layout::Block& b = blocks_[static_cast<size_t>(i)];
+    ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
+    if (b.offset < 8 || b.meta_length < 8 || b.body_length < 0 || b.offset > size ||
+        b.meta_length > size - b.offset || b.body_length > size - b.offset - b.meta_length)
+      return arrow::Status::OK();
+    ARROW_ASSIGN_OR_RAISE(auto meta, file_->Prefetch(b.offset, b.meta_length, false));
+    std::vector<ipc_layout::BufferSpec> buffers;
+    if (!ipc_layout::MessageBuffers(*meta, &buffers)) return arrow::Status::OK();
+    const int64_t body = b.offset + b.meta_length;
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // [start, end) in the object
+    for (int f : fields_) {
+      if (f < 0 || f >= static_cast<int>(field_buffers_.size())) return arrow::Status::OK();
+      auto [first, count] = field_buffers_[static_cast<size_t>(f)];
+      for (int k = first; k < first + count; ++k) {
+        if (k >= static_cast<int>(buffers.size())) return arrow::Status::OK();
+        const ipc_layout::BufferSpec& s = buffers[static_cast<size_t>(k)];
+        if (s.length == 0) continue;
+        if (s.offset < 0 || s.length < 0 || s.offset > b.body_length || s.length > b.body_length - s.offset)
+          return arrow::Status::OK();
+        ranges.emplace_back(body + s.offset, body + s.offset + s.length);
+      }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    for (size_t g = 0; g < ranges.size();) {
+      int64_t start = ranges[g].first, end = ranges[g].second;
+      size_t h = g + 1;
+      for (; h < ranges.size() && ranges[h].first - end <= ipc_layout::kCoalesceGap; ++h)
+        end = std::max(end, ranges[h].second);
+      ARROW_RETURN_NOT_OK(file_->Prefetch(start, end - start, false).status());
+      g = h;
+    }
+    return arrow::Status::OK();
+  }
+
+  std::shared_ptr<PositionalFile> file_;
+  CallContext* ctx_;
+  std::shared_ptr<arrow::ipc::RecordBatchFileReader> reader_;
+  std::vector<ipc_layout::Block> blocks_;            // from the footer; empty: no plans
+  std::vector<std::pair<int, int>> field_buffers_;   // per top-level field: first buffer, count
+  std::vector<int> fields_;                          // the included fields
+  int next_ = 0;
+  int64_t row_ = 0, start_ = 0, stop_ = -1;
+};
+
+}  // namespace
+
+arrow::Result<std::unique_ptr<PartitionReader>> OpenIpcPartition(std::shared_ptr<PositionalFile> file,
+                                                                 CallContext* ctx) {
+  auto r = std::make_unique<IpcPartition>(std::move(file), ctx);
+  ARROW_RETURN_NOT_OK(r->Open());
+  return std::unique_ptr<PartitionReader>(std::move(r));
+}
+
+}  // namespace skyhook

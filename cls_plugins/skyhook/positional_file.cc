@@ -1,0 +1,120 @@
+// Positional reads: the read-only RandomAccessFile over one object
+// (scan_kernel.h PositionalFile).  Every range is checked against the object's
+// size (EBADMSG past the end), buffers come from the call's pool, and
+// prefetched ranges serve later reads as zero-copy slices (the IPC partition's
+// read coalescing).  The one real read, DoReadAt, is cls_cxx_read in the OSD
+// (cls_skyhook.cc) and pread locally (scan_local.cc).
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "kernel_internal.h"
+
+namespace skyhook {
+
+arrow::Result<int64_t> PositionalFile::Clamp(int64_t position, int64_t nbytes,
+                                             bool allow_short_read) const {
+  if (closed_) return arrow::Status::IOError("read from a closed object");
+  if (position < 0 || nbytes < 0 || position > size_)
+    return ErrnoStatus(EBADMSG, "read of " + std::to_string(nbytes) + " bytes at " +
+                                    std::to_string(position) + " outside the object of " +
+                                    std::to_string(size_) + " bytes");
+  int64_t n = std::min(nbytes, size_ - position);
+  if (n < nbytes && !allow_short_read)
+    return ErrnoStatus(EBADMSG, "object truncated: " + std::to_string(nbytes) + " bytes at " +
+                                    std::to_string(position) + " past its end (" +
+                                    std::to_string(size_) + " bytes)");
+  return n;
+}
+
+arrow::Status PositionalFile::Seek(int64_t position) {
+  if (position < 0 || position > size_) return ErrnoStatus(EBADMSG, "seek outside the object");
+  position_ = position;
+  return arrow::Status::OK();
+}
+
+const arrow::Buffer* PositionalFile::Held(int64_t position, int64_t n, int64_t* start) const {
+  for (const Region& r : held_)
+    if (position >= r.start && position + n <= r.start + r.data->size()) {
+      *start = r.start;
+      return r.data.get();
+    }
+  return nullptr;
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::Prefetch(int64_t position,
+                                                                       int64_t nbytes, bool keep) {
+  ARROW_ASSIGN_OR_RAISE(auto buf, ReadAt(position, nbytes, /*allow_short_read=*/false));
+  held_.push_back({position, buf, keep});
+  return buf;
+}
+
+void PositionalFile::ForgetPrefetched(bool all) {
+  held_.erase(std::remove_if(held_.begin(), held_.end(),
+                             [all](const Region& r) { return all || !r.keep; }),
+              held_.end());
+}
+
+arrow::Result<int64_t> PositionalFile::ReadAt(int64_t position, int64_t nbytes,
+                                              bool allow_short_read, void* out) {
+  ARROW_ASSIGN_OR_RAISE(int64_t n, Clamp(position, nbytes, allow_short_read));
+  int64_t start = 0;
+  if (const arrow::Buffer* h = n > 0 ? Held(position, n, &start) : nullptr) {
+    std::memcpy(out, h->data() + (position - start), static_cast<size_t>(n));
+    return n;
+  }
+  if (n > 0) {
+    ARROW_RETURN_NOT_OK(DoReadAt(position, n, static_cast<uint8_t*>(out)));
+    ++read_calls_;
+  }
+  bytes_read_ += n;
+  return n;
+}
+
+arrow::Result<int64_t> PositionalFile::ReadAt(int64_t position, int64_t nbytes, void* out) {
+  return ReadAt(position, nbytes, true, out);
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t position,
+                                                                     int64_t nbytes,
+                                                                     bool allow_short_read) {
+  ARROW_ASSIGN_OR_RAISE(int64_t n, Clamp(position, nbytes, allow_short_read));
+  for (const Region& r : held_)  // a zero-copy slice of a prefetched range
+    if (n > 0 && position >= r.start && position + n <= r.start + r.data->size())
+      return arrow::SliceBuffer(r.data, position - r.start, n);
+  ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateResizableBuffer(n, pool_));
+  ARROW_ASSIGN_OR_RAISE(int64_t got, ReadAt(position, n, allow_short_read, buf->mutable_data()));
+  ARROW_RETURN_NOT_OK(buf->Resize(got, false));
+  return std::shared_ptr<arrow::Buffer>(std::move(buf));
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t position,
+                                                                     int64_t nbytes) {
+  return ReadAt(position, nbytes, true);
+}
+
+arrow::Future<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAsync(
+    const arrow::io::IOContext&, int64_t position, int64_t nbytes, bool allow_short_read) {
+  return arrow::Future<std::shared_ptr<arrow::Buffer>>::MakeFinished(
+      ReadAt(position, nbytes, allow_short_read));
+}
+
+arrow::Future<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAsync(
+    const arrow::io::IOContext& ctx, int64_t position, int64_t nbytes) {
+  return ReadAsync(ctx, position, nbytes, true);
+}
+
+arrow::Result<int64_t> PositionalFile::Read(int64_t nbytes, void* out) {
+  ARROW_ASSIGN_OR_RAISE(int64_t n, ReadAt(position_, nbytes, true, out));
+  position_ += n;
+  return n;
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::Read(int64_t nbytes) {
+  ARROW_ASSIGN_OR_RAISE(auto buf, ReadAt(position_, nbytes, true));
+  position_ += buf->size();
+  return buf;
+}
+
+}  // namespace skyhook

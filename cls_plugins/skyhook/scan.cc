@@ -1,0 +1,369 @@
+// The scan: one `scan` call from request bytes to ScanReply bytes, in phases.
+//
+//   DecodeRequest (request.cc)  -> CheckObjectSize -> CallContext (memory cap,
+//   CPU deadline) -> OpenPartition (IPC or Parquet by magic) -> ResolveColumns
+//   + TypeCheck -> ReplyWriter (output schema, IPC stream) -> ScanBatches
+//   (per batch: cut to the row range, FilterRows, limit, PickRows, evaluate,
+//   WriteOutputs, aggregations) -> EncodeReply.
+//
+// Order of work, so that a bad request costs nothing: the request is checked
+// whole before the object's size, its footer/schema before any buffer, and
+// only then the buffers of the referenced columns, batch by batch.  Each
+// record batch is ValidateFull'ed before use.  RunScan is the catch-all.
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <new>
+
+#include <arrow/builder.h>
+#include <arrow/compute/api_vector.h>
+#include <arrow/compute/exec.h>
+#include <arrow/compute/initialize.h>
+#include <arrow/io/memory.h>
+#include <arrow/ipc/writer.h>
+#include <arrow/record_batch.h>
+#include <arrow/util/compression.h>
+#include <flatbuffers/flatbuffers.h>
+
+#include "aggregate.h"
+#include "columns.h"
+#include "partition.h"
+#include "skyhook_scan_generated.h"
+
+namespace skyhook {
+
+arrow::Status InitializeKernel() { return arrow::compute::Initialize(); }
+
+namespace {
+
+struct EvalState {
+  explicit EvalState(size_t n) : values(n), done(n, false) {}
+  std::vector<Value> values;
+  std::vector<bool> done;
+};
+
+// Evaluates the nodes marked in `which` (and not done yet) over the rows of `batch`.
+arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
+                            const std::vector<bool>& which, EvalState* st, CallContext* ctx) {
+  for (size_t i = 0; i < plan.nodes.size(); ++i) {
+    if (!which[i] || st->done[i]) continue;
+    const Node& n = plan.nodes[i];
+    if (n.op == Op::Column) {
+      const ColumnRef& c = plan.columns[n.column];
+      auto arr = batch.GetColumnByName(c.name);
+      if (!arr) return ErrnoStatus(EBADMSG, "column '" + c.name + "' missing from a batch");
+      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(*arr, c, ctx));
+    } else {
+      ARROW_RETURN_NOT_OK(ctx->CheckDeadline());
+      ARROW_ASSIGN_OR_RAISE(st->values[i], EvaluateNode(plan, static_cast<uint32_t>(i), st->values,
+                                                        batch.num_rows(), ctx));
+    }
+    st->done[i] = true;
+  }
+  return arrow::Status::OK();
+}
+
+arrow::Status CheckObjectSize(int64_t object_size, const Limits& limits) {
+  if (object_size > limits.max_object_bytes)
+    return ErrnoStatus(EFBIG, "object of " + std::to_string(object_size) + " bytes, more than " +
+                                  std::to_string(limits.max_object_bytes));
+  return arrow::Status::OK();
+}
+
+// Which format: Arrow IPC files start with ARROW1, Parquet files with PAR1.
+arrow::Result<std::unique_ptr<PartitionReader>> OpenPartition(
+    const std::shared_ptr<PositionalFile>& object, int64_t object_size, CallContext* ctx) {
+  uint8_t magic[6] = {0};
+  if (object_size < 12) return ErrnoStatus(EBADMSG, "object of " + std::to_string(object_size) +
+                                                        " bytes is neither Arrow IPC nor Parquet");
+  ARROW_RETURN_NOT_OK(object->ReadAt(0, 6, false, magic).status());
+  if (std::memcmp(magic, "ARROW1", 6) == 0) return OpenIpcPartition(object, ctx);
+  if (std::memcmp(magic, "PAR1", 4) == 0) return OpenParquetPartition(object, ctx);
+  return ErrnoStatus(EBADMSG, "object is neither an Arrow IPC file nor a Parquet file");
+}
+
+// Resolves the plan's columns against the schema (ESRCH for an unknown one,
+// with similar names); returns their field indices, sorted.
+arrow::Result<std::vector<int>> ResolveColumns(const arrow::Schema& schema, Plan* plan) {
+  std::vector<int> fields;
+  for (ColumnRef& c : plan->columns) {
+    for (int i = 0; i < schema.num_fields(); ++i)
+      if (schema.field(i)->name() == c.name) { c.field_index = i; break; }
+    if (c.field_index < 0) {
+      std::string close;
+      for (const auto& f : schema.fields())
+        if (f->name().find(c.name.substr(0, std::min<size_t>(c.name.size(), 4))) != std::string::npos &&
+            close.size() < 200)
+          close += (close.empty() ? "" : ", ") + f->name();
+      return ErrnoStatus(ESRCH, "unknown column '" + c.name + "'" +
+                                    (close.empty() ? "" : "; similar: " + close));
+    }
+    ARROW_ASSIGN_OR_RAISE(c.t, ColumnTypeOf(*schema.field(c.field_index)));
+    fields.push_back(c.field_index);
+  }
+  std::sort(fields.begin(), fields.end());
+  return fields;
+}
+
+// The reply's schema; nullability as the reference evaluator declares it
+// (skyhook_py's may_be_null), from each operator's Nulls rule.
+std::shared_ptr<arrow::Schema> OutputSchema(const Plan& plan) {
+  std::vector<bool> may_be_null(plan.nodes.size(), false);
+  for (size_t i = 0; i < plan.nodes.size(); ++i) {
+    switch (InfoOf(plan.nodes[i].op).nulls) {
+      case Nulls::Maybe: may_be_null[i] = true; break;
+      case Nulls::Never: break;
+      case Nulls::Propagate:
+        for (uint32_t a : plan.nodes[i].args) may_be_null[i] = may_be_null[i] || may_be_null[a];
+        break;
+    }
+  }
+  arrow::FieldVector out_fields;
+  for (auto& [name, node] : plan.outputs) {
+    const NodeType& t = plan.nodes[node].t;
+    const bool nullable = may_be_null[node];
+    if (t.is_list)
+      out_fields.push_back(arrow::field(name, arrow::list(arrow::field("item", ArrowTypeOf(t.type), nullable)), false));
+    else
+      out_fields.push_back(arrow::field(name, ArrowTypeOf(t.type), nullable));
+  }
+  return arrow::schema(out_fields);
+}
+
+// The Arrow IPC stream of the reply, in the call's pool, compressed as asked.
+struct ReplyWriter {
+  std::shared_ptr<arrow::Schema> schema;
+  std::shared_ptr<arrow::io::BufferOutputStream> sink;
+  std::shared_ptr<arrow::ipc::RecordBatchWriter> writer;
+};
+
+arrow::Result<ReplyWriter> MakeReplyWriter(const Plan& plan, CallContext* ctx) {
+  ReplyWriter w;
+  w.schema = OutputSchema(plan);
+  ARROW_ASSIGN_OR_RAISE(w.sink, arrow::io::BufferOutputStream::Create(4096, ctx->pool()));
+  auto wopts = arrow::ipc::IpcWriteOptions::Defaults();
+  wopts.memory_pool = ctx->pool();
+  wopts.use_threads = false;
+  if (plan.compression != 0) {
+    ARROW_ASSIGN_OR_RAISE(auto codec, arrow::util::Codec::Create(
+                                          plan.compression == 1 ? arrow::Compression::LZ4_FRAME
+                                                                : arrow::Compression::ZSTD));
+    wopts.codec = std::move(codec);
+  }
+  ARROW_ASSIGN_OR_RAISE(w.writer, arrow::ipc::MakeStreamWriter(w.sink, w.schema, wopts));
+  return w;
+}
+
+// Nodes needed for the filter alone: evaluated first, the rest only when rows pass.
+std::vector<bool> FilterNodes(const Plan& plan) {
+  std::vector<bool> for_filter(plan.nodes.size(), false);
+  if (plan.filter >= 0) {
+    for_filter[plan.filter] = true;
+    for (size_t i = plan.nodes.size(); i-- > 0;)
+      if (for_filter[i])
+        for (uint32_t a : plan.nodes[i].args) for_filter[a] = true;
+  }
+  return for_filter;
+}
+
+// The rows of `batch` that pass the cut (a null cut drops the event).
+arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::RecordBatch& batch,
+                                               const std::vector<bool>& for_filter, EvalState* all,
+                                               CallContext* ctx) {
+  std::vector<int64_t> sel;
+  if (plan.filter >= 0) {
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, all, ctx));
+    const Value& f = all->values[plan.filter];
+    for (int64_t e = 0; e < batch.num_rows(); ++e) {
+      bool keep = f.scalar ? f.ival != 0
+                           : f.values<uint8_t>()[e] && (!f.valid || f.valid->data()[e]);
+      if (keep) sel.push_back(e);
+    }
+  } else {
+    for (int64_t e = 0; e < batch.num_rows(); ++e) sel.push_back(e);
+  }
+  return sel;
+}
+
+// The selected rows as their own batch (a slice when contiguous, else a Take).
+arrow::Result<std::shared_ptr<arrow::RecordBatch>> PickRows(
+    const std::shared_ptr<arrow::RecordBatch>& batch, const std::vector<int64_t>& sel,
+    CallContext* ctx) {
+  const int64_t n_sel = static_cast<int64_t>(sel.size());
+  if (sel.back() - sel.front() + 1 == n_sel) return batch->Slice(sel.front(), n_sel);
+  if (batch->num_columns() == 0)
+    return arrow::RecordBatch::Make(batch->schema(), n_sel, arrow::ArrayVector{});
+  arrow::Int64Builder idx(ctx->pool());
+  ARROW_RETURN_NOT_OK(idx.AppendValues(sel));
+  ARROW_ASSIGN_OR_RAISE(auto indices, idx.Finish());
+  arrow::compute::ExecContext exec(ctx->pool());
+  ARROW_ASSIGN_OR_RAISE(arrow::Datum taken,
+                        arrow::compute::Take(batch, indices,
+                                             arrow::compute::TakeOptions::NoBoundsCheck(), &exec));
+  return taken.record_batch();
+}
+
+// The outputs of `n_sel` evaluated rows as one record batch of the reply; EMSGSIZE past the cap.
+arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
+                           const std::vector<int64_t>& identity, ReplyWriter* w, CallContext* ctx) {
+  if (plan.outputs.empty()) return arrow::Status::OK();
+  arrow::ArrayVector cols;
+  for (size_t o = 0; o < plan.outputs.size(); ++o) {
+    ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st.values[plan.outputs[o].second], identity,
+                                            w->schema->field(static_cast<int>(o))->type(), ctx));
+    cols.push_back(std::move(arr));
+  }
+  ARROW_RETURN_NOT_OK(w->writer->WriteRecordBatch(*arrow::RecordBatch::Make(w->schema, n_sel, cols)));
+  ARROW_ASSIGN_OR_RAISE(int64_t written, w->sink->Tell());
+  if (written > plan.reply_cap)
+    return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
+  return arrow::Status::OK();
+}
+
+// The batch loop.  The cut runs on every row of the range (so that its errors
+// and rows_matched do not depend on the limit); outputs and aggregations only
+// on the selected rows.
+arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter* w,
+                          std::vector<AggState>* aggs, ScanStats* stats, CallContext* ctx) {
+  const std::vector<bool> for_filter = FilterNodes(plan);
+  int64_t remaining = plan.limit;  // -1: no limit
+  bool evaluated = false;          // have outputs and aggregations been evaluated on any rows?
+  while (true) {
+    ARROW_RETURN_NOT_OK(ctx->CheckDeadline());
+    if (remaining == 0 && plan.filter < 0) {
+      // nothing left to evaluate: count the rest of the range from metadata
+      ARROW_ASSIGN_OR_RAISE(int64_t total, reader->TotalRows());
+      int64_t stop = plan.row_stop >= 0 ? std::min(plan.row_stop, total) : total;
+      int64_t in_range = std::max<int64_t>(0, stop - std::min(plan.row_start, stop));
+      stats->rows_matched += in_range - stats->rows_scanned;
+      stats->rows_scanned = in_range;
+      break;
+    }
+    int64_t first_row = 0;
+    ARROW_ASSIGN_OR_RAISE(auto batch, reader->Next(&first_row));
+    if (!batch) break;
+    ARROW_RETURN_NOT_OK(AsBadMessage(batch->ValidateFull(), "record batch at row " +
+                                                                std::to_string(first_row)));
+    // Cut to [row_start, row_stop).
+    int64_t lo = std::max<int64_t>(0, plan.row_start - first_row);
+    int64_t hi = batch->num_rows();
+    if (plan.row_stop >= 0) hi = std::min(hi, plan.row_stop - first_row);
+    if (hi <= lo) continue;
+    if (lo > 0 || hi < batch->num_rows()) batch = batch->Slice(lo, hi - lo);
+    stats->rows_scanned += batch->num_rows();
+
+    EvalState all(plan.nodes.size());
+    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, &all, ctx));
+    stats->rows_matched += static_cast<int64_t>(sel.size());
+    if (remaining >= 0 && static_cast<int64_t>(sel.size()) > remaining) sel.resize(static_cast<size_t>(remaining));
+    if (remaining >= 0) remaining -= static_cast<int64_t>(sel.size());
+    if (sel.empty()) continue;
+    const int64_t n_sel = static_cast<int64_t>(sel.size());
+    stats->rows_returned += n_sel;
+
+    // Every row selected: the same batch and values.
+    EvalState picked(plan.nodes.size());
+    EvalState* st = &all;
+    std::shared_ptr<arrow::RecordBatch> rows = batch;
+    if (n_sel != batch->num_rows()) {
+      st = &picked;
+      ARROW_ASSIGN_OR_RAISE(rows, PickRows(batch, sel, ctx));
+    }
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, st, ctx));
+    evaluated = true;
+    std::vector<int64_t> identity(static_cast<size_t>(n_sel));
+    for (int64_t e = 0; e < n_sel; ++e) identity[static_cast<size_t>(e)] = e;
+    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, identity, w, ctx));
+    for (size_t a = 0; a < aggs->size(); ++a)
+      ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
+                                          &(*aggs)[a], ctx));
+  }
+  if (!evaluated) {
+    // No rows selected (or none at all: an empty file has no batch): errors that
+    // depend only on types and literals are still raised (formats/README.md), so
+    // evaluate once over no rows and drop the values.
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader->schema, ctx->pool()));
+    EvalState none(plan.nodes.size());
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, &none, ctx));
+  }
+  return arrow::Status::OK();
+}
+
+// The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the cap.
+arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const arrow::Buffer& ipc,
+                                                          const std::vector<AggState>& aggs,
+                                                          ScanStats* stats, int64_t cpu_start) {
+  flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024);
+  auto stream = fbb.CreateVector(ipc.data(), static_cast<size_t>(ipc.size()));
+  auto aggregates = EncodeAggregates(fbb, plan, aggs);
+  stats->cpu_ns = ThreadCpuNs() - cpu_start;
+  auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
+                                   stats->rows_returned, stats->bytes_read, stats->object_bytes,
+                                   stats->cpu_ns);
+  fbb.Finish(fb::CreateScanReply(fbb, 1, figures, stream, aggregates), fb::ScanRequestIdentifier());
+  if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
+    return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
+                                     std::to_string(plan.reply_cap));
+  ARROW_ASSIGN_OR_RAISE(auto out, arrow::AllocateBuffer(fbb.GetSize()));
+  std::memcpy(out->mutable_data(), fbb.GetBufferPointer(), fbb.GetSize());
+  return std::shared_ptr<arrow::Buffer>(std::move(out));
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
+                                                   const std::shared_ptr<PositionalFile>& object,
+                                                   const Limits& limits, ScanStats* stats,
+                                                   int64_t cpu_start) {
+  Plan plan;
+  ARROW_RETURN_NOT_OK(DecodeRequest(request, request_len, limits, &plan));
+  ARROW_ASSIGN_OR_RAISE(int64_t object_size, object->GetSize());
+  stats->object_bytes = object_size;
+  ARROW_RETURN_NOT_OK(CheckObjectSize(object_size, limits));
+  CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
+                  limits.max_cpu_ns);
+  object->set_pool(ctx.pool());
+  // The object outlives this call; what it holds must not outlive the pool.
+  struct Release {
+    PositionalFile* file;
+    ~Release() { file->ForgetPrefetched(/*all=*/true); file->set_pool(arrow::default_memory_pool()); }
+  } release{object.get()};
+
+  ARROW_ASSIGN_OR_RAISE(std::unique_ptr<PartitionReader> reader, OpenPartition(object, object_size, &ctx));
+  ARROW_ASSIGN_OR_RAISE(std::vector<int> fields, ResolveColumns(*reader->schema, &plan));
+  ARROW_RETURN_NOT_OK(TypeCheck(&plan, limits));
+  ARROW_RETURN_NOT_OK(reader->Select(fields, plan.row_start, plan.row_stop));
+
+  ARROW_ASSIGN_OR_RAISE(ReplyWriter w, MakeReplyWriter(plan, &ctx));
+  std::vector<AggState> aggs = NewAggregates(plan);
+  ARROW_RETURN_NOT_OK(ScanBatches(plan, reader.get(), &w, &aggs, stats, &ctx));
+  ARROW_RETURN_NOT_OK(w.writer->Close());
+  ARROW_ASSIGN_OR_RAISE(auto ipc, w.sink->Finish());
+  if (ipc->size() > plan.reply_cap)
+    return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
+  stats->bytes_read = object->bytes_read();
+  return EncodeReply(plan, *ipc, aggs, stats, cpu_start);
+}
+
+}  // namespace
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
+                                                      const std::shared_ptr<PositionalFile>& object,
+                                                      const Limits& limits, ScanStats* stats) {
+  const int64_t start = ThreadCpuNs();
+  arrow::Result<std::shared_ptr<arrow::Buffer>> result;
+  try {
+    result = Scan(request, request_len, object, limits, stats, start);
+  } catch (const std::bad_alloc&) {
+    result = ErrnoStatus(ENOMEM, "allocation failed");
+  } catch (const std::exception& e) {
+    result = ErrnoStatus(EIO, std::string("unexpected exception: ") + e.what());
+  } catch (...) {
+    result = ErrnoStatus(EIO, "unexpected exception");
+  }
+  stats->bytes_read = object->bytes_read();
+  stats->cpu_ns = ThreadCpuNs() - start;
+  return result;
+}
+
+}  // namespace skyhook
