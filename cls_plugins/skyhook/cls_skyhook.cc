@@ -1,7 +1,9 @@
 // The `skyhook` object class: the OSD side only.
 //
 //   scan  (RD): a ScanRequest in, a ScanReply out (formats/skyhook_scan.fbs);
-//               the work is scan_kernel.cc, which knows nothing of Ceph.
+//               the work is the kernel (scan_kernel.h, scan.cc), which knows
+//               nothing of Ceph.
+// Names, flags, the xattr and the version are spelled in cls_skyhook_ops.h.
 //   stats (RD): the partition's statistics JSON (xattr `skyhook.stats`), or -ENODATA.
 //
 // Each method body sits under a catch-all: whatever happens, the OSD gets a
@@ -19,6 +21,7 @@
 
 #include <rados/objclass.h>
 
+#include "cls_skyhook_ops.h"
 #include "scan_kernel.h"
 
 #pragma GCC visibility push(default)
@@ -26,9 +29,13 @@ CLS_VER(1, 0)
 CLS_NAME(skyhook)
 #pragma GCC visibility pop
 
+static_assert(skyhook::cls_ops::kRd == CLS_METHOD_RD && skyhook::cls_ops::kWr == CLS_METHOD_WR,
+              "cls_skyhook_ops.h flags must be objclass.h's");
+
 namespace {
 
-constexpr const char* kStatsXattr = "skyhook.stats";
+namespace ops = skyhook::cls_ops;
+using ops::kStatsXattr;
 
 // The object, read with cls_cxx_read; every return value is checked.
 class ClsObject : public skyhook::PositionalFile {
@@ -127,11 +134,11 @@ int Guarded(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* o
 }
 
 int ScanMethod(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
-  return Guarded<Scan>(hctx, in, out, "scan");
+  return Guarded<Scan>(hctx, in, out, ops::kScan.name);
 }
 
 int StatsMethod(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
-  return Guarded<Stats>(hctx, in, out, "stats");
+  return Guarded<Stats>(hctx, in, out, ops::kStats.name);
 }
 
 }  // namespace
@@ -146,10 +153,11 @@ CLS_INIT(skyhook) {
   cls_handle_t h_class;
   cls_method_handle_t h_scan, h_stats;
   // Ceph's cls_register returns 1 on success (`return cls != NULL`), not 0
-  if (cls_register("skyhook", &h_class) == 0) {
+  if (cls_register(skyhook::cls_ops::kClassName, &h_class) == 0) {
     CLS_ERR("skyhook: cls_register failed");
     return;
   }
-  cls_register_cxx_method(h_class, "scan", CLS_METHOD_RD, ScanMethod, &h_scan);
-  cls_register_cxx_method(h_class, "stats", CLS_METHOD_RD, StatsMethod, &h_stats);
+  namespace ops = skyhook::cls_ops;
+  cls_register_cxx_method(h_class, ops::kScan.name, ops::kScan.flags, ScanMethod, &h_scan);
+  cls_register_cxx_method(h_class, ops::kStats.name, ops::kStats.flags, StatsMethod, &h_stats);
 }

@@ -14,6 +14,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "cls_skyhook_ops.h"
 #include "kernel_internal.h"
 #include "skyhook_scan_generated.h"
 
@@ -49,9 +50,10 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
   if (!fb::VerifyScanRequestBuffer(verifier))
     return EInval("the request fails the flatbuffers verifier");
   const fb::ScanRequest* req = fb::GetScanRequest(data);
-  if (req->version() != 1)
-    return ErrnoStatus(EPROTONOSUPPORT,
-                       "request version " + std::to_string(req->version()) + ", this class speaks 1");
+  if (req->version() != cls_ops::kScanVersion)
+    return ErrnoStatus(EPROTONOSUPPORT, "request version " + std::to_string(req->version()) +
+                                            ", this class speaks " +
+                                            std::to_string(cls_ops::kScanVersion));
 
   const auto* nodes = req->nodes();
   const size_t n_nodes = nodes ? nodes->size() : 0;

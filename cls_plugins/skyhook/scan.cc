@@ -28,6 +28,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include "aggregate.h"
+#include "cls_skyhook_ops.h"
 #include "columns.h"
 #include "partition.h"
 #include "skyhook_scan_generated.h"
@@ -302,7 +303,7 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, cons
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
                                    stats->rows_returned, stats->bytes_read, stats->object_bytes,
                                    stats->cpu_ns);
-  fbb.Finish(fb::CreateScanReply(fbb, 1, figures, stream, aggregates), fb::ScanRequestIdentifier());
+  fbb.Finish(fb::CreateScanReply(fbb, cls_ops::kScanVersion, figures, stream, aggregates), fb::ScanRequestIdentifier());
   if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
                                      std::to_string(plan.reply_cap));

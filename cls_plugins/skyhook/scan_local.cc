@@ -1,5 +1,6 @@
 // skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
 //                    [--max-object-bytes N] [--repeat N]
+// skyhook_scan_local --list-ops
 //
 // Runs the object class's scan kernel on a local file, exactly as the OSD
 // would run it on an object: same request, same reply, same errors.  Exit
@@ -10,6 +11,10 @@
 // process and prints one line to stderr: the median and minimum wall time of a
 // run, the positional reads (pread, i.e. cls_cxx_read in the OSD) and bytes of
 // one run.
+//
+// --list-ops: prints the kernel's operator table (op_table.h), one line per
+// operator in enum order, "<value>\t<Name>\t<arity>\t<kind>", and exits 0; the
+// Python tests compare it with skyhook_py's operator table.
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -25,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "op_table.h"
 #include "scan_kernel.h"
 
 namespace {
@@ -51,6 +57,13 @@ class LocalObject : public skyhook::PositionalFile {
   int fd_;
 };
 
+int ListOps() {
+  for (const skyhook::OpInfo& info : skyhook::op_table::kRows)
+    std::printf("%d\t%s\t%d\t%s\n", static_cast<int>(info.op), skyhook::OpName(info.op), info.arity,
+                skyhook::OpKindName(info.kind));
+  return std::fflush(stdout) == 0 ? 0 : EIO;
+}
+
 int Fail(int err, const std::string& message) {
   std::fprintf(stderr, "skyhook_scan_local: %s\n", message.c_str());
   return err;
@@ -59,6 +72,7 @@ int Fail(int err, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--list-ops") return ListOps();
   if (argc < 4)
     return Fail(EINVAL, "usage: skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE "
                         "[--max-cpu-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
