@@ -136,7 +136,7 @@ flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::AggregateResult>
       if (s.is_integer) ival = mn ? s.imin : s.imax;
       else fval = mn ? s.fmin : s.fmax;
     }
-    results.push_back(fb::CreateAggregateResult(fbb, name, static_cast<fb::AggKind>(g.kind), s.count,
+    results.push_back(fb::CreateAggregateResult(fbb, name, g.kind, s.count,
                                                 s.is_integer, ival, fval, sumw, sumw2));
   }
   return fbb.CreateVector(results);

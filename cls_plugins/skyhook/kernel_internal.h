@@ -57,7 +57,8 @@ struct AxisSpec {
   double low = 0, high = 0;
 };
 
-enum class AggKind : uint8_t { Count = 0, Sum = 1, Min = 2, Max = 3, Mean = 4, Hist1D = 5, Hist2D = 6 };
+// The aggregation kinds of formats/skyhook_scan.fbs (flatc-generated, scoped).
+using AggKind = fb::AggKind;
 
 struct AggSpec {
   AggKind kind = AggKind::Count;

@@ -127,8 +127,9 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       AggSpec g;
       g.name = fa->name() ? fa->name()->str() : "";
       const std::string what = "aggregation '" + g.name + "'";
-      if (static_cast<int>(fa->kind()) > 6) return EInval(what + ": unknown kind");
-      g.kind = static_cast<AggKind>(fa->kind());
+      if (static_cast<int>(fa->kind()) > static_cast<int>(AggKind::MAX))
+        return EInval(what + ": unknown kind");
+      g.kind = fa->kind();
       g.x = fa->x();
       g.y = fa->y();
       g.weight = fa->weight();

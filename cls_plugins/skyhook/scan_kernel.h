@@ -60,7 +60,7 @@ struct ScanStats {
 // zero-copy slices, without another positional read: the IPC reader asks for
 // the needed buffers one by one, and in the OSD every positional read is a
 // trip into the object store, so the scan reads coalesced ranges up front
-// (scan_kernel.cc, IpcPartition).  Bytes are counted once, when read.
+// (ipc_partition.cc).  Bytes are counted once, when read.
 class PositionalFile : public arrow::io::RandomAccessFile {
  public:
   explicit PositionalFile(int64_t size) : size_(size) {}
