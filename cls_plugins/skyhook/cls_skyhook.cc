@@ -3,8 +3,8 @@
 //   scan  (RD): a ScanRequest in, a ScanReply out (formats/skyhook_scan.fbs);
 //               the work is the kernel (scan_kernel.h, scan.cc), which knows
 //               nothing of Ceph.
-// Names, flags, the xattr and the version are spelled in cls_skyhook_ops.h.
 //   stats (RD): the partition's statistics JSON (xattr `skyhook.stats`), or -ENODATA.
+// Names, flags, the xattr and the version are spelled once, in cls_skyhook_ops.h.
 //
 // Each method body sits under a catch-all: whatever happens, the OSD gets a
 // negative errno of the formats/README.md table, never an exception.  Errors are
