@@ -20,7 +20,7 @@ def connect(conf=None, pool=None, **kwargs):
 
 def __getattr__(name):
     if name == "Client":
-        from .client import Client
+        from .service.client import Client
 
         return Client
     raise AttributeError(name)

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     try:
-        from .server import add_serve_command
+        from .service.server import add_serve_command
     except ImportError:
         pass
     else:
@@ -112,8 +112,8 @@ def _parse_range(text):
 
 
 def _aggregations(hists):
-    from . import lang
-    from .ir import AggKind, Aggregation, Axis
+    from .query import lang
+    from .query.ir import AggKind, Aggregation, Axis
 
     out = []
     for h in hists:
@@ -132,7 +132,7 @@ def cmd_query(args):
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
     if args.server:
-        from .client import Client
+        from .service.client import Client
 
         client = Client(args.server, token=args.token)
         result = client.run(args.dataset, columns=columns, where=args.where, expressions=expressions,

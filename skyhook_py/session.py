@@ -14,11 +14,11 @@ import time
 
 import pyarrow as pa
 
-from . import aggregates as agg
-from . import ir, planner, results
+from .query import aggregates as agg
+from .query import ir, planner, results
 from .errors import QueryError, SkyhookError
-from .executor import Executor
-from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from .query.executor import Executor
+from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 
 DEFAULT_POOL = "skyhook"
 DEFAULT_NAMESPACE = "skyhook"
@@ -34,7 +34,7 @@ class Session:
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
              op_timeout: float = 30):
         from .paths import resolve_conf
-        from .rados_io import Store
+        from .storage.rados_io import Store
 
         conf = resolve_conf(conf)
         store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL),
@@ -88,7 +88,7 @@ class Session:
         return transcode.delete(self.store, dataset)
 
     def manifest(self, dataset):
-        from .manifest import load_manifest
+        from .storage.manifest import load_manifest
 
         return load_manifest(self.store, dataset)
 
@@ -194,7 +194,7 @@ def collect(events, query: ir.Query, manifest=None) -> QueryResult:
 
 def empty_result(manifest, query: ir.Query) -> pa.Table | None:
     """The zero-row answer, with the column types a non-empty one would have."""
-    from . import reference
+    from .query import reference
 
     if manifest is None:
         return None
@@ -205,7 +205,7 @@ def empty_result(manifest, query: ir.Query) -> pa.Table | None:
 def make_query(schema, columns=None, where=None, expressions=None, event_range=None,
                limit=None, aggregations=(), language="cut") -> ir.Query:
     """Build an ir.Query from the user-facing arguments."""
-    from . import lang
+    from .query import lang
 
     if language != "cut":
         if columns or expressions:

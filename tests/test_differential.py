@@ -31,8 +31,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from skyhook_py import codec, ir, reference
-from skyhook_py.ir import AggKind, Op, call, col
+from skyhook_py.query import codec, ir, reference
+from skyhook_py.query.ir import AggKind, Op, call, col
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "build" / "bin" / "skyhook_scan_local"
@@ -474,7 +474,7 @@ def check_against_oracle(table, q):
         if dtype is not None:
             t = col_.type.value_type if pa.types.is_list(col_.type) else col_.type
             assert t == pa.from_numpy_dtype(dtype), f"{name} = {e!r}: reference {t}, oracle {dtype}"
-    from skyhook_py import aggregates
+    from skyhook_py.query import aggregates
     final = aggregates.finalize(aggregates.merge([got.aggregates]), q["aggregations"])
     for a in q["aggregations"]:
         g, w = final[a.name], aggs[a.name]

@@ -4,7 +4,7 @@ commands without the rest of the CLI (used by the killed-ingest tests)."""
 import argparse
 import sys
 
-from ..rados_io import Store
+from ..storage.rados_io import Store
 from .cli import add_dataset_commands
 
 

@@ -25,9 +25,9 @@ import warnings
 
 import pyarrow as pa
 
-from .. import manifest as mf
+from ..storage import manifest as mf
 from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
-from ..manifest import Manifest, Partition, Source
+from ..storage.manifest import Manifest, Partition, Source
 from ..progress import Progress
 from . import encoder, partitioner, readers, stats
 

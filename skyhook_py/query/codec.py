@@ -20,10 +20,10 @@ import flatbuffers
 import pyarrow as pa
 
 from . import ir
-from .errors import QueryError, SkyhookError
+from ..errors import QueryError, SkyhookError
 
 try:
-    from ._generated import skyhook_scan_generated as fb
+    from .._generated import skyhook_scan_generated as fb
 except ImportError as e:  # pragma: no cover - the build generates it
     raise ImportError(
         "skyhook_py/_generated is missing: run `make setup` or "

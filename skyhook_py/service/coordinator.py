@@ -16,8 +16,8 @@ results.  It is bounded in bytes with least-recently-used eviction; only
 complete answers without failures are kept, and a result larger than a quarter
 of the cache is never recorded (recording stops as soon as it is too big).
 
-What it ignores: wire formats and status codes (skyhook_py.server and
-skyhook_py.wire), planning and execution (planner, executor).
+What it ignores: wire formats and status codes (skyhook_py.service.server and
+skyhook_py.service.wire), planning and execution (planner, executor).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import threading
 import time
 import uuid
 
-from .errors import SkyhookError
-from .results import PartitionFailure, Progress, ResultBatch, Summary
+from ..errors import SkyhookError
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
 DEFAULT_CACHE_BYTES = 256 << 20
 
@@ -187,7 +187,7 @@ class QueryRun:
         if self._cancelled.is_set():
             raise QueryCancelled(f"query {self.id!r} {self.cancel_reason}")
         if self.deadline is not None and time.monotonic() > self.deadline:
-            from .executor import DeadlineExceeded
+            from ..query.executor import DeadlineExceeded
 
             raise DeadlineExceeded(f"query {self.id!r} exceeded its deadline of {self.spec.deadline:.3f} s")
 
@@ -202,7 +202,7 @@ class QueryRun:
             yield ev
 
     def _execute(self, cache):
-        from . import session as session_mod
+        from .. import session as session_mod
 
         session = self.coordinator.session
         remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -267,7 +267,7 @@ class Coordinator:
 
     # -- datasets ----------------------------------------------------------------------
     def datasets(self) -> list[tuple[str, int]]:
-        from .manifest import current_version, list_datasets
+        from ..storage.manifest import current_version, list_datasets
 
         store = self.session.store
         return [(name, current_version(store, name) or 0) for name in list_datasets(store)]
@@ -290,7 +290,7 @@ class Coordinator:
         m, query = self.session.build_query(
             m, columns=columns, where=spec.selection, expressions=exprs or None,
             event_range=spec.event_range, limit=spec.limit, aggregations=aggs, language=spec.language)
-        from . import planner
+        from ..query import planner
 
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(m, query, spec.pushdown)  # raises the planner's own message
@@ -321,7 +321,7 @@ class Coordinator:
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict:
-        from .manifest import list_datasets
+        from ..storage.manifest import list_datasets
 
         try:
             list_datasets(self.session.store)

@@ -1,7 +1,7 @@
 """Translation between the domain objects and the messages of proto/skyhook/v1.
 
-Both ends of the gRPC API use it: the servicer (skyhook_py.server) to encode
-events, summaries and dataset descriptions, the client (skyhook_py.client) to
+Both ends of the gRPC API use it: the servicer (skyhook_py.service.server) to encode
+events, summaries and dataset descriptions, the client (skyhook_py.service.client) to
 decode them back into the same ``results`` dataclasses the in-process Session
 yields.  Pure data conversion: no grpc import, no I/O, no policy.
 """
@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from . import ir
+from ..query import ir
 from ._grpc_stubs import pb
-from .errors import QueryError
-from .results import PartitionFailure, Progress, ResultBatch, Summary
+from ..errors import QueryError
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
 LANGUAGES = {"cut": pb.CUT, "qastle": pb.QASTLE, "uproot-raw": pb.UPROOT_RAW}
 LANGUAGE_NAMES = {v: k for k, v in LANGUAGES.items()}
@@ -44,7 +44,7 @@ def expression_to_proto(e) -> "pb.Expression":
 
 def expression_from_proto(p, schema, where: str):
     """The IR of an Expression message (text is compiled against ``schema``), or None."""
-    from . import lang
+    from ..query import lang
 
     form = p.WhichOneof("form")
     if form is None:
@@ -264,7 +264,7 @@ def decode_table(data: bytes) -> pa.Table:
 # -- datasets -----------------------------------------------------------------------
 
 def description_to_proto(m) -> "pb.DatasetDescription":
-    """A manifest (skyhook_py.manifest.Manifest) as a DatasetDescription."""
+    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription."""
     types = m.column_types()
     msg = pb.DatasetDescription(
         name=m.dataset, version=m.version, num_events=m.num_events,

@@ -36,7 +36,7 @@ strings, ``in``/``is``, ``^`` ``<<`` ``>>`` ``@``, slices other than ``[:, i]``,
 event selection ``x[i]``, conditional expressions, comprehensions.
 
 Validation against a dataset schema (unknown column with close matches, bool
-operands, event-level cut) is done by ``skyhook_py.ir`` before any data is read.
+operands, event-level cut) is done by ``skyhook_py.query.ir`` before any data is read.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import ast
 from typing import Mapping
 
 from .. import ir
-from ..errors import QueryError, UnsupportedError, closest_matches
+from ...errors import QueryError, UnsupportedError, closest_matches
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 

@@ -19,14 +19,16 @@ import uuid
 import grpc
 import pyarrow as pa
 
-from . import errors, results, wire
+from .. import errors
+from ..query import results
+from . import wire
 from ._grpc_stubs import pb, rpc
-from .results import Progress, QueryResult, ResultBatch, Summary
+from ..query.results import Progress, QueryResult, ResultBatch, Summary
 
 
 def _error_kinds():
     from . import coordinator
-    from .executor import DeadlineExceeded
+    from ..query.executor import DeadlineExceeded
 
     kinds = {c.__name__: c for c in (
         errors.QueryError, errors.UnsupportedError, errors.UnknownColumnError,

@@ -1,7 +1,7 @@
-"""The gRPC face of the coordinator: skyhook.v1.Skyhook over skyhook_py.coordinator.
+"""The gRPC face of the coordinator: skyhook.v1.Skyhook over skyhook_py.service.coordinator.
 
 Each RPC method only translates: request message -> coordinator call -> reply
-messages (skyhook_py.wire does the conversions).  Errors are turned into gRPC
+messages (skyhook_py.service.wire does the conversions).  Errors are turned into gRPC
 statuses by one table, STATUS_OF; the domain exception's class name also travels
 in the trailing metadata key ``skyhook-error`` so the client can raise the same
 kind.  A query is cancelled when its client goes away (``context.add_callback``)
@@ -22,7 +22,7 @@ from concurrent import futures
 import grpc
 
 from . import coordinator as coord
-from .errors import (ClusterError, CorruptObjectError, ObjectClassError, QueryError,
+from ..errors import (ClusterError, CorruptObjectError, ObjectClassError, QueryError,
                      ReplyTooLargeError, SkyhookError, UnknownColumnError, UnknownDatasetError,
                      UnsupportedError)
 
@@ -34,7 +34,7 @@ QUERY_USER = "client.skyhook-query"
 # The one table from domain errors to gRPC status codes: the first row whose class
 # (and errno, for object-class errors) matches wins, so subclasses come first.
 def _status_table():
-    from .executor import DeadlineExceeded
+    from ..query.executor import DeadlineExceeded
 
     S = grpc.StatusCode
     return (
@@ -206,9 +206,9 @@ def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, nam
     """A Session on the cluster of ``conf`` as ``user`` (Store wants the conf as a str)."""
     import os
 
-    from .paths import resolve_conf
-    from .rados_io import Store
-    from .session import DEFAULT_NAMESPACE, DEFAULT_POOL, Session
+    from ..paths import resolve_conf
+    from ..storage.rados_io import Store
+    from ..session import DEFAULT_NAMESPACE, DEFAULT_POOL, Session
 
     conf = str(resolve_conf(conf))
     store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL), namespace or DEFAULT_NAMESPACE,

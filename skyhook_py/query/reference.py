@@ -1,4 +1,4 @@
-"""The reference evaluator: the IR of ``skyhook_py.ir`` evaluated in Python on an Arrow table.
+"""The reference evaluator: the IR of ``skyhook_py.query.ir`` evaluated in Python on an Arrow table.
 
 It implements exactly the semantics written down in formats/README.md (the
 object class's C++ evaluator implements the same document), so that it serves
@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from . import ir
 from .codec import PartialAggregate, ScanResult
-from .errors import QueryError, UnknownColumnError, closest_matches
+from ..errors import QueryError, UnknownColumnError, closest_matches
 
 Op = ir.Op
 

@@ -50,7 +50,7 @@ import os
 from typing import Mapping
 
 from .. import ir
-from ..errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
+from ...errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
 from .cutstring import _Source, _Translator
 
 __all__ = ["compile_qastle"]

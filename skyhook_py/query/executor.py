@@ -25,7 +25,7 @@ import time
 import pyarrow as pa
 
 from . import codec
-from .errors import ClusterError, ObjectClassError
+from ..errors import ClusterError, ObjectClassError
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
 

@@ -37,7 +37,7 @@ import re
 from typing import Mapping
 
 from .. import ir
-from ..errors import QueryError, UnsupportedError, closest_matches
+from ...errors import QueryError, UnsupportedError, closest_matches
 from .cutstring import compile_cut, parse_expression
 
 __all__ = ["compile_uproot_raw"]

@@ -1,9 +1,9 @@
 """The expression IR: one language for every query, whatever the frontend.
 
 Every frontend (cut strings, qastle, uproot-raw JSON, the Python API) compiles
-to these immutable nodes; the codec (``skyhook_py.codec``) turns them into the
+to these immutable nodes; the codec (``skyhook_py.query.codec``) turns them into the
 flatbuffers request of ``formats/skyhook_scan.fbs``; the object class (C++)
-and the reference evaluator (``skyhook_py.reference``) evaluate them with the
+and the reference evaluator (``skyhook_py.query.reference``) evaluate them with the
 same semantics.  An expression is either *event-level* (one value per event)
 or a *collection* (one list per event, like NanoAOD's ``Muon_pt``).
 
@@ -18,7 +18,7 @@ import enum
 import math
 from typing import Union
 
-from .errors import QueryError, UnknownColumnError, closest_matches
+from ..errors import QueryError, UnknownColumnError, closest_matches
 
 
 class Op(enum.IntEnum):
@@ -142,7 +142,7 @@ class Expr:
     def __bool__(self):
         raise TypeError(
             "an IR expression has no truth value; use & | ~ instead of and/or/not, "
-            "and skyhook_py.ir.same(a, b) to compare expressions"
+            "and skyhook_py.query.ir.same(a, b) to compare expressions"
         )
 
     def __hash__(self):
