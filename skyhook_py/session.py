@@ -179,11 +179,9 @@ def _account(s: Summary, task, mode, fig):
 
 
 def partition_error(ev: PartitionFailure) -> SkyhookError:
-    from .errors import CorruptObjectError, ObjectClassError, ReplyTooLargeError
-    import errno as E
+    from . import errors
 
-    kind = {E.EBADMSG: CorruptObjectError, E.EMSGSIZE: ReplyTooLargeError}.get(ev.errno, ObjectClassError)
-    return kind(ev.errno, ev.object, ev.message)
+    return errors.partition_error(ev.errno, ev.object, ev.message)
 
 
 def collect(events, query: ir.Query, manifest=None) -> QueryResult:

@@ -20,7 +20,7 @@ import flatbuffers
 import pyarrow as pa
 
 from . import ir
-from ..errors import QueryError, SkyhookError
+from ..errors import ProtocolError, QueryError, SkyhookError  # noqa: F401
 
 try:
     from .._generated import skyhook_scan_generated as fb
@@ -37,10 +37,6 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
 _COMPRESSION_NAME = {v: k for k, v in _COMPRESSION.items()}
-
-
-class ProtocolError(SkyhookError, ValueError):
-    """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
 
 
 @dataclasses.dataclass

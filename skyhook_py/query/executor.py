@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno as E
-import os
 import queue
 import threading
 import time
@@ -25,37 +24,12 @@ import time
 import pyarrow as pa
 
 from . import codec
-from ..errors import ClusterError, ObjectClassError
+from ..errors import (RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded,  # noqa: F401
+                      ObjectClassError, class_errno_message)
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
 
 CLASS_NAME = "skyhook"
-
-# errnos that mean "the request or the data is bad": resending cannot help
-CLASS_ERRNOS = {E.EINVAL, E.EPROTONOSUPPORT, E.ESRCH, E.E2BIG, E.EFBIG, E.EMSGSIZE,
-                E.EBADMSG, E.EDOM, E.ETIME, E.ENOMEM, E.EIO, E.ENOENT}
-RETRYABLE = {E.ETIMEDOUT, E.EAGAIN, E.ENOTCONN, E.ESHUTDOWN, E.ECONNRESET}
-
-CLASS_MESSAGES = {
-    E.EINVAL: "the object class rejected the request as invalid",
-    E.EPROTONOSUPPORT: "the OSD's skyhook class does not speak this request version (upgrade the class)",
-    E.ESRCH: "a column of the query is missing from the partition (stale manifest?)",
-    E.E2BIG: "the query is too large for the object class (too many nodes, too deep, or too many bins)",
-    E.EFBIG: "the partition is too large for pushdown; reshard the dataset into smaller partitions",
-    E.EMSGSIZE: "the answer of this partition exceeds the reply limit: narrow the query "
-                "(fewer columns, a tighter cut, a limit) or reshard into smaller partitions",
-    E.EBADMSG: "the partition object is corrupt (not valid Arrow data)",
-    E.EDOM: "integers to negative integer powers are not allowed",
-    E.ETIME: "the partition scan exceeded the OSD's time budget",
-    E.ENOMEM: "the partition scan exceeded the OSD's memory budget",
-    E.EIO: "internal error in the object class (see the OSD log)",
-    E.ENOENT: "the partition object does not exist (dataset damaged or deleted during the query?)",
-}
-
-
-class DeadlineExceeded(ClusterError, TimeoutError):
-    pass
-
 
 class Executor:
     def __init__(self, store, max_in_flight: int = 16, per_osd: int = 4,
@@ -215,11 +189,11 @@ class Executor:
                 return ("error", E.EBADMSG, f"cannot decode the reply for {task.object!r}: {e}")
         if err == E.EOPNOTSUPP:
             return "fallback"
-        if err in RETRYABLE and attempts[pos] <= self.retries:
+        if err in RETRYABLE_ERRNOS and attempts[pos] <= self.retries:
             self._osd_cache.pop(task.object, None)
             time.sleep(min(0.05 * 2 ** attempts[pos], 1.0))
             return "retry"
-        msg = CLASS_MESSAGES.get(err, os.strerror(err))
+        msg = class_errno_message(err)
         return ("error", err, f"partition {task.object!r}: {msg}")
 
     def _read_and_evaluate(self, task, query, remaining, pos, done_q):
@@ -238,7 +212,7 @@ class Executor:
             mode = "fallback" if task.mode == Mode.PUSHDOWN else "read"
             done_q.put((pos, 0, ("ok", mode, result)))
         except FileNotFoundError:
-            done_q.put((pos, E.ENOENT, ("error", E.ENOENT, f"partition {task.object!r}: {CLASS_MESSAGES[E.ENOENT]}")))
+            done_q.put((pos, E.ENOENT, ("error", E.ENOENT, f"partition {task.object!r}: {class_errno_message(E.ENOENT)}")))
         except ObjectClassError as e:
             done_q.put((pos, e.errno, ("error", e.errno, str(e))))
         except Exception as e:  # noqa: BLE001 - reported per partition, the query decides

@@ -26,17 +26,9 @@ import pyarrow.compute as pc
 
 from . import ir
 from .codec import PartialAggregate, ScanResult
-from ..errors import QueryError, UnknownColumnError, closest_matches
+from ..errors import EvaluationError, QueryError, UnknownColumnError, closest_matches  # noqa: F401
 
 Op = ir.Op
-
-
-class EvaluationError(QueryError):
-    """A query that cannot be evaluated on this data; ``errno`` is what the object class returns."""
-
-    def __init__(self, message: str, errno_: int = errno.EINVAL):
-        self.errno = errno_
-        super().__init__(message)
 
 
 @dataclasses.dataclass

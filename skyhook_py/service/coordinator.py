@@ -31,22 +31,10 @@ import threading
 import time
 import uuid
 
-from ..errors import SkyhookError
+from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
 from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
 DEFAULT_CACHE_BYTES = 256 << 20
-
-
-class AuthenticationError(SkyhookError, PermissionError):
-    """The request carries no valid bearer token (UNAUTHENTICATED)."""
-
-
-class QueryCancelled(SkyhookError):
-    """The query was cancelled (by Cancel(query_id), or because its client went away)."""
-
-
-class DuplicateQueryError(SkyhookError, ValueError):
-    """A query with this id is running already (ALREADY_EXISTS)."""
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 
 Each RPC method only translates: request message -> coordinator call -> reply
 messages (skyhook_py.service.wire does the conversions).  Errors are turned into gRPC
-statuses by one table, STATUS_OF; the domain exception's class name also travels
+statuses by one table, skyhook_py.errors.STATUS_ROWS; the domain exception's class name also travels
 in the trailing metadata key ``skyhook-error`` so the client can raise the same
 kind.  A query is cancelled when its client goes away (``context.add_callback``)
 or on Cancel(query_id).  ``skyhook serve`` is defined here too.
@@ -12,7 +12,6 @@ What it ignores: query semantics, caching and Ceph (the coordinator's business).
 
 from __future__ import annotations
 
-import errno as E
 import logging
 import signal
 import sys
@@ -22,57 +21,21 @@ from concurrent import futures
 import grpc
 
 from . import coordinator as coord
-from ..errors import (ClusterError, CorruptObjectError, ObjectClassError, QueryError,
-                     ReplyTooLargeError, SkyhookError, UnknownColumnError, UnknownDatasetError,
-                     UnsupportedError)
+from ..errors import SkyhookError, status_code_name
 
 log = logging.getLogger("skyhook.server")
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 QUERY_USER = "client.skyhook-query"
 
-# The one table from domain errors to gRPC status codes: the first row whose class
-# (and errno, for object-class errors) matches wins, so subclasses come first.
-def _status_table():
-    from ..query.executor import DeadlineExceeded
-
-    S = grpc.StatusCode
-    return (
-        (coord.AuthenticationError, None, S.UNAUTHENTICATED),
-        (coord.QueryCancelled, None, S.CANCELLED),
-        (coord.DuplicateQueryError, None, S.ALREADY_EXISTS),
-        (DeadlineExceeded, None, S.DEADLINE_EXCEEDED),
-        (UnsupportedError, None, S.UNIMPLEMENTED),
-        (UnknownColumnError, None, S.INVALID_ARGUMENT),   # names the column and close matches
-        (UnknownDatasetError, None, S.NOT_FOUND),
-        (QueryError, None, S.INVALID_ARGUMENT),
-        (CorruptObjectError, None, S.DATA_LOSS),
-        (ReplyTooLargeError, None, S.RESOURCE_EXHAUSTED),
-        (ObjectClassError, E.EDOM, S.INVALID_ARGUMENT),   # integer to a negative power: the query's fault
-        (ObjectClassError, E.E2BIG, S.INVALID_ARGUMENT),  # query too large for the class
-        (ObjectClassError, E.ENOMEM, S.RESOURCE_EXHAUSTED),
-        (ObjectClassError, E.ETIME, S.DEADLINE_EXCEEDED),
-        (ObjectClassError, E.ESRCH, S.FAILED_PRECONDITION),  # stale manifest
-        (ObjectClassError, E.ENOENT, S.FAILED_PRECONDITION),
-        (ObjectClassError, None, S.INTERNAL),
-        (ClusterError, None, S.UNAVAILABLE),
-        (ValueError, None, S.INVALID_ARGUMENT),           # e.g. the planner's bad pushdown mode
-        (SkyhookError, None, S.INTERNAL),
-    )
-
-
-_STATUS_OF = None
-
 
 def status_of(exc: BaseException):
-    """(grpc.StatusCode, message) for an exception raised while serving."""
-    global _STATUS_OF
-    if _STATUS_OF is None:
-        _STATUS_OF = _status_table()
-    for cls, errno_, code in _STATUS_OF:
-        if isinstance(exc, cls) and (errno_ is None or getattr(exc, "errno", None) == errno_):
-            return code, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error in the coordinator: {type(exc).__name__}: {exc}"
+    """(grpc.StatusCode, message) for an exception raised while serving; the table is
+    skyhook_py.errors.STATUS_ROWS."""
+    code = status_code_name(exc)
+    if code is None:
+        return grpc.StatusCode.INTERNAL, f"internal error in the coordinator: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode[code], str(exc)
 
 
 def _abort(context, exc: BaseException):
