@@ -17,7 +17,7 @@ import pyarrow as pa
 from .query import aggregates as agg
 from .query import ir, planner, results
 from .errors import QueryError, SkyhookError
-from .query.executor import Executor
+from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 
 DEFAULT_POOL = "skyhook"
@@ -137,14 +137,13 @@ class Session:
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
                                     limit=query.limit, cancelled=cancelled):
-            if isinstance(ev, tuple):
-                if ev[0] == "retry":
-                    s.retries += 1
-                    continue
-                _, task, mode, fig, aggs = ev
-                _account(s, task, mode, fig or {})
-                if aggs:
-                    partials.append(aggs)
+            if isinstance(ev, Retrying):
+                s.retries += 1
+                continue
+            if isinstance(ev, PartitionDone):
+                _account(s, ev.task, ev.mode, ev.figures or {})
+                if ev.aggregates:
+                    partials.append(ev.aggregates)
                 continue
             if isinstance(ev, ResultBatch):
                 s.rows_returned += ev.table.num_rows

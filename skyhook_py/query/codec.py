@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from . import ir
 from ..errors import ProtocolError, QueryError, SkyhookError  # noqa: F401
+from .results import PartialAggregate, ScanResult  # noqa: F401 - the reply's types
 
 try:
     from .._generated import skyhook_scan_generated as fb
@@ -37,29 +38,6 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
 _COMPRESSION_NAME = {v: k for k, v in _COMPRESSION.items()}
-
-
-@dataclasses.dataclass
-class PartialAggregate:
-    """One aggregation's result over one partition, before merging (``AggregateResult``)."""
-
-    name: str
-    kind: ir.AggKind
-    count: int = 0
-    is_integer: bool = False
-    int_value: int = 0
-    float_value: float = 0.0
-    sumw: list | None = None   # Hist1D/2D: per bin, underflow first, overflow last
-    sumw2: list | None = None
-
-
-@dataclasses.dataclass
-class ScanResult:
-    """What one scan of one partition answered."""
-
-    table: pa.Table
-    figures: dict
-    aggregates: list
 
 
 @dataclasses.dataclass

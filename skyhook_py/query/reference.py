@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import ir
-from .codec import PartialAggregate, ScanResult
+from .results import PartialAggregate, ScanResult
 from ..errors import EvaluationError, QueryError, UnknownColumnError, closest_matches  # noqa: F401
 
 Op = ir.Op

@@ -175,7 +175,7 @@ class QueryRun:
         if self._cancelled.is_set():
             raise QueryCancelled(f"query {self.id!r} {self.cancel_reason}")
         if self.deadline is not None and time.monotonic() > self.deadline:
-            from ..query.executor import DeadlineExceeded
+            from ..errors import DeadlineExceeded
 
             raise DeadlineExceeded(f"query {self.id!r} exceeded its deadline of {self.spec.deadline:.3f} s")
 
