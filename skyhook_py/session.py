@@ -16,7 +16,8 @@ import pyarrow as pa
 
 from .query import aggregates as agg
 from .query import ir, planner, results
-from .errors import QueryError, SkyhookError
+from .errors import SkyhookError
+from .query.compile import compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 
@@ -99,11 +100,9 @@ class Session:
         on partitions when the query is invalid."""
         m = (self.manifest(dataset_or_manifest) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
-        schema = m.column_types()
-        query = make_query(schema, columns=columns, where=where, expressions=expressions,
-                           event_range=event_range, limit=limit, aggregations=aggregations,
-                           language=language)
-        ir.check_query(query, schema)
+        query = compile_query(m.column_types(), language=language, where=where, columns=columns,
+                              expressions=expressions, event_range=event_range, limit=limit,
+                              aggregations=aggregations)
         return m, query
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
@@ -197,39 +196,3 @@ def empty_result(manifest, query: ir.Query) -> pa.Table | None:
         return None
     empty = manifest.schema.empty_table()
     return reference.scan_table(empty, query.outputs, None).table
-
-
-def make_query(schema, columns=None, where=None, expressions=None, event_range=None,
-               limit=None, aggregations=(), language="cut") -> ir.Query:
-    """Build an ir.Query from the user-facing arguments."""
-    from .query import lang
-
-    if language != "cut":
-        if columns or expressions:
-            raise QueryError(f"with language={language!r} the query text holds the columns; "
-                             "do not pass columns= or expressions=")
-        q = lang.compile_query(language, where, schema)
-        return _with_range(q, event_range, limit)
-    outputs = []
-    if columns is None and not expressions and not aggregations:
-        columns = list(schema)
-    for c in columns or []:
-        if isinstance(c, ir.Expr):
-            outputs.append((repr(c), c))
-        else:
-            outputs.append((c, lang.compile_expression(c, schema)))
-    for name, text in (expressions or {}).items():
-        outputs.append((name, text if isinstance(text, ir.Expr) else lang.compile_expression(text, schema)))
-    cut = None
-    if where is not None:
-        cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where, schema)
-    aggs = tuple(aggregations)
-    q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=aggs)
-    return _with_range(q, event_range, limit)
-
-
-def _with_range(q: ir.Query, event_range, limit) -> ir.Query:
-    start, stop = (event_range or (0, None))
-    return ir.Query(outputs=q.outputs, where=q.where, aggregations=q.aggregations,
-                    event_start=start or 0, event_stop=stop,
-                    limit=limit if limit is not None else q.limit)

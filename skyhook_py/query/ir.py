@@ -577,8 +577,12 @@ def _int_kind(kinds) -> str:
     return "uint" if all(k in ("uint", "bool") for k in kinds) else "int"
 
 
-def check_query(query: Query, schema: dict[str, ColumnType]) -> None:
-    """Validate a whole query before any partition is touched."""
+def check_query(query: Query, schema: dict[str, ColumnType], labels: dict[str, str] | None = None) -> None:
+    """Validate a whole query before any partition is touched.
+
+    labels: output name -> how to name it in a message (e.g. the expression's text);
+    by default "output column 'name'"."""
+    labels = labels or {}
     if query.where is not None:
         s = infer(query.where, schema, "cut")
         if s.is_list:
@@ -589,7 +593,7 @@ def check_query(query: Query, schema: dict[str, ColumnType]) -> None:
         if s.kind != "bool":
             raise QueryError(f"the cut {query.where!r} must be bool, got {s.kind}")
     for name, e in query.outputs:
-        infer(e, schema, f"output column {name!r}")
+        infer(e, schema, labels.get(name, f"output column {name!r}"))
     for a in query.aggregations:
         for role, e in (("value", a.x), ("y", a.y), ("weight", a.weight)):
             if e is not None:

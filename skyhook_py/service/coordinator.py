@@ -41,8 +41,9 @@ DEFAULT_CACHE_BYTES = 256 << 20
 class QuerySpec:
     """A query as a frontend sends it, before compilation.
 
-    aggregations: a callable ``schema -> [ir.Aggregation]`` (the wire layer compiles
-    the expressions against the dataset's schema once it is known), or a list.
+    expressions: name -> cut-string text or IR; aggregations: ``ir.Aggregation`` values.
+    Both are checked against the dataset's schema by the one compile entry
+    (``query.compile.compile_query``) when the query starts.
     deadline: seconds from now, or None.
     """
 
@@ -50,7 +51,7 @@ class QuerySpec:
     language: str = "cut"
     selection: str | None = None
     columns: list | None = None
-    expressions: object = None      # dict name -> text/IR, or a callable schema -> dict
+    expressions: object = None      # dict name -> text or IR
     event_range: tuple | None = None
     limit: int | None = None
     aggregations: object = ()
@@ -269,14 +270,12 @@ class Coordinator:
         """Compile and check the query (raising before any partition is read) and register
         it under its id; iterate ``run.events()`` to execute it."""
         m = self.session.manifest(spec.dataset)
-        schema = m.column_types()
-        aggs = spec.aggregations(schema) if callable(spec.aggregations) else list(spec.aggregations or ())
-        exprs = spec.expressions(schema) if callable(spec.expressions) else spec.expressions
+        aggs = list(spec.aggregations or ())
         columns = spec.columns
         if aggs and not columns:
             columns = []
         m, query = self.session.build_query(
-            m, columns=columns, where=spec.selection, expressions=exprs or None,
+            m, columns=columns, where=spec.selection, expressions=spec.expressions or None,
             event_range=spec.event_range, limit=spec.limit, aggregations=aggs, language=spec.language)
         from ..query import planner
 
