@@ -5,7 +5,11 @@
 """
 
 from .errors import (  # noqa: F401
-    ClusterError, QueryError, SkyhookError, UnknownColumnError, UnknownDatasetError,
+    ClusterError,
+    QueryError,
+    SkyhookError,
+    UnknownColumnError,
+    UnknownDatasetError,
     UnsupportedError,
 )
 

@@ -14,15 +14,16 @@ import time
 
 import pyarrow as pa
 
+from . import defaults
+from .errors import SkyhookError
 from .query import aggregates as agg
 from .query import ir, planner, results
-from .errors import SkyhookError
 from .query.compile import compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 
-DEFAULT_POOL = "skyhook"
-DEFAULT_NAMESPACE = "skyhook"
+DEFAULT_POOL = defaults.POOL
+DEFAULT_NAMESPACE = defaults.NAMESPACE
 
 
 class Session:
@@ -33,12 +34,12 @@ class Session:
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
-             op_timeout: float = 30):
+             op_timeout: float = defaults.OP_TIMEOUT):
         from .paths import resolve_conf
         from .storage.rados_io import Store
 
         conf = resolve_conf(conf)
-        store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL),
+        store = Store(conf, defaults.pool(pool),
                       namespace or DEFAULT_NAMESPACE, name=user, keyring=keyring,
                       op_timeout=op_timeout)
         return cls(store, conf)

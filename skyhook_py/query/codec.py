@@ -19,8 +19,9 @@ import io
 import flatbuffers
 import pyarrow as pa
 
-from . import ir
+from .. import defaults
 from ..errors import ProtocolError, QueryError, SkyhookError  # noqa: F401
+from . import ir
 from .results import PartialAggregate, ScanResult  # noqa: F401 - the reply's types
 
 try:
@@ -33,7 +34,7 @@ except ImportError as e:  # pragma: no cover - the build generates it
 
 VERSION = 1
 IDENTIFIER = b"SKH1"
-DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+DEFAULT_MAX_REPLY = defaults.MAX_REPLY_BYTES
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}

@@ -24,13 +24,13 @@ import time
 
 import pyarrow as pa
 
+from .. import defaults
+from ..errors import RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded, ObjectClassError, class_errno_message  # noqa: F401
 from . import codec
-from ..errors import (RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded,  # noqa: F401
-                      ObjectClassError, class_errno_message)
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
 
-CLASS_NAME = "skyhook"
+CLASS_NAME = defaults.CLASS_NAME
 
 
 # -- the executor's events, besides ResultBatch / PartitionFailure / Progress ---------

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import math
 import time
 import warnings
 
@@ -24,9 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import EvaluationError, QueryError, UnknownColumnError, closest_matches  # noqa: F401
 from . import ir
 from .results import PartialAggregate, ScanResult
-from ..errors import EvaluationError, QueryError, UnknownColumnError, closest_matches  # noqa: F401
 
 Op = ir.Op
 

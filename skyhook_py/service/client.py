@@ -19,11 +19,11 @@ import uuid
 import grpc
 import pyarrow as pa
 
-from .. import errors
+from .. import defaults, errors
 from ..query import results
+from ..query.results import Progress, QueryResult, ResultBatch, Summary
 from . import wire
 from ._grpc_stubs import pb, rpc
-from ..query.results import Progress, QueryResult, ResultBatch, Summary
 
 
 def remote_error(e: grpc.RpcError) -> Exception:
@@ -55,7 +55,7 @@ class Client:
     def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None):
         self.address = address
         self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 64 << 20)]
+        opts = [("grpc.max_receive_message_length", defaults.GRPC_MAX_MESSAGE_BYTES)]
         if tls_ca:
             roots = None if tls_ca is True else open(tls_ca, "rb").read()
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=opts)

@@ -31,10 +31,11 @@ import threading
 import time
 import uuid
 
+from .. import defaults
 from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
 from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
-DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_CACHE_BYTES = defaults.CACHE_BYTES
 
 
 @dataclasses.dataclass

@@ -20,12 +20,13 @@ from concurrent import futures
 
 import grpc
 
-from . import coordinator as coord
+from .. import defaults
 from ..errors import SkyhookError, status_code_name
+from . import coordinator as coord
 
 log = logging.getLogger("skyhook.server")
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_LISTEN = defaults.LISTEN
 QUERY_USER = "client.skyhook-query"
 
 
@@ -50,8 +51,8 @@ class SkyhookServicer:
     """skyhook.v1.Skyhook: translation only."""
 
     def __init__(self, coordinator: coord.Coordinator):
-        from ._grpc_stubs import pb
         from . import wire
+        from ._grpc_stubs import pb
 
         self.c = coordinator
         self.pb = pb
@@ -147,7 +148,7 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skyhook-rpc"),
         options=[("grpc.so_reuseport", 0),            # a taken port is an error, not shared
-                 ("grpc.max_send_message_length", 64 << 20),
+                 ("grpc.max_send_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", 16 << 20)])
     rpc.add_SkyhookServicer_to_server(SkyhookServicer(coordinator), server)
     if tls_cert or tls_key:
@@ -167,14 +168,13 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
 
 def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, namespace=None):
     """A Session on the cluster of ``conf`` as ``user`` (Store wants the conf as a str)."""
-    import os
 
     from ..paths import resolve_conf
+    from ..session import Session
     from ..storage.rados_io import Store
-    from ..session import DEFAULT_NAMESPACE, DEFAULT_POOL, Session
 
     conf = str(resolve_conf(conf))
-    store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL), namespace or DEFAULT_NAMESPACE,
+    store = Store(conf, defaults.pool(pool), namespace or defaults.NAMESPACE,
                   name=user, keyring=keyring)
     return Session(store, conf)
 
@@ -222,7 +222,7 @@ def _cmd_serve(args):
                     tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
                     block=False)
     print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
-          f"{args.pool or 'skyhook'}; TLS {'on' if running.tls else 'off'}; "
+          f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
           f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
     running.serve_until_signalled()
     return 0

@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from ..query import ir
-from ._grpc_stubs import pb
 from ..errors import QueryError
+from ..query import ir
 from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
+from ._grpc_stubs import pb
 
 LANGUAGES = {"cut": pb.CUT, "qastle": pb.QASTLE, "uproot-raw": pb.UPROOT_RAW}
 LANGUAGE_NAMES = {v: k for k, v in LANGUAGES.items()}

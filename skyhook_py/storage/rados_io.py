@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 
+from .. import defaults
 from ..errors import ClusterError, ObjectClassError
 
 _DEBIAN_RADOS_DIR = "/usr/lib/python3/dist-packages"
@@ -37,7 +38,7 @@ def _import_rados():
     return rados
 
 
-DEFAULT_OP_TIMEOUT = 30  # seconds, for every OSD and mon operation
+DEFAULT_OP_TIMEOUT = defaults.OP_TIMEOUT
 
 
 class Store:
@@ -47,7 +48,7 @@ class Store:
     ``client.skyhook-query``...); keyring: its keyring (else from ceph.conf).
     """
 
-    def __init__(self, conf: str, pool: str, namespace: str = "skyhook",
+    def __init__(self, conf: str, pool: str, namespace: str = defaults.NAMESPACE,
                  name: str = "client.admin", keyring: str | None = None,
                  op_timeout: float = DEFAULT_OP_TIMEOUT):
         rados = _import_rados()

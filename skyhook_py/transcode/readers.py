@@ -24,7 +24,6 @@ Readers know nothing about partitions, encodings or Ceph.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 
 import numpy as np

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .. import ir
 from ...errors import QueryError, closest_matches
+from .. import ir
 from .cutstring import compile_cut, compile_expression
 from .qastle import compile_qastle
 from .uproot_raw import compile_uproot_raw

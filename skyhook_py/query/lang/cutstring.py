@@ -44,8 +44,8 @@ from __future__ import annotations
 import ast
 from typing import Mapping
 
-from .. import ir
 from ...errors import QueryError, UnsupportedError, closest_matches
+from .. import ir
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 

@@ -49,8 +49,8 @@ import dataclasses
 import os
 from typing import Mapping
 
-from .. import ir
 from ...errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
+from .. import ir
 from .cutstring import _Source, _Translator
 
 __all__ = ["compile_qastle"]
