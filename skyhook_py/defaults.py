@@ -16,6 +16,7 @@ OP_TIMEOUT = 30                  # seconds, for every OSD and mon operation
 MAX_REPLY_BYTES = 64 << 20       # the largest answer of one partition (the class enforces it)
 GRPC_MAX_MESSAGE_BYTES = 64 << 20
 LISTEN = "127.0.0.1:50051"       # the coordinator's address
+QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-only query key)
 CACHE_BYTES = 256 << 20          # the coordinator's result cache
 PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
 

@@ -5,7 +5,8 @@ messages (skyhook_py.service.wire does the conversions).  Errors are turned into
 statuses by one table, skyhook_py.errors.STATUS_ROWS; the domain exception's class name also travels
 in the trailing metadata key ``skyhook-error`` so the client can raise the same
 kind.  A query is cancelled when its client goes away (``context.add_callback``)
-or on Cancel(query_id).  ``skyhook serve`` is defined here too.
+or on Cancel(query_id).  ``skyhook serve`` (its arguments are the CLI's, in
+skyhook_py/cli.py) calls ``serve``.
 
 What it ignores: query semantics, caching and Ceph (the coordinator's business).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from concurrent import futures
 
@@ -27,7 +27,7 @@ from . import coordinator as coord
 log = logging.getLogger("skyhook.server")
 
 DEFAULT_LISTEN = defaults.LISTEN
-QUERY_USER = "client.skyhook-query"
+QUERY_USER = defaults.QUERY_USER
 
 
 def status_of(exc: BaseException):
@@ -195,34 +195,3 @@ def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_
     if block:
         running.serve_until_signalled()
     return running
-
-
-def add_serve_command(subparsers):
-    p = subparsers.add_parser("serve", help="run the gRPC query coordinator")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port (default {DEFAULT_LISTEN}; port 0 picks one)")
-    p.add_argument("--token-file", help="bearer tokens, one a line; without it no token is required")
-    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS only)")
-    p.add_argument("--tls-key", help="PEM private key")
-    p.add_argument("--as-user", dest="serve_user", default=QUERY_USER,
-                   help=f"cephx user of the coordinator (default {QUERY_USER}, the read-only query key)")
-    p.add_argument("--as-keyring", dest="serve_keyring", default=None,
-                   help="keyring of --as-user (default: as ceph.conf says)")
-    p.add_argument("--cache-mb", type=int, default=coord.DEFAULT_CACHE_BYTES >> 20, help="result cache size")
-    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
-    p.set_defaults(func=_cmd_serve)
-
-
-def _cmd_serve(args):
-    tokens = coord.read_token_file(args.token_file) if args.token_file else None
-    if args.token_file and not tokens:
-        raise SkyhookError(f"token file {args.token_file!r} holds no token")
-
-    running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
-                    keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
-                    block=False)
-    print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
-          f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
-          f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
-    running.serve_until_signalled()
-    return 0
