@@ -341,10 +341,11 @@ def decode_scan_reply(data: bytes) -> ScanResult:
             for k in _FIGURES:
                 figures[k] = getattr(f, "".join(w.title() for w in k.split("_")))()
         ipc = r.IpcStreamAsNumpy() if r.IpcStreamLength() else None
-        if ipc is None or len(ipc) == 0:
+        ipc_bytes = None if ipc is None or len(ipc) == 0 else ipc.tobytes()
+        if ipc_bytes is None:
             table = pa.table({})
         else:
-            table = pa.ipc.open_stream(pa.py_buffer(ipc.tobytes())).read_all()
+            table = pa.ipc.open_stream(pa.py_buffer(ipc_bytes)).read_all()
         aggs = []
         for i in range(r.AggregatesLength()):
             a = r.Aggregates(i)
@@ -354,7 +355,7 @@ def decode_scan_reply(data: bytes) -> ScanResult:
                 sumw=None if a.SumwIsNone() else a.SumwAsNumpy().tolist(),
                 sumw2=None if a.Sumw2IsNone() else a.Sumw2AsNumpy().tolist(),
             ))
-        return ScanResult(table=table, figures=figures, aggregates=aggs)
+        return ScanResult(table=table, figures=figures, aggregates=aggs, ipc=ipc_bytes)
     except SkyhookError:
         raise
     except pa.ArrowInvalid as e:

@@ -186,7 +186,8 @@ class Executor:
                             t = t.slice(0, max(0, limit - rows_yielded))
                         rows_yielded += t.num_rows
                         if t.num_rows:
-                            yield ResultBatch(task.partition, t)
+                            whole = t.num_rows == result.table.num_rows
+                            yield ResultBatch(task.partition, t, result.ipc if whole else None)
                 else:
                     yield PartitionFailure(task.partition, task.object, outcome.errno, outcome.message)
                     if fail_fast:

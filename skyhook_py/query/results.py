@@ -35,6 +35,7 @@ class ScanResult:
     table: pa.Table
     figures: dict
     aggregates: list
+    ipc: bytes | None = dataclasses.field(default=None, repr=False, compare=False)  # the OSD's own
 
 
 @dataclasses.dataclass
@@ -49,6 +50,9 @@ class Progress:
 class ResultBatch:
     partition: int          # index of the partition in the manifest
     table: pa.Table
+    # the OSD's Arrow IPC stream of exactly ``table``, when there is one: the service
+    # forwards these bytes instead of encoding the table again
+    ipc: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass

@@ -111,7 +111,7 @@ class ResultCache:
 
 def _event_bytes(ev) -> int:
     if isinstance(ev, ResultBatch):
-        return ev.table.nbytes + 64
+        return ev.table.nbytes + len(ev.ipc or b"") + 64
     return 256
 
 

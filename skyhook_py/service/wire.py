@@ -206,6 +206,11 @@ def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server
     if isinstance(ev, Progress):
         yield pb.QueryEvent(query_id=query_id, progress=pb.Progress(**dataclasses.asdict(ev)))
     elif isinstance(ev, ResultBatch):
+        if ev.ipc is not None and output_format == pb.ARROW_IPC and ev.table.nbytes <= CHUNK_BYTES:
+            # one chunk either way: forward the OSD's IPC stream, do not encode it again
+            yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
+                partition=ev.partition, data=ev.ipc, num_rows=ev.table.num_rows))
+            return
         for piece in _pieces(ev.table):
             yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
                 partition=ev.partition, data=encode_table(piece, output_format), num_rows=piece.num_rows))
