@@ -1,6 +1,6 @@
 # Skyhook's entry points.  `make test` and `make demo` install what is missing first
 # (scripts/setup.sh; a second run skips what is done).
-.PHONY: setup build test test-unit demo cluster-up cluster-status cluster-down clean
+.PHONY: setup build test test-unit lint demo cluster-up cluster-status cluster-down clean
 
 PY := .venv/bin/python
 SKYHOOK := .venv/bin/skyhook
@@ -19,6 +19,11 @@ test: setup
 # the tests that need no cluster
 test-unit: setup
 	$(PY) -m pytest -q -m "not cluster" tests
+
+# the layering rules of pyproject.toml: rados only in skyhook_py/storage/rados_io.py,
+# grpc only in skyhook_py/service/ (also run by tests/test_layering.py)
+lint:
+	.venv/bin/ruff check --select TID251 skyhook_py
 
 demo: setup
 	$(SKYHOOK) cluster up

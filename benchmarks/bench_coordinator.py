@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from skyhook_py import demo_data, transcode  # noqa: E402
-from skyhook_py.client import Client  # noqa: E402
+from skyhook_py.service.client import Client  # noqa: E402
 from skyhook_py.cluster import Cluster  # noqa: E402
-from skyhook_py.coordinator import Coordinator  # noqa: E402
-from skyhook_py.server import open_session, start_server  # noqa: E402
+from skyhook_py.service.coordinator import Coordinator  # noqa: E402
+from skyhook_py.service.server import open_session, start_server  # noqa: E402
 
 SMALL = dict(columns=["event", "MET_pt"], where="MET_pt > 150")
 

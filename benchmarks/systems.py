@@ -107,7 +107,7 @@ class System:
 
 def open_session(ctx: Context):
     """A Session on the bench pool as client.admin (the harness owns the pool)."""
-    from skyhook_py.rados_io import Store
+    from skyhook_py.storage.rados_io import Store
     from skyhook_py.session import Session
 
     # Session(store, conf) rather than Session.open: open() hands librados a Path
@@ -158,7 +158,7 @@ def _skyhook_measurement(table, s) -> Measurement:
 _SERVER_SCRIPT = """
 import sys
 from pathlib import Path
-from skyhook_py import server
+from skyhook_py.service import server
 conf, pool, namespace, port_file = sys.argv[1:5]
 running = server.serve("127.0.0.1:0", conf=conf, pool=pool, namespace=namespace,
                        user="client.admin", cache_bytes=0, block=False)
@@ -169,7 +169,7 @@ running.serve_until_signalled()
 
 class SkyhookGrpc(System):
     """Skyhook through the gRPC coordinator: a server in its own process (so the
-    client's CPU is the client's only), queried with skyhook_py.client.Client."""
+    client's CPU is the client's only), queried with skyhook_py.service.client.Client."""
     name = "skyhook-grpc"
     label = "Skyhook via gRPC coordinator"
     kind = "skyhook"
@@ -179,10 +179,10 @@ class SkyhookGrpc(System):
         import sys
         import time
 
-        from skyhook_py import client as skyclient  # noqa: F401 - fail early if missing
+        from skyhook_py.service import client as skyclient  # noqa: F401 - fail early if missing
 
-        self.description = ("skyhook_py.server (result cache off) in a separate process; "
-                            "skyhook_py.client.Client.run; bytes delivered: the answer's Arrow size "
+        self.description = ("skyhook_py.service.server (result cache off) in a separate process; "
+                            "skyhook_py.service.client.Client.run; bytes delivered: the answer's Arrow size "
                             "(what the gRPC stream carries), CPU of the server as coordinator CPU")
         port_file = Path(workdir) / "grpc.port"
         port_file.unlink(missing_ok=True)
@@ -235,14 +235,14 @@ class PyarrowRados(System):
                    "opened with pyarrow.ipc, filtered with pyarrow.compute, then projected")
 
     def __init__(self, ctx: Context):
-        from skyhook_py.rados_io import Store
+        from skyhook_py.storage.rados_io import Store
 
         self.store = Store(ctx.conf, ctx.pool, ctx.namespace)
         self.pool = concurrent.futures.ThreadPoolExecutor(READ_THREADS)
         self.objects: dict[str, list[str]] = {}
 
     def prepare(self, dataset):
-        from skyhook_py.manifest import load_manifest
+        from skyhook_py.storage.manifest import load_manifest
 
         m = load_manifest(self.store, dataset.name)
         self.objects[dataset.name] = [p.object for p in m.partitions]
@@ -287,8 +287,8 @@ class S3Parquet(System):
 
     def prepare(self, dataset):
         """Upload the same events: each Skyhook partition becomes one Parquet file."""
-        from skyhook_py.manifest import load_manifest
-        from skyhook_py.rados_io import Store
+        from skyhook_py.storage.manifest import load_manifest
+        from skyhook_py.storage.rados_io import Store
 
         from . import s3
 

@@ -5,7 +5,11 @@
 """
 
 from .errors import (  # noqa: F401
-    ClusterError, QueryError, SkyhookError, UnknownColumnError, UnknownDatasetError,
+    ClusterError,
+    QueryError,
+    SkyhookError,
+    UnknownColumnError,
+    UnknownDatasetError,
     UnsupportedError,
 )
 
@@ -20,7 +24,7 @@ def connect(conf=None, pool=None, **kwargs):
 
 def __getattr__(name):
     if name == "Client":
-        from .client import Client
+        from .service.client import Client
 
         return Client
     raise AttributeError(name)

@@ -85,13 +85,47 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--extra-columns", type=int, default=0, help="a wide tail of scalar branches")
     g.set_defaults(func=cmd_generate)
 
-    try:
-        from .server import add_serve_command
-    except ImportError:
-        pass
-    else:
-        add_serve_command(sub)
+    _add_serve_command(sub)
     return p
+
+
+def _add_serve_command(subparsers):
+    from . import defaults
+
+    p = subparsers.add_parser("serve", help="run the gRPC query coordinator")
+    p.add_argument("--listen", default=defaults.LISTEN,
+                   help=f"host:port (default {defaults.LISTEN}; port 0 picks one)")
+    p.add_argument("--token-file", help="bearer tokens, one a line; without it no token is required")
+    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS only)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.add_argument("--as-user", dest="serve_user", default=defaults.QUERY_USER,
+                   help=f"cephx user of the coordinator (default {defaults.QUERY_USER}, the read-only query key)")
+    p.add_argument("--as-keyring", dest="serve_keyring", default=None,
+                   help="keyring of --as-user (default: as ceph.conf says)")
+    p.add_argument("--cache-mb", type=int, default=defaults.CACHE_BYTES >> 20, help="result cache size")
+    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args):
+    from . import defaults
+    from .errors import SkyhookError
+    from .service import coordinator
+    from .service.server import serve
+
+    tokens = coordinator.read_token_file(args.token_file) if args.token_file else None
+    if args.token_file and not tokens:
+        raise SkyhookError(f"token file {args.token_file!r} holds no token")
+
+    running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
+                    keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
+                    tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
+                    block=False)
+    print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
+          f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
+          f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
+    running.serve_until_signalled()
+    return 0
 
 
 def _session(args):
@@ -112,8 +146,8 @@ def _parse_range(text):
 
 
 def _aggregations(hists):
-    from . import lang
-    from .ir import AggKind, Aggregation, Axis
+    from .query import lang
+    from .query.ir import AggKind, Aggregation, Axis
 
     out = []
     for h in hists:
@@ -132,7 +166,7 @@ def cmd_query(args):
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
     if args.server:
-        from .client import Client
+        from .service.client import Client
 
         client = Client(args.server, token=args.token)
         result = client.run(args.dataset, columns=columns, where=args.where, expressions=expressions,

@@ -1,13 +1,23 @@
-"""The exceptions users see.  Each is a SkyhookError and a builtin kind, so that
-``except KeyError`` works for an unknown column and ``except SkyhookError`` for all.
+"""Every exception Skyhook raises on purpose, and the one errno table.
 
-Messages say what was expected, what was given, and where (dataset, partition,
-file, position in the query); unknown names come with the closest valid ones.
+Each exception is a SkyhookError and a builtin kind, so that ``except KeyError``
+works for an unknown column and ``except SkyhookError`` for all.  Messages say what
+was expected, what was given, and where (dataset, partition, file, position in the
+query); unknown names come with the closest valid ones.
+
+``CLASS_ERRNOS`` is the one table of the object class's errnos (formats/README.md):
+errno -> message, exception class, gRPC status code.  ``STATUS_ROWS`` maps every
+exception to a gRPC status code (by name: this module imports no grpc; the service
+turns names into ``grpc.StatusCode``), and ``EXCEPTION_OF_STATUS`` goes back on the
+client side.  What it ignores: how errors travel (service/) and who raises them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import errno as E
+import os
 
 
 class SkyhookError(Exception):
@@ -99,6 +109,133 @@ class ReplyTooLargeError(ObjectClassError):
 
 class ConcurrentUpdateError(SkyhookError, RuntimeError):
     """Another writer committed a new version of the dataset first."""
+
+
+class EvaluationError(QueryError):
+    """A query that cannot be evaluated on this data (reference evaluator); ``errno`` is
+    what the object class returns for the same query."""
+
+    def __init__(self, message: str, errno_: int = E.EINVAL):
+        self.errno = errno_
+        super().__init__(message)
+
+
+class ProtocolError(SkyhookError, ValueError):
+    """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
+
+
+class DeadlineExceeded(ClusterError, TimeoutError):
+    """The query's deadline passed before every partition answered."""
+
+
+class AuthenticationError(SkyhookError, PermissionError):
+    """The request carries no valid bearer token (UNAUTHENTICATED)."""
+
+
+class QueryCancelled(SkyhookError):
+    """The query was cancelled (by Cancel(query_id), or because its client went away)."""
+
+
+class DuplicateQueryError(SkyhookError, ValueError):
+    """A query with this id is running already (ALREADY_EXISTS)."""
+
+
+# -- the errno table ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ClassErrno:
+    """What one negative errno of the object class means (formats/README.md)."""
+
+    message: str
+    exception: type = ObjectClassError
+    grpc_code: str = "INTERNAL"
+
+
+# errnos that mean "the request or the data is bad": resending cannot help
+CLASS_ERRNOS: dict[int, ClassErrno] = {
+    E.EINVAL: ClassErrno("the object class rejected the request as invalid"),
+    E.EPROTONOSUPPORT: ClassErrno(
+        "the OSD's skyhook class does not speak this request version (upgrade the class)"),
+    E.ESRCH: ClassErrno("a column of the query is missing from the partition (stale manifest?)",
+                        grpc_code="FAILED_PRECONDITION"),
+    E.E2BIG: ClassErrno("the query is too large for the object class "
+                        "(too many nodes, too deep, or too many bins)", grpc_code="INVALID_ARGUMENT"),
+    E.EFBIG: ClassErrno("the partition is too large for pushdown; reshard the dataset into smaller partitions"),
+    E.EMSGSIZE: ClassErrno("the answer of this partition exceeds the reply limit: narrow the query "
+                           "(fewer columns, a tighter cut, a limit) or reshard into smaller partitions",
+                           ReplyTooLargeError, "RESOURCE_EXHAUSTED"),
+    E.EBADMSG: ClassErrno("the partition object is corrupt (not valid Arrow data)",
+                          CorruptObjectError, "DATA_LOSS"),
+    E.EDOM: ClassErrno("integers to negative integer powers are not allowed",
+                       grpc_code="INVALID_ARGUMENT"),  # the query's fault
+    E.ETIME: ClassErrno("the partition scan exceeded the OSD's time budget", grpc_code="DEADLINE_EXCEEDED"),
+    E.ENOMEM: ClassErrno("the partition scan exceeded the OSD's memory budget",
+                         grpc_code="RESOURCE_EXHAUSTED"),
+    E.EIO: ClassErrno("internal error in the object class (see the OSD log)"),
+    E.ENOENT: ClassErrno("the partition object does not exist (dataset damaged or deleted during the query?)",
+                         grpc_code="FAILED_PRECONDITION"),
+}
+# errnos of librados itself that a resend can cure
+RETRYABLE_ERRNOS = frozenset({E.ETIMEDOUT, E.EAGAIN, E.ENOTCONN, E.ESHUTDOWN, E.ECONNRESET})
+
+
+def class_errno_message(errno_: int) -> str:
+    """The user-facing meaning of an object-class errno."""
+    row = CLASS_ERRNOS.get(errno_)
+    return row.message if row else os.strerror(errno_)
+
+
+def partition_error(errno_: int, obj: str, message: str) -> ObjectClassError:
+    """The exception for a partition that failed with ``errno_``."""
+    row = CLASS_ERRNOS.get(errno_)
+    return (row.exception if row else ObjectClassError)(errno_, obj, message)
+
+
+# -- exceptions <-> gRPC status codes (by name) ---------------------------------------
+# The first row whose class (and errno, for object-class errors) matches wins, so
+# subclasses come first.
+STATUS_ROWS: tuple = (
+    (AuthenticationError, None, "UNAUTHENTICATED"),
+    (QueryCancelled, None, "CANCELLED"),
+    (DuplicateQueryError, None, "ALREADY_EXISTS"),
+    (DeadlineExceeded, None, "DEADLINE_EXCEEDED"),
+    (UnsupportedError, None, "UNIMPLEMENTED"),
+    (UnknownColumnError, None, "INVALID_ARGUMENT"),   # names the column and close matches
+    (UnknownDatasetError, None, "NOT_FOUND"),
+    (QueryError, None, "INVALID_ARGUMENT"),
+    (CorruptObjectError, None, "DATA_LOSS"),
+    (ReplyTooLargeError, None, "RESOURCE_EXHAUSTED"),
+    *((ObjectClassError, errno_, row.grpc_code) for errno_, row in CLASS_ERRNOS.items()
+      if row.grpc_code != "INTERNAL"),
+    (ObjectClassError, None, "INTERNAL"),
+    (ClusterError, None, "UNAVAILABLE"),
+    (ValueError, None, "INVALID_ARGUMENT"),           # e.g. the planner's bad pushdown mode
+    (SkyhookError, None, "INTERNAL"),
+)
+
+
+def status_code_name(exc: BaseException) -> str | None:
+    """The gRPC status code (its name) for an exception, or None if none matches."""
+    for cls, errno_, code in STATUS_ROWS:
+        if isinstance(exc, cls) and (errno_ is None or getattr(exc, "errno", None) == errno_):
+            return code
+    return None
+
+
+# the client's way back, when the server named no exception class
+EXCEPTION_OF_STATUS = {
+    "INVALID_ARGUMENT": QueryError, "NOT_FOUND": UnknownDatasetError, "UNIMPLEMENTED": UnsupportedError,
+    "DATA_LOSS": CorruptObjectError, "UNAVAILABLE": ClusterError, "DEADLINE_EXCEEDED": DeadlineExceeded,
+    "CANCELLED": QueryCancelled, "UNAUTHENTICATED": AuthenticationError,
+    "ALREADY_EXISTS": DuplicateQueryError,
+}
+
+
+# the classes the client rebuilds by the name the server sends (``skyhook-error``)
+WIRE_EXCEPTIONS = {c.__name__: c for c in (
+    QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
+    ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
+    AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

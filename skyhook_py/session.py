@@ -14,14 +14,16 @@ import time
 
 import pyarrow as pa
 
-from . import aggregates as agg
-from . import ir, planner, results
-from .errors import QueryError, SkyhookError
-from .executor import Executor
-from .results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from . import defaults
+from .errors import SkyhookError
+from .query import aggregates as agg
+from .query import ir, planner, results
+from .query.compile import compile_query
+from .query.executor import Executor, PartitionDone, Retrying
+from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 
-DEFAULT_POOL = "skyhook"
-DEFAULT_NAMESPACE = "skyhook"
+DEFAULT_POOL = defaults.POOL
+DEFAULT_NAMESPACE = defaults.NAMESPACE
 
 
 class Session:
@@ -32,12 +34,12 @@ class Session:
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
-             op_timeout: float = 30):
+             op_timeout: float = defaults.OP_TIMEOUT):
         from .paths import resolve_conf
-        from .rados_io import Store
+        from .storage.rados_io import Store
 
         conf = resolve_conf(conf)
-        store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL),
+        store = Store(conf, defaults.pool(pool),
                       namespace or DEFAULT_NAMESPACE, name=user, keyring=keyring,
                       op_timeout=op_timeout)
         return cls(store, conf)
@@ -88,7 +90,7 @@ class Session:
         return transcode.delete(self.store, dataset)
 
     def manifest(self, dataset):
-        from .manifest import load_manifest
+        from .storage.manifest import load_manifest
 
         return load_manifest(self.store, dataset)
 
@@ -99,11 +101,9 @@ class Session:
         on partitions when the query is invalid."""
         m = (self.manifest(dataset_or_manifest) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
-        schema = m.column_types()
-        query = make_query(schema, columns=columns, where=where, expressions=expressions,
-                           event_range=event_range, limit=limit, aggregations=aggregations,
-                           language=language)
-        ir.check_query(query, schema)
+        query = compile_query(m.column_types(), language=language, where=where, columns=columns,
+                              expressions=expressions, event_range=event_range, limit=limit,
+                              aggregations=aggregations)
         return m, query
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
@@ -137,14 +137,13 @@ class Session:
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
                                     limit=query.limit, cancelled=cancelled):
-            if isinstance(ev, tuple):
-                if ev[0] == "retry":
-                    s.retries += 1
-                    continue
-                _, task, mode, fig, aggs = ev
-                _account(s, task, mode, fig or {})
-                if aggs:
-                    partials.append(aggs)
+            if isinstance(ev, Retrying):
+                s.retries += 1
+                continue
+            if isinstance(ev, PartitionDone):
+                _account(s, ev.task, ev.mode, ev.figures or {})
+                if ev.aggregates:
+                    partials.append(ev.aggregates)
                 continue
             if isinstance(ev, ResultBatch):
                 s.rows_returned += ev.table.num_rows
@@ -179,11 +178,9 @@ def _account(s: Summary, task, mode, fig):
 
 
 def partition_error(ev: PartitionFailure) -> SkyhookError:
-    from .errors import CorruptObjectError, ObjectClassError, ReplyTooLargeError
-    import errno as E
+    from . import errors
 
-    kind = {E.EBADMSG: CorruptObjectError, E.EMSGSIZE: ReplyTooLargeError}.get(ev.errno, ObjectClassError)
-    return kind(ev.errno, ev.object, ev.message)
+    return errors.partition_error(ev.errno, ev.object, ev.message)
 
 
 def collect(events, query: ir.Query, manifest=None) -> QueryResult:
@@ -194,45 +191,9 @@ def collect(events, query: ir.Query, manifest=None) -> QueryResult:
 
 def empty_result(manifest, query: ir.Query) -> pa.Table | None:
     """The zero-row answer, with the column types a non-empty one would have."""
-    from . import reference
+    from .query import reference
 
     if manifest is None:
         return None
     empty = manifest.schema.empty_table()
     return reference.scan_table(empty, query.outputs, None).table
-
-
-def make_query(schema, columns=None, where=None, expressions=None, event_range=None,
-               limit=None, aggregations=(), language="cut") -> ir.Query:
-    """Build an ir.Query from the user-facing arguments."""
-    from . import lang
-
-    if language != "cut":
-        if columns or expressions:
-            raise QueryError(f"with language={language!r} the query text holds the columns; "
-                             "do not pass columns= or expressions=")
-        q = lang.compile_query(language, where, schema)
-        return _with_range(q, event_range, limit)
-    outputs = []
-    if columns is None and not expressions and not aggregations:
-        columns = list(schema)
-    for c in columns or []:
-        if isinstance(c, ir.Expr):
-            outputs.append((repr(c), c))
-        else:
-            outputs.append((c, lang.compile_expression(c, schema)))
-    for name, text in (expressions or {}).items():
-        outputs.append((name, text if isinstance(text, ir.Expr) else lang.compile_expression(text, schema)))
-    cut = None
-    if where is not None:
-        cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where, schema)
-    aggs = tuple(aggregations)
-    q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=aggs)
-    return _with_range(q, event_range, limit)
-
-
-def _with_range(q: ir.Query, event_range, limit) -> ir.Query:
-    start, stop = (event_range or (0, None))
-    return ir.Query(outputs=q.outputs, where=q.where, aggregations=q.aggregations,
-                    event_start=start or 0, event_stop=stop,
-                    limit=limit if limit is not None else q.limit)

@@ -105,7 +105,7 @@ def pool(ceph_cluster, request) -> str:
 @pytest.fixture(scope="module")
 def store(ceph_cluster, pool):
     """A rados_io.Store on the module's pool, namespace ``skyhook``, as client.admin."""
-    from skyhook_py.rados_io import Store
+    from skyhook_py.storage.rados_io import Store
 
     s = Store(str(ceph_cluster.conf_path), pool, namespace=NAMESPACE,
               keyring=str(ceph_cluster.admin_keyring))

@@ -3,7 +3,7 @@
 No cluster: the runner executes exactly the C++ code the OSD executes (scan_kernel.cc,
 eval.cc), reading the file with pread instead of cls_cxx_read.  Oracles are awkward/NumPy
 computations on uproot reads of ../shared/data, and the Python reference evaluator
-(skyhook_py.reference) for the type-promotion matrix.  Errors are asserted as the exact
+(skyhook_py.query.reference) for the type-promotion matrix.  Errors are asserted as the exact
 errno of formats/README.md.
 """
 
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
-from skyhook_py import codec, ir, reference
-from skyhook_py.ir import AggKind, Aggregation, Axis, Op, call, col
+from skyhook_py.query import codec, ir, reference
+from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "build" / "bin" / "skyhook_scan_local"

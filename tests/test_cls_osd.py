@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 import uproot
 
-from skyhook_py import codec
+from skyhook_py.query import codec
 from skyhook_py.errors import ObjectClassError
-from skyhook_py.ir import AggKind, Aggregation, Axis, Op, call, col
+from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col
 
 from test_cls_kernel import DATA, RUNNER, _raw_request, assert_same_table, run_raw, write_ipc
 

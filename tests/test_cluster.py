@@ -52,7 +52,7 @@ def test_up_refuses_a_foreign_non_empty_folder(tmp_path):
 # -- the session cluster --------------------------------------------------------------
 
 def _store(cluster: Cluster, user: str, keyring=None, pool: str = POOL, namespace: str = NAMESPACE):
-    from skyhook_py.rados_io import Store
+    from skyhook_py.storage.rados_io import Store
 
     return Store(str(cluster.conf_path), pool, namespace, name=user,
                  keyring=str(keyring or cluster.keyring(user)), op_timeout=10)
@@ -95,7 +95,7 @@ def test_ports_are_pinned_in_the_conf(ceph_cluster):
 
 @pytest.mark.cluster
 def test_cephx_rejects_a_client_without_the_key(ceph_cluster, tmp_path):
-    from skyhook_py.rados_io import _import_rados
+    from skyhook_py.storage.rados_io import _import_rados
 
     _import_rados()
     wrong = tmp_path / "wrong.keyring"

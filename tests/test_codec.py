@@ -3,9 +3,9 @@
 import pyarrow as pa
 import pytest
 
-from skyhook_py import codec, ir
+from skyhook_py.query import codec, ir
 from skyhook_py._generated import skyhook_scan_generated as fb
-from skyhook_py.ir import Op, call, col
+from skyhook_py.query.ir import Op, call, col
 
 
 def test_nodes_are_deduplicated_and_topologically_sorted():

@@ -21,12 +21,12 @@ import pytest
 import uproot
 
 from skyhook_py import QueryError, UnknownColumnError, UnknownDatasetError, UnsupportedError
-from skyhook_py import executor as executor_mod
-from skyhook_py.client import Client
-from skyhook_py.coordinator import AuthenticationError, Coordinator, QueryCancelled
-from skyhook_py.executor import DeadlineExceeded
-from skyhook_py.results import Progress, ResultBatch, Summary
-from skyhook_py.server import open_session, start_server
+from skyhook_py.query import executor as executor_mod
+from skyhook_py.service.client import Client
+from skyhook_py.service.coordinator import AuthenticationError, Coordinator, QueryCancelled
+from skyhook_py.query.executor import DeadlineExceeded
+from skyhook_py.query.results import Progress, ResultBatch, Summary
+from skyhook_py.service.server import open_session, start_server
 from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
@@ -155,7 +155,7 @@ def test_aggregates_over_grpc(client, session, files):
             {"kind": "count", "name": "n"},
             {"kind": "max", "name": "lead", "x": "max(Muon_pt, axis=1)"}]
     got = client.run("demo", where="nMuon >= 1", aggregations=aggs, use_cache=False)
-    from skyhook_py import ir, lang
+    from skyhook_py.query import ir, lang
 
     m = session.manifest("demo")
     schema = m.column_types()
@@ -461,7 +461,7 @@ def test_cli_query_through_server(server, datasets, tmp_path):
 def test_skyhook_serve_as_query_user(ceph_cluster, files, tmp_path):
     """`skyhook serve` with the least-privilege query key on the cluster's `skyhook` pool."""
     from skyhook_py import transcode
-    from skyhook_py.rados_io import Store
+    from skyhook_py.storage.rados_io import Store
 
     admin = Store(str(ceph_cluster.conf_path), "skyhook", keyring=str(ceph_cluster.admin_keyring))
     name = f"grpc-serve-{os.getpid()}"

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
-from skyhook_py import demo_data, manifest as mf
+from skyhook_py import demo_data
+from skyhook_py.storage import manifest as mf
 from skyhook_py import transcode as T
 from skyhook_py.errors import (
     ClusterError, ConcurrentUpdateError, DatasetExistsError, InputFileError, UnknownDatasetError,
@@ -169,7 +170,7 @@ def test_bad_input_leaves_nothing(store, shared_data, tmp_path):
 
 
 def test_missing_pool(ceph_cluster):
-    from skyhook_py.rados_io import Store
+    from skyhook_py.storage.rados_io import Store
 
     with pytest.raises(ClusterError, match="pool 'no-such-pool' does not exist"):
         Store(str(ceph_cluster.conf_path), "no-such-pool", keyring=str(ceph_cluster.admin_keyring))

@@ -1,12 +1,12 @@
-"""The IR nodes of skyhook_py.ir: construction, repr, identity, static checks, codec round trip."""
+"""The IR nodes of skyhook_py.query.ir: construction, repr, identity, static checks, codec round trip."""
 
 import math
 
 import pytest
 
-from skyhook_py import codec, ir
+from skyhook_py.query import codec, ir
 from skyhook_py.errors import QueryError, UnknownColumnError
-from skyhook_py.ir import AggKind, Op, call, col, lit, same
+from skyhook_py.query.ir import AggKind, Op, call, col, lit, same
 
 SCHEMA = {
     "nMuon": ir.ColumnType("uint", False),

@@ -1,6 +1,6 @@
 """Cut strings and output expressions: compiled IR vs uproot and awkward on real files.
 
-The compiled IR is evaluated by ``skyhook_py.reference`` (the Python evaluator
+The compiled IR is evaluated by ``skyhook_py.query.reference`` (the Python evaluator
 of the IR); the oracle is uproot's own ``arrays(cut=...)`` or, for the
 awkward-only spellings (``ak.``/``np.`` reductions, ``[:, i]``), awkward
 evaluating the same text.  Errors are checked without touching any data.
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import uproot
 
-from skyhook_py import ir, reference
+from skyhook_py.query import ir, reference
 from skyhook_py.errors import QueryError, UnknownColumnError, UnsupportedError
-from skyhook_py.lang import compile_cut, compile_expression, compile_query
-from skyhook_py.manifest import column_type
+from skyhook_py.query.lang import compile_cut, compile_expression, compile_query
+from skyhook_py.storage.manifest import column_type
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 HZZ = (DATA / "uproot-HZZ.root", "events")

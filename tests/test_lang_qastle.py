@@ -20,9 +20,9 @@ servicex_query = pytest.importorskip("servicex.query")
 
 from test_lang_cut import SMALL_DY, TTBAR, TTBAR_COLUMNS, assert_close, load, run_query  # noqa: E402
 
-from skyhook_py import ir  # noqa: E402
+from skyhook_py.query import ir  # noqa: E402
 from skyhook_py.errors import QueryError, UnknownColumnError, UnsupportedError  # noqa: E402
-from skyhook_py.lang import compile_qastle, compile_query  # noqa: E402
+from skyhook_py.query.lang import compile_qastle, compile_query  # noqa: E402
 
 
 def method_form(query) -> str:
@@ -221,7 +221,7 @@ def test_invalid_qastle(text, message):
 
 def test_qastle_round_trip_of_the_parser_keeps_semantics():
     """Our positioned parser gives the same tree as qastle's own text_ast_to_python_ast."""
-    from skyhook_py.lang.qastle import parse_qastle
+    from skyhook_py.query.lang.qastle import parse_qastle
 
     text = _text([("Where", "lambda e: e.nMuon >= 2"), ("Select", "lambda e: {'pt': e.Muon_pt}")])
     ours, _ = parse_qastle(text)

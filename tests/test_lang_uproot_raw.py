@@ -16,9 +16,9 @@ servicex_query = pytest.importorskip("servicex.query")
 
 from test_lang_cut import HZZ, SMALL_DY, assert_close, load, run_query  # noqa: E402
 
-from skyhook_py import ir  # noqa: E402
+from skyhook_py.query import ir  # noqa: E402
 from skyhook_py.errors import QueryError, UnknownColumnError, UnsupportedError  # noqa: E402
-from skyhook_py.lang import compile_query, compile_uproot_raw  # noqa: E402
+from skyhook_py.query.lang import compile_query, compile_uproot_raw  # noqa: E402
 
 UPROOT_ARGS = ("expressions", "cut", "filter_name", "aliases")
 

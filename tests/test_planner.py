@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skyhook_py import ir, planner
-from skyhook_py.ir import col
+from skyhook_py.query import ir, planner
+from skyhook_py.query.ir import col
 
 
 @dataclasses.dataclass

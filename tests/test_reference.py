@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from skyhook_py import aggregates, ir, reference
+from skyhook_py.query import aggregates, ir, reference
 from skyhook_py.errors import UnknownColumnError
-from skyhook_py.ir import AggKind, Op, call, col
+from skyhook_py.query.ir import AggKind, Op, call, col
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BRANCHES = ["nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "Muon_charge", "nJet", "Jet_pt", "Jet_eta",

@@ -17,9 +17,10 @@ import uproot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skyhook_py import demo_data, ir
+from skyhook_py import demo_data
+from skyhook_py.query import ir
 from skyhook_py.errors import InputFileError, SkyhookError
-from skyhook_py.manifest import Manifest, Partition, Source
+from skyhook_py.storage.manifest import Manifest, Partition, Source
 from skyhook_py.transcode import encoder, partitioner, readers, stats
 
 ROOT_FILES = [

@@ -7,7 +7,14 @@ the manifest last, in one guarded commit).  ``add_dataset_commands`` registers t
 CLI subcommands.
 """
 
-from .operations import (  # noqa: F401
-    append, delete, describe, gc, ingest, list_datasets, render_description, reshard,
-)
 from .cli import add_dataset_commands  # noqa: F401
+from .operations import (  # noqa: F401
+    append,
+    delete,
+    describe,
+    gc,
+    ingest,
+    list_datasets,
+    render_description,
+    reshard,
+)

@@ -4,15 +4,16 @@ commands without the rest of the CLI (used by the killed-ingest tests)."""
 import argparse
 import sys
 
-from ..rados_io import Store
+from .. import defaults
+from ..storage.rados_io import Store
 from .cli import add_dataset_commands
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m skyhook_py.transcode")
     parser.add_argument("--conf", required=True, help="ceph.conf of the cluster")
-    parser.add_argument("--pool", default="skyhook")
-    parser.add_argument("--namespace", default="skyhook")
+    parser.add_argument("--pool", default=defaults.POOL)
+    parser.add_argument("--namespace", default=defaults.NAMESPACE)
     parser.add_argument("--name", default="client.admin", help="cephx user")
     parser.add_argument("--keyring", default=None)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -25,13 +25,14 @@ import warnings
 
 import pyarrow as pa
 
-from .. import manifest as mf
+from .. import defaults
 from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
-from ..manifest import Manifest, Partition, Source
 from ..progress import Progress
+from ..storage import manifest as mf
+from ..storage.manifest import Manifest, Partition, Source
 from . import encoder, partitioner, readers, stats
 
-DEFAULT_PARTITION_BYTES = 64 << 20
+DEFAULT_PARTITION_BYTES = defaults.PARTITION_BYTES
 READ_STEP_BYTES = 16 << 20   # uncompressed bytes read from a source at a time
 
 

@@ -16,45 +16,59 @@ timeout or a lost connection is retried a bounded number of times.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno as E
-import os
 import queue
 import threading
 import time
 
 import pyarrow as pa
 
+from .. import defaults
+from ..errors import RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded, ObjectClassError, class_errno_message  # noqa: F401
 from . import codec
-from .errors import ClusterError, ObjectClassError
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
 
-CLASS_NAME = "skyhook"
-
-# errnos that mean "the request or the data is bad": resending cannot help
-CLASS_ERRNOS = {E.EINVAL, E.EPROTONOSUPPORT, E.ESRCH, E.E2BIG, E.EFBIG, E.EMSGSIZE,
-                E.EBADMSG, E.EDOM, E.ETIME, E.ENOMEM, E.EIO, E.ENOENT}
-RETRYABLE = {E.ETIMEDOUT, E.EAGAIN, E.ENOTCONN, E.ESHUTDOWN, E.ECONNRESET}
-
-CLASS_MESSAGES = {
-    E.EINVAL: "the object class rejected the request as invalid",
-    E.EPROTONOSUPPORT: "the OSD's skyhook class does not speak this request version (upgrade the class)",
-    E.ESRCH: "a column of the query is missing from the partition (stale manifest?)",
-    E.E2BIG: "the query is too large for the object class (too many nodes, too deep, or too many bins)",
-    E.EFBIG: "the partition is too large for pushdown; reshard the dataset into smaller partitions",
-    E.EMSGSIZE: "the answer of this partition exceeds the reply limit: narrow the query "
-                "(fewer columns, a tighter cut, a limit) or reshard into smaller partitions",
-    E.EBADMSG: "the partition object is corrupt (not valid Arrow data)",
-    E.EDOM: "integers to negative integer powers are not allowed",
-    E.ETIME: "the partition scan exceeded the OSD's time budget",
-    E.ENOMEM: "the partition scan exceeded the OSD's memory budget",
-    E.EIO: "internal error in the object class (see the OSD log)",
-    E.ENOENT: "the partition object does not exist (dataset damaged or deleted during the query?)",
-}
+CLASS_NAME = defaults.CLASS_NAME
 
 
-class DeadlineExceeded(ClusterError, TimeoutError):
-    pass
+# -- the executor's events, besides ResultBatch / PartitionFailure / Progress ---------
+
+@dataclasses.dataclass
+class PartitionDone:
+    """One partition answered: its figures and partial aggregates, for the summary.
+    ``mode`` is "pushdown", "read" or "fallback"."""
+
+    task: object
+    mode: str
+    figures: dict
+    aggregates: list
+
+
+@dataclasses.dataclass
+class Retrying:
+    """A call to ``task``'s object is resent (the cluster map likely changed)."""
+
+    task: object
+
+
+# -- what one call or read completes with (internal) ----------------------------------
+
+@dataclasses.dataclass
+class _Answered:
+    mode: str
+    result: object   # results.ScanResult
+
+
+@dataclasses.dataclass
+class _Failed:
+    errno: int
+    message: str
+
+
+_RETRY = "retry"        # _classify's other outcomes
+_FALLBACK = "fallback"
 
 
 class Executor:
@@ -86,8 +100,8 @@ class Executor:
     # -- running ------------------------------------------------------------------
     def run(self, manifest, plan, query, *, deadline: float | None = None,
             fail_fast: bool = True, limit: int | None = None, cancelled=None):
-        """Yield ResultBatch / PartitionFailure / Progress events and, per task, a
-        ``("figures", task, mode, figures, aggregates)`` tuple for the summary."""
+        """Yield ResultBatch / PartitionFailure / Progress events, a PartitionDone per
+        task (for the summary) and a Retrying per resent call."""
         tasks = list(plan.tasks)
         done_q: queue.Queue = queue.Queue()
         in_flight: dict[int, tuple] = {}        # task position -> (task, osd, mode)
@@ -163,19 +177,19 @@ class Executor:
                 next_yield += 1
                 progressed = True
                 events_done += task.event_stop - task.event_start
-                if outcome[0] == "ok":
-                    _, mode, result = outcome
-                    yield ("figures", task, mode, result.figures, result.aggregates)
+                if isinstance(outcome, _Answered):
+                    result = outcome.result
+                    yield PartitionDone(task, outcome.mode, result.figures, result.aggregates)
                     if result.table is not None and result.table.num_rows:
                         t = result.table
                         if limit is not None:
                             t = t.slice(0, max(0, limit - rows_yielded))
                         rows_yielded += t.num_rows
                         if t.num_rows:
-                            yield ResultBatch(task.partition, t)
+                            whole = t.num_rows == result.table.num_rows
+                            yield ResultBatch(task.partition, t, result.ipc if whole else None)
                 else:
-                    _, err, msg = outcome
-                    yield PartitionFailure(task.partition, task.object, err, msg)
+                    yield PartitionFailure(task.partition, task.object, outcome.errno, outcome.message)
                     if fail_fast:
                         return
                 yield Progress(next_yield, len(tasks), events_done, plan.events_total)
@@ -194,33 +208,33 @@ class Executor:
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
             finished_outcome = self._classify(task, mode, err, data, pos, attempts)
-            if finished_outcome == "retry":
+            if finished_outcome == _RETRY:
                 retry_queue.append(pos)
-                yield ("retry", task)
-            elif finished_outcome == "fallback":
+                yield Retrying(task)
+            elif finished_outcome == _FALLBACK:
                 modes[pos] = Mode.READ
                 retry_queue.append(pos)
             else:
                 finished[pos] = finished_outcome
 
     def _classify(self, task, mode, err, data, pos, attempts):
-        if mode != Mode.PUSHDOWN:   # plain read: data is ("ok", result) or an error
+        if mode != Mode.PUSHDOWN:   # plain read: data is an _Answered or a _Failed
             return data
         if err == 0:
             try:
                 result = codec.decode_scan_reply(data)
                 result.figures = dict(result.figures or {}, reply_bytes=len(data))
-                return ("ok", "pushdown", result)
+                return _Answered("pushdown", result)
             except Exception as e:  # a reply we cannot decode is a class bug: do not resend
-                return ("error", E.EBADMSG, f"cannot decode the reply for {task.object!r}: {e}")
+                return _Failed(E.EBADMSG, f"cannot decode the reply for {task.object!r}: {e}")
         if err == E.EOPNOTSUPP:
-            return "fallback"
-        if err in RETRYABLE and attempts[pos] <= self.retries:
+            return _FALLBACK
+        if err in RETRYABLE_ERRNOS and attempts[pos] <= self.retries:
             self._osd_cache.pop(task.object, None)
             time.sleep(min(0.05 * 2 ** attempts[pos], 1.0))
-            return "retry"
-        msg = CLASS_MESSAGES.get(err, os.strerror(err))
-        return ("error", err, f"partition {task.object!r}: {msg}")
+            return _RETRY
+        msg = class_errno_message(err)
+        return _Failed(err, f"partition {task.object!r}: {msg}")
 
     def _read_and_evaluate(self, task, query, remaining, pos, done_q):
         """A plain read: fetch the whole object, evaluate on the client."""
@@ -236,13 +250,13 @@ class Executor:
                 -1 if remaining is None else remaining, query.aggregations)
             result.figures = dict(result.figures or {}, bytes_transferred=len(data), object_bytes=len(data))
             mode = "fallback" if task.mode == Mode.PUSHDOWN else "read"
-            done_q.put((pos, 0, ("ok", mode, result)))
+            done_q.put((pos, 0, _Answered(mode, result)))
         except FileNotFoundError:
-            done_q.put((pos, E.ENOENT, ("error", E.ENOENT, f"partition {task.object!r}: {CLASS_MESSAGES[E.ENOENT]}")))
+            done_q.put((pos, E.ENOENT, _Failed(E.ENOENT, f"partition {task.object!r}: {class_errno_message(E.ENOENT)}")))
         except ObjectClassError as e:
-            done_q.put((pos, e.errno, ("error", e.errno, str(e))))
+            done_q.put((pos, e.errno, _Failed(e.errno, str(e))))
         except Exception as e:  # noqa: BLE001 - reported per partition, the query decides
-            done_q.put((pos, E.EIO, ("error", E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
+            done_q.put((pos, E.EIO, _Failed(E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
 
 
 def _partition_rows(manifest, task) -> int:

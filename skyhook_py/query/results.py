@@ -1,6 +1,8 @@
-"""What a running query reports: progress, result batches, per-partition failures and
-the final summary.  Plain data, shared by the in-process session, the gRPC servicer
-and the CLI; nothing here talks to Ceph or gRPC.
+"""What a scan and a running query report: one partition's answer (ScanResult with its
+PartialAggregates, from the object class or the reference evaluator), progress, result
+batches, per-partition failures and the final summary.  Plain data, shared by the
+codec, the reference evaluator, the session, the gRPC servicer and the CLI; nothing
+here talks to Ceph or gRPC or knows a wire format.
 """
 
 from __future__ import annotations
@@ -8,6 +10,32 @@ from __future__ import annotations
 import dataclasses
 
 import pyarrow as pa
+
+from . import ir
+
+
+@dataclasses.dataclass
+class PartialAggregate:
+    """One aggregation's result over one partition, before merging (``AggregateResult``)."""
+
+    name: str
+    kind: ir.AggKind
+    count: int = 0
+    is_integer: bool = False
+    int_value: int = 0
+    float_value: float = 0.0
+    sumw: list | None = None   # Hist1D/2D: per bin, underflow first, overflow last
+    sumw2: list | None = None
+
+
+@dataclasses.dataclass
+class ScanResult:
+    """What one scan of one partition answered."""
+
+    table: pa.Table
+    figures: dict
+    aggregates: list
+    ipc: bytes | None = dataclasses.field(default=None, repr=False, compare=False)  # the OSD's own
 
 
 @dataclasses.dataclass
@@ -22,6 +50,9 @@ class Progress:
 class ResultBatch:
     partition: int          # index of the partition in the manifest
     table: pa.Table
+    # the OSD's Arrow IPC stream of exactly ``table``, when there is one: the service
+    # forwards these bytes instead of encoding the table again
+    ipc: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclasses.dataclass

@@ -1,78 +1,42 @@
-"""The gRPC face of the coordinator: skyhook.v1.Skyhook over skyhook_py.coordinator.
+"""The gRPC face of the coordinator: skyhook.v1.Skyhook over skyhook_py.service.coordinator.
 
 Each RPC method only translates: request message -> coordinator call -> reply
-messages (skyhook_py.wire does the conversions).  Errors are turned into gRPC
-statuses by one table, STATUS_OF; the domain exception's class name also travels
+messages (skyhook_py.service.wire does the conversions).  Errors are turned into gRPC
+statuses by one table, skyhook_py.errors.STATUS_ROWS; the domain exception's class name also travels
 in the trailing metadata key ``skyhook-error`` so the client can raise the same
 kind.  A query is cancelled when its client goes away (``context.add_callback``)
-or on Cancel(query_id).  ``skyhook serve`` is defined here too.
+or on Cancel(query_id).  ``skyhook serve`` (its arguments are the CLI's, in
+skyhook_py/cli.py) calls ``serve``.
 
 What it ignores: query semantics, caching and Ceph (the coordinator's business).
 """
 
 from __future__ import annotations
 
-import errno as E
 import logging
 import signal
-import sys
 import threading
 from concurrent import futures
 
 import grpc
 
+from .. import defaults
+from ..errors import SkyhookError, status_code_name
 from . import coordinator as coord
-from .errors import (ClusterError, CorruptObjectError, ObjectClassError, QueryError,
-                     ReplyTooLargeError, SkyhookError, UnknownColumnError, UnknownDatasetError,
-                     UnsupportedError)
 
 log = logging.getLogger("skyhook.server")
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
-QUERY_USER = "client.skyhook-query"
-
-# The one table from domain errors to gRPC status codes: the first row whose class
-# (and errno, for object-class errors) matches wins, so subclasses come first.
-def _status_table():
-    from .executor import DeadlineExceeded
-
-    S = grpc.StatusCode
-    return (
-        (coord.AuthenticationError, None, S.UNAUTHENTICATED),
-        (coord.QueryCancelled, None, S.CANCELLED),
-        (coord.DuplicateQueryError, None, S.ALREADY_EXISTS),
-        (DeadlineExceeded, None, S.DEADLINE_EXCEEDED),
-        (UnsupportedError, None, S.UNIMPLEMENTED),
-        (UnknownColumnError, None, S.INVALID_ARGUMENT),   # names the column and close matches
-        (UnknownDatasetError, None, S.NOT_FOUND),
-        (QueryError, None, S.INVALID_ARGUMENT),
-        (CorruptObjectError, None, S.DATA_LOSS),
-        (ReplyTooLargeError, None, S.RESOURCE_EXHAUSTED),
-        (ObjectClassError, E.EDOM, S.INVALID_ARGUMENT),   # integer to a negative power: the query's fault
-        (ObjectClassError, E.E2BIG, S.INVALID_ARGUMENT),  # query too large for the class
-        (ObjectClassError, E.ENOMEM, S.RESOURCE_EXHAUSTED),
-        (ObjectClassError, E.ETIME, S.DEADLINE_EXCEEDED),
-        (ObjectClassError, E.ESRCH, S.FAILED_PRECONDITION),  # stale manifest
-        (ObjectClassError, E.ENOENT, S.FAILED_PRECONDITION),
-        (ObjectClassError, None, S.INTERNAL),
-        (ClusterError, None, S.UNAVAILABLE),
-        (ValueError, None, S.INVALID_ARGUMENT),           # e.g. the planner's bad pushdown mode
-        (SkyhookError, None, S.INTERNAL),
-    )
-
-
-_STATUS_OF = None
+DEFAULT_LISTEN = defaults.LISTEN
+QUERY_USER = defaults.QUERY_USER
 
 
 def status_of(exc: BaseException):
-    """(grpc.StatusCode, message) for an exception raised while serving."""
-    global _STATUS_OF
-    if _STATUS_OF is None:
-        _STATUS_OF = _status_table()
-    for cls, errno_, code in _STATUS_OF:
-        if isinstance(exc, cls) and (errno_ is None or getattr(exc, "errno", None) == errno_):
-            return code, str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error in the coordinator: {type(exc).__name__}: {exc}"
+    """(grpc.StatusCode, message) for an exception raised while serving; the table is
+    skyhook_py.errors.STATUS_ROWS."""
+    code = status_code_name(exc)
+    if code is None:
+        return grpc.StatusCode.INTERNAL, f"internal error in the coordinator: {type(exc).__name__}: {exc}"
+    return grpc.StatusCode[code], str(exc)
 
 
 def _abort(context, exc: BaseException):
@@ -87,8 +51,8 @@ class SkyhookServicer:
     """skyhook.v1.Skyhook: translation only."""
 
     def __init__(self, coordinator: coord.Coordinator):
-        from ._grpc_stubs import pb
         from . import wire
+        from ._grpc_stubs import pb
 
         self.c = coordinator
         self.pb = pb
@@ -184,7 +148,7 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skyhook-rpc"),
         options=[("grpc.so_reuseport", 0),            # a taken port is an error, not shared
-                 ("grpc.max_send_message_length", 64 << 20),
+                 ("grpc.max_send_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", 16 << 20)])
     rpc.add_SkyhookServicer_to_server(SkyhookServicer(coordinator), server)
     if tls_cert or tls_key:
@@ -204,14 +168,13 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
 
 def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, namespace=None):
     """A Session on the cluster of ``conf`` as ``user`` (Store wants the conf as a str)."""
-    import os
 
-    from .paths import resolve_conf
-    from .rados_io import Store
-    from .session import DEFAULT_NAMESPACE, DEFAULT_POOL, Session
+    from ..paths import resolve_conf
+    from ..session import Session
+    from ..storage.rados_io import Store
 
     conf = str(resolve_conf(conf))
-    store = Store(conf, pool or os.environ.get("SKYHOOK_POOL", DEFAULT_POOL), namespace or DEFAULT_NAMESPACE,
+    store = Store(conf, defaults.pool(pool), namespace or defaults.NAMESPACE,
                   name=user, keyring=keyring)
     return Session(store, conf)
 
@@ -232,34 +195,3 @@ def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_
     if block:
         running.serve_until_signalled()
     return running
-
-
-def add_serve_command(subparsers):
-    p = subparsers.add_parser("serve", help="run the gRPC query coordinator")
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"host:port (default {DEFAULT_LISTEN}; port 0 picks one)")
-    p.add_argument("--token-file", help="bearer tokens, one a line; without it no token is required")
-    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS only)")
-    p.add_argument("--tls-key", help="PEM private key")
-    p.add_argument("--as-user", dest="serve_user", default=QUERY_USER,
-                   help=f"cephx user of the coordinator (default {QUERY_USER}, the read-only query key)")
-    p.add_argument("--as-keyring", dest="serve_keyring", default=None,
-                   help="keyring of --as-user (default: as ceph.conf says)")
-    p.add_argument("--cache-mb", type=int, default=coord.DEFAULT_CACHE_BYTES >> 20, help="result cache size")
-    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
-    p.set_defaults(func=_cmd_serve)
-
-
-def _cmd_serve(args):
-    tokens = coord.read_token_file(args.token_file) if args.token_file else None
-    if args.token_file and not tokens:
-        raise SkyhookError(f"token file {args.token_file!r} holds no token")
-
-    running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
-                    keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
-                    block=False)
-    print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
-          f"{args.pool or 'skyhook'}; TLS {'on' if running.tls else 'off'}; "
-          f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
-    running.serve_until_signalled()
-    return 0

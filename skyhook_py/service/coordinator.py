@@ -16,8 +16,8 @@ results.  It is bounded in bytes with least-recently-used eviction; only
 complete answers without failures are kept, and a result larger than a quarter
 of the cache is never recorded (recording stops as soon as it is too big).
 
-What it ignores: wire formats and status codes (skyhook_py.server and
-skyhook_py.wire), planning and execution (planner, executor).
+What it ignores: wire formats and status codes (skyhook_py.service.server and
+skyhook_py.service.wire), planning and execution (planner, executor).
 """
 
 from __future__ import annotations
@@ -31,30 +31,20 @@ import threading
 import time
 import uuid
 
-from .errors import SkyhookError
-from .results import PartitionFailure, Progress, ResultBatch, Summary
+from .. import defaults
+from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
-DEFAULT_CACHE_BYTES = 256 << 20
-
-
-class AuthenticationError(SkyhookError, PermissionError):
-    """The request carries no valid bearer token (UNAUTHENTICATED)."""
-
-
-class QueryCancelled(SkyhookError):
-    """The query was cancelled (by Cancel(query_id), or because its client went away)."""
-
-
-class DuplicateQueryError(SkyhookError, ValueError):
-    """A query with this id is running already (ALREADY_EXISTS)."""
+DEFAULT_CACHE_BYTES = defaults.CACHE_BYTES
 
 
 @dataclasses.dataclass
 class QuerySpec:
     """A query as a frontend sends it, before compilation.
 
-    aggregations: a callable ``schema -> [ir.Aggregation]`` (the wire layer compiles
-    the expressions against the dataset's schema once it is known), or a list.
+    expressions: name -> cut-string text or IR; aggregations: ``ir.Aggregation`` values.
+    Both are checked against the dataset's schema by the one compile entry
+    (``query.compile.compile_query``) when the query starts.
     deadline: seconds from now, or None.
     """
 
@@ -62,7 +52,7 @@ class QuerySpec:
     language: str = "cut"
     selection: str | None = None
     columns: list | None = None
-    expressions: object = None      # dict name -> text/IR, or a callable schema -> dict
+    expressions: object = None      # dict name -> text or IR
     event_range: tuple | None = None
     limit: int | None = None
     aggregations: object = ()
@@ -121,7 +111,7 @@ class ResultCache:
 
 def _event_bytes(ev) -> int:
     if isinstance(ev, ResultBatch):
-        return ev.table.nbytes + 64
+        return ev.table.nbytes + len(ev.ipc or b"") + 64
     return 256
 
 
@@ -187,7 +177,7 @@ class QueryRun:
         if self._cancelled.is_set():
             raise QueryCancelled(f"query {self.id!r} {self.cancel_reason}")
         if self.deadline is not None and time.monotonic() > self.deadline:
-            from .executor import DeadlineExceeded
+            from ..errors import DeadlineExceeded
 
             raise DeadlineExceeded(f"query {self.id!r} exceeded its deadline of {self.spec.deadline:.3f} s")
 
@@ -202,7 +192,7 @@ class QueryRun:
             yield ev
 
     def _execute(self, cache):
-        from . import session as session_mod
+        from .. import session as session_mod
 
         session = self.coordinator.session
         remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
@@ -267,7 +257,7 @@ class Coordinator:
 
     # -- datasets ----------------------------------------------------------------------
     def datasets(self) -> list[tuple[str, int]]:
-        from .manifest import current_version, list_datasets
+        from ..storage.manifest import current_version, list_datasets
 
         store = self.session.store
         return [(name, current_version(store, name) or 0) for name in list_datasets(store)]
@@ -281,16 +271,14 @@ class Coordinator:
         """Compile and check the query (raising before any partition is read) and register
         it under its id; iterate ``run.events()`` to execute it."""
         m = self.session.manifest(spec.dataset)
-        schema = m.column_types()
-        aggs = spec.aggregations(schema) if callable(spec.aggregations) else list(spec.aggregations or ())
-        exprs = spec.expressions(schema) if callable(spec.expressions) else spec.expressions
+        aggs = list(spec.aggregations or ())
         columns = spec.columns
         if aggs and not columns:
             columns = []
         m, query = self.session.build_query(
-            m, columns=columns, where=spec.selection, expressions=exprs or None,
+            m, columns=columns, where=spec.selection, expressions=spec.expressions or None,
             event_range=spec.event_range, limit=spec.limit, aggregations=aggs, language=spec.language)
-        from . import planner
+        from ..query import planner
 
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(m, query, spec.pushdown)  # raises the planner's own message
@@ -321,7 +309,7 @@ class Coordinator:
 
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict:
-        from .manifest import list_datasets
+        from ..storage.manifest import list_datasets
 
         try:
             list_datasets(self.session.store)

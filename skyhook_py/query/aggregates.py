@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from . import ir
-from .codec import PartialAggregate
+from .results import PartialAggregate
 
 AggKind = ir.AggKind
 

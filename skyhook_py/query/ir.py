@@ -1,9 +1,9 @@
 """The expression IR: one language for every query, whatever the frontend.
 
 Every frontend (cut strings, qastle, uproot-raw JSON, the Python API) compiles
-to these immutable nodes; the codec (``skyhook_py.codec``) turns them into the
+to these immutable nodes; the codec (``skyhook_py.query.codec``) turns them into the
 flatbuffers request of ``formats/skyhook_scan.fbs``; the object class (C++)
-and the reference evaluator (``skyhook_py.reference``) evaluate them with the
+and the reference evaluator (``skyhook_py.query.reference``) evaluate them with the
 same semantics.  An expression is either *event-level* (one value per event)
 or a *collection* (one list per event, like NanoAOD's ``Muon_pt``).
 
@@ -18,7 +18,7 @@ import enum
 import math
 from typing import Union
 
-from .errors import QueryError, UnknownColumnError, closest_matches
+from ..errors import QueryError, UnknownColumnError, closest_matches
 
 
 class Op(enum.IntEnum):
@@ -69,31 +69,118 @@ class Op(enum.IntEnum):
     Index = 42
 
 
-ARITHMETIC = frozenset({Op.Add, Op.Sub, Op.Mul, Op.Div, Op.FloorDiv, Op.Mod, Op.Pow})
-COMPARISON = frozenset({Op.Eq, Op.Ne, Op.Lt, Op.Le, Op.Gt, Op.Ge})
-LOGICAL = frozenset({Op.And, Op.Or})
-UNARY_MATH = frozenset({Op.Abs, Op.Sqrt, Op.Exp, Op.Log, Op.Sin, Op.Cos, Op.Tan, Op.Sinh, Op.Cosh})
-BINARY_MATH = frozenset({Op.Arctan2, Op.Hypot})
-REDUCTIONS = frozenset(
-    {Op.Count, Op.CountNonzero, Op.Sum, Op.Min, Op.Max, Op.Mean, Op.Any, Op.All}
-)
-ELEMENT_ACCESS = frozenset({Op.First, Op.Last, Op.Index})
+# -- the operator table -------------------------------------------------------------
+# One row per operator: everything the Python side knows about it.  ARITY, the kind
+# sets, the readable symbols and the spellings of the query languages are derived
+# from it; the reference evaluator keeps only op -> kernel, and
+# tests/test_operator_table.py checks this table against the flatc-generated enum and
+# the C++ runner's own table (``skyhook_scan_local --list-ops``).
 
-ARITY = {
-    **{op: 2 for op in ARITHMETIC | COMPARISON | LOGICAL | BINARY_MATH},
-    **{op: 1 for op in UNARY_MATH | REDUCTIONS | ELEMENT_ACCESS},
-    Op.Neg: 1,
-    Op.Not: 1,
-    Op.Where: 3,
-    Op.Mask: 2,
+KINDS = ("leaf", "arithmetic", "comparison", "logical", "math", "choice", "mask",
+         "reduction", "element_access")
+
+# module prefixes a cut-string function may carry (``np.sqrt``, ``ak.sum``)
+MATH_PREFIXES = (None, "np", "numpy")
+REDUCTION_PREFIXES = (None, "ak", "awkward")
+BOTH_PREFIXES = (None, "ak", "awkward", "np", "numpy")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    """What one IR operator is: its arity, its kind, and how the languages spell it.
+
+    ``symbol`` is the infix spelling (repr, error messages, cut strings); ``cut`` the
+    cut-string function names with their allowed module prefixes; ``qastle`` the
+    func_adl method names that map to it one to one; ``float_result`` marks the
+    operators whose result is floating point even for integer operands."""
+
+    arity: int
+    kind: str
+    symbol: str | None = None
+    cut: tuple[str, ...] = ()
+    cut_prefixes: tuple = ()
+    qastle: tuple[str, ...] = ()
+    float_result: bool = False
+
+    def __post_init__(self):
+        assert self.kind in KINDS, self.kind
+
+
+def _math(name, arity=1, **kw):
+    return OpSpec(arity, "math", cut=(name,) + kw.pop("also", ()), cut_prefixes=MATH_PREFIXES, **kw)
+
+
+def _red(*names, prefixes=BOTH_PREFIXES, qastle=(), kind="reduction"):
+    return OpSpec(1, kind, cut=names, cut_prefixes=prefixes, qastle=qastle)
+
+
+OPS: dict[Op, OpSpec] = {
+    Op.Column: OpSpec(0, "leaf"),
+    Op.Literal: OpSpec(0, "leaf"),
+    Op.Add: OpSpec(2, "arithmetic", "+"),
+    Op.Sub: OpSpec(2, "arithmetic", "-"),
+    Op.Mul: OpSpec(2, "arithmetic", "*"),
+    Op.Div: OpSpec(2, "arithmetic", "/", float_result=True),
+    Op.FloorDiv: OpSpec(2, "arithmetic", "//"),
+    Op.Mod: OpSpec(2, "arithmetic", "%"),
+    Op.Pow: OpSpec(2, "arithmetic", "**"),
+    Op.Neg: OpSpec(1, "arithmetic"),
+    Op.Eq: OpSpec(2, "comparison", "=="),
+    Op.Ne: OpSpec(2, "comparison", "!="),
+    Op.Lt: OpSpec(2, "comparison", "<"),
+    Op.Le: OpSpec(2, "comparison", "<="),
+    Op.Gt: OpSpec(2, "comparison", ">"),
+    Op.Ge: OpSpec(2, "comparison", ">="),
+    Op.And: OpSpec(2, "logical", "&"),
+    Op.Or: OpSpec(2, "logical", "|"),
+    Op.Not: OpSpec(1, "logical"),
+    Op.Abs: _math("abs", also=("absolute",)),
+    Op.Sqrt: _math("sqrt"),
+    Op.Exp: _math("exp"),
+    Op.Log: _math("log"),
+    Op.Sin: _math("sin"),
+    Op.Cos: _math("cos"),
+    Op.Tan: _math("tan"),
+    Op.Sinh: _math("sinh"),
+    Op.Cosh: _math("cosh"),
+    Op.Arctan2: _math("arctan2", 2, float_result=True),
+    Op.Hypot: _math("hypot", 2, float_result=True),
+    Op.Where: OpSpec(3, "choice", cut=("where",), cut_prefixes=BOTH_PREFIXES),
+    Op.Mask: OpSpec(2, "mask"),
+    # ak.num defaults to axis=1 itself (lang/cutstring.py: no axis needed)
+    Op.Count: _red("count", "num", prefixes=REDUCTION_PREFIXES),
+    Op.CountNonzero: _red("count_nonzero"),
+    Op.Sum: _red("sum", qastle=("Sum",)),
+    Op.Min: _red("min", qastle=("Min",)),
+    Op.Max: _red("max", qastle=("Max",)),
+    Op.Mean: _red("mean"),
+    Op.Any: _red("any"),
+    Op.All: _red("all"),
+    # ak.firsts defaults to axis=1 itself
+    Op.First: _red("firsts", prefixes=REDUCTION_PREFIXES, qastle=("First",), kind="element_access"),
+    Op.Last: OpSpec(1, "element_access", qastle=("Last",)),
+    Op.Index: OpSpec(1, "element_access"),
 }
+assert set(OPS) == set(Op), "every Op needs a row in OPS"
+
+
+def ops_of(*kinds: str) -> frozenset:
+    """The operators of the given kinds."""
+    return frozenset(op for op, spec in OPS.items() if spec.kind in kinds)
+
+
+ARITY = {op: spec.arity for op, spec in OPS.items() if spec.kind != "leaf"}
+ARITHMETIC = ops_of("arithmetic") - {Op.Neg}  # the binary ones; Neg is unary arithmetic
+COMPARISON = ops_of("comparison")
+LOGICAL = ops_of("logical") - {Op.Not}        # the binary ones
+UNARY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity == 1)
+BINARY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity == 2)
+REDUCTIONS = ops_of("reduction")
+ELEMENT_ACCESS = ops_of("element_access")
+FLOAT_RESULT = frozenset(op for op, spec in OPS.items() if spec.float_result)
 
 # Readable names for repr and error messages, as users write them in cut strings.
-SYMBOL = {
-    Op.Add: "+", Op.Sub: "-", Op.Mul: "*", Op.Div: "/", Op.FloorDiv: "//", Op.Mod: "%",
-    Op.Pow: "**", Op.Eq: "==", Op.Ne: "!=", Op.Lt: "<", Op.Le: "<=", Op.Gt: ">",
-    Op.Ge: ">=", Op.And: "&", Op.Or: "|",
-}
+SYMBOL = {op: spec.symbol for op, spec in OPS.items() if spec.symbol}
 
 
 class Expr:
@@ -142,7 +229,7 @@ class Expr:
     def __bool__(self):
         raise TypeError(
             "an IR expression has no truth value; use & | ~ instead of and/or/not, "
-            "and skyhook_py.ir.same(a, b) to compare expressions"
+            "and skyhook_py.query.ir.same(a, b) to compare expressions"
         )
 
     def __hash__(self):
@@ -426,8 +513,8 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
         return Shape("float", any_list)
     if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs:
         kinds = _weak_kinds(expr.args, shapes)
-        if op in (Op.Div, Op.Pow, Op.Arctan2, Op.Hypot) or "float" in kinds:
-            kind = "float" if op in (Op.Div, Op.Arctan2, Op.Hypot) or "float" in kinds else _int_kind(kinds)
+        if op in FLOAT_RESULT or op == Op.Pow or "float" in kinds:
+            kind = "float" if op in FLOAT_RESULT or "float" in kinds else _int_kind(kinds)
         else:
             kind = _int_kind(kinds)
         return Shape(kind, any_list)
@@ -490,8 +577,12 @@ def _int_kind(kinds) -> str:
     return "uint" if all(k in ("uint", "bool") for k in kinds) else "int"
 
 
-def check_query(query: Query, schema: dict[str, ColumnType]) -> None:
-    """Validate a whole query before any partition is touched."""
+def check_query(query: Query, schema: dict[str, ColumnType], labels: dict[str, str] | None = None) -> None:
+    """Validate a whole query before any partition is touched.
+
+    labels: output name -> how to name it in a message (e.g. the expression's text);
+    by default "output column 'name'"."""
+    labels = labels or {}
     if query.where is not None:
         s = infer(query.where, schema, "cut")
         if s.is_list:
@@ -502,7 +593,7 @@ def check_query(query: Query, schema: dict[str, ColumnType]) -> None:
         if s.kind != "bool":
             raise QueryError(f"the cut {query.where!r} must be bool, got {s.kind}")
     for name, e in query.outputs:
-        infer(e, schema, f"output column {name!r}")
+        infer(e, schema, labels.get(name, f"output column {name!r}"))
     for a in query.aggregations:
         for role, e in (("value", a.x), ("y", a.y), ("weight", a.weight)):
             if e is not None:

@@ -13,8 +13,8 @@ import path into skyhook_pb2_grpc.py, so no fix-up of the generated files is nee
 from __future__ import annotations
 
 try:
-    from ._generated.skyhook.v1 import skyhook_pb2 as pb  # noqa: F401
-    from ._generated.skyhook.v1 import skyhook_pb2_grpc as rpc  # noqa: F401
+    from .._generated.skyhook.v1 import skyhook_pb2 as pb  # noqa: F401
+    from .._generated.skyhook.v1 import skyhook_pb2_grpc as rpc  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the build
     raise ImportError(
         "the gRPC stubs of proto/skyhook/v1/skyhook.proto are missing or stale "

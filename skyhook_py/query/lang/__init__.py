@@ -1,4 +1,4 @@
-"""Query languages compiled to Skyhook's IR (``skyhook_py.ir``).
+"""Query languages compiled to Skyhook's IR (``skyhook_py.query.ir``).
 
 - ``cutstring``: uproot-style cut strings and output expressions (Python syntax,
   parsed with ``ast``);
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from ...errors import QueryError, closest_matches
 from .. import ir
-from ..errors import QueryError, closest_matches
 from .cutstring import compile_cut, compile_expression
 from .qastle import compile_qastle
 from .uproot_raw import compile_uproot_raw

@@ -36,7 +36,7 @@ strings, ``in``/``is``, ``^`` ``<<`` ``>>`` ``@``, slices other than ``[:, i]``,
 event selection ``x[i]``, conditional expressions, comprehensions.
 
 Validation against a dataset schema (unknown column with close matches, bool
-operands, event-level cut) is done by ``skyhook_py.ir`` before any data is read.
+operands, event-level cut) is done by ``skyhook_py.query.ir`` before any data is read.
 """
 
 from __future__ import annotations
@@ -44,23 +44,26 @@ from __future__ import annotations
 import ast
 from typing import Mapping
 
+from ...errors import QueryError, UnsupportedError, closest_matches
 from .. import ir
-from ..errors import QueryError, UnsupportedError, closest_matches
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 
 # Python int literals outside int64 cannot travel as an IR literal.
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
-_BINARY = {
-    ast.Add: ir.Op.Add, ast.Sub: ir.Op.Sub, ast.Mult: ir.Op.Mul, ast.Div: ir.Op.Div,
-    ast.FloorDiv: ir.Op.FloorDiv, ast.Mod: ir.Op.Mod, ast.Pow: ir.Op.Pow,
-    ast.BitAnd: ir.Op.And, ast.BitOr: ir.Op.Or,
+# Python's syntax for the infix spellings of ir.OPS (``symbol``); `&`/`|` are the
+# uproot spellings of and/or.
+_PY_SYMBOL = {
+    ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
+    ast.Pow: "**", ast.BitAnd: "&", ast.BitOr: "|",
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
 }
-_COMPARE = {
-    ast.Eq: ir.Op.Eq, ast.NotEq: ir.Op.Ne, ast.Lt: ir.Op.Lt, ast.LtE: ir.Op.Le,
-    ast.Gt: ir.Op.Gt, ast.GtE: ir.Op.Ge,
-}
+_OP_OF_SYMBOL = {spec.symbol: op for op, spec in ir.OPS.items() if spec.symbol}
+_BINARY = {node: _OP_OF_SYMBOL[sym] for node, sym in _PY_SYMBOL.items()
+           if ir.OPS[_OP_OF_SYMBOL[sym]].kind != "comparison"}
+_COMPARE = {node: _OP_OF_SYMBOL[sym] for node, sym in _PY_SYMBOL.items()
+            if ir.OPS[_OP_OF_SYMBOL[sym]].kind == "comparison"}
 # How users spell the constructs we refuse, for the error message.
 _UNSUPPORTED_OPERATOR = {
     ast.BitXor: "the operator ^", ast.LShift: "the operator <<", ast.RShift: "the operator >>",
@@ -76,40 +79,14 @@ _UNSUPPORTED_NODE = {
     ast.JoinedStr: "an f-string", ast.Await: "await", ast.Slice: "a slice",
 }
 
-_MATH_PREFIXES = (None, "np", "numpy")
-_REDUCTION_PREFIXES = (None, "ak", "awkward")
-_BOTH_PREFIXES = (None, "ak", "awkward", "np", "numpy")
-
+# The function spellings come from ir.OPS (``cut``, ``cut_prefixes``).
 # name -> (IR op, number of positional arguments, allowed module prefixes)
-_ELEMENTWISE = {
-    "abs": (ir.Op.Abs, 1, _MATH_PREFIXES),
-    "absolute": (ir.Op.Abs, 1, _MATH_PREFIXES),
-    "sqrt": (ir.Op.Sqrt, 1, _MATH_PREFIXES),
-    "exp": (ir.Op.Exp, 1, _MATH_PREFIXES),
-    "log": (ir.Op.Log, 1, _MATH_PREFIXES),
-    "sin": (ir.Op.Sin, 1, _MATH_PREFIXES),
-    "cos": (ir.Op.Cos, 1, _MATH_PREFIXES),
-    "tan": (ir.Op.Tan, 1, _MATH_PREFIXES),
-    "sinh": (ir.Op.Sinh, 1, _MATH_PREFIXES),
-    "cosh": (ir.Op.Cosh, 1, _MATH_PREFIXES),
-    "arctan2": (ir.Op.Arctan2, 2, _MATH_PREFIXES),
-    "hypot": (ir.Op.Hypot, 2, _MATH_PREFIXES),
-    "where": (ir.Op.Where, 3, _BOTH_PREFIXES),
-}
-# name -> (IR op, allowed prefixes, default axis when no prefix or for every spelling)
-_REDUCTIONS = {
-    "count": (ir.Op.Count, _REDUCTION_PREFIXES),
-    "count_nonzero": (ir.Op.CountNonzero, _BOTH_PREFIXES),
-    "sum": (ir.Op.Sum, _BOTH_PREFIXES),
-    "min": (ir.Op.Min, _BOTH_PREFIXES),
-    "max": (ir.Op.Max, _BOTH_PREFIXES),
-    "mean": (ir.Op.Mean, _BOTH_PREFIXES),
-    "any": (ir.Op.Any, _BOTH_PREFIXES),
-    "all": (ir.Op.All, _BOTH_PREFIXES),
-    # ak.num and ak.firsts default to axis=1 themselves, so no axis is needed.
-    "num": (ir.Op.Count, _REDUCTION_PREFIXES),
-    "firsts": (ir.Op.First, _REDUCTION_PREFIXES),
-}
+_ELEMENTWISE = {name: (op, spec.arity, spec.cut_prefixes) for op, spec in ir.OPS.items()
+                if spec.kind in ("math", "choice") for name in spec.cut}
+# name -> (IR op, allowed prefixes)
+_REDUCTIONS = {name: (op, spec.cut_prefixes) for op, spec in ir.OPS.items()
+               if spec.kind in ("reduction", "element_access") for name in spec.cut}
+# ak.num and ak.firsts default to axis=1 themselves, so no axis is needed.
 _AXIS_OPTIONAL = {"num", "firsts"}
 _KNOWN_PREFIXES = {"np", "numpy", "ak", "awkward"}
 

@@ -36,8 +36,8 @@ import json
 import re
 from typing import Mapping
 
+from ...errors import QueryError, UnsupportedError, closest_matches
 from .. import ir
-from ..errors import QueryError, UnsupportedError, closest_matches
 from .cutstring import compile_cut, parse_expression
 
 __all__ = ["compile_uproot_raw"]

@@ -1,7 +1,7 @@
 """Translation between the domain objects and the messages of proto/skyhook/v1.
 
-Both ends of the gRPC API use it: the servicer (skyhook_py.server) to encode
-events, summaries and dataset descriptions, the client (skyhook_py.client) to
+Both ends of the gRPC API use it: the servicer (skyhook_py.service.server) to encode
+events, summaries and dataset descriptions, the client (skyhook_py.service.client) to
 decode them back into the same ``results`` dataclasses the in-process Session
 yields.  Pure data conversion: no grpc import, no I/O, no policy.
 """
@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from . import ir
+from ..errors import QueryError
+from ..query import ir
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 from ._grpc_stubs import pb
-from .errors import QueryError
-from .results import PartitionFailure, Progress, ResultBatch, Summary
 
 LANGUAGES = {"cut": pb.CUT, "qastle": pb.QASTLE, "uproot-raw": pb.UPROOT_RAW}
 LANGUAGE_NAMES = {v: k for k, v in LANGUAGES.items()}
@@ -42,15 +42,16 @@ def expression_to_proto(e) -> "pb.Expression":
     raise QueryError(f"an expression must be text or an IR node, got {e!r} ({type(e).__name__})")
 
 
-def expression_from_proto(p, schema, where: str):
-    """The IR of an Expression message (text is compiled against ``schema``), or None."""
-    from . import lang
+def expression_from_proto(p, where: str):
+    """The IR of an Expression message (text is parsed; the compile entry checks it
+    against the dataset's schema), or None."""
+    from ..query import lang
 
     form = p.WhichOneof("form")
     if form is None:
         return None
     if form == "text":
-        return lang.compile_expression(p.text, schema)
+        return lang.compile_expression(p.text)
     try:
         return _expr_from_key(json.loads(p.ir_json))
     except (QueryError, ValueError, TypeError, IndexError, RecursionError) as e:
@@ -108,15 +109,15 @@ def aggregation_to_proto(a) -> "pb.Aggregation":
     raise QueryError(f"an aggregation must be an ir.Aggregation or a dict, got {a!r}")
 
 
-def aggregation_from_proto(p, schema) -> ir.Aggregation:
+def aggregation_from_proto(p) -> ir.Aggregation:
     where = f"aggregation {p.name!r}"
     axis = lambda f: ir.Axis(int(getattr(p, f).bins), getattr(p, f).low, getattr(p, f).high) \
         if p.HasField(f) else None  # noqa: E731
     return ir.Aggregation(
         ir.AggKind(p.kind), p.name,
-        x=expression_from_proto(p.x, schema, where),
-        y=expression_from_proto(p.y, schema, where),
-        weight=expression_from_proto(p.weight, schema, where),
+        x=expression_from_proto(p.x, where),
+        y=expression_from_proto(p.y, where),
+        weight=expression_from_proto(p.weight, where),
         x_axis=axis("x_axis"), y_axis=axis("y_axis"))
 
 
@@ -205,6 +206,11 @@ def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server
     if isinstance(ev, Progress):
         yield pb.QueryEvent(query_id=query_id, progress=pb.Progress(**dataclasses.asdict(ev)))
     elif isinstance(ev, ResultBatch):
+        if ev.ipc is not None and output_format == pb.ARROW_IPC and ev.table.nbytes <= CHUNK_BYTES:
+            # one chunk either way: forward the OSD's IPC stream, do not encode it again
+            yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
+                partition=ev.partition, data=ev.ipc, num_rows=ev.table.num_rows))
+            return
         for piece in _pieces(ev.table):
             yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
                 partition=ev.partition, data=encode_table(piece, output_format), num_rows=piece.num_rows))
@@ -264,7 +270,7 @@ def decode_table(data: bytes) -> pa.Table:
 # -- datasets -----------------------------------------------------------------------
 
 def description_to_proto(m) -> "pb.DatasetDescription":
-    """A manifest (skyhook_py.manifest.Manifest) as a DatasetDescription."""
+    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription."""
     types = m.column_types()
     msg = pb.DatasetDescription(
         name=m.dataset, version=m.version, num_events=m.num_events,
@@ -346,17 +352,16 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
     if len(set(names)) != len(names):
         raise QueryError(f"computed column names must be unique, got {names}")
 
-    def expressions(schema):
-        return {name: (e.text if e.WhichOneof("form") == "text"
-                       else expression_from_proto(e, schema, f"output column {name!r}"))
-                for name, e in exprs}
-
-    aggs = list(p.aggregations)
+    # text stays text (the compile entry parses and checks it); IR is decoded here
+    expressions = {name: (e.text if e.WhichOneof("form") == "text"
+                          else expression_from_proto(e, f"output column {name!r}"))
+                   for name, e in exprs}
+    aggs = [aggregation_from_proto(a) for a in p.aggregations]
     return QuerySpec(
         dataset=p.dataset, language=language, selection=p.selection or None,
         columns=list(p.columns) or None, expressions=expressions if exprs else None,
         event_range=event_range, limit=p.limit if p.HasField("limit") else None,
-        aggregations=(lambda schema: [aggregation_from_proto(a, schema) for a in aggs]) if aggs else (),
+        aggregations=aggs,
         pushdown=pushdown, allow_partial=p.options.allow_partial,
         deadline=min(deadlines) if deadlines else None, query_id=p.query_id,
         use_cache=not p.options.no_cache)

@@ -1,4 +1,4 @@
-"""The reference evaluator: the IR of ``skyhook_py.ir`` evaluated in Python on an Arrow table.
+"""The reference evaluator: the IR of ``skyhook_py.query.ir`` evaluated in Python on an Arrow table.
 
 It implements exactly the semantics written down in formats/README.md (the
 object class's C++ evaluator implements the same document), so that it serves
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import math
 import time
 import warnings
 
@@ -24,19 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import EvaluationError, QueryError, UnknownColumnError, closest_matches  # noqa: F401
 from . import ir
-from .codec import PartialAggregate, ScanResult
-from .errors import QueryError, UnknownColumnError, closest_matches
+from .results import PartialAggregate, ScanResult
 
 Op = ir.Op
-
-
-class EvaluationError(QueryError):
-    """A query that cannot be evaluated on this data; ``errno`` is what the object class returns."""
-
-    def __init__(self, message: str, errno_: int = errno.EINVAL):
-        self.errno = errno_
-        super().__init__(message)
 
 
 @dataclasses.dataclass
@@ -192,17 +183,22 @@ def _quiet():
     return np.errstate(all="ignore")
 
 
-_NUMPY_BINARY = {
-    Op.Add: np.add, Op.Sub: np.subtract, Op.Mul: np.multiply,
-    Op.FloorDiv: np.floor_divide, Op.Mod: np.remainder, Op.Pow: np.power,
+# op -> kernel: a NumPy ufunc for the element-wise operators, the name of the
+# evaluation step (_column, _reduce, ...) for the leaves and the structural ones.  Everything else about an operator
+# (arity, kind) is in ir.OPS; tests/test_operator_table.py checks that every operator
+# has a row here.
+KERNELS = {
+    Op.Column: "_column", Op.Literal: "_literal",
+    Op.Add: np.add, Op.Sub: np.subtract, Op.Mul: np.multiply, Op.Div: np.true_divide,
+    Op.FloorDiv: np.floor_divide, Op.Mod: np.remainder, Op.Pow: np.power, Op.Neg: np.negative,
     Op.Eq: np.equal, Op.Ne: np.not_equal, Op.Lt: np.less, Op.Le: np.less_equal,
-    Op.Gt: np.greater, Op.Ge: np.greater_equal, Op.And: np.logical_and, Op.Or: np.logical_or,
-    Op.Div: np.true_divide, Op.Arctan2: np.arctan2, Op.Hypot: np.hypot,
-}
-_NUMPY_UNARY = {
-    Op.Neg: np.negative, Op.Abs: np.abs, Op.Sqrt: np.sqrt, Op.Exp: np.exp, Op.Log: np.log,
+    Op.Gt: np.greater, Op.Ge: np.greater_equal,
+    Op.And: np.logical_and, Op.Or: np.logical_or, Op.Not: np.logical_not,
+    Op.Abs: np.abs, Op.Sqrt: np.sqrt, Op.Exp: np.exp, Op.Log: np.log,
     Op.Sin: np.sin, Op.Cos: np.cos, Op.Tan: np.tan, Op.Sinh: np.sinh, Op.Cosh: np.cosh,
-    Op.Not: np.logical_not,
+    Op.Arctan2: np.arctan2, Op.Hypot: np.hypot,
+    Op.Where: "_where", Op.Mask: "_mask",
+    **{op: "_reduce" for op in ir.REDUCTIONS | ir.ELEMENT_ACCESS},
 }
 
 
@@ -235,11 +231,12 @@ class _Evaluator:
             for a, v in zip(e.args, args):
                 if _kind(v.values if v.weak else v.values.dtype) != "bool":
                     raise EvaluationError(f"{op.name.lower()} needs bools, but {a!r} is not in {what}")
-        if op in ir.REDUCTIONS or op in ir.ELEMENT_ACCESS:
+        kernel = KERNELS[op]
+        if kernel == "_reduce":
             return self._reduce(op, args[0], e, what)
-        if op == Op.Mask:
+        if kernel == "_mask":
             return self._mask(args[0], args[1], what)
-        if op == Op.Where:
+        if kernel == "_where":
             return self._where(args, what)
         if len(args) == 1:
             return self._unary(op, args[0], what)
@@ -256,7 +253,7 @@ class _Evaluator:
         if op in ir.UNARY_MATH and op != Op.Abs and x.dtype != np.float32:
             x = x.astype(np.float64)
         with _quiet():
-            return _NUMPY_UNARY[op](x)
+            return KERNELS[op](x)
 
     def _binary(self, op, a: _Val, b: _Val, what) -> _Val:
         t = _promote(a, b, what)
@@ -272,14 +269,14 @@ class _Evaluator:
             x = x if a.weak else x.astype(t, copy=False)
             y = y if b.weak else y.astype(t, copy=False)
         else:
-            if op in (Op.Div, Op.Arctan2, Op.Hypot) and t.kind in "iu":
+            if op in ir.FLOAT_RESULT and t.kind in "iu":
                 t = np.dtype(np.float64)  # NumPy's float64 loop: a literal is converted, never out of range
             x = _as_array(a, t, what) if a.weak else x.astype(t, copy=False)
             y = _as_array(b, t, what) if b.weak else y.astype(t, copy=False)
         return _Val(self._apply_binary(op, x, y, t, valid, what), valid, offsets)
 
     def _apply_binary(self, op, x, y, t, valid, what):
-        if op in (Op.Div, Op.Arctan2, Op.Hypot) and t.kind in "iu":
+        if op in ir.FLOAT_RESULT and t.kind in "iu":
             x, y, t = np.asarray(x).astype(np.float64), np.asarray(y).astype(np.float64), np.dtype(np.float64)
         if op == Op.Pow and t.kind == "i":
             neg = np.broadcast_to(np.asarray(y) < 0, np.broadcast(np.asarray(x), np.asarray(y)).shape)
@@ -290,9 +287,9 @@ class _Evaluator:
                     f"integers to negative integer powers are not allowed, in {what}", errno.EDOM)
         with _quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = _NUMPY_BINARY[op](x, y)
+            r = KERNELS[op](x, y)
         if op not in ir.COMPARISON and op not in ir.LOGICAL:
-            r = np.asarray(r).astype(t if op not in (Op.Div, Op.Arctan2, Op.Hypot) else r.dtype, copy=False)
+            r = np.asarray(r).astype(t if op not in ir.FLOAT_RESULT else r.dtype, copy=False)
         return np.asarray(r)
 
     def _where(self, args, what) -> _Val:

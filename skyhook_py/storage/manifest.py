@@ -20,8 +20,8 @@ import re
 
 import pyarrow as pa
 
-from . import ir
-from .errors import ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError
+from ..errors import ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError
+from ..query import ir
 
 FORMAT = "skyhook-manifest"
 FORMAT_VERSION = 1

@@ -19,11 +19,13 @@ import io
 import flatbuffers
 import pyarrow as pa
 
+from .. import defaults
+from ..errors import ProtocolError, QueryError, SkyhookError  # noqa: F401
 from . import ir
-from .errors import QueryError, SkyhookError
+from .results import PartialAggregate, ScanResult  # noqa: F401 - the reply's types
 
 try:
-    from ._generated import skyhook_scan_generated as fb
+    from .._generated import skyhook_scan_generated as fb
 except ImportError as e:  # pragma: no cover - the build generates it
     raise ImportError(
         "skyhook_py/_generated is missing: run `make setup` or "
@@ -32,38 +34,11 @@ except ImportError as e:  # pragma: no cover - the build generates it
 
 VERSION = 1
 IDENTIFIER = b"SKH1"
-DEFAULT_MAX_REPLY = 64 * 1024 * 1024
+DEFAULT_MAX_REPLY = defaults.MAX_REPLY_BYTES
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
 _COMPRESSION_NAME = {v: k for k, v in _COMPRESSION.items()}
-
-
-class ProtocolError(SkyhookError, ValueError):
-    """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
-
-
-@dataclasses.dataclass
-class PartialAggregate:
-    """One aggregation's result over one partition, before merging (``AggregateResult``)."""
-
-    name: str
-    kind: ir.AggKind
-    count: int = 0
-    is_integer: bool = False
-    int_value: int = 0
-    float_value: float = 0.0
-    sumw: list | None = None   # Hist1D/2D: per bin, underflow first, overflow last
-    sumw2: list | None = None
-
-
-@dataclasses.dataclass
-class ScanResult:
-    """What one scan of one partition answered."""
-
-    table: pa.Table
-    figures: dict
-    aggregates: list
 
 
 @dataclasses.dataclass
@@ -366,10 +341,11 @@ def decode_scan_reply(data: bytes) -> ScanResult:
             for k in _FIGURES:
                 figures[k] = getattr(f, "".join(w.title() for w in k.split("_")))()
         ipc = r.IpcStreamAsNumpy() if r.IpcStreamLength() else None
-        if ipc is None or len(ipc) == 0:
+        ipc_bytes = None if ipc is None or len(ipc) == 0 else ipc.tobytes()
+        if ipc_bytes is None:
             table = pa.table({})
         else:
-            table = pa.ipc.open_stream(pa.py_buffer(ipc.tobytes())).read_all()
+            table = pa.ipc.open_stream(pa.py_buffer(ipc_bytes)).read_all()
         aggs = []
         for i in range(r.AggregatesLength()):
             a = r.Aggregates(i)
@@ -379,7 +355,7 @@ def decode_scan_reply(data: bytes) -> ScanResult:
                 sumw=None if a.SumwIsNone() else a.SumwAsNumpy().tolist(),
                 sumw2=None if a.Sumw2IsNone() else a.Sumw2AsNumpy().tolist(),
             ))
-        return ScanResult(table=table, figures=figures, aggregates=aggs)
+        return ScanResult(table=table, figures=figures, aggregates=aggs, ipc=ipc_bytes)
     except SkyhookError:
         raise
     except pa.ArrowInvalid as e:

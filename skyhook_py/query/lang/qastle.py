@@ -49,8 +49,8 @@ import dataclasses
 import os
 from typing import Mapping
 
+from ...errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
 from .. import ir
-from ..errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
 from .cutstring import _Source, _Translator
 
 __all__ = ["compile_qastle"]
@@ -66,7 +66,8 @@ _LINQ_FIELDS = {
     "ElementAt": ("index",), "All": ("predicate",), "Any": ("predicate",),
     "First": (), "Last": (), "Count": (), "Max": (), "Min": (), "Sum": (),
 }
-_REDUCE = {"Sum": ir.Op.Sum, "Min": ir.Op.Min, "Max": ir.Op.Max, "First": ir.Op.First, "Last": ir.Op.Last}
+# func_adl methods that are one IR operator each (ir.OPS ``qastle``)
+_REDUCE = {name: op for op, spec in ir.OPS.items() for name in spec.qastle}
 
 
 # -- the values a qastle expression can have besides an IR expression ----------------

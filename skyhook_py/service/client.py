@@ -19,36 +19,19 @@ import uuid
 import grpc
 import pyarrow as pa
 
-from . import errors, results, wire
+from .. import defaults, errors
+from ..query import results
+from ..query.results import Progress, QueryResult, ResultBatch, Summary
+from . import wire
 from ._grpc_stubs import pb, rpc
-from .results import Progress, QueryResult, ResultBatch, Summary
-
-
-def _error_kinds():
-    from . import coordinator
-    from .executor import DeadlineExceeded
-
-    kinds = {c.__name__: c for c in (
-        errors.QueryError, errors.UnsupportedError, errors.UnknownColumnError,
-        errors.UnknownDatasetError, errors.ClusterError, errors.ObjectClassError,
-        errors.CorruptObjectError, errors.ReplyTooLargeError, errors.SkyhookError,
-        coordinator.AuthenticationError, coordinator.QueryCancelled,
-        coordinator.DuplicateQueryError, DeadlineExceeded)}
-    S = grpc.StatusCode
-    by_code = {S.INVALID_ARGUMENT: errors.QueryError, S.NOT_FOUND: errors.UnknownDatasetError,
-               S.UNIMPLEMENTED: errors.UnsupportedError, S.DATA_LOSS: errors.CorruptObjectError,
-               S.UNAVAILABLE: errors.ClusterError, S.DEADLINE_EXCEEDED: DeadlineExceeded,
-               S.CANCELLED: coordinator.QueryCancelled, S.UNAUTHENTICATED: coordinator.AuthenticationError,
-               S.ALREADY_EXISTS: coordinator.DuplicateQueryError}
-    return kinds, by_code
 
 
 def remote_error(e: grpc.RpcError) -> Exception:
     """The domain exception for a failed RPC, carrying the server's own message."""
-    kinds, by_code = _error_kinds()
     code = e.code()
     kind = dict(e.trailing_metadata() or ()).get("skyhook-error") if hasattr(e, "trailing_metadata") else None
-    cls = kinds.get(kind) or by_code.get(code) or errors.SkyhookError
+    cls = (errors.WIRE_EXCEPTIONS.get(kind) or errors.EXCEPTION_OF_STATUS.get(getattr(code, "name", None))
+           or errors.SkyhookError)
     message = e.details() or str(code)
     if code == grpc.StatusCode.UNAVAILABLE and kind is None:
         message = f"the coordinator is unreachable: {message}"
@@ -72,7 +55,7 @@ class Client:
     def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None):
         self.address = address
         self.timeout = timeout
-        opts = [("grpc.max_receive_message_length", 64 << 20)]
+        opts = [("grpc.max_receive_message_length", defaults.GRPC_MAX_MESSAGE_BYTES)]
         if tls_ca:
             roots = None if tls_ca is True else open(tls_ca, "rb").read()
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=opts)

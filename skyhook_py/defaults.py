@@ -1,0 +1,26 @@
+"""Skyhook's defaults, spelled once.
+
+Every module that needs a default pool, namespace, reply limit, timeout or address
+imports it from here.  (``skyhook_py.cluster`` keeps its own ``POOL``/``NAMESPACE``
+until its rewrite in another branch imports these.)  Plain constants, no imports.
+"""
+
+from __future__ import annotations
+
+import os
+
+POOL = "skyhook"                 # RADOS pool of the datasets ($SKYHOOK_POOL overrides)
+NAMESPACE = "skyhook"            # RADOS namespace inside the pool
+CLASS_NAME = "skyhook"           # the object class (cls_plugins/skyhook)
+OP_TIMEOUT = 30                  # seconds, for every OSD and mon operation
+MAX_REPLY_BYTES = 64 << 20       # the largest answer of one partition (the class enforces it)
+GRPC_MAX_MESSAGE_BYTES = 64 << 20
+LISTEN = "127.0.0.1:50051"       # the coordinator's address
+QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-only query key)
+CACHE_BYTES = 256 << 20          # the coordinator's result cache
+PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
+
+
+def pool(explicit: str | None = None) -> str:
+    """The pool to use: ``explicit``, else $SKYHOOK_POOL, else POOL."""
+    return explicit or os.environ.get("SKYHOOK_POOL", POOL)

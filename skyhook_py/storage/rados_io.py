@@ -1,0 +1,251 @@
+"""The one module that talks to librados; nothing else imports ``rados``.
+
+It moves bytes and calls object-class methods, with timeouts always set
+(librados waits forever by default) and librados errors turned into
+SkyhookErrors.  It knows nothing of datasets, manifests or queries.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+
+from .. import defaults
+from ..errors import ClusterError, ObjectClassError
+
+_DEBIAN_RADOS_DIR = "/usr/lib/python3/dist-packages"
+
+
+def _import_rados():
+    """python3-rados is a Debian package, not on PyPI: import it from Debian's folder."""
+    try:
+        import rados  # noqa: F401
+    except ImportError:
+        if _DEBIAN_RADOS_DIR not in sys.path:
+            # append, so that the venv's own packages win over Debian's
+            sys.path.append(_DEBIAN_RADOS_DIR)
+        try:
+            import rados  # noqa: F401
+        except ImportError as e:
+            raise ClusterError(
+                "python-rados is not importable; install Debian's python3-rados "
+                "(make setup does it): " + str(e)
+            ) from e
+    import rados
+
+    return rados
+
+
+DEFAULT_OP_TIMEOUT = defaults.OP_TIMEOUT
+
+
+class Store:
+    """A connection to one pool and namespace.
+
+    conf: path of ceph.conf; name: the cephx user (``client.admin``,
+    ``client.skyhook-query``...); keyring: its keyring (else from ceph.conf).
+    """
+
+    def __init__(self, conf: str, pool: str, namespace: str = defaults.NAMESPACE,
+                 name: str = "client.admin", keyring: str | None = None,
+                 op_timeout: float = DEFAULT_OP_TIMEOUT):
+        rados = _import_rados()
+        self._rados_mod = rados
+        conf = os.fspath(conf)
+        self.conf, self.pool, self.namespace = conf, pool, namespace
+        opts = {
+            "rados_osd_op_timeout": str(op_timeout),
+            "rados_mon_op_timeout": str(op_timeout),
+            "client_mount_timeout": str(min(op_timeout, 15)),
+        }
+        if keyring:
+            opts["keyring"] = keyring
+        if not os.path.exists(conf):
+            raise ClusterError(f"no Ceph config at {conf!r}; start a cluster with `skyhook cluster up`")
+        try:
+            self._cluster = rados.Rados(conffile=conf, name=name, conf=opts)
+            self._cluster.connect()
+        except rados.Error as e:
+            raise ClusterError(f"cannot connect to the Ceph cluster of {conf!r} as {name}: {e}") from e
+        try:
+            self.ioctx = self._cluster.open_ioctx(pool)
+        except rados.ObjectNotFound as e:
+            self._cluster.shutdown()
+            raise ClusterError(f"pool {pool!r} does not exist in the cluster of {conf!r}") from e
+        except rados.Error as e:
+            self._cluster.shutdown()
+            raise ClusterError(f"cannot open pool {pool!r}: {e}") from e
+        self.ioctx.set_namespace(namespace)
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------
+    def close(self):
+        if self._cluster is not None:
+            try:
+                self.ioctx.close()
+            finally:
+                self._cluster.shutdown()
+                self._cluster = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- plain objects -----------------------------------------------------------
+    def _call(self, what, fn, *args, **kw):
+        rados = self._rados_mod
+        try:
+            return fn(*args, **kw)
+        except rados.ObjectNotFound as e:
+            raise FileNotFoundError(errno.ENOENT, f"no object {what!r} in pool {self.pool!r}") from e
+        except rados.TimedOut as e:
+            raise ClusterError(f"timed out on {what!r} in pool {self.pool!r}") from e
+        except rados.Error as e:
+            raise ClusterError(f"{what!r} in pool {self.pool!r}: {e}") from e
+
+    def size(self, obj: str) -> int:
+        return self._call(obj, self.ioctx.stat, obj)[0]
+
+    def exists(self, obj: str) -> bool:
+        try:
+            self.size(obj)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def read(self, obj: str, length: int | None = None, offset: int = 0) -> bytes:
+        if length is None:
+            length = self.size(obj) - offset
+        if length <= 0:
+            return b""
+        return self._call(obj, self.ioctx.read, obj, length, offset)
+
+    def write_full(self, obj: str, data: bytes, xattrs: dict[str, bytes] | None = None):
+        """Write a whole object (and its xattrs) in one atomic operation."""
+        rados = self._rados_mod
+        with rados.WriteOpCtx() as op:
+            op.write_full(bytes(data))
+            for k, v in (xattrs or {}).items():
+                op.set_xattr(k, bytes(v))
+            self._call(obj, self.ioctx.operate_write_op, op, obj)
+
+    def remove(self, obj: str, missing_ok: bool = True):
+        try:
+            self._call(obj, self.ioctx.remove_object, obj)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def get_xattr(self, obj: str, name: str) -> bytes:
+        return self._call(obj, self.ioctx.get_xattr, obj, name)
+
+    def list_objects(self, prefix: str = "") -> list[str]:
+        out = []
+        for o in self._call("listing", self.ioctx.list_objects):
+            if o.key.startswith(prefix):
+                out.append(o.key)
+        return sorted(out)
+
+    # -- omap (manifests) --------------------------------------------------------
+    def get_omap(self, obj: str) -> dict[str, bytes]:
+        rados = self._rados_mod
+        out = {}
+        start = ""
+        while True:
+            with rados.ReadOpCtx() as op:
+                it, _ = self.ioctx.get_omap_vals(op, start, "", 1000)
+                self._call(obj, self.ioctx.operate_read_op, op, obj)
+                batch = list(it)
+            for k, v in batch:
+                out[k] = v
+            if len(batch) < 1000:
+                return out
+            start = batch[-1][0]
+
+    def set_omap(self, obj: str, values: dict[str, bytes], remove_keys=()):
+        rados = self._rados_mod
+        with rados.WriteOpCtx() as op:
+            if values:
+                self.ioctx.set_omap(op, tuple(values), tuple(bytes(v) for v in values.values()))
+            if remove_keys:
+                self.ioctx.remove_omap_keys(op, tuple(remove_keys))
+            self._call(obj, self.ioctx.operate_write_op, op, obj)
+
+    def replace_guarded(self, obj: str, data: bytes, version_key: str,
+                        expected: str | None, new: str) -> None:
+        """Atomically replace ``obj`` if its omap ``version_key`` equals ``expected``.
+
+        ``expected=None`` means the object must not exist yet.  Raises
+        FileExistsError (creation raced) or InterruptedError (a stale version):
+        in both cases nothing of the operation was applied.
+        """
+        rados = self._rados_mod
+        with rados.WriteOpCtx() as op:
+            if expected is None:
+                op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+            else:
+                op.omap_cmp(version_key, expected, rados.LIBRADOS_CMPXATTR_OP_EQ)
+            op.write_full(bytes(data))
+            self.ioctx.set_omap(op, (version_key,), (new.encode(),))
+            try:
+                self.ioctx.operate_write_op(op, obj)
+            except rados.ObjectExists as e:
+                raise FileExistsError(errno.EEXIST, f"{obj!r} exists already") from e
+            except rados.Error as e:
+                if abs(getattr(e, "errno", 0) or 0) == errno.ECANCELED:  # omap_cmp failed
+                    raise InterruptedError(errno.ECANCELED, f"{obj!r} changed under us") from e
+                raise ClusterError(f"committing {obj!r}: {e}") from e
+
+    # -- object classes ----------------------------------------------------------
+    def execute(self, obj: str, cls: str, method: str, data: bytes, max_reply: int) -> bytes:
+        """Call ``cls.method`` on ``obj``; raise ObjectClassError on a negative errno."""
+        rados = self._rados_mod
+        try:
+            ret, out = self.ioctx.execute(obj, cls, method, bytes(data), length=max_reply)
+        except rados.ObjectNotFound as e:
+            raise FileNotFoundError(errno.ENOENT, f"no object {obj!r} in pool {self.pool!r}") from e
+        except rados.TimedOut as e:
+            raise ClusterError(f"timed out calling {cls}.{method} on {obj!r}") from e
+        except rados.Error as e:
+            code = abs(getattr(e, "errno", 0) or 0) or errno.EIO
+            raise ObjectClassError(code, obj, f"{cls}.{method} failed: {os.strerror(code)}") from e
+        if ret < 0:
+            raise ObjectClassError(-ret, obj, f"{cls}.{method} failed: {os.strerror(-ret)}")
+        return bytes(out)
+
+    def aio_execute(self, obj: str, cls: str, method: str, data: bytes, max_reply: int,
+                    on_done) -> None:
+        """Start ``cls.method`` on ``obj``; ``on_done(errno_or_0, reply_bytes)`` runs in a
+        librados thread.  ``max_reply`` must be at least the class's cap on its reply
+        (FACTS: a longer reply overflows the buffer)."""
+
+        def complete(completion, out):
+            rv = completion.get_return_value()
+            on_done(-rv if rv < 0 else 0, b"" if rv < 0 else bytes(out or b""))
+
+        rados = self._rados_mod
+        try:
+            self.ioctx.aio_execute(obj, cls, method, bytes(data), length=max_reply, oncomplete=complete)
+        except rados.Error as e:
+            raise ClusterError(f"cannot start {cls}.{method} on {obj!r}: {e}") from e
+
+    def osd_for(self, obj: str) -> int | None:
+        """The primary OSD of ``obj`` (for per-OSD in-flight caps), or None if unknown."""
+        try:
+            ret, out, _ = self._cluster.mon_command(
+                '{"prefix": "osd map", "pool": "%s", "object": "%s", "nspace": "%s", "format": "json"}'
+                % (self.pool, obj, self.namespace), b"", timeout=5)
+        except Exception:
+            return None
+        if ret != 0:
+            return None
+        import json
+
+        try:
+            return int(json.loads(out)["acting_primary"])
+        except (ValueError, KeyError):
+            return None
