@@ -25,13 +25,13 @@ demo: setup
 	$(SKYHOOK) demo
 
 cluster-up: setup
-	$(PY) -m skyhook_py.cluster up
+	$(PY) -m skyhook_py.cluster_cli up
 
 cluster-status:
-	$(PY) -m skyhook_py.cluster status
+	$(PY) -m skyhook_py.cluster_cli status
 
 cluster-down:
-	$(PY) -m skyhook_py.cluster down
+	$(PY) -m skyhook_py.cluster_cli down
 
 clean:
 	rm -rf build skyhook_py/_generated
