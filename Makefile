@@ -1,6 +1,6 @@
 # Skyhook's entry points.  `make test` and `make demo` install what is missing first
 # (scripts/setup.sh; a second run skips what is done).
-.PHONY: setup build test test-unit demo cluster-up cluster-status cluster-down clean
+.PHONY: setup build test test-unit test-multihost demo cluster-up cluster-status cluster-down clean
 
 PY := .venv/bin/python
 SKYHOOK := .venv/bin/skyhook
@@ -15,6 +15,10 @@ build:
 # the whole suite; the conftest fixture starts a throwaway cluster and always stops it
 test: setup
 	$(PY) -m pytest -q tests
+
+# the 3-host tests alone (network namespaces; part of `make test` too, about 70 s)
+test-multihost: setup
+	$(PY) -m pytest -q -m multihost tests
 
 # the tests that need no cluster
 test-unit: setup

@@ -230,8 +230,7 @@ class Network:
     def heal(self, h: int):
         _ip("ip", "link", "set", self.host_if(h), "up", ns=self.netns(h))
         _ip("ip", "link", "set", self.switch_if(h), "up", ns=self.switch_ns)
-        # a link that went down loses its qdisc? no: tbf stays; re-apply only if it is gone
-        self._reshape_if_missing(h)
+        self._reshape_if_missing(h)  # the tbf survives down/up; re-apply only if it is gone
 
     def _reshape_if_missing(self, h: int):
         if self.rate is None:
@@ -244,6 +243,20 @@ class Network:
     def partitioned(self, h: int) -> bool:
         out = _ip("ip", "-br", "link", "show", self.switch_if(h), ns=self.switch_ns, check=False)
         return " DOWN " in f" {out} " or "state DOWN" in out
+
+    def _rx_bytes(self, dev: str, ns: str | None) -> int:
+        import json
+
+        out = _ip("ip", "-s", "-j", "link", "show", "dev", dev, ns=ns)
+        return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
+
+    def counters(self) -> dict[str, int]:
+        """Bytes sent so far by each host onto its link (``host0``...) and received by
+        the client over its link (``client``), read from the veths' counters."""
+        out = {name: self._rx_bytes(self.switch_if(h), self.switch_ns)
+               for h, name in enumerate(self.host_names)}
+        out["client"] = self._rx_bytes(self.client_if, None)
+        return out
 
     def exec_prefix(self, h: int) -> list[str]:
         """The command prefix that runs a program inside host h."""
