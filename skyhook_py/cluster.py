@@ -410,7 +410,9 @@ osd pool default size = {min(3, net.hosts)}
 osd heartbeat interval = 1
 osd heartbeat grace = 5
 mon osd adjust heartbeat grace = false
-osd mon report interval = 1"""
+osd mon report interval = 1
+# 3 copies of every PG on each OSD: radosgw's pools need room (pool creation answers ERANGE)
+mon max pg per osd = 1000"""
         text = f"""# Written by skyhook_py.cluster for a throwaway local cluster; see deploy/README.md.
 [global]
 fsid = {state['fsid']}
