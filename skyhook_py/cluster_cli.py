@@ -52,6 +52,21 @@ def _cmd_down(args) -> int:
     return 0
 
 
+def _cmd_host(args) -> int:
+    c = Cluster(args.dir)
+    verb = args.cluster_command
+    if verb == "set-link":
+        c.set_link(args.rate)
+    else:
+        host = int(args.host) if args.host.isdigit() else args.host
+        if verb == "heal-host":
+            c.heal_host(host)
+        else:
+            getattr(c, verb.replace("-", "_"))(host, wait_down=args.wait)
+    print(format_status(c.status()))
+    return 0
+
+
 def _cmd_restart_osds(args) -> int:
     c = Cluster(args.dir)
     c.restart_osds()
@@ -91,6 +106,18 @@ def add_cluster_commands(subparsers) -> argparse.ArgumentParser:
     q = leaf("down", _cmd_down, "stop the daemons (data kept)")
     q.add_argument("--purge", action="store_true", help="also delete the cluster folder")
     leaf("restart-osds", _cmd_restart_osds, "restart the OSDs to load a new build of the class")
+    for verb, help in (("kill-host", "SIGKILL every daemon of a storage host (a power cut)"),
+                       ("stop-host", "SIGSTOP every daemon of a storage host (a hung machine)"),
+                       ("partition-host", "take a storage host's link down (its daemons keep running)"),
+                       ("heal-host", "undo kill/stop/partition of a storage host and wait for its OSDs"),
+                       ("set-link", "reshape every link: 1gbit, 10gbit, ... or none")):
+        q = leaf(verb, _cmd_host, help)
+        if verb == "set-link":
+            q.add_argument("rate", type=_link)
+        else:
+            q.add_argument("host", help="host name (host0, host1, ...) or index")
+            q.add_argument("--wait", action="store_true", help="wait until the mon marks its OSDs down"
+                           if verb != "heal-host" else "wait until its OSDs are up (default for heal-host)")
     return p
 
 

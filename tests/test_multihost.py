@@ -223,6 +223,24 @@ def test_partitioned_host_during_queries(mh_cluster, session, ttbar):
     assert slowest <= deadline + 1
 
 
+def test_stopped_host_is_marked_down_and_resumes(mh_cluster, session, ttbar):
+    """SIGSTOP (a hung machine): with reporter subtree level = host, the two other hosts'
+    reports mark its OSD down; queries answer meanwhile; SIGCONT brings it back."""
+    victim = "host2"
+    osds = mh_cluster.osds_on_host(victim)
+    t0 = time.monotonic()
+    mh_cluster.stop_host(victim)
+    try:
+        mh_cluster._wait_osds(set(), set(osds), timeout=60)
+        took = time.monotonic() - t0
+        r = session.run("ttbar", columns=COLUMNS, where=CUT, deadline=20)
+        assert ak.to_list(ak.from_arrow(r.table)) == ttbar[1]
+    finally:
+        mh_cluster.heal_host(victim)
+    print(f"\nstopped {victim}: OSDs {osds} marked down after {took:.1f} s")
+    assert took < 30
+
+
 # -- a host killed during ingest and during reshard ------------------------------------------
 
 def _cli(cluster, pool, *args, fault=None):
