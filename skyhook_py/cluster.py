@@ -400,11 +400,18 @@ osd pool default size = 1"""
 # binds the one address of its namespace in this network; the client is {net.client_addr}
 public network = {net.subnet}
 cluster network = {net.subnet}"""
-            failure_domain = f"""# {net.hosts} hosts: a down report needs reporters on 2 other hosts; copies on
-# different hosts (CRUSH failure domain host)
+            if net.hosts >= 2:
+                # reporters must sit on other hosts; with 2 hosts there is only one other
+                layout = f"""# {net.hosts} hosts: a down report needs reporters on {min(2, net.hosts - 1)} other host(s);
+# copies on different hosts (CRUSH failure domain host)
 mon osd reporter subtree level = host
-mon osd min down reporters = 2
-osd crush chooseleaf type = 1
+mon osd min down reporters = {min(2, net.hosts - 1)}
+osd crush chooseleaf type = 1"""
+            else:
+                layout = """# 1 host: OSDs report each other; copies on different OSDs
+mon osd reporter subtree level = osd
+osd crush chooseleaf type = 0"""
+            failure_domain = f"""{layout}
 osd pool default size = {min(3, net.hosts)}
 # notice a lost host within seconds, not 20 s (a partition stalls queries until then)
 osd heartbeat interval = 1
