@@ -1,6 +1,6 @@
 # Skyhook's entry points.  `make test` and `make demo` install what is missing first
 # (scripts/setup.sh; a second run skips what is done).
-.PHONY: setup build test test-unit lint demo cluster-up cluster-status cluster-down clean
+.PHONY: setup build test test-unit test-multihost lint demo cluster-up cluster-status cluster-down clean
 
 PY := .venv/bin/python
 SKYHOOK := .venv/bin/skyhook
@@ -16,6 +16,10 @@ build:
 test: setup
 	$(PY) -m pytest -q tests
 
+# the 3-host tests alone (network namespaces; part of `make test` too, about 70 s)
+test-multihost: setup
+	$(PY) -m pytest -q -m multihost tests
+
 # the tests that need no cluster
 test-unit: setup
 	$(PY) -m pytest -q -m "not cluster" tests
@@ -30,13 +34,13 @@ demo: setup
 	$(SKYHOOK) demo
 
 cluster-up: setup
-	$(PY) -m skyhook_py.cluster up
+	$(PY) -m skyhook_py.cluster_cli up
 
 cluster-status:
-	$(PY) -m skyhook_py.cluster status
+	$(PY) -m skyhook_py.cluster_cli status
 
 cluster-down:
-	$(PY) -m skyhook_py.cluster down
+	$(PY) -m skyhook_py.cluster_cli down
 
 clean:
 	rm -rf build skyhook_py/_generated

@@ -53,13 +53,103 @@ def alternatives(results: dict) -> list[str]:
     return [n for n, s in results["systems"].items() if s["kind"] == "alternative"]
 
 
-def headline_points(results: dict) -> dict:
-    """The grid points at 1 % and 100 % selectivity with 10 columns."""
+def links(results: dict) -> list[str]:
+    """The links of a multi-host run in the order measured (``["loopback"]`` otherwise)."""
+    return results["config"].get("links") or ["loopback"]
+
+
+def link_rate(link: str) -> float:
+    """Bits per second of a link name, for ordering and plotting (loopback: none, unshaped)."""
+    from skyhook_py.netns import parse_rate
+
+    if link in ("loopback", "none"):
+        return float("inf")
+    return float(parse_rate(link))
+
+
+def headline_points(results: dict, link: str | None = None) -> dict:
+    """The grid points at 1 % and 100 % selectivity with 10 columns (of ``link``)."""
+    link = link or links(results)[0]
     out = {}
     for p in results["points"]:
+        if p.get("link", "loopback") != link:
+            continue
         if "grid" in p.get("axes", []) and p["ncols"] == 10 and p["selectivity"] in (0.01, 1.0):
             out[p["selectivity"]] = p
     return out
+
+
+# the issue's speed target at 1 % selectivity against what reads through the link
+SPEED_TARGET = {"1gbit": 10.0, "10gbit": 5.0}
+LOCAL_ONLY = {"uproot"}   # reads a local copy: the best case, not "through the link"
+
+
+def link_targets(results: dict, link: str) -> list[dict]:
+    """The issue's targets at one link: at 1 %, >= 5x (10 Gb/s) or >= 10x (1 Gb/s) faster
+    than every alternative that reads through the link and >= 20x fewer bytes; at 100 %,
+    <= 1.1x the best alternative."""
+    rows = []
+    through = [n for n in alternatives(results) if n not in LOCAL_ONLY]
+    target = SPEED_TARGET.get(link, 5.0)
+    for sel, p in sorted(headline_points(results, link).items()):
+        res = p.get("results", {})
+        sky = res.get(BASELINE)
+        cands = {n: res[n] for n in through if n in res}
+        if p.get("error") or not sky or not cands:
+            rows.append({"link": link, "selectivity": sel, "what": "all", "met": None,
+                         "text": p.get("error") or "Skyhook or every alternative missing"})
+            continue
+        t_sky = _med(sky, "seconds")
+        best_t = min(cands, key=lambda n: _med(cands[n], "seconds"))
+        t_best = _med(cands[best_t], "seconds")
+        local = {n: _med(res[n], "seconds") / t_sky for n in LOCAL_ONLY if n in res}
+        note = "".join(f"; {n} on a local copy: {v:.2f}×" for n, v in local.items())
+        if sel == 0.01:
+            rows.append({"link": link, "selectivity": sel, "what": "time", "met": t_best / t_sky >= target,
+                         "text": f"{t_best / t_sky:.2f}× faster than the fastest alternative through the link "
+                                 f"({best_t}); target ≥ {target:g}×{note}"})
+            b_sky = _med(sky, "bytes_delivered")
+            best_b = min(cands, key=lambda n: _med(cands[n], "bytes_delivered") or float("inf"))
+            b_best = _med(cands[best_b], "bytes_delivered")
+            if b_sky and b_best:
+                rows.append({"link": link, "selectivity": sel, "what": "bytes", "met": b_best / b_sky >= 20,
+                             "text": f"{b_best / b_sky:,.1f}× fewer bytes delivered than the leanest "
+                                     f"alternative ({best_b}); target ≥ 20×"})
+        else:
+            every = dict(cands, **{n: res[n] for n in LOCAL_ONLY if n in res})
+            best_all = min(every, key=lambda n: _med(every[n], "seconds"))
+            rows.append({"link": link, "selectivity": sel, "what": "time", "met": t_sky / t_best <= 1.1,
+                         "text": f"{t_sky / t_best:.2f}× the time of the fastest alternative through the link "
+                                 f"({best_t}); target ≤ 1.1×; against every system incl. local copies: "
+                                 f"{t_sky / _med(every[best_all], 'seconds'):.2f}× ({best_all})"})
+    return rows
+
+
+def measured_over_links(results: dict) -> list[str]:
+    """Per link, 1 % and 100 % selectivity, 10 columns: measured, not projected."""
+    lines = ["### Measured over the links (10 columns, largest dataset)", "",
+             "Every link shaped with tbf in both directions at the rate named (achieved rates below). "
+             "**Rate only: this kernel has no netem, so no link delay was emulated**; a real network "
+             "adds latency per round trip, which costs the many-request systems (S3, uproot over HTTP) "
+             "more than Skyhook.", "",
+             "| link | selectivity | system | median ms | time vs Skyhook | bytes delivered | bytes vs Skyhook "
+             "| bytes on the client's link |", "|---|---|---|---|---|---|---|---|"]
+    for link in links(results):
+        for sel, p in sorted(headline_points(results, link).items()):
+            res = p.get("results", {})
+            base = res.get(BASELINE, {})
+            for name, r in res.items():
+                lines.append(f"| {link} | {_pct(sel)} | {name} | {_fmt_ms(_med(r, 'seconds'))} | "
+                             f"{_fmt_x(_ratio(_med(r, 'seconds'), _med(base, 'seconds')))} | "
+                             f"{_fmt_bytes(_med(r, 'bytes_delivered'))} | "
+                             f"{_fmt_x(_ratio(_med(r, 'bytes_delivered'), _med(base, 'bytes_delivered')))} | "
+                             f"{_fmt_bytes(_med(r, 'link_bytes'))} |")
+    rates = results.get("links_measured", {})
+    if rates:
+        lines += ["", "Achieved link rates (TCP, 128 MiB from the client to each host, measured once): "
+                  + "; ".join(f"{k}: {', '.join(f'{r / 1e9:.2f}' for r in v)} Gb/s" for k, v in rates.items())
+                  + ". loopback: the one-host cluster on 127.0.0.1 (no link)."]
+    return lines + [""]
 
 
 def targets(results: dict) -> list[dict]:
@@ -134,6 +224,9 @@ def point_table(results: dict, p: dict) -> list[str]:
              "| client CPU ms | CPU vs Skyhook | OSD CPU ms (/proc) | OSD CPU ms (reported) | gateway/coordinator CPU ms "
              "| bytes read (system) | bytes read (bluestore) | OSD bytes out |",
              "|" + "---|" * 15]
+    if any(_med(r, "link_bytes") is not None for r in res.values()):
+        lines[0] += " bytes on the client's link |"
+        lines[1] += "---|"
     for name, r in res.items():
         s = r["seconds"]
         sv = _med(r, "server_cpu_seconds")
@@ -144,7 +237,8 @@ def point_table(results: dict, p: dict) -> list[str]:
             f"{_fmt_ms(_med(r, 'client_cpu_seconds'))} | {_fmt_x(_ratio(_med(r, 'client_cpu_seconds'), bc))} | "
             f"{_fmt_ms(_med(r, 'osd_cpu_seconds'))} | {_fmt_ms(_med(r, 'osd_cpu_reported'))} | "
             f"{_fmt_ms(sv)} | {_fmt_bytes(_med(r, 'bytes_read_store'))} | "
-            f"{_fmt_bytes(_med(r, 'osd_bytes_read'))} | {_fmt_bytes(_med(r, 'osd_bytes_out'))} |")
+            f"{_fmt_bytes(_med(r, 'osd_bytes_read'))} | {_fmt_bytes(_med(r, 'osd_bytes_out'))} |"
+            + (f" {_fmt_bytes(_med(r, 'link_bytes'))} |" if lines[1].count("|") > 16 else ""))
     return lines
 
 
@@ -164,12 +258,22 @@ def render_markdown(results: dict, plots: list[str]) -> str:
             out.append(f"| {k} | {m[k]} |")
     out += ["", f"Total run time {results.get('total_seconds', 0):.0f} s, including data generation, ingest, "
             "cluster and gateway start.", ""]
-    out += ["## Targets (issue): 10 columns, largest dataset, first OSD count", ""]
-    for t in targets(results):
+    multihost = bool(cfg.get("hosts"))
+    if multihost:
+        out += [f"## Targets (issue 10): 10 columns, largest dataset, {cfg['hosts']} storage hosts, per link", ""]
+        for link in links(results):
+            for t in link_targets(results, link):
+                mark = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[t["met"]]
+                out.append(f"- {link}, {_pct(t['selectivity'])} selectivity, {t['what']}: **{mark}** — {t['text']}")
+        out.append("")
+        out += measured_over_links(results)
+    else:
+        out += ["## Targets (issue): 10 columns, largest dataset, first OSD count", ""]
+    for t in ([] if multihost else targets(results)):
         mark = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[t["met"]]
         out.append(f"- {_pct(t['selectivity'])} selectivity, {t['what']}: **{mark}** — {t['text']}")
     out.append("")
-    hp = headline_points(results)
+    hp = {} if multihost else headline_points(results)
     if hp:
         out += ["### Headline ratios (other system / Skyhook)", "",
                 "| selectivity | system | time | bytes delivered | client CPU | OSD CPU (/proc) |", "|---|---|---|---|---|---|"]
@@ -210,7 +314,8 @@ def render_markdown(results: dict, plots: list[str]) -> str:
             "object class's own figure in Skyhook's summary. *bytes read (bluestore)*: buffer hit+miss bytes "
             "of the OSDs (every system, including radosgw's reads).", ""]
     for p in results["points"]:
-        out.append(f"### {p['osds']} OSD(s), {p['events']:,} events, {_pct(p['selectivity'])} selected "
+        out.append(f"### link {p.get('link', 'loopback')}, {p['osds']} OSD(s), {p['events']:,} events, "
+                   f"{_pct(p['selectivity'])} selected "
                    f"(actual {p.get('selectivity_actual', 0):.3%}, {p.get('rows_expected', '?'):,} rows), "
                    f"{p['ncols']} columns [{', '.join(p.get('axes', []))}]")
         out.append("")
@@ -265,11 +370,54 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
     names = list(results["systems"])
     style = {n: dict(marker=MARKERS[i % len(MARKERS)], linestyle="-" if results["systems"][n]["kind"] == "skyhook"
                      else "--") for i, n in enumerate(names)}
-    grid = [p for p in results["points"] if "grid" in p.get("axes", [])]
-    ncols = sorted({p["ncols"] for p in grid})
     files = []
+    all_links = links(results)
+    for link in all_links:
+        suffix = "" if len(all_links) == 1 else f"_{link}"
+        _plots_of_link(results, out_dir, plt, names, style, files, link, suffix)
+    if len(all_links) > 1:
+        _plots_vs_link(results, out_dir, plt, names, style, files)
+    return files
+
+
+def _plots_vs_link(results, out_dir, plt, names, style, files):
+    """Time and bytes against link rate, 1 % and 100 % selectivity, 10 columns."""
+    order = sorted(links(results), key=link_rate)
+    labels = [("unshaped\n(loopback)" if lk == "loopback" else lk) for lk in order]
+    for metric, ylabel, fname, scale in (("seconds", "wall time [ms]", "time_vs_link.png", 1e3),
+                                         ("bytes_delivered", "bytes delivered to the client", "bytes_vs_link.png", 1.0)):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), squeeze=False)
+        for ax, sel in zip(axes[0], (0.01, 1.0)):
+            pts = [(i, headline_points(results, lk).get(sel)) for i, lk in enumerate(order)]
+            pts = [(i, p) for i, p in pts if p]
+            for name in names:
+                xs, ys, lo, hi = _series(pts, name, metric)
+                if xs:
+                    ax.errorbar(xs, [y * scale for y in ys], yerr=[[v * scale for v in lo], [v * scale for v in hi]],
+                                label=name, capsize=2, **style[name])
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels(labels)
+            ax.set_yscale("log")
+            ax.set_xlabel("link rate (tbf; no delay emulated)")
+            ax.set_title(f"{_pct(sel)} selected, 10 columns")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel(ylabel)
+        _legend(fig, axes)
+        fig.suptitle(f"{ylabel.split(' [')[0].capitalize()} against link rate "
+                     f"({results['config'].get('hosts')} storage hosts; median, bars: IQR)")
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        fig.savefig(out_dir / fname, dpi=110)
+        plt.close(fig)
+        files.append(fname)
+
+
+def _plots_of_link(results, out_dir, plt, names, style, files, link, suffix):
+    pts_link = [p for p in results["points"] if p.get("link", "loopback") == link]
+    grid = [p for p in pts_link if "grid" in p.get("axes", [])]
+    ncols = sorted({p["ncols"] for p in grid})
 
     def by_selectivity(metric, ylabel, fname, title, scale=1.0):
+        fname = fname.replace(".png", f"{suffix}.png")
         if not grid:
             return
         fig, axes = plt.subplots(1, len(ncols), figsize=(5 * len(ncols), 4.2), squeeze=False, sharey=True)
@@ -288,7 +436,7 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
         axes[0][0].set_ylabel(ylabel)
         _legend(fig, axes)
         ev = grid[0]["events"]
-        fig.suptitle(f"{title} ({ev:,} events, {grid[0]['osds']} OSD(s); median, bars: IQR)")
+        fig.suptitle(f"{title} ({ev:,} events, {grid[0]['osds']} OSD(s), link {link}; median, bars: IQR)")
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.savefig(out_dir / fname, dpi=110)
         plt.close(fig)
@@ -299,7 +447,7 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
     by_selectivity("client_cpu_seconds", "client CPU [ms]", "client_cpu_vs_selectivity.png", "Client CPU", 1e3)
     by_selectivity("osd_cpu_seconds", "OSD CPU (/proc) [ms]", "osd_cpu_vs_selectivity.png", "OSD CPU", 1e3)
 
-    size_pts = [p for p in results["points"] if "size" in p.get("axes", [])]
+    size_pts = [p for p in pts_link if "size" in p.get("axes", [])]
     sels = sorted({p["selectivity"] for p in size_pts})
     if len({p["events"] for p in size_pts}) > 1:
         fig, axes = plt.subplots(1, len(sels), figsize=(5 * len(sels), 4.2), squeeze=False)
@@ -317,13 +465,13 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
             ax.set_title(f"{_pct(sel)} selected, {size_pts[0]['ncols']} columns")
             ax.grid(True, which="both", alpha=0.3)
         _legend(fig, axes)
-        fig.suptitle("Scaling with dataset size")
+        fig.suptitle(f"Scaling with dataset size (link {link})")
         fig.tight_layout(rect=(0, 0.1, 1, 1))
-        fig.savefig(out_dir / "scaling_size.png", dpi=110)
+        fig.savefig(out_dir / f"scaling_size{suffix}.png", dpi=110)
         plt.close(fig)
-        files.append("scaling_size.png")
+        files.append(f"scaling_size{suffix}.png")
 
-    osd_pts = [p for p in results["points"] if "osds" in p.get("axes", [])]
+    osd_pts = [p for p in pts_link if "osds" in p.get("axes", [])]
     osd_counts = sorted({p["osds"] for p in osd_pts})
     if len(osd_counts) > 1:
         sels = sorted({p["selectivity"] for p in osd_pts})
@@ -348,7 +496,6 @@ def make_plots(results: dict, out_dir: Path) -> list[str]:
         fig.savefig(out_dir / "scaling_osds.png", dpi=110)
         plt.close(fig)
         files.append("scaling_osds.png")
-    return files
 
 
 def write_report(results: dict, out_dir) -> Path:

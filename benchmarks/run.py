@@ -13,9 +13,15 @@ only when all agree is each system timed ``repeats`` times, the systems taking
 turns so that a burst of load from elsewhere hits them all alike.  Results go to
 ``<out>/results.json``; benchmarks/report.py turns them into report.md and PNGs.
 
-What it ignores: multi-host effects (everything runs on loopback, so "bytes
-delivered" is counted, not paid for in network time) and cold caches (the first,
-checking run warms the OSDs' and the kernel's caches for every system alike).
+With ``--hosts 3 --link loopback,1gbit,10gbit`` the OSDs and radosgw run on 3
+storage hosts (network namespaces, skyhook_py.netns) and the client reaches them
+over tbf-shaped links, so bytes are paid for in network time: one cluster, the link
+reshaped between passes; ``loopback`` is the one-host cluster on 127.0.0.1 as a
+reference point.  Rate only: this kernel has no netem, so link delay (latency) is
+not emulated.
+
+What it ignores: cold caches (the first, checking run warms the OSDs' and the
+kernel's caches for every system alike).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ SWEEPS = {
 }
 SELECTIVITIES = [0.001, 0.01, 0.1, 1.0]
 NCOLUMNS = [1, 10, 100]
-ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet", "uproot"]
+ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
+               "uproot-s3", "uproot"]
 BASELINE = "skyhook"           # every ratio is against this system, measured in the same run
 CUT_COLUMN = "MET_pt"
 POOL = "bench"
@@ -107,6 +114,7 @@ class ClusterProbe:
 
         self._perf = perf_counters
         self.cluster = cluster
+        self.network = cluster.network  # None on loopback
         self.osds = {}
         for i in cluster.osd_ids:
             pidfile = cluster.run_dir / f"osd.{i}.pid"
@@ -126,6 +134,8 @@ class ClusterProbe:
 
     def counters(self) -> dict:
         out = {"osd_bytes_out": 0, "osd_bytes_read": 0}
+        if self.network is not None:  # bytes that crossed the client's link (all traffic)
+            out["link_bytes"] = self.network.counters()["client"]
         for i in self.osds:
             try:
                 d = self._perf(self.cluster.run_dir / f"osd.{i}.asok")
@@ -216,6 +226,7 @@ def one_run(system, query, probe: ClusterProbe) -> tuple[dict, object]:
         "bytes_read_store": m.bytes_read_store,
         "osd_bytes_out": (k1["osd_bytes_out"] - k0["osd_bytes_out"]) if k0 and k1 else None,
         "osd_bytes_read": (k1["osd_bytes_read"] - k0["osd_bytes_read"]) if k0 and k1 else None,
+        "link_bytes": (k1["link_bytes"] - k0["link_bytes"]) if "link_bytes" in k0 and "link_bytes" in k1 else None,
         "rows": num_rows(m.table),
         "details": m.details,
     }
@@ -225,8 +236,8 @@ def one_run(system, query, probe: ClusterProbe) -> tuple[dict, object]:
 def measure_point(point: dict, query, systems: dict, probe: ClusterProbe, repeats: int, key: str) -> dict:
     from .systems import compare_answers
 
-    label = (f"osds={point['osds']} events={point['events']:,} sel={point['selectivity']:.1%} "
-             f"cols={point['ncols']}")
+    label = (f"link={point.get('link', 'loopback')} osds={point['osds']} events={point['events']:,} "
+             f"sel={point['selectivity']:.1%} cols={point['ncols']}")
     point.update(columns=list(query.columns), cut=query.cut, threshold=query.threshold,
                  dataset=query.dataset, error=None, check={}, results={})
     # 1. every system answers once; the answers must agree before anything is timed
@@ -289,6 +300,7 @@ def measure_point(point: dict, query, systems: dict, probe: ClusterProbe, repeat
             "bytes_read_store": summarize([r["bytes_read_store"] for r in rs]),
             "osd_bytes_out": summarize([r["osd_bytes_out"] for r in rs]),
             "osd_bytes_read": summarize([r["osd_bytes_read"] for r in rs]),
+            "link_bytes": summarize([r.get("link_bytes") for r in rs]),
             "rows": rs[0]["rows"],
             "details": rs[0].get("details", {}),
         }
@@ -348,6 +360,10 @@ def make_systems(names, ctx, workdir: Path, notes: list[str]) -> dict:
                 if not ctx.s3_endpoint:
                     raise RuntimeError("no S3 endpoint (radosgw failed to start?)")
                 out[name] = S.S3Parquet(ctx, bucket="skyhook-bench")
+            elif name == "uproot-s3":
+                if not ctx.s3_endpoint:
+                    raise RuntimeError("no S3 endpoint (radosgw failed to start?)")
+                out[name] = S.UprootS3(ctx)
             elif name == "uproot":
                 out[name] = S.Uproot()
             else:
@@ -380,33 +396,62 @@ def run(args, clusters: dict | None = None) -> dict:
     selectivities = [float(x) for x in args.selectivities.split(",")] if args.selectivities else SELECTIVITIES
     ncolumns = [int(x) for x in args.columns.split(",")] if args.columns else NCOLUMNS
     osd_counts = [int(x) for x in args.osds.split(",")]
+    hosts = getattr(args, "hosts", None)
+    if hosts:
+        # one multi-host cluster reshaped per link; "loopback": the one-host cluster
+        links = args.link.split(",")
+        osd_counts = [hosts]
+        setups = [dict(osds=hosts, link=link, hosts=None if link == "loopback" else hosts) for link in links]
+    else:
+        setups = [dict(osds=o, link="loopback", hosts=None) for o in osd_counts]
     names = args.systems.split(",") if args.systems else list(ALL_SYSTEMS)
     if BASELINE not in names:
         names.insert(0, BASELINE)
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    points = plan_points(cfg["sizes"], osd_counts, selectivities, ncolumns)
+    points = []
+    for setup in setups:
+        for p in plan_points(cfg["sizes"], [setup["osds"]], selectivities, ncolumns):
+            p["link"] = setup["link"]
+            points.append(p)
     t_start = time.perf_counter()
     results = {"machine": machine_description(), "sweep": args.sweep, "config": dict(
         cfg, selectivities=selectivities, ncolumns=ncolumns, osds=osd_counts, systems=names,
         baseline=BASELINE, cut_column=CUT_COLUMN, pool=args.pool, pool_size=1,
-        s3=args.s3_endpoint or "radosgw on loopback (started by the harness)"),
+        hosts=hosts, links=[s["link"] for s in setups],
+        s3=args.s3_endpoint or ("radosgw on host0 (started by the harness)" if getattr(args, "hosts", None)
+                                else "radosgw on loopback (started by the harness)")),
         "systems": {}, "datasets": [], "points": [], "notes": []}
     notes = results["notes"]
     log(f"sweep {args.sweep}: {len(points)} points x {len(names)} systems x {cfg['repeats']} runs; workdir {workdir}")
 
     files = {n: generate_files(workdir / "data", n, cfg["extra_columns"]) for n in cfg["sizes"]}
-    for osds in osd_counts:
-        todo = [p for p in points if p["osds"] == osds]
+    for si, setup in enumerate(setups):
+        osds, link = setup["osds"], setup["link"]
+        todo = [p for p in points if p["osds"] == osds and p["link"] == link]
         if not todo:
             continue
         owned = not (clusters and osds in clusters)
-        cluster = Cluster(workdir / f"cluster-{osds}osd") if owned else clusters[osds]
+        multihost = setup["hosts"] is not None
+        if owned:
+            cluster = Cluster(workdir / (f"cluster-{osds}hosts" if multihost else f"cluster-{osds}osd"))
+        else:
+            cluster = clusters[osds]
+        # the multi-host cluster stays up for the next link
+        keep_for_next = multihost and any(s["hosts"] for s in setups[si + 1:])
         gateway = None
         systems: dict = {}
         try:
             t0 = time.perf_counter()
-            if owned:
+            if owned and multihost:
+                cluster.up(hosts=setup["hosts"], link=None if link == "none" else link)
+                from skyhook_py import netns
+
+                rates = [netns.measure_rate(cluster.network, h, nbytes=128 << 20, python=sys.executable)
+                         for h in range(len(cluster.hosts))]
+                results.setdefault("links_measured", {})[link] = rates
+                log(f"link {link}: measured {', '.join(f'{r / 1e9:.2f}' for r in rates)} Gb/s to the hosts")
+            elif owned:
                 cluster.up(osds=osds)
             if args.pool not in cluster.pools():
                 cluster.create_pool(args.pool, size=1, pg_num=16 * osds)
@@ -422,7 +467,7 @@ def run(args, clusters: dict | None = None) -> dict:
                 else:
                     try:
                         t0 = time.perf_counter()
-                        gateway = s3.RadosGateway(cluster).start()
+                        gateway = s3.RadosGateway(cluster, host=0 if multihost else None).start()
                         ctx.s3_endpoint, ctx.s3_admin_socket, ctx.s3_pid = (
                             gateway.endpoint, str(gateway.admin_socket), gateway.pid)
                         log(f"radosgw on {gateway.endpoint} in {time.perf_counter() - t0:.1f} s")
@@ -489,7 +534,7 @@ def run(args, clusters: dict | None = None) -> dict:
                     pass
             if gateway is not None:
                 gateway.stop()
-            if not owned:
+            if not owned or keep_for_next:
                 pass
             elif args.keep_cluster:
                 log(f"cluster left running in {cluster.dir}")
@@ -522,6 +567,11 @@ def parse_args(argv=None):
     p.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
     p.add_argument("--systems", help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all)")
     p.add_argument("--osds", default="1,3", help="OSD counts, one throwaway cluster each (default 1,3)")
+    p.add_argument("--hosts", type=int, help="storage hosts as network namespaces (one OSD each; radosgw "
+                   "on the first); the client reads over --link")
+    p.add_argument("--link", default="loopback,1gbit,10gbit",
+                   help="with --hosts: link rates, comma-separated (tbf, both ways; 'none': unshaped veth; "
+                        "'loopback': the one-host cluster on 127.0.0.1); default loopback,1gbit,10gbit")
     p.add_argument("--sizes", help="dataset sizes in events, comma-separated (default: the sweep's)")
     p.add_argument("--selectivities", help="comma-separated fractions (default 0.001,0.01,0.1,1)")
     p.add_argument("--columns", help="numbers of columns returned (default 1,10,100)")
@@ -538,7 +588,7 @@ def parse_args(argv=None):
     p.add_argument("--out", help=f"output folder (default benchmarks/results/{today}-<sweep>)")
     args = p.parse_args(argv)
     if args.out is None:
-        args.out = str(REPO / "benchmarks" / "results" / f"{today}-{args.sweep}")
+        args.out = str(REPO / "benchmarks" / "results" / f"{today}-{args.sweep}" + ("-hosts" if args.hosts else ""))
     if args.s3_endpoint and not (args.s3_key and args.s3_secret):
         p.error("--s3-endpoint needs --s3-key and --s3-secret")
     return args

@@ -50,19 +50,27 @@ def _free_port() -> int:
 
 
 class RadosGateway:
-    """One radosgw process serving S3 on 127.0.0.1 for the cluster ``cluster``
-    (a skyhook_py.cluster.Cluster).  Use as a context manager, or start()/stop()."""
+    """One radosgw process serving S3 for the cluster ``cluster`` (a
+    skyhook_py.cluster.Cluster): on 127.0.0.1, or, for a multi-host cluster, inside
+    storage host ``host`` (its network namespace) on that host's address, so that the
+    client reads it over the host's shaped link.  Use as a context manager, or
+    start()/stop()."""
 
-    def __init__(self, cluster, port: int | None = None, user: str = "client.admin"):
+    def __init__(self, cluster, port: int | None = None, user: str = "client.admin", host: int | None = None):
         self.cluster = cluster
         self.port = port or _free_port()
         self.user = user
         self.dir = Path(cluster.dir) / "rgw"
         self.proc: subprocess.Popen | None = None
+        net = getattr(cluster, "network", None)
+        if host is not None and net is not None:
+            self.address, self.exec_prefix = net.host_addr(host), net.exec_prefix(host)
+        else:
+            self.address, self.exec_prefix = "127.0.0.1", []
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.address}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -81,8 +89,8 @@ class RadosGateway:
             raise RuntimeError("radosgw is not installed: apt-get install -y radosgw")
         self.dir.mkdir(parents=True, exist_ok=True)
         log = self.dir / "radosgw.log"
-        cmd = ["radosgw", "-f", *self._common(),
-               "--rgw-frontends", f"beast endpoint=127.0.0.1:{self.port}",
+        cmd = [*self.exec_prefix, "radosgw", "-f", *self._common(),
+               "--rgw-frontends", f"beast endpoint={self.address}:{self.port}",
                "--rgw-data", str(self.dir), "--log-file", str(log),
                "--admin-socket", str(self.admin_socket), "--pid-file", str(self.dir / "rgw.pid"),
                # one process, no background work competing with the measurements
@@ -174,6 +182,38 @@ def upload_partitions(fs: pafs.S3FileSystem, bucket: str, prefix: str, tables) -
         with fs.open_output_stream(key) as f:
             f.write(data)
         out.append({"key": key, "bytes": data.size, "rows": table.num_rows})
+    return out
+
+
+def upload_files(endpoint: str, bucket: str, paths, access: str = ACCESS_KEY,
+                 secret: str = SECRET_KEY) -> list[dict]:
+    """Upload files whole (boto3, multipart for big ones) as publicly readable objects
+    ``bucket/<file name>``, so that any HTTP client (uproot) can range-read them by URL.
+    Skips a file already there with the same size.  Returns [{"key", "bytes", "url"}]."""
+    import boto3
+    from botocore.config import Config
+
+    s3c = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
+                       aws_secret_access_key=secret, region_name="us-east-1",
+                       config=Config(s3={"addressing_style": "path"}))
+    try:
+        s3c.create_bucket(Bucket=bucket)
+    except s3c.exceptions.ClientError:
+        pass
+    except Exception as e:  # BucketAlreadyOwnedByYou and friends
+        if "BucketAlready" not in type(e).__name__:
+            raise
+    out = []
+    for path in paths:
+        key = os.path.basename(path)
+        size = os.path.getsize(path)
+        try:
+            have = s3c.head_object(Bucket=bucket, Key=key)["ContentLength"]
+        except Exception:  # noqa: BLE001 - not there
+            have = None
+        if have != size:
+            s3c.upload_file(str(path), bucket, key, ExtraArgs={"ACL": "public-read"})
+        out.append({"key": key, "bytes": size, "url": f"{endpoint}/{bucket}/{key}"})
     return out
 
 

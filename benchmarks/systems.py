@@ -339,6 +339,52 @@ class Uproot(System):
         return Measurement(table=arr, bytes_delivered=nbytes, bytes_read_store=nbytes)
 
 
+class UprootS3(System):
+    """What a physicist does with remote files: uproot reading the original ROOT files
+    from the same Ceph (an S3 bucket on radosgw) over HTTP, with uproot's usual remote
+    file handling (range requests, its default HTTP source)."""
+    name = "uproot-s3"
+    label = "uproot over S3/HTTP (radosgw)"
+    description = ("the source ROOT files in a radosgw bucket (public-read objects), "
+                   "uproot.open(http URL)[tree].arrays(columns, cut=...); bytes delivered: "
+                   "radosgw's get_b counter")
+
+    def __init__(self, ctx: Context, bucket: str = "skyhook-bench-root"):
+        self.ctx = ctx
+        self.bucket = bucket
+        self.urls: dict[str, tuple[list[str], str]] = {}
+
+    def prepare(self, dataset):
+        from . import s3
+
+        up = s3.upload_files(self.ctx.s3_endpoint, self.bucket, dataset.files,
+                             self.ctx.s3_key or s3.ACCESS_KEY, self.ctx.s3_secret or s3.SECRET_KEY)
+        self.urls[dataset.name] = ([u["url"] for u in up], dataset.tree)
+
+    def run(self, query: BenchQuery) -> Measurement:
+        import uproot
+
+        urls, tree = self.urls[query.dataset]
+        parts, nbytes = [], 0
+        for url in urls:
+            with uproot.open(url, timeout=60) as f:
+                parts.append(f[tree].arrays(list(query.columns), cut=query.cut, library="ak"))
+                nbytes += f.file.source.num_requested_bytes
+        arr = parts[0] if len(parts) == 1 else ak.concatenate(parts)
+        return Measurement(table=arr, bytes_read_store=nbytes, details={"requested_bytes": nbytes})
+
+    def counters(self):
+        if not self.ctx.s3_admin_socket:
+            return {}
+        from . import s3
+
+        rgw = s3.perf_counters(self.ctx.s3_admin_socket).get("rgw", {})
+        return {"bytes_delivered": rgw.get("get_b", 0)}
+
+    def server_pids(self):
+        return {"radosgw": self.ctx.s3_pid} if self.ctx.s3_pid else {}
+
+
 # -- the gate: every system must give the same answer --------------------------------
 
 def as_awkward(answer) -> ak.Array:

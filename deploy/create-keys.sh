@@ -10,7 +10,7 @@
 #   deploy/create-keys.sh [POOL] [NAMESPACE] [OUTDIR]     (defaults: skyhook skyhook .)
 #
 # Run where `ceph` works as an admin (CEPH_ARGS="-c ... -k ..." for a non-default cluster).
-# The caps are the ones skyhook_py/cluster.py gives the local cluster (query_caps(),
+# The caps are the ones skyhook_py/storage/caps.py spells (query_caps(),
 # ingest_caps()); keep the two in step.
 set -euo pipefail
 POOL=${1:-skyhook}

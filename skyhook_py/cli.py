@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyring", default=None, help="keyring of --user")
     sub = p.add_subparsers(metavar="COMMAND")
 
-    from . import cluster
+    from . import cluster_cli
 
-    cluster.add_cluster_commands(sub)
+    cluster_cli.add_cluster_commands(sub)
     from . import transcode
 
     transcode.add_dataset_commands(sub, _store)

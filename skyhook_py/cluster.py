@@ -1,4 +1,6 @@
-"""A throwaway Ceph cluster on 127.0.0.1: one mon and N bluestore-on-file OSDs.
+"""A throwaway Ceph cluster on this machine: one mon and N bluestore-on-file OSDs,
+either all on 127.0.0.1 (the default) or spread over storage hosts that are network
+namespaces joined by rate-shaped links (``hosts=``; the plumbing is in ``netns``).
 
 This layer creates, starts, inspects and stops the local cluster that the demo,
 the tests and the benchmarks run against.  Everything lives in one folder (the
@@ -8,16 +10,21 @@ command-line tools (``ceph``, ``rados``, ``ceph-mon``, ``ceph-osd``...), each
 call under a timeout; the one exception is the class probe in ``status``, which
 goes through ``rados_io`` like every other librados call.
 
-It deliberately ignores what a real deployment needs (several hosts, a mgr,
+With hosts, the mon runs on the first host, each OSD on its host with
+``crush location = root=default host=<name>``, so a 3-copy pool keeps its copies on 3
+hosts (failure domain ``host``); the client (CLI, tests, benchmark, coordinator) stays
+in the root namespace and reaches every host over its link.  ``kill_host``,
+``stop_host``, ``partition_host`` and ``heal_host`` cause host failures for tests.
+
+It deliberately ignores what a real deployment needs (real machines, a mgr,
 dashboards, upgrades): see deploy/README.md for ceph-ansible.
 
-Usage: ``python -m skyhook_py.cluster up|status|down|restart-osds [--dir DIR]``,
-or ``skyhook cluster ...`` once the CLI registers ``add_cluster_commands``.
+The command line (``skyhook cluster ...``, ``python -m skyhook_py.cluster``) lives in
+``cluster_cli``.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import logging
@@ -27,21 +34,22 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from . import defaults, netns
 from .errors import ClusterError
 from .paths import class_library, default_cluster_dir
+from .storage.caps import ingest_caps, query_caps
 
 log = logging.getLogger("skyhook.cluster")
 
-POOL = "skyhook"
-NAMESPACE = "skyhook"
-QUERY_USER = "client.skyhook-query"
-INGEST_USER = "client.skyhook-ingest"
+POOL = defaults.POOL
+NAMESPACE = defaults.NAMESPACE
+QUERY_USER = defaults.QUERY_USER
+INGEST_USER = defaults.INGEST_USER
 ADMIN_USER = "client.admin"
 MON_ID = "a"
 DEFAULT_PG_NUM = 32
@@ -66,30 +74,6 @@ _REQUIRED_TOOLS = ("ceph", "rados", "ceph-mon", "ceph-osd", "ceph-authtool", "mo
 def missing_tools() -> list[str]:
     """The Ceph executables this module needs that are not on $PATH."""
     return [t for t in _REQUIRED_TOOLS if shutil.which(t) is None]
-
-
-def query_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
-    """Least privilege for the query path: read partitions and manifests, call the
-    two read-only methods of our class on partitions, nothing else.
-
-    `class skyhook` alone would also allow any write method of the class, so each
-    method is named; `r` and `class` cannot share one grant (FACTS.md).
-    """
-    where = f"pool={pool} namespace={namespace}"
-    return {
-        "mon": "allow r",
-        "osd": ", ".join([
-            f"allow r {where} object_prefix part.",
-            f"allow {where} object_prefix part. class skyhook scan",
-            f"allow {where} object_prefix part. class skyhook stats",
-            f"allow r {where} object_prefix manifest",
-        ]),
-    }
-
-
-def ingest_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
-    """The ingest path: read and write objects of the namespace, no class calls."""
-    return {"mon": "allow r", "osd": f"allow rw pool={pool} namespace={namespace}"}
 
 
 # ---------------------------------------------------------------------------------
@@ -241,8 +225,61 @@ class Cluster:
 
     @property
     def mon_addr(self) -> str | None:
-        port = self._state().get("mon_port")
-        return f"v2:127.0.0.1:{port}" if port else None
+        st = self._state()
+        port = st.get("mon_port")
+        return f"v2:{self._mon_ip(st)}:{port}" if port else None
+
+    # -- hosts (network namespaces) ------------------------------------------------
+    @property
+    def network(self) -> "netns.Network | None":
+        """The hosts' network, or None for a one-host loopback cluster."""
+        st = self._state().get("network")
+        return netns.Network.from_state(st) if st else None
+
+    @property
+    def hosts(self) -> list[str]:
+        """Host names (``host0``...); ``[]`` for a loopback cluster."""
+        net = self.network
+        return list(net.host_names) if net else []
+
+    def _host_index(self, host) -> int:
+        names = self.hosts
+        if not names:
+            raise ClusterError(f"{self.dir} is a one-host loopback cluster (create it with hosts=)")
+        if isinstance(host, int) and 0 <= host < len(names):
+            return host
+        if host in names:
+            return names.index(host)
+        raise ClusterError(f"no host {host!r} in {self.dir}; hosts: {names}")
+
+    def host_of_osd(self, i: int) -> str | None:
+        h = self._state().get("osds", {}).get(str(i), {}).get("host")
+        return None if h is None else self.hosts[h]
+
+    def osds_on_host(self, host) -> list[int]:
+        h = self._host_index(host)
+        return sorted(int(i) for i, o in self._state().get("osds", {}).items() if o.get("host") == h)
+
+    def host_addr(self, host) -> str:
+        return self.network.host_addr(self._host_index(host))
+
+    def _daemons_on_host(self, h: int) -> list[str]:
+        names = [f"osd.{i}" for i in self.osds_on_host(h)]
+        return ([f"mon.{MON_ID}"] if h == 0 else []) + names
+
+    @staticmethod
+    def _mon_ip(state: dict) -> str:
+        net = state.get("network")
+        return netns.Network.from_state(net).host_addr(0) if net else "127.0.0.1"
+
+    def _exec_prefix(self, kind: str, ident: str) -> list[str]:
+        """``ip netns exec <host>`` for a daemon of a multi-host cluster, else nothing."""
+        st = self._state()
+        if not st.get("network"):
+            return []
+        net = netns.Network.from_state(st["network"])
+        h = 0 if kind == "mon" else st["osds"][str(ident)]["host"]
+        return net.exec_prefix(h)
 
     # -- running Ceph tools against this cluster -----------------------------------
     def ceph(self, *args: str, timeout: float = COMMAND_TIMEOUT, fmt_json: bool = False,
@@ -291,7 +328,8 @@ class Cluster:
     def _start_daemon(self, kind: str, ident: str):
         exe = "ceph-mon" if kind == "mon" else "ceph-osd"
         # ceph daemons fork and the parent returns once the child has initialised
-        _run([exe, "-c", str(self.conf_path), "-i", ident], timeout=DAEMON_START_TIMEOUT,
+        _run([*self._exec_prefix(kind, ident), exe, "-c", str(self.conf_path), "-i", ident],
+             timeout=DAEMON_START_TIMEOUT,
              log_to=self.log_dir / f"{kind}.{ident}.stdout")
 
     def _stop(self, names: list[str], sig=signal.SIGTERM, timeout: float = STOP_TIMEOUT):
@@ -327,13 +365,44 @@ class Cluster:
     # -- creation ------------------------------------------------------------------
     def _write_conf(self, state: dict):
         d = self.dir
+        net = netns.Network.from_state(state["network"]) if state.get("network") else None
+        if net is None:
+            where = "public addr = 127.0.0.1\ncluster addr = 127.0.0.1"
+            failure_domain = """# one host: OSDs must be able to report each other down (default: per host)
+mon osd reporter subtree level = osd
+osd crush chooseleaf type = 0
+osd pool default size = 1"""
+        else:
+            where = f"""# hosts are network namespaces on {net.subnet} (skyhook_py.netns); each daemon
+# binds the one address of its namespace in this network; the client is {net.client_addr}
+public network = {net.subnet}
+cluster network = {net.subnet}"""
+            if net.hosts >= 2:
+                # reporters must sit on other hosts; with 2 hosts there is only one other
+                layout = f"""# {net.hosts} hosts: a down report needs reporters on {min(2, net.hosts - 1)} other host(s);
+# copies on different hosts (CRUSH failure domain host)
+mon osd reporter subtree level = host
+mon osd min down reporters = {min(2, net.hosts - 1)}
+osd crush chooseleaf type = 1"""
+            else:
+                layout = """# 1 host: OSDs report each other; copies on different OSDs
+mon osd reporter subtree level = osd
+osd crush chooseleaf type = 0"""
+            failure_domain = f"""{layout}
+osd pool default size = {min(3, net.hosts)}
+# notice a lost host within seconds, not 20 s (a partition stalls queries until then)
+osd heartbeat interval = 1
+osd heartbeat grace = 5
+mon osd adjust heartbeat grace = false
+osd mon report interval = 1
+# 3 copies of every PG on each OSD: radosgw's pools need room (pool creation answers ERANGE)
+mon max pg per osd = 1000"""
         text = f"""# Written by skyhook_py.cluster for a throwaway local cluster; see deploy/README.md.
 [global]
 fsid = {state['fsid']}
-mon host = v2:127.0.0.1:{state['mon_port']}
+mon host = v2:{self._mon_ip(state)}:{state['mon_port']}
 mon initial members = {MON_ID}
-public addr = 127.0.0.1
-cluster addr = 127.0.0.1
+{where}
 # ports pinned at creation, so that two local clusters never collide
 ms bind msgr1 = false
 ms bind port min = {state['port_min']}
@@ -348,10 +417,7 @@ mon allow pool delete = true
 mon warn on pool no redundancy = false
 mon data avail warn = 2
 mon data avail crit = 1
-# one host: OSDs must be able to report each other down (default: per host)
-mon osd reporter subtree level = osd
-osd crush chooseleaf type = 0
-osd pool default size = 1
+{failure_domain}
 osd pool default min size = 1
 osd pool default pg autoscale mode = off
 
@@ -397,6 +463,12 @@ client mount timeout = 15
 rados mon op timeout = 30
 rados osd op timeout = 30
 """
+        if net is not None:
+            text += f"\n[mon.{MON_ID}]\npublic addr = {net.host_addr(0)}\n"
+            for osd_id, o in sorted(state.get("osds", {}).items(), key=lambda kv: int(kv[0])):
+                text += (f"\n[osd.{osd_id}]\n# {net.host_names[o['host']]}: namespace {net.netns(o['host'])}, "
+                         f"address {net.host_addr(o['host'])}\n"
+                         f"crush location = root=default host={net.host_names[o['host']]}\n")
         self.conf_path.write_text(text)
 
     def _link_classes(self) -> Path | None:
@@ -416,7 +488,7 @@ rados osd op timeout = 30
             return ours
         return None
 
-    def _create(self, osds: int):
+    def _create(self, osds: int, hosts: int | None = None, link: str | None = None):
         if self.dir.exists() and any(self.dir.iterdir()):
             state = self._state()
             if not state or state.get("complete"):
@@ -435,6 +507,12 @@ rados osd op timeout = 30
             "ceph_class_dir": str(_ceph_class_dir()),
             "class_default_list": _ceph_default_class_list(),
         }
+        if hosts:
+            key = str(self.dir)
+            net = netns.Network(netns.prefix_for(key), netns.pick_subnet(key), hosts, link)
+            state["network"] = net.to_state()
+            self._save_state(state)
+            net.create()
         self._save_state(state)
         self._write_conf(state)
 
@@ -445,7 +523,7 @@ rados osd op timeout = 30
               "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
         _run(["ceph-authtool", str(mon_kr), "--import-keyring", str(self.admin_keyring)])
         monmap = self.dir / "monmap"
-        _run(["monmaptool", "--create", "--addv", MON_ID, f"[v2:127.0.0.1:{base}]",
+        _run(["monmaptool", "--create", "--addv", MON_ID, f"[v2:{self._mon_ip(state)}:{base}]",
               "--fsid", state["fsid"], str(monmap)])
         _run(["ceph-mon", "-c", str(self.conf_path), "--mkfs", "-i", MON_ID, "--monmap", str(monmap),
               "--keyring", str(mon_kr)], log_to=self.log_dir / "mkfs.mon.stdout")
@@ -454,7 +532,7 @@ rados osd op timeout = 30
         self._wait_mon()
         self._add_osds(osds)
         self._wait_osds_up()
-        self.create_pool(POOL, pg_num=DEFAULT_PG_NUM)
+        self.create_pool(POOL, pg_num=DEFAULT_PG_NUM, size=min(3, hosts) if hosts else None)
         for user, caps in ((QUERY_USER, query_caps()), (INGEST_USER, ingest_caps())):
             args = [a for kind, cap in caps.items() for a in (kind, cap)]
             self.ceph("auth", "get-or-create", user, *args, "-o", str(self.keyring(user)))
@@ -474,13 +552,19 @@ rados osd op timeout = 30
             self.osd_dir(osd_id).mkdir(parents=True, exist_ok=True)
             _run(["ceph-authtool", "--create-keyring", str(self.osd_dir(osd_id) / "keyring"),
                   "--name", f"osd.{osd_id}", "--add-key", key])
-            state["osds"][str(osd_id)] = {"uuid": osd_uuid}
+            entry = {"uuid": osd_uuid}
+            if state.get("network"):  # round robin over the hosts
+                entry["host"] = len(state["osds"]) % state["network"]["hosts"]
+            state["osds"][str(osd_id)] = entry
             self._save_state(state)
             new.append((osd_id, osd_uuid))
+        if state.get("network"):
+            self._write_conf(state)  # each OSD's crush location
 
         def mkfs_and_start(item):
             osd_id, osd_uuid = item
-            _run(["ceph-osd", "-c", str(self.conf_path), "-i", str(osd_id), "--mkfs",
+            _run([*self._exec_prefix("osd", osd_id), "ceph-osd", "-c", str(self.conf_path),
+                  "-i", str(osd_id), "--mkfs",
                   "--osd-uuid", osd_uuid], timeout=DAEMON_START_TIMEOUT,
                  log_to=self.log_dir / f"mkfs.osd.{osd_id}.stdout")
             self._start_daemon("osd", str(osd_id))
@@ -541,9 +625,21 @@ rados osd op timeout = 30
         raise ClusterError(f"pool {name!r} not active after {timeout} s: {last}")
 
     # -- public lifecycle ----------------------------------------------------------
-    def up(self, osds: int = 1) -> "Cluster":
+    def up(self, osds: int = 1, hosts: int | None = None, osds_per_host: int = 1,
+           link: str | None = None) -> "Cluster":
         """Create the cluster (or start its stopped daemons) and wait until the pool
-        ``skyhook`` serves requests.  A no-op when it is already running."""
+        ``skyhook`` serves requests.  A no-op when it is already running.
+
+        ``hosts=N`` makes N storage hosts (network namespaces) with ``osds_per_host``
+        OSDs each (``osds`` is then ignored), their links shaped to ``link`` (e.g.
+        ``"1gbit"``, ``"10gbit"``; None: unshaped).  Without ``hosts``: one host on
+        127.0.0.1.  The layout is fixed at creation, except the link rate.
+        """
+        if hosts is not None:
+            if hosts < 1 or osds_per_host < 1:
+                raise ValueError(f"hosts and osds_per_host must be >= 1, not {hosts}, {osds_per_host}")
+            osds = hosts * osds_per_host
+            netns.parse_rate(link)
         if osds < 1:
             raise ValueError(f"a cluster needs at least one OSD, not {osds}")
         missing = missing_tools()
@@ -551,11 +647,25 @@ rados osd op timeout = 30
             raise ClusterError(f"Ceph tools not installed: {', '.join(missing)} (run `make setup`)")
         t0 = time.monotonic()
         if not self.created:
-            log.info("creating a cluster with %d OSD(s) in %s", osds, self.dir)
-            self._create(osds)
+            log.info("creating a cluster with %d OSD(s)%s in %s", osds,
+                     f" on {hosts} hosts (links {link or 'unshaped'})" if hosts else "", self.dir)
+            self._create(osds, hosts, link)
         else:
+            if hosts is not None and hosts != len(self.hosts):
+                raise ClusterError(f"{self.dir} has {len(self.hosts) or 'no'} hosts, not {hosts}; "
+                                   "the layout is fixed at creation (down --purge first)")
             pids = self._daemon_pids()
             started = False
+            net = self.network
+            if net is not None:
+                if not pids or not net.exists():
+                    # after a crash or a `down`: stray daemons and leftovers of our network go first
+                    self._stop(list(pids), signal.SIGKILL, 5)
+                    pids = {}
+                    net.create()
+                if hosts is not None and link != net.rate:
+                    net.shape(link)
+                    self._save_network(net)
             if f"mon.{MON_ID}" not in pids:
                 self._link_classes()
                 self._start_daemon("mon", MON_ID)
@@ -581,11 +691,94 @@ rados osd op timeout = 30
         return self
 
     def down(self, timeout: float = STOP_TIMEOUT):
-        """Stop this cluster's daemons (OSDs first, then the mon); keep the data."""
+        """Stop this cluster's daemons (OSDs first, then the mon); keep the data.
+        With hosts, also remove every namespace, veth, bridge and qdisc of the cluster."""
         pids = self._daemon_pids()
         self._stop([n for n in pids if n.startswith("osd.")], timeout=timeout)
         self._stop([n for n in pids if n.startswith("mon.")], timeout=timeout)
+        st = self._state()
+        if st.get("network"):
+            netns.Network.from_state(st["network"]).remove()
         log.info("stopped %d daemon(s) of %s", len(pids), self.dir)
+
+    def _save_network(self, net: "netns.Network"):
+        st = self._state()
+        st["network"] = net.to_state()
+        self._save_state(st)
+
+    def set_link(self, rate: str | None):
+        """Reshape every link of the running multi-host cluster to ``rate``."""
+        net = self.network
+        if net is None:
+            raise ClusterError(f"{self.dir} is a one-host loopback cluster: no links to shape")
+        net.shape(rate)
+        self._save_network(net)
+
+    # -- host faults (multi-host clusters) ----------------------------------------
+    def kill_host(self, host, wait_down: bool = False, timeout: float = READY_TIMEOUT):
+        """SIGKILL every daemon of ``host`` (a power cut); ``heal_host`` restarts them.
+        Killing the first host kills the mon too."""
+        h = self._host_index(host)
+        names = self._daemons_on_host(h)
+        pids = self._daemon_pids()
+        for n in names:
+            if n in pids:
+                try:
+                    os.kill(pids[n], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_pid_alive(pids[n]) for n in names if n in pids):
+            time.sleep(0.05)
+        st = self._state()
+        st.setdefault("killed_hosts", [])
+        if h not in st["killed_hosts"]:
+            st["killed_hosts"].append(h)
+        self._save_state(st)
+        if wait_down and h != 0:
+            self._wait_osds(set(), set(self.osds_on_host(h)), timeout=timeout)
+
+    def stop_host(self, host, wait_down: bool = False, timeout: float = READY_TIMEOUT):
+        """SIGSTOP every daemon of ``host`` (a hung machine); ``heal_host`` resumes them."""
+        h = self._host_index(host)
+        pids = self._daemon_pids()
+        for n in self._daemons_on_host(h):
+            if n in pids:
+                os.kill(pids[n], signal.SIGSTOP)
+        if wait_down and h != 0:
+            self._wait_osds(set(), set(self.osds_on_host(h)), timeout=timeout)
+
+    def partition_host(self, host, wait_down: bool = False, timeout: float = READY_TIMEOUT):
+        """Take ``host``'s link down: its daemons keep running, nothing reaches them."""
+        h = self._host_index(host)
+        self.network.partition(h)
+        if wait_down and h != 0:
+            self._wait_osds(set(), set(self.osds_on_host(h)), timeout=timeout)
+
+    def heal_host(self, host, wait: bool = True, timeout: float = READY_TIMEOUT):
+        """Undo stop/partition/kill of ``host``: link up, SIGCONT, restart what was
+        killed; with ``wait``, until its OSDs are up again."""
+        h = self._host_index(host)
+        self.network.heal(h)
+        pids = self._daemon_pids()
+        names = self._daemons_on_host(h)
+        for n in names:
+            if n in pids:
+                os.kill(pids[n], signal.SIGCONT)
+        missing = [n for n in names if n not in pids]
+        if missing:
+            self._link_classes()
+            for n in sorted(missing, key=lambda n: not n.startswith("mon.")):  # mon first
+                kind, ident = n.split(".", 1)
+                self._start_daemon(kind, ident)
+        st = self._state()
+        if h in st.get("killed_hosts", []):
+            st["killed_hosts"].remove(h)
+            self._save_state(st)
+        if wait:
+            if f"mon.{MON_ID}" in missing:
+                self._wait_mon()
+            self._wait_osds(set(self.osds_on_host(h)), timeout=timeout)
 
     def purge(self):
         """Stop the cluster and delete its folder."""
@@ -643,8 +836,9 @@ rados osd op timeout = 30
     # -- pools ---------------------------------------------------------------------
     def create_pool(self, name: str, size: int | None = None, pg_num: int = TEST_PG_NUM,
                     min_size: int = 1, wait: bool = True):
-        """Create a replicated pool of ``size`` copies (default: min(3, number of OSDs))."""
-        size = size or min(3, len(self.osd_ids))
+        """Create a replicated pool of ``size`` copies (default: min(3, number of OSDs),
+        or of hosts for a multi-host cluster: one copy per host)."""
+        size = size or min(3, len(self.hosts) or len(self.osd_ids))
         self.ceph("osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated",
                   "--size", str(size))
         if min_size != 1:  # ceph.conf's default min size is 1
@@ -666,7 +860,7 @@ rados osd op timeout = 30
         if not class_library().is_file():
             return "not built"
         from .errors import ObjectClassError
-        from .rados_io import Store
+        from .storage.rados_io import Store
 
         try:
             with Store(str(self.conf_path), pool, NAMESPACE, keyring=str(self.admin_keyring),
@@ -686,7 +880,13 @@ rados osd op timeout = 30
 
     def status(self) -> dict:
         """What runs and what answers: mon, OSDs, the pool, our class, the paths."""
+        net = self.network
         out = {"dir": str(self.dir), "conf": str(self.conf_path), "created": self.created,
+               "hosts": ({n: {"address": net.host_addr(h), "netns": net.netns(h),
+                              "osds": self.osds_on_host(h), "partitioned": net.partitioned(h)}
+                          for h, n in enumerate(net.host_names)} if net else {}),
+               "link": (net.rate or "unshaped") if net else "loopback",
+               "client_addr": net.client_addr if net else "127.0.0.1",
                "mon": "down", "mon_addr": self.mon_addr, "osds": {}, "osds_up": 0,
                "osds_total": len(self.osd_ids), "pool": None, "class": None,
                "class_lib": str(class_library()),
@@ -731,80 +931,12 @@ def format_status(st: dict) -> str:
         hint = {"not built": " (build it: make build)",
                 "not loaded": " (load the build: skyhook cluster restart-osds)"}.get(st["class"], "")
         lines.append(f"class     skyhook {st['class']}{hint}; library {st['class_lib']}")
+    for name, hst in st.get("hosts", {}).items():
+        lines.append(f"host      {name}: {hst['address']} (netns {hst['netns']}), osds {hst['osds']}"
+                     + (" PARTITIONED" if hst["partitioned"] else ""))
+    if st.get("hosts"):
+        lines.append(f"links     {st['link']} each way (tbf; no delay emulation), client {st['client_addr']}")
     for user, path in st["keyrings"].items():
         lines.append(f"key       {user}: {path}")
     return "\n".join(lines)
 
-
-# ---------------------------------------------------------------------------------
-# command line
-
-
-def _cmd_up(args) -> int:
-    c = Cluster(args.dir).up(osds=args.osds)
-    print(format_status(c.status()))
-    return 0
-
-
-def _cmd_status(args) -> int:
-    st = Cluster(args.dir).status()
-    print(json.dumps(st, indent=1) if args.json else format_status(st))
-    return 0 if st["mon"] == "up" and st["osds_up"] == st["osds_total"] > 0 else 3
-
-
-def _cmd_down(args) -> int:
-    c = Cluster(args.dir)
-    c.purge() if args.purge else c.down()
-    return 0
-
-
-def _cmd_restart_osds(args) -> int:
-    c = Cluster(args.dir)
-    c.restart_osds()
-    print(format_status(c.status()))
-    return 0
-
-
-def add_cluster_commands(subparsers) -> argparse.ArgumentParser:
-    """Register ``cluster up|status|down|restart-osds`` on an argparse subparsers object.
-
-    Each leaf sets ``func(args) -> exit code``; the caller runs ``args.func(args)``.
-    """
-    p = subparsers.add_parser("cluster", help="a local throwaway Ceph cluster (mon + OSDs on 127.0.0.1)",
-                              description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cluster_command", required=True)
-
-    def leaf(name, func, help):
-        q = sub.add_parser(name, help=help)
-        q.add_argument("--dir", default=None,
-                       help=f"cluster folder (default {default_cluster_dir()}, or $SKYHOOK_CLUSTER_DIR)")
-        q.set_defaults(func=func)
-        return q
-
-    q = leaf("up", _cmd_up, "create or start the cluster and wait until it serves requests")
-    q.add_argument("--osds", type=int, default=1, help="number of OSDs (default 1)")
-    q = leaf("status", _cmd_status, "show mon, OSDs, pool, class and paths (exit 3 if not up)")
-    q.add_argument("--json", action="store_true", help="print the status as JSON")
-    q = leaf("down", _cmd_down, "stop the daemons (data kept)")
-    q.add_argument("--purge", action="store_true", help="also delete the cluster folder")
-    leaf("restart-osds", _cmd_restart_osds, "restart the OSDs to load a new build of the class")
-    return p
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["cluster"]:  # `python -m skyhook_py.cluster up` means `cluster up`
-        argv = ["cluster", *argv]
-    parser = argparse.ArgumentParser(prog="python -m skyhook_py.cluster")
-    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return args.func(args)
-    except ClusterError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,7 @@
 """Skyhook's defaults, spelled once.
 
 Every module that needs a default pool, namespace, reply limit, timeout or address
-imports it from here.  (``skyhook_py.cluster`` keeps its own ``POOL``/``NAMESPACE``
-until its rewrite in another branch imports these.)  Plain constants, no imports.
+imports it from here.  Plain constants, no imports.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ MAX_REPLY_BYTES = 64 << 20       # the largest answer of one partition (the clas
 GRPC_MAX_MESSAGE_BYTES = 64 << 20
 LISTEN = "127.0.0.1:50051"       # the coordinator's address
 QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-only query key)
+INGEST_USER = "client.skyhook-ingest"  # the cephx user that may write partitions and manifests
 CACHE_BYTES = 256 << 20          # the coordinator's result cache
 PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
 
