@@ -11,7 +11,7 @@ STATE=${SKYHOOK_DOCKER_STATE:-/var/tmp/skyhook-docker}
 export COMPOSE_PROJECT_NAME=skyhook
 COMPOSE=(docker-compose -f "$HERE/docker-compose.yml")
 t0=$(date +%s)
-engine_up "$STATE" --iptables=false --bridge=none 
+engine_up "$STATE" --iptables=false --ip-forward=false --bridge=none
 engine_base_image skyhook/debian:bookworm
 t1=$(date +%s); echo "[up] engine and base image: $((t1 - t0)) s"
 DOCKER_HOST=unix:///var/run/docker.sock "${COMPOSE[@]}" build ceph
