@@ -7,6 +7,8 @@ set -uo pipefail
 R=$(cd "$(dirname "$0")" && pwd); . $R/lab.env
 t0=$(date +%s); step() { echo "== +$(( $(date +%s) - t0 ))s $*"; }
 step host-up;       $R/host-up.sh || exit 1
+# leftovers of a run that was killed before its teardown: remove them first
+docker ps -a --format '{{.Names}}' | grep -q '^cl-node' && { step "removing a previous lab"; $R/down.sh; }
 step setup-tools;   $R/setup-tools.sh || exit 1
 step build-images;  $R/build-images.sh || exit 1
 step up;            $R/up.sh || exit 1
