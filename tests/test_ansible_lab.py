@@ -6,7 +6,8 @@ deploy/ceph-ansible/skyhook.yml is run twice (the second run must change and res
 nothing); a real NanoAOD file is ingested on the coordinator's host and a pushed-down query
 through the coordinator (TLS + token) is checked against uproot; then the class is
 upgraded (a rebuilt .so) by the playbook while a client queries continuously: no query may
-fail. lab-down.sh always runs (SKYHOOK_LAB_KEEP=1 leaves the lab up for debugging)."""
+fail. lab-down.sh always runs (SKYHOOK_LAB_KEEP=1 leaves the lab up for debugging;
+SKYHOOK_LAB_REUSE=1 uses a lab that is up already instead of building one)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,15 @@ def lab():
     if os.geteuid() != 0:
         pytest.skip("the ceph-ansible lab needs root (docker, loop devices)")
     t0 = time.monotonic()
+    reuse = os.environ.get("SKYHOOK_LAB_REUSE") == "1" and subprocess.run(
+        [DOCKER, "exec", "cl-node1", "ceph", "health"], capture_output=True, timeout=60).returncode == 0
     try:
+        if reuse:   # a lab left up by SKYHOOK_LAB_KEEP=1 or lab-up.sh: debugging the playbook
+            yield {"up_seconds": 0.0}
+            return
         up = subprocess.run([str(LAB_SRC / "lab-up.sh")], capture_output=True, text=True, timeout=3600)
         print(f"\nlab-up.sh: {time.monotonic() - t0:.0f} s\n" + "\n".join(
-            line for line in up.stdout.splitlines() if line.startswith("=="))
+            line for line in up.stdout.splitlines() if line.startswith("==")))
         assert up.returncode == 0, up.stdout[-5000:] + up.stderr[-3000:]
         yield {"up_seconds": time.monotonic() - t0}
     finally:
