@@ -148,10 +148,10 @@ def test_pool_failure_domain_and_keys(deployed):
 
 def test_ingest_on_coordinator_host_and_query_equals_uproot(deployed, shared_data):
     path = shared_data / "nanoAOD_2015_CMS_Open_Data_ttbar.root"
-    subprocess.run([DOCKER, "cp", str(path), "cl-node1:/tmp/ttbar.root"], check=True, timeout=60)
+    subprocess.run([DOCKER, "cp", str(path), "cl-node1:/root/ttbar.root"], check=True, timeout=60)
     _exec("cl-node1", "/opt/skyhook/venv/bin/skyhook", "--conf", "/etc/ceph/ceph.conf",
           "--user", "client.skyhook-ingest", "--keyring", "/etc/ceph/ceph.client.skyhook-ingest.keyring",
-          "ingest", "--dataset", "ttbar", "--partition-events", "50", "/tmp/ttbar.root", timeout=300)
+          "ingest", "--dataset", "ttbar", "--partition-events", "50", "/root/ttbar.root", timeout=300)
     with uproot.open(path) as f:
         expected = f["Events"].arrays(COLUMNS, cut=CUT)
     with _client() as client:
