@@ -55,20 +55,9 @@ engine_down() {
     if [ -f "$state/iptables.before" ]; then
         if [ -s "$state/iptables.before" ]; then
             iptables-restore < "$state/iptables.before"
-        else   # no rules before dockerd: drop the chains it created, keep anyone else's
-            for c in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do
-                iptables -F $c 2>/dev/null; done
-            iptables -D FORWARD -j DOCKER-USER 2>/dev/null
-            iptables -D FORWARD -j DOCKER-ISOLATION-STAGE-1 2>/dev/null
-            iptables-save 2>/dev/null | grep -- '-j DOCKER\|-o docker0\|-i docker0\|br-' | grep '^-A FORWARD' |
-                sed 's/^-A/-D/' | while read -r rule; do eval iptables $rule 2>/dev/null; done
-            for c in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do
-                iptables -X $c 2>/dev/null; done
-            iptables -t nat -F DOCKER 2>/dev/null
-            iptables-save -t nat 2>/dev/null | grep '^-A \(PREROUTING\|OUTPUT\|POSTROUTING\)' |
-                grep -- 'DOCKER\|docker0\|br-\|MASQUERADE' | sed 's/^-A/-D/' |
-                while read -r rule; do eval iptables -t nat $rule 2>/dev/null; done
-            iptables -t nat -X DOCKER 2>/dev/null
+        else   # no rules before dockerd: drop the rules and chains it created, keep anyone else's
+            local pass
+            for pass in 1 2; do _engine_drop_docker_rules; sleep 1; done
         fi
         rm -f "$state/iptables.before"
     fi
@@ -80,9 +69,25 @@ engine_down() {
         sysctl -q -w net.ipv4.ip_forward="$(cat "$state/ip_forward.before")"
         rm -f "$state/ip_forward.before"
     fi
+    rm -f "$state/dockerd.log"; rmdir "$state" 2>/dev/null
     echo "[engine] host: $(iptables -S FORWARD 2>/dev/null | head -1), ip_forward $(sysctl -n net.ipv4.ip_forward)," \
          "docker0 $(ip link show docker0 >/dev/null 2>&1 && echo present || echo gone)," \
          "dockerd $(pgrep -x dockerd >/dev/null && echo running || echo stopped)"
+}
+
+# dockerd's own rules: those naming its chains, docker0, its bridges (br-*) or its subnets
+_engine_drop_docker_rules() {
+    local pat='DOCKER|docker0|br-|172\.1[6-9]\.|192\.168\.213\.'
+    local t rule
+    for t in filter nat; do
+        iptables-save -t $t 2>/dev/null | grep -E '^-A (FORWARD|PREROUTING|OUTPUT|POSTROUTING|INPUT) ' |
+            grep -E -- "$pat" | sed 's/^-A/-D/' | while read -r rule; do eval iptables -t $t $rule; done
+        for c in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do
+            iptables -t $t -F $c 2>/dev/null; done
+        for c in DOCKER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER-USER; do
+            iptables -t $t -X $c 2>/dev/null; done
+    done
+    return 0
 }
 
 # local/debian:bookworm, made with debootstrap from the host's own Debian mirror (no registry)
