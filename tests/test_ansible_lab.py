@@ -102,7 +102,10 @@ def lab():
         yield {"up_seconds": time.monotonic() - t0}
     finally:
         if os.environ.get("SKYHOOK_LAB_KEEP") != "1":
-            down = subprocess.run([str(LAB_SRC / "lab-down.sh")], capture_output=True, text=True, timeout=600)
+            # the images too, unless SKYHOOK_LAB_KEEP_IMAGES=1 (a warm next run)
+            env = dict(os.environ, RMI="0" if os.environ.get("SKYHOOK_LAB_KEEP_IMAGES") == "1" else "1")
+            down = subprocess.run([str(LAB_SRC / "lab-down.sh")], capture_output=True, text=True,
+                                  timeout=600, env=env)
             print("lab-down.sh:", down.stdout[-800:], down.stderr[-800:])
 
 
