@@ -54,7 +54,7 @@ SWEEPS = {
 SELECTIVITIES = [0.001, 0.01, 0.1, 1.0]
 NCOLUMNS = [1, 10, 100]
 ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
-               "uproot-s3", "uproot"]
+               "s3-seaweedfs", "uproot-s3", "uproot"]
 BASELINE = "skyhook"           # every ratio is against this system, measured in the same run
 CUT_COLUMN = "MET_pt"
 POOL = "bench"
@@ -364,6 +364,10 @@ def make_systems(names, ctx, workdir: Path, notes: list[str]) -> dict:
                 if not ctx.s3_endpoint:
                     raise RuntimeError("no S3 endpoint (radosgw failed to start?)")
                 out[name] = S.UprootS3(ctx)
+            elif name == "s3-seaweedfs":
+                if not ctx.seaweedfs_endpoint:
+                    raise RuntimeError("no SeaweedFS endpoint (weed failed to start?)")
+                out[name] = S.SeaweedParquet(ctx, bucket="skyhook-bench")
             elif name == "uproot":
                 out[name] = S.Uproot()
             else:
@@ -381,7 +385,7 @@ def run(args, clusters: dict | None = None) -> dict:
     """Run the sweep ``args`` describes.  ``clusters``: {osd count: running Cluster} to use
     instead of starting throwaway ones (the tests pass theirs); those are left running."""
     from skyhook_py.cluster import Cluster
-    from . import s3
+    from . import s3, seaweedfs
     from .systems import BenchDataset, BenchQuery, Context, float32_threshold, open_session
 
     cfg = dict(SWEEPS[args.sweep])
@@ -439,7 +443,7 @@ def run(args, clusters: dict | None = None) -> dict:
             cluster = clusters[osds]
         # the multi-host cluster stays up for the next link
         keep_for_next = multihost and any(s["hosts"] for s in setups[si + 1:])
-        gateway = None
+        gateway = weed = None
         systems: dict = {}
         try:
             t0 = time.perf_counter()
@@ -474,6 +478,19 @@ def run(args, clusters: dict | None = None) -> dict:
                     except Exception as e:  # noqa: BLE001
                         notes.append(f"radosgw did not start: {e}")
                         log(f"radosgw did not start: {e}")
+            if "s3-seaweedfs" in names:
+                if args.seaweedfs_endpoint:
+                    ctx.seaweedfs_endpoint = args.seaweedfs_endpoint
+                    ctx.seaweedfs_key, ctx.seaweedfs_secret = args.s3_key, args.s3_secret
+                else:
+                    try:
+                        t0 = time.perf_counter()
+                        weed = seaweedfs.SeaweedFS(workdir / f"seaweedfs-{osds}osd").start()
+                        ctx.seaweedfs_endpoint, ctx.seaweedfs_pid = weed.endpoint, weed.pid
+                        log(f"SeaweedFS S3 on {weed.endpoint} in {time.perf_counter() - t0:.1f} s")
+                    except Exception as e:  # noqa: BLE001
+                        notes.append(f"SeaweedFS did not start: {e}")
+                        log(f"SeaweedFS did not start: {e}")
             sizes = sorted({p["events"] for p in todo})
             datasets = {}
             with open_session(ctx) as session:
@@ -503,11 +520,11 @@ def run(args, clusters: dict | None = None) -> dict:
                     try:
                         t0 = time.perf_counter()
                         s.prepare(ds)
-                        if name == "s3-parquet":
+                        if name in ("s3-parquet", "s3-seaweedfs"):
                             up = s.uploaded[ds.name]
                             for info in results["datasets"]:
                                 if info["name"] == ds.name and info["osds"] == osds:
-                                    info["bytes_parquet"] = sum(u["bytes"] for u in up)
+                                    info[f"bytes_parquet_{name}"] = info["bytes_parquet"] = sum(u["bytes"] for u in up)
                             log(f"uploaded {ds.name} as {len(up)} Parquet files "
                                 f"({sum(u['bytes'] for u in up) / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
                     except Exception as e:  # noqa: BLE001
@@ -534,6 +551,8 @@ def run(args, clusters: dict | None = None) -> dict:
                     pass
             if gateway is not None:
                 gateway.stop()
+            if weed is not None:
+                weed.stop()
             if not owned or keep_for_next:
                 pass
             elif args.keep_cluster:
@@ -579,6 +598,8 @@ def parse_args(argv=None):
     p.add_argument("--extra-columns", type=int, help="scalar columns added to the generated files")
     p.add_argument("--partition-events", type=int, help="events per partition at ingest")
     p.add_argument("--s3-endpoint", help="an existing S3 service (MinIO, AWS...) instead of radosgw")
+    p.add_argument("--seaweedfs-endpoint", help="an existing SeaweedFS (or MinIO) S3 service for "
+                   "s3-seaweedfs, same keys as --s3-key/--s3-secret (default: start `weed` on loopback)")
     p.add_argument("--s3-key", help="access key for --s3-endpoint")
     p.add_argument("--s3-secret", help="secret key for --s3-endpoint")
     p.add_argument("--workdir", default=os.environ.get("SKYHOOK_BENCH_DIR", "/tmp/skyhook-bench"),
@@ -589,8 +610,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.out is None:
         args.out = str(REPO / "benchmarks" / "results" / f"{today}-{args.sweep}" + ("-hosts" if args.hosts else ""))
-    if args.s3_endpoint and not (args.s3_key and args.s3_secret):
-        p.error("--s3-endpoint needs --s3-key and --s3-secret")
+    if (args.s3_endpoint or args.seaweedfs_endpoint) and not (args.s3_key and args.s3_secret):
+        p.error("--s3-endpoint/--seaweedfs-endpoint need --s3-key and --s3-secret")
     return args
 
 

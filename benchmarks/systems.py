@@ -76,6 +76,10 @@ class Context:
     s3_secret: str | None = None
     s3_admin_socket: str | None = None   # radosgw's, for its byte counters
     s3_pid: int | None = None
+    seaweedfs_endpoint: str | None = None   # SeaweedFS's S3 (MinIO's stand-in), same keys as s3_*
+    seaweedfs_key: str | None = None
+    seaweedfs_secret: str | None = None
+    seaweedfs_pid: int | None = None
 
 
 class System:
@@ -282,8 +286,13 @@ class S3Parquet(System):
 
         self.ctx = ctx
         self.bucket = bucket
-        self.fs = s3.filesystem(ctx.s3_endpoint, ctx.s3_key or s3.ACCESS_KEY, ctx.s3_secret or s3.SECRET_KEY)
+        self.fs = s3.filesystem(*self._endpoint(ctx))
         self.uploaded: dict[str, list[dict]] = {}
+
+    def _endpoint(self, ctx):
+        from . import s3
+
+        return ctx.s3_endpoint, ctx.s3_key or s3.ACCESS_KEY, ctx.s3_secret or s3.SECRET_KEY
 
     def prepare(self, dataset):
         """Upload the same events: each Skyhook partition becomes one Parquet file."""
@@ -313,6 +322,26 @@ class S3Parquet(System):
 
     def server_pids(self):
         return {"radosgw": self.ctx.s3_pid} if self.ctx.s3_pid else {}
+
+
+class SeaweedParquet(S3Parquet):
+    """The same Parquet files and reads on SeaweedFS's S3 server, MinIO's stand-in."""
+    name = "s3-seaweedfs"
+    label = "Parquet on S3 (SeaweedFS) + pyarrow.dataset"
+    description = ("one Parquet file per partition in a SeaweedFS S3 bucket (MinIO's stand-in; "
+                   "data on the local disk, not in Ceph); pyarrow.dataset over S3FileSystem")
+
+    def _endpoint(self, ctx):
+        from . import s3
+
+        return (ctx.seaweedfs_endpoint, ctx.seaweedfs_key or s3.ACCESS_KEY,
+                ctx.seaweedfs_secret or s3.SECRET_KEY)
+
+    def counters(self):
+        return {}
+
+    def server_pids(self):
+        return {"weed": self.ctx.seaweedfs_pid} if self.ctx.seaweedfs_pid else {}
 
 
 class Uproot(System):

@@ -142,6 +142,13 @@ def test_small_sweep_systems_agree_and_report_is_written(ceph_cluster, tmp_path)
     md = report.write_report(results, out)
 
     must_agree = {"skyhook", "skyhook-on", "rados-plain", "rados-pyarrow", "s3-parquet", "uproot"}
+    try:   # SeaweedFS's S3 (MinIO's stand-in) when its binary is installed (the bench extra)
+        from benchmarks.seaweedfs import weed_binary
+
+        weed_binary()
+        must_agree.add("s3-seaweedfs")
+    except RuntimeError:
+        pass
     assert must_agree <= set(results["systems"]), results["notes"]
     assert len(results["points"]) == len(bench.plan_points([1000, 3000], [osds], [0.01, 1.0], [1, 10]))
     for p in results["points"]:
