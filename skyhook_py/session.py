@@ -31,6 +31,7 @@ class Session:
         self.store = store
         self.conf = conf
         self.executor = Executor(store)
+        self._manifests = None
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
@@ -90,9 +91,13 @@ class Session:
         return transcode.delete(self.store, dataset)
 
     def manifest(self, dataset):
-        from .storage.manifest import load_manifest
+        """The current manifest, from the session's cache when its version is still the
+        committed one (one small omap read per call; storage.manifest.ManifestCache)."""
+        if self._manifests is None:
+            from .storage.manifest import ManifestCache
 
-        return load_manifest(self.store, dataset)
+            self._manifests = ManifestCache()
+        return self._manifests.get(self.store, dataset)
 
     # -- queries ----------------------------------------------------------------------
     def build_query(self, dataset_or_manifest, columns=None, where=None, expressions=None,

@@ -29,6 +29,7 @@ from .. import defaults
 from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
 from ..progress import Progress
 from ..storage import manifest as mf
+from ..storage import pieces
 from ..storage.manifest import Manifest, Partition, Source
 from . import encoder, partitioner, readers, stats
 
@@ -78,6 +79,11 @@ def partition_dataset(obj: str) -> str | None:
 
 def _dataset_partitions(store, dataset: str) -> list[str]:
     return [o for o in store.list_objects(f"part.{dataset}.") if partition_dataset(o) == dataset]
+
+
+def _dataset_pieces(store, dataset: str) -> list[str]:
+    return [o for o in store.list_objects(f"manifest.{dataset}@")
+            if pieces.piece_dataset(o) == dataset]
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -374,15 +380,12 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
         writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
                                        partition_bytes, partition_events, workers, progress, strict,
                                        hdf5_mapping, f"append {dataset}", opened)
-    m = Manifest(dataset=dataset, version=old.version + 1, schema=schema,
-                 partitions=old.partitions + parts, sources=old.sources + sources,
-                 encoding=encoding if not old.partitions or encoding == old.encoding else
-                 {"format": "mixed", "compression": "mixed"},
-                 previous_version=old.version)
-    if m.encoding["format"] == "mixed":
+    if old.num_partitions and encoding != old.encoding:
         writer.discard()
         raise SkyhookError(f"dataset {dataset!r} is stored as {old.encoding}; append with the same "
                            "format and compression, or reshard it first")
+    # the new version shares old's manifest pieces: only the new partitions are written
+    m = mf.appended(old, parts, sources, encoding, schema)
     _commit(store, writer, m, old.version)
     return m
 
@@ -438,6 +441,8 @@ def delete(store, dataset) -> list[str]:
     mf.update_index(store, dataset, None)
     for obj in parts:
         store.remove(obj)
+    for obj in _dataset_pieces(store, dataset):
+        store.remove(obj)
     return parts
 
 
@@ -446,9 +451,13 @@ def gc(store, dataset) -> list[str]:
     (left by killed or failed operations, or superseded by append/reshard).  Do not run it
     while another operation writes to the same dataset: its partitions are not named yet."""
     m = mf.load_manifest(store, dataset)
-    named = {p.object for p in m.partitions}
+    named = set(m.partition_table()["object"].tolist())
     removed = [o for o in _dataset_partitions(store, dataset) if o not in named]
-    for obj in removed:
+    # manifest pieces no longer named by the header (superseded by a merge or a
+    # reshard, or written by a killed commit); the pieces the current version shares
+    # with older ones are named by it and stay
+    kept = m.pieces.objects() if m.pieces is not None else set()
+    for obj in removed + [o for o in _dataset_pieces(store, dataset) if o not in kept]:
         store.remove(obj)
     return removed
 
