@@ -292,7 +292,7 @@ def current_version(store, dataset: str) -> int | None:
     return int(v) if v is not None else None
 
 
-def commit(store, manifest: Manifest, expected_version: int | None) -> None:
+def commit(store, manifest: Manifest, expected_version: int | None, before_header=None) -> None:
     """Write the new pieces of ``manifest``, then replace the dataset's header with it if
     its version is still ``expected_version`` (None: the dataset must not exist), then
     update the index.
@@ -309,6 +309,8 @@ def commit(store, manifest: Manifest, expected_version: int | None) -> None:
     expected = None if expected_version is None else str(expected_version)
     header, written = pieces.write_pieces(store, manifest)
     try:
+        if before_header is not None:
+            before_header()   # tests: a fault between the pieces and the header swap
         store.replace_guarded(obj, header, VERSION_KEY, expected, str(manifest.version))
     except BaseException as e:
         for name in written:

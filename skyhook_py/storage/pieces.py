@@ -16,9 +16,10 @@ them, under the ``manifest.`` prefix that the query key may read:
   object passes MAX_PIECE_BYTES.
 
 An append writes segments for its new partitions only and shares every older
-segment; trailing segments are merged like a binary counter (two neighbours of equal
-size become one, up to SEGMENT_ROWS), so a version holds O(n / SEGMENT_ROWS + log n)
-segments and a partition is rewritten O(log SEGMENT_ROWS) times over its life.
+segment, except that the trailing segments that are not full and no larger than the
+new part are merged with it (a binary counter), then cut into full segments and a
+remainder: a version holds the full segments plus O(log SEGMENT_ROWS) partial ones,
+and a partition's statistics are rewritten O(log SEGMENT_ROWS) times over its life.
 
 This module reads and writes pieces; the header's guarded swap is manifest.commit's.
 """
@@ -42,7 +43,7 @@ from ..errors import SkyhookError
 STAT_FIELDS = ("min", "max", "null_count", "nan_count", "bytes", "min_length", "max_length")
 NF = len(STAT_FIELDS)
 SEGMENT_ROWS = 4096
-MAX_PIECE_BYTES = 16 << 20
+MAX_PIECE_BYTES = 16_000_000   # the issue's bound, 16 MB
 STATS_MAGIC = b"SKYSTAT1"
 STATS_HEAD = 16
 _PIECE = re.compile(r"[0-9a-f]{12}\.(t\d{6}|s\d{6}\.\d{4})")
@@ -185,18 +186,19 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             new = m._new
             first = base.num_partitions
             ncols = len(names)
-            for a, b in _split(len(new)):
-                part = new[a:b]
-                tbl, st, start = table_arrays(part), stats_matrix(part, names), first + a
-                # merge with trailing segments no larger than this one (a binary counter)
-                while (segments and segments[-1]["rows"] <= len(tbl["event_start"])
-                       and segments[-1]["rows"] + len(tbl["event_start"]) <= SEGMENT_ROWS):
-                    prev = segments.pop()
-                    ta, sa = prev.pop("mem") if "mem" in prev else base.read_segment(prev, ncols)
-                    tbl = {k: np.concatenate([ta[k], tbl[k]]) for k in tbl}
-                    st = np.concatenate([sa, st], axis=2)
-                    start = prev["first"]
-                segments.append({"first": start, "rows": len(tbl["event_start"]), "mem": (tbl, st)})
+            tbl, st, start = table_arrays(new), stats_matrix(new, names), first
+            # merge the trailing segments that are not full and no larger than what comes
+            # after them (a binary counter), then cut into full segments and a remainder
+            while (segments and segments[-1]["rows"] < SEGMENT_ROWS
+                   and segments[-1]["rows"] <= len(tbl["event_start"])):
+                prev = segments.pop()
+                ta, sa = base.read_segment(prev, ncols)
+                tbl = {k: np.concatenate([ta[k], tbl[k]]) for k in tbl}
+                st = np.concatenate([sa, st], axis=2)
+                start = prev["first"]
+            for a, b in _split(len(tbl["event_start"])):
+                segments.append({"first": start + a, "rows": b - a,
+                                 "mem": ({k: v[a:b] for k, v in tbl.items()}, st[:, :, a:b])})
             for i, seg in enumerate(segments):
                 if "mem" in seg:
                     tbl, st = seg.pop("mem")
@@ -225,7 +227,7 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             "num_events": m.num_events,
             "num_partitions": sum(s["rows"] for s in segments),
             "column_bytes": col_bytes,
-            "sources": [dataclasses.asdict(s) for s in m.sources],
+            "sources": [dict(vars(s)) for s in m.sources],
             "segments": segments,
         }
         return json.dumps(header, separators=(",", ":")).encode(), written

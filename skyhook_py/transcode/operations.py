@@ -8,7 +8,8 @@ and a process killed mid-way leaves only unnamed partitions that ``gc`` removes.
 A committer that loses the race to another one gets ConcurrentUpdateError.
 
 ``SKYHOOK_FAULT`` (tests only) injects a SIGKILL or a sleep at named points:
-``kill-after-partitions=N``, ``kill-before-commit``, ``kill-after-commit``,
+``kill-after-partitions=N``, ``kill-before-commit``, ``kill-after-pieces`` (the
+manifest pieces written, the header not swapped), ``kill-after-commit``,
 ``sleep-per-partition=SECONDS`` (comma-separated).
 """
 
@@ -285,7 +286,7 @@ def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None, 
 def _commit(store, writer: _Writer, m: Manifest, expected_version):
     _fault("before-commit")
     try:
-        mf.commit(store, m, expected_version)
+        mf.commit(store, m, expected_version, before_header=lambda: _fault("after-pieces"))
     except BaseException:
         writer.discard()   # the loser's partitions are garbage
         raise
