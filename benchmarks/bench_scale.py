@@ -263,7 +263,7 @@ def plot(results, path):
                      label=f"old JSON, {c} cols")
     axes[0].axhline(50, color="grey", lw=0.5)
     axes[0].axhline(500, color="grey", lw=0.5)
-    axes[3].axhline(16.8, color="grey", lw=0.5)
+    axes[3].axhline(16.0, color="grey", lw=0.5)
     titles = ["query fixed cost (ms): metadata + plan", "metadata bytes read per cold query (MB)",
               "append one partition: metadata (ms, median)", "largest metadata object (MB)"]
     for ax, t in zip(axes, titles):

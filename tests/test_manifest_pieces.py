@@ -190,3 +190,19 @@ def test_query_key_reads_the_pieces(ceph_cluster):
                 assert len(planner.plan(got, ir.Query(where=col("MET_pt") > -1), "on").tasks) >= 2
         finally:
             operations.delete(admin, ds)
+
+
+def test_format_1_is_read_and_migrated_by_the_next_commit(store):
+    ds = "old-format"
+    rng = np.random.default_rng(4)
+    parts = [part(ds, i, rng) for i in range(3)]
+    old = Manifest(ds, 1, SCHEMA, parts, [source(i) for i in range(3)],
+                   {"format": "arrow", "compression": None}, created="2026-11-22T10:00:00Z")
+    store.replace_guarded(mf.manifest_object(ds), old.to_json(), mf.VERSION_KEY, None, "1")
+    v1 = mf.load_manifest(store, ds)
+    assert v1.pieces is None and v1.partitions == parts
+    new = [part(ds, 3, rng)]
+    mf.commit(store, mf.appended(v1, new, [source(3)], v1.encoding), 1)
+    v2 = check_loaded(store, ds, parts + new)
+    assert v2.version == 2 and v2.pieces is not None
+    assert [s.name for s in v2.sources] == ["f0.root", "f1.root", "f2.root", "f3.root"]

@@ -105,91 +105,10 @@ def needed_fraction(manifest, query: ir.Query) -> float:
     return len(needed) / max(1, len(manifest.column_types()))
 
 
-# -- pruning by statistics: a three-valued abstract interpretation -----------------
-# _truth returns False when the cut is false (or null) for every event of the
-# partition, True when it is true for every event, None when it cannot tell.
-# _interval returns (low, high, may_be_nan) bounding an expression, or None.
-
-def _truth(expr, stats):
-    cols = stats.get("columns", {})
-    if isinstance(expr, Literal) and isinstance(expr.value, bool):
-        return expr.value
-    if not isinstance(expr, Call):
-        return None
-    op = expr.op
-    if op == Op.And:
-        a, b = (_truth(x, stats) for x in expr.args)
-        if a is False or b is False:
-            return False
-        return True if (a is True and b is True) else None
-    if op == Op.Or:
-        a, b = (_truth(x, stats) for x in expr.args)
-        if a is True or b is True:
-            return True
-        return False if (a is False and b is False) else None
-    if op == Op.Not:
-        a = _truth(expr.args[0], stats)
-        return None if a is None else not a
-    if op in ir.COMPARISON:
-        return _compare(op, _interval(expr.args[0], cols), _interval(expr.args[1], cols))
-    if op == Op.Any:
-        # any(x) is false where x is false for every element of every event
-        return False if _truth(expr.args[0], stats) is False else None
-    return None
-
-
-def _interval(expr, cols):
-    if isinstance(expr, Literal) and not isinstance(expr.value, bool):
-        v = float(expr.value)
-        return (v, v, math.isnan(v))
-    if isinstance(expr, Column):
-        s = cols.get(expr.name)
-        if not s or s.get("min") is None or s.get("max") is None:
-            return None
-        return (float(s["min"]), float(s["max"]), bool(s.get("nan_count", 0)))
-    if isinstance(expr, Call) and expr.op == Op.Count and isinstance(expr.args[0], Column):
-        s = cols.get(expr.args[0].name)
-        if not s or "min_length" not in s:
-            return None
-        return (float(s["min_length"]), float(s["max_length"]), False)
-    if isinstance(expr, Call) and expr.op == Op.Neg:
-        i = _interval(expr.args[0], cols)
-        return None if i is None else (-i[1], -i[0], i[2])
-    return None
-
-
-def _compare(op, a, b):
-    if a is None or b is None:
-        return None
-    (alo, ahi, anan), (blo, bhi, bnan) = a, b
-    nan = anan or bnan
-    # NaN compares false, so "false for all" holds whatever NaNs there are,
-    # while "true for all" needs no NaN
-    if op == Op.Gt:
-        if ahi <= blo:
-            return False
-        return True if (alo > bhi and not nan) else None
-    if op == Op.Ge:
-        if ahi < blo:
-            return False
-        return True if (alo >= bhi and not nan) else None
-    if op == Op.Lt:
-        if alo >= bhi:
-            return False
-        return True if (ahi < blo and not nan) else None
-    if op == Op.Le:
-        if alo > bhi:
-            return False
-        return True if (ahi <= blo and not nan) else None
-    if op == Op.Eq:
-        if ahi < blo or bhi < alo:
-            return False
-        return None
-    return None
-
-
-# -- the same, vectorised over partitions (what plan() uses) ------------------------
-# Truth values as int8 arrays: FALSE for every event, TRUE for every event, UNKNOWN.
+# -- pruning by statistics: a three-valued abstract interpretation, vectorised -------
+# _vtruth gives, per partition, FALSE when the cut is false (or null) for every event
+# of the partition, TRUE when it is true for every event, UNKNOWN when it cannot tell.
+# _vinterval bounds an expression per partition: (low, high, may_be_nan, known).
 # Statistics per column: pieces.STAT_FIELDS rows (min, max, null_count, nan_count,
 # bytes, min_length, max_length), NaN where absent.
 FALSE, TRUE, UNKNOWN = 0, 1, 2

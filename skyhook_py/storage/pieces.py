@@ -179,7 +179,7 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
     writer = secrets.token_hex(6)
     written: list[str] = []
     try:
-        if m.base is not None and m.base.pieces is not None and m.base._partitions is None:
+        if m.base is not None and m.base.pieces is not None:
             base = m.base.pieces
             segments = [dict(s) for s in base.segments]
             col_bytes = list(base.header["column_bytes"]) if base.header.get("column_bytes") else None
