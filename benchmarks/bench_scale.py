@@ -129,6 +129,11 @@ def synth_commit(store, dataset, nparts, ncols):
                       * EVENTS_PER_PARTITION,
                       event_start=k * PARTITIONS_PER_SOURCE * EVENTS_PER_PARTITION)
                for k in range(nsources)]
+    table, chunks = pieces._sources_table(sources), []
+    for n, (a, b) in enumerate(pieces._split(len(sources))):
+        name = pieces._sources_object(dataset, writer, n)
+        store.write_full(name, pieces._encode_sources(table.slice(a, b - a)))
+        chunks.append({"object": name, "first": a, "rows": b - a})
     header = {
         "format": "skyhook-manifest", "format_version": 2, "dataset": dataset, "version": 1,
         "created": "2026-12-01T00:00:00Z", "previous_version": None, "writer": writer,
@@ -136,7 +141,7 @@ def synth_commit(store, dataset, nparts, ncols):
         "schema": __import__("base64").b64encode(schema.serialize().to_pybytes()).decode(),
         "num_events": nparts * EVENTS_PER_PARTITION, "num_partitions": nparts,
         "column_bytes": [4000 * nparts] * ncols,
-        "sources": [s.__dict__ for s in sources], "segments": segments,
+        "num_sources": len(sources), "source_chunks": chunks, "segments": segments,
     }
     store.replace_guarded(mf.manifest_object(dataset), json.dumps(header).encode(), mf.VERSION_KEY,
                           None, "1")

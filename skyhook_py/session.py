@@ -135,7 +135,7 @@ class Session:
         t0 = time.perf_counter()
         p = planner.plan(manifest, query, pushdown)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
-                    events_total=p.events_total, partitions_total=len(manifest.partitions),
+                    events_total=p.events_total, partitions_total=_num_partitions(manifest),
                     partitions_pruned=p.pruned)
         yield Progress(0, len(p.tasks), 0, p.events_total)
         partials = []
@@ -202,3 +202,8 @@ def empty_result(manifest, query: ir.Query) -> pa.Table | None:
         return None
     empty = manifest.schema.empty_table()
     return reference.scan_table(empty, query.outputs, None).table
+
+
+def _num_partitions(manifest) -> int:
+    n = getattr(manifest, "num_partitions", None)   # a loaded manifest: no partition list built
+    return len(manifest.partitions) if n is None else n

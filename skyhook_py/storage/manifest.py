@@ -85,7 +85,8 @@ class Manifest:
                  previous_version: int | None = None, *, pieces=None, base=None):
         self.dataset, self.version, self.schema = dataset, version, schema
         self._partitions = list(partitions) if partitions is not None else None
-        self.sources: list[Source] = list(sources or [])
+        self._sources = list(sources) if sources is not None else None
+        self._new_sources: list[Source] = []
         self.encoding = dict(encoding or {})  # {"format": "arrow"|"parquet", "compression": ...}
         self.created = created
         self.previous_version = previous_version
@@ -162,8 +163,48 @@ class Manifest:
             h.update(p.object.encode() + b"\0")
         return (self.version, self.created, h.hexdigest())
 
+    # -- sources (in pieces too for a loaded version 2 manifest) ----------------------
+    @property
+    def sources(self) -> list[Source]:
+        if self._sources is None:
+            if self.base is not None:
+                self._sources = self.base.sources + self._new_sources
+            elif self.pieces is not None:
+                self._sources = self.pieces.sources()
+            else:
+                self._sources = []
+        return self._sources
+
+    @sources.setter
+    def sources(self, value):
+        self._sources = list(value)
+
+    @property
+    def num_sources(self) -> int:
+        if self._sources is not None:
+            return len(self._sources)
+        if self.base is not None:
+            return self.base.num_sources + len(self._new_sources)
+        return self.pieces.num_sources if self.pieces is not None else 0
+
+    def known_sources(self) -> dict[str, str]:
+        """sha256 -> path of every source (for an append's duplicate check; reads the
+        source pieces' columns, builds no Source objects)."""
+        if self._sources is None and self.base is None and self.pieces is not None:
+            return self.pieces.known_sources()
+        return {s.sha256: s.path for s in self.sources}
+
+    def first_tree(self) -> str | None:
+        if self._sources is None and self.base is None and self.pieces is not None:
+            return self.pieces.first_tree()
+        return self.sources[0].tree if self.sources else None
+
     @property
     def num_events(self) -> int:
+        if self._sources is None and self.pieces is not None and self.base is None:
+            return int(self.pieces.header["num_events"])
+        if self._sources is None and self.base is not None:
+            return self.base.num_events + sum(s.entries for s in self._new_sources)
         return sum(s.entries for s in self.sources)
 
     def column_types(self) -> dict[str, ir.ColumnType]:
@@ -216,9 +257,10 @@ def appended(old: Manifest, new_partitions: list[Partition], new_sources: list[S
     """Version ``old.version + 1``: ``old``'s partitions followed by ``new_partitions``,
     sharing ``old``'s pieces (only the new partitions are written at the commit)."""
     m = Manifest(dataset=old.dataset, version=old.version + 1, schema=schema or old.schema,
-                 partitions=None, sources=old.sources + list(new_sources), encoding=encoding,
+                 partitions=None, sources=None, encoding=encoding,
                  previous_version=old.version, base=old)
     m._new = list(new_partitions)
+    m._new_sources = list(new_sources)
     return m
 
 def column_type(t: pa.DataType, name: str = "?") -> ir.ColumnType:

@@ -46,7 +46,9 @@ SEGMENT_ROWS = 4096
 MAX_PIECE_BYTES = 16_000_000   # the issue's bound, 16 MB
 STATS_MAGIC = b"SKYSTAT1"
 STATS_HEAD = 16
-_PIECE = re.compile(r"[0-9a-f]{12}\.(t\d{6}|s\d{6}\.\d{4})")
+_PIECE = re.compile(r"[0-9a-f]{12}\.(t\d{6}|s\d{6}\.\d{4}|r\d{6})")
+SOURCE_STR = ("path", "name", "sha256", "tree")
+SOURCE_INT = ("size", "entries", "event_start")
 TABLE_FIELDS = ("event_start", "event_stop", "bytes", "source", "entry_start", "entry_stop")
 
 
@@ -65,6 +67,24 @@ def _table_object(dataset, writer, seg):
 
 def _stats_object(dataset, writer, seg, group):
     return f"manifest.{dataset}@{writer}.s{seg:06d}.{group:04d}"
+
+
+def _sources_object(dataset, writer, n):
+    return f"manifest.{dataset}@{writer}.r{n:06d}"
+
+
+def _encode_sources(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema,
+                           options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _sources_table(sources) -> pa.Table:
+    cols = [pa.array([getattr(s, f) for s in sources], pa.string()) for f in SOURCE_STR]
+    cols += [pa.array([getattr(s, f) for s in sources], pa.int64()) for f in SOURCE_INT]
+    return pa.table(cols, names=[*SOURCE_STR, *SOURCE_INT])
 
 
 def group_columns(rows: int, ncols: int) -> int:
@@ -218,6 +238,7 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
                                               stats_matrix(part, names), written))
             cb = m.column_bytes()
             col_bytes = None if cb is None else [int(cb.get(n, 0)) for n in names]
+        chunks, n_sources = _write_source_chunks(store, m, writer, written)
         header = {
             "format": "skyhook-manifest", "format_version": 2,
             "dataset": m.dataset, "version": m.version, "created": m.created,
@@ -227,7 +248,8 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             "num_events": m.num_events,
             "num_partitions": sum(s["rows"] for s in segments),
             "column_bytes": col_bytes,
-            "sources": [dict(vars(s)) for s in m.sources],
+            "num_sources": n_sources,
+            "source_chunks": chunks,
             "segments": segments,
         }
         return json.dumps(header, separators=(",", ":")).encode(), written
@@ -240,6 +262,26 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
         raise
 
 
+def _write_source_chunks(store, m, writer, written):
+    """The sources in chunks of at most SEGMENT_ROWS, shared and merged as segments are."""
+    if m.base is not None and m.base.pieces is not None:
+        base = m.base.pieces
+        chunks = [dict(c) for c in base.header["source_chunks"]]
+        table, start = _sources_table(m._new_sources), base.num_sources
+        while chunks and chunks[-1]["rows"] < SEGMENT_ROWS and chunks[-1]["rows"] <= table.num_rows:
+            prev = chunks.pop()
+            table = pa.concat_tables([base._source_chunk(prev), table])
+            start = prev["first"]
+    else:
+        chunks, table, start = [], _sources_table(m.sources), 0
+    for a, b in _split(table.num_rows):
+        name = _sources_object(m.dataset, writer, len(chunks))
+        written.append(name)
+        store.write_full(name, _encode_sources(table.slice(a, b - a)))
+        chunks.append({"object": name, "first": start + a, "rows": b - a})
+    return chunks, sum(c["rows"] for c in chunks)
+
+
 # -- reading -------------------------------------------------------------------------
 class Pieces:
     """The pieces of one loaded version: read on demand, kept once read (immutable)."""
@@ -249,6 +291,8 @@ class Pieces:
         self.segments = header["segments"]
         self.writer = header.get("writer", "")
         self.num_partitions = int(header["num_partitions"])
+        self.num_sources = int(header["num_sources"])
+        self._sources = None
         self._table = None
         self._columns: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -340,8 +384,41 @@ class Pieces:
                           entry_stop=int(t["entry_stop"][j]), stats=dicts[j])
                 for j in range(len(t["event_start"]))]
 
+    def _source_chunk(self, chunk: dict) -> pa.Table:
+        data = self._read(chunk["object"])
+        try:
+            t = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        except pa.ArrowInvalid as e:
+            raise SkyhookError(f"corrupt {self.where}: piece {chunk['object']!r}: {e}") from e
+        if t.num_rows != chunk["rows"]:
+            raise SkyhookError(f"corrupt {self.where}: piece {chunk['object']!r} has {t.num_rows} "
+                               f"sources, the header says {chunk['rows']}")
+        return t
+
+    def source_table(self) -> pa.Table:
+        with self._lock:
+            if self._sources is None:
+                tables = [self._source_chunk(c) for c in self.header["source_chunks"]]
+                self._sources = pa.concat_tables(tables) if tables else _sources_table([])
+            return self._sources
+
+    def sources(self) -> list:
+        from .manifest import Source
+
+        return [Source(**row) for row in self.source_table().to_pylist()]
+
+    def known_sources(self) -> dict[str, str]:
+        t = self.source_table()
+        return dict(zip(t.column("sha256").to_pylist(), t.column("path").to_pylist()))
+
+    def first_tree(self) -> str | None:
+        chunks = self.header["source_chunks"]
+        if not chunks:
+            return None
+        return self._source_chunk(chunks[0]).column("tree")[0].as_py()
+
     def objects(self) -> set[str]:
-        out = set()
+        out = {c["object"] for c in self.header["source_chunks"]}
         for s in self.segments:
             out.add(s["table"])
             out.update(g[0] for g in s["stats"])
@@ -349,7 +426,7 @@ class Pieces:
 
 
 def from_header(store, d: dict, where: str):
-    from .manifest import FORMAT, Manifest, Source
+    from .manifest import FORMAT, Manifest
 
     try:
         if d.get("format") != FORMAT:
@@ -359,7 +436,7 @@ def from_header(store, d: dict, where: str):
                              "this Skyhook reads 1 and 2")
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["schema"])))
         return Manifest(dataset=d["dataset"], version=int(d["version"]), schema=schema,
-                        partitions=None, sources=[Source(**s) for s in d["sources"]],
+                        partitions=None, sources=None,
                         encoding=dict(d["encoding"]), created=d.get("created", ""),
                         previous_version=d.get("previous_version"),
                         pieces=Pieces(store, d, where))

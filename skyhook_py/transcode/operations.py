@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pyarrow as pa
 
 from .. import defaults
@@ -368,9 +369,9 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     old = mf.load_manifest(store, dataset)
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
-    if tree is None and old.sources:
-        tree = old.sources[0].tree
-    known = {s.sha256: s.path for s in old.sources}
+    if tree is None and old.num_sources:
+        tree = old.first_tree()
+    known = old.known_sources()
     with _OpenReaders() as opened:
         probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, opened, known, on_duplicate)
         if not probed:   # nothing new; also repairs an index that a killed commit left behind
@@ -378,7 +379,7 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
             return old
         schema = _check_common_schema(probed, old.schema, dataset)
         sources = _number_sources([s for s, _ in probed], old.num_events)
-        writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
+        writer, parts = _write_sources(store, dataset, schema, sources, old.num_sources, encoding,
                                        partition_bytes, partition_events, workers, progress, strict,
                                        hdf5_mapping, f"append {dataset}", opened)
     if old.num_partitions and encoding != old.encoding:
@@ -468,19 +469,22 @@ def describe(store, dataset) -> dict:
     types = m.column_types()
     columns = []
     for f in m.schema:
+        # one statistics column at a time, vectorised (never every partition's dicts)
         lo = hi = None
-        for p in m.partitions:
-            c = p.stats.get("columns", {}).get(f.name, {})
-            if "min" in c:
-                lo = c["min"] if lo is None else min(lo, c["min"])
-                hi = c["max"] if hi is None else max(hi, c["max"])
+        s = m.column_stats(f.name)
+        if s is not None and s.shape[1] and not np.isnan(s[0]).all():
+            lo, hi = float(np.nanmin(s[0])), float(np.nanmax(s[1]))
+            if types[f.name].kind != "float":
+                lo, hi = int(lo), int(hi)
+                if types[f.name].kind == "bool":
+                    lo, hi = bool(lo), bool(hi)
         columns.append({"name": f.name, "arrow_type": str(f.type), "kind": types[f.name].kind,
                         "list": types[f.name].is_list, "min": lo, "max": hi})
-    sizes = [p.bytes for p in m.partitions]
+    sizes = m.partition_table()["bytes"].tolist()
     return {
         "dataset": m.dataset, "version": m.version, "created": m.created,
         "previous_version": m.previous_version, "encoding": m.encoding,
-        "num_events": m.num_events, "num_partitions": len(m.partitions),
+        "num_events": m.num_events, "num_partitions": m.num_partitions,
         "bytes": sum(sizes),
         "partition_bytes": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
         "columns": columns,
