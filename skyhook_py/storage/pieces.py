@@ -206,7 +206,8 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             new = m._new
             first = base.num_partitions
             ncols = len(names)
-            tbl, st, start = table_arrays(new), stats_matrix(new, names), first
+            new_stats = stats_matrix(new, names)
+            tbl, st, start = table_arrays(new), new_stats, first
             # merge the trailing segments that are not full and no larger than what comes
             # after them (a binary counter), then cut into full segments and a remainder
             while (segments and segments[-1]["rows"] < SEGMENT_ROWS
@@ -224,7 +225,7 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
                     tbl, st = seg.pop("mem")
                     segments[i] = write_segment(store, m.dataset, writer, i, seg["first"], tbl, st, written)
             if col_bytes is not None:
-                add = stats_matrix(new, names)[:, STAT_FIELDS.index("bytes"), :]
+                add = new_stats[:, STAT_FIELDS.index("bytes"), :]
                 if np.isnan(add).any():
                     col_bytes = None
                 else:
