@@ -129,6 +129,20 @@ class Session:
         return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
                                          fail_fast=fail_fast), query, m)
 
+    def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
+                   **query_args):
+        """Write the selected events to a Parquet file as they arrive (one batch in memory
+        at a time, never the whole answer); returns the Summary."""
+        from .query.results import write_parquet
+
+        m, query = self.build_query(dataset, **query_args)
+        if query.aggregations:
+            raise ValueError("to_parquet writes events; use aggregate() for aggregations")
+        summary, _ = write_parquet(
+            self.stream_query(m, query, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast),
+            path, empty_table=lambda: empty_result(m, query))
+        return summary
+
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
                      fail_fast=True, cancelled=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
