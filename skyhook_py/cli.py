@@ -247,7 +247,7 @@ def cmd_demo(args):
         except UnknownDatasetError:
             t0 = time.perf_counter()
             m = s.ingest([src], dataset, partition_events=50_000)
-            print(f"ingested {m.num_events:,} events into {len(m.partitions)} partitions "
+            print(f"ingested {m.num_events:,} events into {m.num_partitions} partitions "
                   f"in {time.perf_counter() - t0:.1f} s")
         cut = "(nMuon >= 2) & (MET_pt > 40)"
         cols = ["run", "event", "MET_pt", "Muon_pt", "Muon_eta"]

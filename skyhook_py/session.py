@@ -31,6 +31,7 @@ class Session:
         self.store = store
         self.conf = conf
         self.executor = Executor(store)
+        self._manifests = None
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
@@ -90,9 +91,13 @@ class Session:
         return transcode.delete(self.store, dataset)
 
     def manifest(self, dataset):
-        from .storage.manifest import load_manifest
+        """The current manifest, from the session's cache when its version is still the
+        committed one (one small omap read per call; storage.manifest.ManifestCache)."""
+        if self._manifests is None:
+            from .storage.manifest import ManifestCache
 
-        return load_manifest(self.store, dataset)
+            self._manifests = ManifestCache()
+        return self._manifests.get(self.store, dataset)
 
     # -- queries ----------------------------------------------------------------------
     def build_query(self, dataset_or_manifest, columns=None, where=None, expressions=None,
@@ -124,13 +129,27 @@ class Session:
         return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
                                          fail_fast=fail_fast), query, m)
 
+    def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
+                   **query_args):
+        """Write the selected events to a Parquet file as they arrive (one batch in memory
+        at a time, never the whole answer); returns the Summary."""
+        from .query.results import write_parquet
+
+        m, query = self.build_query(dataset, **query_args)
+        if query.aggregations:
+            raise ValueError("to_parquet writes events; use aggregate() for aggregations")
+        summary, _ = write_parquet(
+            self.stream_query(m, query, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast),
+            path, empty_table=lambda: empty_result(m, query))
+        return summary
+
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
                      fail_fast=True, cancelled=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
         t0 = time.perf_counter()
         p = planner.plan(manifest, query, pushdown)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
-                    events_total=p.events_total, partitions_total=len(manifest.partitions),
+                    events_total=p.events_total, partitions_total=_num_partitions(manifest),
                     partitions_pruned=p.pruned)
         yield Progress(0, len(p.tasks), 0, p.events_total)
         partials = []
@@ -197,3 +216,8 @@ def empty_result(manifest, query: ir.Query) -> pa.Table | None:
         return None
     empty = manifest.schema.empty_table()
     return reference.scan_table(empty, query.outputs, None).table
+
+
+def _num_partitions(manifest) -> int:
+    n = getattr(manifest, "num_partitions", None)   # a loaded manifest: no partition list built
+    return len(manifest.partitions) if n is None else n

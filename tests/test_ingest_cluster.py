@@ -80,6 +80,10 @@ def objects_of(store, dataset):
     return operations._dataset_partitions(store, dataset)
 
 
+def pieces_of(store, dataset):
+    return operations._dataset_pieces(store, dataset)
+
+
 def compare_with_root(table: pa.Table, path, tree_name, rows=slice(None)):
     tree = uproot.open(path)[tree_name]
     arrays = tree.arrays(table.column_names, library="ak")
@@ -252,7 +256,7 @@ def test_losing_committer_gets_concurrent_update_error(store, ceph_cluster, pool
 
 
 KILL_MOMENTS = [f"kill-after-partitions={k}" for k in range(1, 9)] + [
-    "kill-before-commit", "kill-after-commit"]
+    "kill-before-commit", "kill-after-pieces", "kill-after-commit"]
 
 
 def test_killed_append_keeps_previous_version(store, ceph_cluster, pool, tmp_path):
@@ -281,6 +285,8 @@ def test_killed_append_keeps_previous_version(store, ceph_cluster, pool, tmp_pat
         assert ds in T.list_datasets(store)
         T.gc(store, ds)
         assert sorted(objects_of(store, ds)) == sorted(p.object for p in m.partitions)
+        # the manifest pieces left by the killed commit are collected; the current ones stay
+        assert set(pieces_of(store, ds)) == mf.load_manifest(store, ds).pieces.objects()
 
 
 def test_killed_fresh_ingest_and_reshard(store, ceph_cluster, pool, tmp_path):

@@ -166,3 +166,58 @@ def test_pruning_is_sound(met, cut):
     p = planner.plan(m, ir.Query(where=cut), "on")
     if not p.tasks:
         assert not brute(cut, np.asarray(met, dtype=float)).any(), f"pruned a partition where {cut!r} matches"
+
+
+# -- soundness with collection statistics (min/max over elements, list lengths) --------
+muon_lists = st.lists(st.lists(floats, max_size=4), min_size=1, max_size=6)
+small_ints = st.integers(0, 5)
+
+
+@st.composite
+def collection_cuts(draw, depth=2):
+    if depth == 0 or draw(st.booleans()):
+        kind = draw(st.sampled_from(["any", "count", "met"]))
+        op = draw(cmp_ops)
+        if kind == "any":
+            return ir.call(ir.Op.Any, ir.call(op, col("Muon_pt"), draw(lits)))
+        if kind == "count":
+            return ir.call(op, ir.call(ir.Op.Count, col("Muon_pt")), ir.Literal(draw(small_ints)))
+        return ir.call(op, col("MET_pt"), draw(lits))
+    kind = draw(st.sampled_from(["and", "or", "not"]))
+    if kind == "not":
+        return ~draw(collection_cuts(depth - 1))
+    a, b = draw(collection_cuts(depth - 1)), draw(collection_cuts(depth - 1))
+    return (a & b) if kind == "and" else (a | b)
+
+
+def brute_events(expr, met, muons):
+    """Per-event truth of a cut over plain Python lists (NaN compares false)."""
+    cmp = {ir.Op.Gt: lambda a, b: a > b, ir.Op.Ge: lambda a, b: a >= b, ir.Op.Lt: lambda a, b: a < b,
+           ir.Op.Le: lambda a, b: a <= b, ir.Op.Eq: lambda a, b: a == b, ir.Op.Ne: lambda a, b: a != b}
+    if expr.op == ir.Op.And:
+        a, b = (brute_events(x, met, muons) for x in expr.args)
+        return [x and y for x, y in zip(a, b)]
+    if expr.op == ir.Op.Or:
+        a, b = (brute_events(x, met, muons) for x in expr.args)
+        return [x or y for x, y in zip(a, b)]
+    if expr.op == ir.Op.Not:
+        return [not x for x in brute_events(expr.args[0], met, muons)]
+    if expr.op == ir.Op.Any:
+        inner = expr.args[0]
+        f, lit = cmp[inner.op], inner.args[1].value
+        return [any(f(x, lit) for x in mu) for mu in muons]
+    f = cmp[expr.op]
+    lhs, rhs = expr.args
+    if isinstance(lhs, ir.Call) and lhs.op == ir.Op.Count:
+        return [f(len(mu), rhs.value) for mu in muons]
+    return [f(m, rhs.value) for m in met]
+
+
+@settings(max_examples=300, deadline=None)
+@given(muon_lists, collection_cuts())
+def test_pruning_is_sound_with_collection_statistics(muons, cut):
+    met = [float(len(mu)) for mu in muons]
+    m = manifest_of([{"MET_pt": met, "Muon_pt": muons}])
+    p = planner.plan(m, ir.Query(where=cut), "on")
+    if not p.tasks:
+        assert not any(brute_events(cut, met, muons)), f"pruned a partition where {cut!r} matches"

@@ -260,6 +260,8 @@ class Executor:
 
 
 def _partition_rows(manifest, task) -> int:
+    if getattr(task, "partition_rows", -1) >= 0:
+        return task.partition_rows
     p = manifest.partitions[task.partition]
     return p.event_stop - p.event_start
 

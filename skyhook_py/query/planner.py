@@ -13,6 +13,8 @@ import dataclasses
 import enum
 import math
 
+import numpy as np
+
 from . import ir
 from .ir import Call, Column, Literal, Op
 
@@ -32,6 +34,7 @@ class Task:
     row_stop: int
     bytes: int          # size of the partition object
     mode: Mode
+    partition_rows: int = -1   # rows of the whole partition object (-1: unknown)
 
 
 @dataclasses.dataclass
@@ -42,24 +45,30 @@ class Plan:
 
 
 def plan(manifest, query: ir.Query, pushdown: str = "auto") -> Plan:
-    """pushdown: "on", "off" or "auto" (plain reads where pushdown can only add work)."""
+    """pushdown: "on", "off" or "auto" (plain reads where pushdown can only add work).
+
+    Vectorised over the manifest's partition table and the statistics of the columns
+    the cut references (nothing else of the manifest is read)."""
     if pushdown not in ("on", "off", "auto"):
         raise ValueError(f"pushdown must be 'on', 'off' or 'auto', got {pushdown!r}")
     start = query.event_start
     stop = query.event_stop if query.event_stop is not None else math.inf
     mode = _choose_mode(manifest, query, pushdown)
-    tasks, pruned, events_total = [], 0, 0
-    for i, p in enumerate(manifest.partitions):
-        lo, hi = max(p.event_start, start), min(p.event_stop, stop)
-        if lo >= hi:
-            pruned += 1
-            continue
-        events_total += hi - lo
-        if query.where is not None and p.stats and _truth(query.where, p.stats) is False:
-            pruned += 1
-            continue
-        tasks.append(Task(i, p.object, lo, hi, lo - p.event_start, hi - p.event_start, p.bytes, mode))
-    return Plan(tasks, pruned, events_total)
+    t = _partition_table(manifest)
+    es, ee = t["event_start"], t["event_stop"]
+    lo = np.maximum(es, start)
+    hi = np.minimum(ee, stop) if stop != math.inf else ee
+    in_range = lo < hi
+    events_total = int((hi - lo)[in_range].sum())
+    keep = in_range
+    if query.where is not None and len(es):
+        stats = _ColumnStats(manifest)
+        keep = keep & (_vtruth(query.where, stats, len(es)) != FALSE)
+    idx = np.flatnonzero(keep)
+    objects, sizes = t["object"], t["bytes"]
+    tasks = [Task(int(i), str(objects[i]), int(lo[i]), int(hi[i]), int(lo[i] - es[i]),
+                  int(hi[i] - es[i]), int(sizes[i]), mode, int(ee[i] - es[i])) for i in idx]
+    return Plan(tasks, len(es) - len(idx), events_total)
 
 
 # With at least this fraction of a partition's bytes needed, a plain read of the whole
@@ -88,96 +97,154 @@ def needed_fraction(manifest, query: ir.Query) -> float:
     """The fraction of the dataset's bytes in the columns the query reads (by the
     statistics' per-column sizes; by column count where a partition has none)."""
     needed = query.columns()
-    per_partition = [((p.stats or {}).get("columns") or {}) for p in manifest.partitions]
-    if per_partition and all(c and all("bytes" in s for s in c.values()) for c in per_partition):
-        sizes: dict[str, int] = {}
-        for cols in per_partition:
-            for name, s in cols.items():
-                sizes[name] = sizes.get(name, 0) + int(s["bytes"])
+    sizes = manifest.column_bytes() if hasattr(manifest, "column_bytes") else _column_bytes(manifest)
+    if sizes:
         total = sum(sizes.values())
         if total > 0:
             return sum(v for k, v in sizes.items() if k in needed) / total
     return len(needed) / max(1, len(manifest.column_types()))
 
 
-# -- pruning by statistics: a three-valued abstract interpretation -----------------
-# _truth returns False when the cut is false (or null) for every event of the
-# partition, True when it is true for every event, None when it cannot tell.
-# _interval returns (low, high, may_be_nan) bounding an expression, or None.
+# -- pruning by statistics: a three-valued abstract interpretation, vectorised -------
+# _vtruth gives, per partition, FALSE when the cut is false (or null) for every event
+# of the partition, TRUE when it is true for every event, UNKNOWN when it cannot tell.
+# _vinterval bounds an expression per partition: (low, high, may_be_nan, known).
+# Statistics per column: pieces.STAT_FIELDS rows (min, max, null_count, nan_count,
+# bytes, min_length, max_length), NaN where absent.
+FALSE, TRUE, UNKNOWN = 0, 1, 2
 
-def _truth(expr, stats):
-    cols = stats.get("columns", {})
-    if isinstance(expr, Literal) and isinstance(expr.value, bool):
-        return expr.value
-    if not isinstance(expr, Call):
+
+class _ColumnStats:
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self._got = {}
+
+    def get(self, name):
+        if name not in self._got:
+            if hasattr(self.manifest, "column_stats"):
+                self._got[name] = self.manifest.column_stats(name)
+            else:
+                self._got[name] = _stats_from_dicts(self.manifest, name)
+        return self._got[name]
+
+
+# A manifest-like object with only ``partitions`` (dicts of statistics) plans too.
+_STAT_FIELDS = ("min", "max", "null_count", "nan_count", "bytes", "min_length", "max_length")
+
+
+def _partition_table(manifest) -> dict:
+    if hasattr(manifest, "partition_table"):
+        return manifest.partition_table()
+    ps = manifest.partitions
+    out = {"object": np.array([p.object for p in ps], dtype=object)}
+    for f in ("event_start", "event_stop", "bytes"):
+        out[f] = np.array([getattr(p, f) for p in ps], dtype=np.int64)
+    return out
+
+
+def _stats_from_dicts(manifest, name):
+    if name not in manifest.column_types():
         return None
+    ps = manifest.partitions
+    out = np.full((len(_STAT_FIELDS), len(ps)), np.nan)
+    for j, p in enumerate(ps):
+        s = ((p.stats or {}).get("columns") or {}).get(name) or {}
+        if s.get("min") is not None and s.get("max") is not None:
+            out[0, j], out[1, j] = float(s["min"]), float(s["max"])
+        for k in range(2, len(_STAT_FIELDS)):
+            if s.get(_STAT_FIELDS[k]) is not None:
+                out[k, j] = s[_STAT_FIELDS[k]]
+    return out
+
+
+def _column_bytes(manifest):
+    sizes: dict[str, int] = {}
+    for p in manifest.partitions:
+        cols = (p.stats or {}).get("columns") or {}
+        if not cols or not all("bytes" in s for s in cols.values()):
+            return None
+        for name, s in cols.items():
+            sizes[name] = sizes.get(name, 0) + int(s["bytes"])
+    return sizes
+
+
+def _vtruth(expr, stats, n):
+    if isinstance(expr, Literal) and isinstance(expr.value, bool):
+        return np.full(n, TRUE if expr.value else FALSE, np.int8)
+    unknown = np.full(n, UNKNOWN, np.int8)
+    if not isinstance(expr, Call):
+        return unknown
     op = expr.op
-    if op == Op.And:
-        a, b = (_truth(x, stats) for x in expr.args)
-        if a is False or b is False:
-            return False
-        return True if (a is True and b is True) else None
-    if op == Op.Or:
-        a, b = (_truth(x, stats) for x in expr.args)
-        if a is True or b is True:
-            return True
-        return False if (a is False and b is False) else None
+    if op in (Op.And, Op.Or):
+        a, b = (_vtruth(x, stats, n) for x in expr.args)
+        out = unknown.copy()
+        if op == Op.And:
+            out[(a == TRUE) & (b == TRUE)] = TRUE
+            out[(a == FALSE) | (b == FALSE)] = FALSE
+        else:
+            out[(a == FALSE) & (b == FALSE)] = FALSE
+            out[(a == TRUE) | (b == TRUE)] = TRUE
+        return out
     if op == Op.Not:
-        a = _truth(expr.args[0], stats)
-        return None if a is None else not a
+        a = _vtruth(expr.args[0], stats, n)
+        out = unknown.copy()
+        out[a == TRUE] = FALSE
+        out[a == FALSE] = TRUE
+        return out
     if op in ir.COMPARISON:
-        return _compare(op, _interval(expr.args[0], cols), _interval(expr.args[1], cols))
+        return _vcompare(op, _vinterval(expr.args[0], stats, n), _vinterval(expr.args[1], stats, n), n)
     if op == Op.Any:
-        # any(x) is false where x is false for every element of every event
-        return False if _truth(expr.args[0], stats) is False else None
-    return None
+        a = _vtruth(expr.args[0], stats, n)
+        out = unknown.copy()
+        out[a == FALSE] = FALSE
+        return out
+    return unknown
 
 
-def _interval(expr, cols):
+def _vinterval(expr, stats, n):
+    """(low, high, may_be_nan, known) arrays, or None when unknown for all."""
     if isinstance(expr, Literal) and not isinstance(expr.value, bool):
         v = float(expr.value)
-        return (v, v, math.isnan(v))
+        return (np.full(n, v), np.full(n, v), np.full(n, math.isnan(v)), np.ones(n, bool))
     if isinstance(expr, Column):
-        s = cols.get(expr.name)
-        if not s or s.get("min") is None or s.get("max") is None:
+        s = stats.get(expr.name)
+        if s is None:
             return None
-        return (float(s["min"]), float(s["max"]), bool(s.get("nan_count", 0)))
+        lo, hi = s[0], s[1]
+        known = ~(np.isnan(lo) | np.isnan(hi))
+        return (lo, hi, s[3] > 0, known)   # as _interval: an absent nan_count counts as 0
     if isinstance(expr, Call) and expr.op == Op.Count and isinstance(expr.args[0], Column):
-        s = cols.get(expr.args[0].name)
-        if not s or "min_length" not in s:
+        s = stats.get(expr.args[0].name)
+        if s is None:
             return None
-        return (float(s["min_length"]), float(s["max_length"]), False)
+        lo, hi = s[5], s[6]
+        return (lo, hi, np.zeros(n, bool), ~(np.isnan(lo) | np.isnan(hi)))
     if isinstance(expr, Call) and expr.op == Op.Neg:
-        i = _interval(expr.args[0], cols)
-        return None if i is None else (-i[1], -i[0], i[2])
+        i = _vinterval(expr.args[0], stats, n)
+        return None if i is None else (-i[1], -i[0], i[2], i[3])
     return None
 
 
-def _compare(op, a, b):
+def _vcompare(op, a, b, n):
+    out = np.full(n, UNKNOWN, np.int8)
     if a is None or b is None:
-        return None
-    (alo, ahi, anan), (blo, bhi, bnan) = a, b
-    nan = anan or bnan
-    # NaN compares false, so "false for all" holds whatever NaNs there are,
-    # while "true for all" needs no NaN
-    if op == Op.Gt:
-        if ahi <= blo:
-            return False
-        return True if (alo > bhi and not nan) else None
-    if op == Op.Ge:
-        if ahi < blo:
-            return False
-        return True if (alo >= bhi and not nan) else None
-    if op == Op.Lt:
-        if alo >= bhi:
-            return False
-        return True if (ahi < blo and not nan) else None
-    if op == Op.Le:
-        if alo > bhi:
-            return False
-        return True if (ahi <= blo and not nan) else None
-    if op == Op.Eq:
-        if ahi < blo or bhi < alo:
-            return False
-        return None
-    return None
+        return out
+    (alo, ahi, anan, ak), (blo, bhi, bnan, bk) = a, b
+    known = ak & bk
+    ok = known & ~(anan | bnan)
+    with np.errstate(invalid="ignore"):
+        if op == Op.Gt:
+            false, true = ahi <= blo, alo > bhi
+        elif op == Op.Ge:
+            false, true = ahi < blo, alo >= bhi
+        elif op == Op.Lt:
+            false, true = alo >= bhi, ahi < blo
+        elif op == Op.Le:
+            false, true = alo > bhi, ahi <= blo
+        elif op == Op.Eq:
+            false, true = (ahi < blo) | (bhi < alo), np.zeros(n, bool)
+        else:
+            return out
+    out[ok & true] = TRUE
+    out[known & false] = FALSE
+    return out

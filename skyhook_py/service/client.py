@@ -153,12 +153,10 @@ class Client:
         return ak.from_arrow(self.query(dataset, columns, where, **kwargs))
 
     def to_parquet(self, path, dataset: str, columns=None, where=None, **kwargs) -> Summary:
-        """Write the selected events to a Parquet file; returns the Summary."""
-        import pyarrow.parquet as pq
-
-        result = self.run(dataset, columns, where, **kwargs)
-        pq.write_table(result.table, path)
-        return result.summary
+        """Write the selected events to a Parquet file as they arrive from the stream (one
+        batch in memory at a time, never the whole answer); returns the Summary."""
+        summary, _ = results.write_parquet(self.stream(dataset, columns, where, **kwargs), path)
+        return summary
 
 
 class _ProgressBar:

@@ -24,7 +24,7 @@ from ..errors import ConcurrentUpdateError, DatasetExistsError, SkyhookError, Un
 from ..query import ir
 
 FORMAT = "skyhook-manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2        # 1: the whole manifest in one JSON object (still read)
 INDEX_OBJECT = "manifest._datasets"
 VERSION_KEY = "version"
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -69,28 +69,154 @@ class Source:
     event_start: int
 
 
-@dataclasses.dataclass
 class Manifest:
-    dataset: str
-    version: int
-    schema: pa.Schema
-    partitions: list[Partition]
-    sources: list[Source]
-    encoding: dict          # {"format": "arrow"|"parquet", "compression": None|"lz4"|"zstd"}
-    created: str = ""
-    previous_version: int | None = None
+    """A committed (or about to be committed) version of a dataset.
+
+    Built in memory by the writing operations (``partitions`` a list), or loaded from
+    the pool (``load_manifest``): then the header is parsed and the partition table and
+    statistics stay in their pieces (storage/pieces.py) until asked for, column by
+    column (``partition_table``, ``column_stats``); ``partitions`` materialises every
+    partition with all its statistics, for the operations that need them (reshard,
+    describe), never on the query path.
+    """
+
+    def __init__(self, dataset: str, version: int, schema: pa.Schema, partitions=None,
+                 sources=None, encoding: dict | None = None, created: str = "",
+                 previous_version: int | None = None, *, pieces=None, base=None):
+        self.dataset, self.version, self.schema = dataset, version, schema
+        self._partitions = list(partitions) if partitions is not None else None
+        self._sources = list(sources) if sources is not None else None
+        self._new_sources: list[Source] = []
+        self.encoding = dict(encoding or {})  # {"format": "arrow"|"parquet", "compression": ...}
+        self.created = created
+        self.previous_version = previous_version
+        self.pieces = pieces      # pieces.Pieces of a loaded version 2 manifest
+        self.base = base          # an append: the loaded version whose pieces this one shares
+        self._types = None
+
+    def __repr__(self):
+        return (f"Manifest({self.dataset!r}, v{self.version}, {self.num_partitions} partitions, "
+                f"{len(self.schema)} columns)")
+
+    # -- partitions ------------------------------------------------------------------
+    @property
+    def partitions(self) -> list[Partition]:
+        if self._partitions is None:
+            if self.base is not None:
+                self._partitions = self.base.partitions + self._new
+            else:
+                self._partitions = self.pieces.materialize(self.schema.names)
+        return self._partitions
+
+    @partitions.setter
+    def partitions(self, value):
+        self._partitions = list(value)
+
+    @property
+    def num_partitions(self) -> int:
+        if self._partitions is not None:
+            return len(self._partitions)
+        if self.base is not None:
+            return self.base.num_partitions + len(self._new)
+        return self.pieces.num_partitions
+
+    def partition_table(self) -> dict:
+        """NumPy arrays over the partitions in event order: object (str), event_start,
+        event_stop, bytes, source, entry_start, entry_stop (int64)."""
+        if self._partitions is None and self.pieces is not None:
+            return self.pieces.table()
+        from . import pieces
+        return pieces.table_arrays(self.partitions)
+
+    def column_stats(self, name: str):
+        """Statistics of column ``name`` over the partitions: a float64 array of shape
+        (len(pieces.STAT_FIELDS), num_partitions), NaN where absent; None for an
+        unknown column."""
+        if name not in self.column_types():
+            return None
+        if self._partitions is None and self.pieces is not None:
+            return self.pieces.column(self.schema.names.index(name))
+        from . import pieces
+        return pieces.stats_matrix(self.partitions, [name])[0]
+
+    def column_bytes(self) -> dict[str, int] | None:
+        """Uncompressed bytes per column over the dataset (None if some partition has
+        no per-column sizes)."""
+        if self._partitions is None and self.pieces is not None:
+            return self.pieces.column_bytes(self.schema.names)
+        sizes: dict[str, int] = {}
+        for p in self.partitions:
+            cols = (p.stats or {}).get("columns") or {}
+            if not cols or not all("bytes" in s for s in cols.values()):
+                return None
+            for name, s in cols.items():
+                sizes[name] = sizes.get(name, 0) + int(s["bytes"])
+        return sizes
+
+    def identity(self) -> tuple:
+        """What tells two committed states of a dataset apart (cheap for a loaded one)."""
+        if self.pieces is not None:
+            return (self.version, self.created, self.pieces.writer)
+        import hashlib
+        h = hashlib.blake2b(digest_size=12)
+        for p in self.partitions:
+            h.update(p.object.encode() + b"\0")
+        return (self.version, self.created, h.hexdigest())
+
+    # -- sources (in pieces too for a loaded version 2 manifest) ----------------------
+    @property
+    def sources(self) -> list[Source]:
+        if self._sources is None:
+            if self.base is not None:
+                self._sources = self.base.sources + self._new_sources
+            elif self.pieces is not None:
+                self._sources = self.pieces.sources()
+            else:
+                self._sources = []
+        return self._sources
+
+    @sources.setter
+    def sources(self, value):
+        self._sources = list(value)
+
+    @property
+    def num_sources(self) -> int:
+        if self._sources is not None:
+            return len(self._sources)
+        if self.base is not None:
+            return self.base.num_sources + len(self._new_sources)
+        return self.pieces.num_sources if self.pieces is not None else 0
+
+    def known_sources(self) -> dict[str, str]:
+        """sha256 -> path of every source (for an append's duplicate check; reads the
+        source pieces' columns, builds no Source objects)."""
+        if self._sources is None and self.base is None and self.pieces is not None:
+            return self.pieces.known_sources()
+        return {s.sha256: s.path for s in self.sources}
+
+    def first_tree(self) -> str | None:
+        if self._sources is None and self.base is None and self.pieces is not None:
+            return self.pieces.first_tree()
+        return self.sources[0].tree if self.sources else None
 
     @property
     def num_events(self) -> int:
+        if self._sources is None and self.pieces is not None and self.base is None:
+            return int(self.pieces.header["num_events"])
+        if self._sources is None and self.base is not None:
+            return self.base.num_events + sum(s.entries for s in self._new_sources)
         return sum(s.entries for s in self.sources)
 
     def column_types(self) -> dict[str, ir.ColumnType]:
-        return {f.name: column_type(f.type, f.name) for f in self.schema}
+        if self._types is None:
+            self._types = {f.name: column_type(f.type, f.name) for f in self.schema}
+        return self._types
 
-    # -- JSON ------------------------------------------------------------------
+    # -- JSON (format_version 1: the whole manifest in one object; describe and the
+    # gRPC DatasetDescription still speak it) ---------------------------------------
     def to_dict(self) -> dict:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT, "format_version": 1,
             "dataset": self.dataset, "version": self.version,
             "created": self.created or _now(),
             "previous_version": self.previous_version,
@@ -112,9 +238,9 @@ class Manifest:
             d = json.loads(data)
             if d.get("format") != FORMAT:
                 raise ValueError(f"not a skyhook manifest (format {d.get('format')!r})")
-            if d.get("format_version") != FORMAT_VERSION:
+            if d.get("format_version") != 1:
                 raise ValueError(f"manifest format_version {d.get('format_version')!r}, "
-                                 f"this Skyhook reads {FORMAT_VERSION}")
+                                 f"this Skyhook reads 1 and {FORMAT_VERSION}")
             schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["schema"])))
             return cls(
                 dataset=d["dataset"], version=int(d["version"]), schema=schema,
@@ -125,6 +251,17 @@ class Manifest:
         except (ValueError, KeyError, TypeError) as e:
             raise SkyhookError(f"corrupt {where}: {e}") from e
 
+
+def appended(old: Manifest, new_partitions: list[Partition], new_sources: list[Source],
+             encoding: dict, schema: pa.Schema | None = None) -> Manifest:
+    """Version ``old.version + 1``: ``old``'s partitions followed by ``new_partitions``,
+    sharing ``old``'s pieces (only the new partitions are written at the commit)."""
+    m = Manifest(dataset=old.dataset, version=old.version + 1, schema=schema or old.schema,
+                 partitions=None, sources=None, encoding=encoding,
+                 previous_version=old.version, base=old)
+    m._new = list(new_partitions)
+    m._new_sources = list(new_sources)
+    return m
 
 def column_type(t: pa.DataType, name: str = "?") -> ir.ColumnType:
     """The IR's view of an Arrow type: value kind and whether it is a list."""
@@ -156,22 +293,36 @@ def list_datasets(store) -> list[str]:
         return []
 
 
+def _read_whole(store, obj: str) -> bytes:
+    # one read op (atomic, so never half of an old and half of a new header), no stat
+    # first: a read longer than the object returns the object; only one that fills the
+    # buffer is read again with a larger one
+    length = 1 << 20
+    while True:
+        data = store.read(obj, length=length)
+        if len(data) < length:
+            return data
+        length *= 4
+
+
 def load_manifest(store, dataset: str) -> Manifest:
-    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none."""
+    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none.
+    Reads the header only (format 2); the pieces are read when asked for."""
     obj = manifest_object(dataset)
     try:
-        # one read op (atomic, so never half of an old and half of a new manifest), no
-        # stat first: a read longer than the object returns the object; only a manifest
-        # that fills the buffer is read again with a larger one
-        length = 1 << 20
-        while True:
-            data = store.read(obj, length=length)
-            if len(data) < length:
-                break
-            length *= 4
+        data = _read_whole(store, obj)
     except FileNotFoundError:
         raise UnknownDatasetError(dataset, list_datasets(store)) from None
-    return Manifest.from_json(data, where=f"manifest of dataset {dataset!r}")
+    where = f"manifest of dataset {dataset!r}"
+    try:
+        d = json.loads(data)
+        fv = d.get("format_version") if isinstance(d, dict) else None
+    except ValueError as e:
+        raise SkyhookError(f"corrupt {where}: {e}") from e
+    if fv == 1:
+        return Manifest.from_json(data, where=where)
+    from . import pieces
+    return pieces.from_header(store, d, where)
 
 
 def current_version(store, dataset: str) -> int | None:
@@ -183,28 +334,74 @@ def current_version(store, dataset: str) -> int | None:
     return int(v) if v is not None else None
 
 
-def commit(store, manifest: Manifest, expected_version: int | None) -> None:
-    """Replace the dataset's manifest with ``manifest`` if its version is still
-    ``expected_version`` (None: the dataset must not exist), then update the index.
+def commit(store, manifest: Manifest, expected_version: int | None, before_header=None) -> None:
+    """Write the new pieces of ``manifest``, then replace the dataset's header with it if
+    its version is still ``expected_version`` (None: the dataset must not exist), then
+    update the index.
 
     Losing the race raises ConcurrentUpdateError (DatasetExistsError for a creation
-    that lost to another creator); nothing of the manifest was applied then.
+    that lost to another creator); the header was not applied then, and the pieces
+    written for it are removed (a killed committer leaves them to gc).
     """
+    from . import pieces
+
     if not manifest.created:
         manifest.created = _now()
     obj = manifest_object(manifest.dataset)
     expected = None if expected_version is None else str(expected_version)
+    header, written = pieces.write_pieces(store, manifest)
     try:
-        store.replace_guarded(obj, manifest.to_json(), VERSION_KEY, expected, str(manifest.version))
-    except FileExistsError as e:
-        raise DatasetExistsError(
-            f"dataset {manifest.dataset!r} was created by another writer meanwhile") from e
-    except InterruptedError as e:
-        raise ConcurrentUpdateError(
-            f"dataset {manifest.dataset!r} changed while this operation ran (expected version "
-            f"{expected_version}); nothing was committed, retry the operation") from e
+        if before_header is not None:
+            before_header()   # tests: a fault between the pieces and the header swap
+        store.replace_guarded(obj, header, VERSION_KEY, expected, str(manifest.version))
+    except BaseException as e:
+        for name in written:
+            try:
+                store.remove(name)
+            except Exception:  # noqa: BLE001 - a failure path must not hide the first error
+                pass
+        if isinstance(e, FileExistsError):
+            raise DatasetExistsError(
+                f"dataset {manifest.dataset!r} was created by another writer meanwhile") from e
+        if isinstance(e, InterruptedError):
+            raise ConcurrentUpdateError(
+                f"dataset {manifest.dataset!r} changed while this operation ran (expected version "
+                f"{expected_version}); nothing was committed, retry the operation") from e
+        raise
     update_index(store, manifest.dataset, manifest.version)
 
+
+class ManifestCache:
+    """Loaded manifests by dataset, kept per version: a lookup costs one small omap read
+    of the header object (its ``version`` key); a version that changed (an append, a
+    reshard) is loaded again, so a stale manifest is never served.  The loaded manifest
+    keeps the statistics columns that queries read, so a warm query reads no piece.
+    Shared by the Session and the coordinator (which queries through a Session)."""
+
+    def __init__(self, size: int = 16):
+        import collections
+        import threading
+
+        self.size = size
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store, dataset: str) -> Manifest:
+        v = current_version(store, dataset)
+        if v is None:
+            raise UnknownDatasetError(dataset, list_datasets(store))
+        with self._lock:
+            m = self._entries.get(dataset)
+            if m is not None and m.version == v:
+                self._entries.move_to_end(dataset)
+                return m
+        m = load_manifest(store, dataset)
+        with self._lock:
+            self._entries[dataset] = m
+            self._entries.move_to_end(dataset)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return m
 
 def update_index(store, dataset: str, version: int | None) -> None:
     """Record (or with None remove) ``dataset`` in the listing index."""

@@ -133,6 +133,14 @@ class Store:
                 op.set_xattr(k, bytes(v))
             self._call(obj, self.ioctx.operate_write_op, op, obj)
 
+    def write(self, obj: str, data: bytes, offset: int = 0):
+        """Write ``data`` at ``offset`` of ``obj`` (creating it; the rest is kept)."""
+        self._call(obj, self.ioctx.write, obj, bytes(data), offset)
+
+    def truncate(self, obj: str, size: int):
+        """Set the size of ``obj`` (a longer object reads zeros past its data: a hole)."""
+        self._call(obj, self.ioctx.trunc, obj, size)
+
     def remove(self, obj: str, missing_ok: bool = True):
         try:
             self._call(obj, self.ioctx.remove_object, obj)

@@ -78,7 +78,7 @@ def add_dataset_commands(subparsers, get_store):
                            workers=args.workers, strict=args.strict, progress=args.progress,
                            hdf5_mapping=hdf5_map(args))
         print(f"dataset {m.dataset} version {m.version}: {m.num_events:,} events in "
-              f"{len(m.partitions)} partitions from {len(m.sources)} file(s)")
+              f"{m.num_partitions} partitions from {len(m.sources)} file(s)")
 
     def do_append(args):
         with get_store(args) as store:
@@ -88,7 +88,7 @@ def add_dataset_commands(subparsers, get_store):
                            compression=args.compression, workers=args.workers, strict=args.strict,
                            progress=args.progress, hdf5_mapping=hdf5_map(args))
         print(f"dataset {m.dataset} version {m.version}: {m.num_events:,} events in "
-              f"{len(m.partitions)} partitions from {len(m.sources)} file(s)")
+              f"{m.num_partitions} partitions from {len(m.sources)} file(s)")
 
     def do_reshard(args):
         with get_store(args) as store:
@@ -96,7 +96,7 @@ def add_dataset_commands(subparsers, get_store):
                             partition_bytes=_bytes(args), format=args.format,
                             compression=args.compression, workers=args.workers,
                             progress=args.progress)
-        print(f"dataset {m.dataset} version {m.version}: {len(m.partitions)} partitions "
+        print(f"dataset {m.dataset} version {m.version}: {m.num_partitions} partitions "
               f"({m.encoding['format']}); run `skyhook gc {m.dataset}` to remove the old ones")
 
     def do_describe(args):

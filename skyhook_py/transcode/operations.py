@@ -8,7 +8,8 @@ and a process killed mid-way leaves only unnamed partitions that ``gc`` removes.
 A committer that loses the race to another one gets ConcurrentUpdateError.
 
 ``SKYHOOK_FAULT`` (tests only) injects a SIGKILL or a sleep at named points:
-``kill-after-partitions=N``, ``kill-before-commit``, ``kill-after-commit``,
+``kill-after-partitions=N``, ``kill-before-commit``, ``kill-after-pieces`` (the
+manifest pieces written, the header not swapped), ``kill-after-commit``,
 ``sleep-per-partition=SECONDS`` (comma-separated).
 """
 
@@ -23,12 +24,14 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pyarrow as pa
 
 from .. import defaults
 from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
 from ..progress import Progress
 from ..storage import manifest as mf
+from ..storage import pieces
 from ..storage.manifest import Manifest, Partition, Source
 from . import encoder, partitioner, readers, stats
 
@@ -78,6 +81,11 @@ def partition_dataset(obj: str) -> str | None:
 
 def _dataset_partitions(store, dataset: str) -> list[str]:
     return [o for o in store.list_objects(f"part.{dataset}.") if partition_dataset(o) == dataset]
+
+
+def _dataset_pieces(store, dataset: str) -> list[str]:
+    return [o for o in store.list_objects(f"manifest.{dataset}@")
+            if pieces.piece_dataset(o) == dataset]
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -279,7 +287,7 @@ def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None, 
 def _commit(store, writer: _Writer, m: Manifest, expected_version):
     _fault("before-commit")
     try:
-        mf.commit(store, m, expected_version)
+        mf.commit(store, m, expected_version, before_header=lambda: _fault("after-pieces"))
     except BaseException:
         writer.discard()   # the loser's partitions are garbage
         raise
@@ -361,9 +369,9 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     old = mf.load_manifest(store, dataset)
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
-    if tree is None and old.sources:
-        tree = old.sources[0].tree
-    known = {s.sha256: s.path for s in old.sources}
+    if tree is None and old.num_sources:
+        tree = old.first_tree()
+    known = old.known_sources()
     with _OpenReaders() as opened:
         probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, opened, known, on_duplicate)
         if not probed:   # nothing new; also repairs an index that a killed commit left behind
@@ -371,18 +379,15 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
             return old
         schema = _check_common_schema(probed, old.schema, dataset)
         sources = _number_sources([s for s, _ in probed], old.num_events)
-        writer, parts = _write_sources(store, dataset, schema, sources, len(old.sources), encoding,
+        writer, parts = _write_sources(store, dataset, schema, sources, old.num_sources, encoding,
                                        partition_bytes, partition_events, workers, progress, strict,
                                        hdf5_mapping, f"append {dataset}", opened)
-    m = Manifest(dataset=dataset, version=old.version + 1, schema=schema,
-                 partitions=old.partitions + parts, sources=old.sources + sources,
-                 encoding=encoding if not old.partitions or encoding == old.encoding else
-                 {"format": "mixed", "compression": "mixed"},
-                 previous_version=old.version)
-    if m.encoding["format"] == "mixed":
+    if old.num_partitions and encoding != old.encoding:
         writer.discard()
         raise SkyhookError(f"dataset {dataset!r} is stored as {old.encoding}; append with the same "
                            "format and compression, or reshard it first")
+    # the new version shares old's manifest pieces: only the new partitions are written
+    m = mf.appended(old, parts, sources, encoding, schema)
     _commit(store, writer, m, old.version)
     return m
 
@@ -438,6 +443,8 @@ def delete(store, dataset) -> list[str]:
     mf.update_index(store, dataset, None)
     for obj in parts:
         store.remove(obj)
+    for obj in _dataset_pieces(store, dataset):
+        store.remove(obj)
     return parts
 
 
@@ -446,9 +453,13 @@ def gc(store, dataset) -> list[str]:
     (left by killed or failed operations, or superseded by append/reshard).  Do not run it
     while another operation writes to the same dataset: its partitions are not named yet."""
     m = mf.load_manifest(store, dataset)
-    named = {p.object for p in m.partitions}
+    named = set(m.partition_table()["object"].tolist())
     removed = [o for o in _dataset_partitions(store, dataset) if o not in named]
-    for obj in removed:
+    # manifest pieces no longer named by the header (superseded by a merge or a
+    # reshard, or written by a killed commit); the pieces the current version shares
+    # with older ones are named by it and stay
+    kept = m.pieces.objects() if m.pieces is not None else set()
+    for obj in removed + [o for o in _dataset_pieces(store, dataset) if o not in kept]:
         store.remove(obj)
     return removed
 
@@ -458,19 +469,22 @@ def describe(store, dataset) -> dict:
     types = m.column_types()
     columns = []
     for f in m.schema:
+        # one statistics column at a time, vectorised (never every partition's dicts)
         lo = hi = None
-        for p in m.partitions:
-            c = p.stats.get("columns", {}).get(f.name, {})
-            if "min" in c:
-                lo = c["min"] if lo is None else min(lo, c["min"])
-                hi = c["max"] if hi is None else max(hi, c["max"])
+        s = m.column_stats(f.name)
+        if s is not None and s.shape[1] and not np.isnan(s[0]).all():
+            lo, hi = float(np.nanmin(s[0])), float(np.nanmax(s[1]))
+            if types[f.name].kind != "float":
+                lo, hi = int(lo), int(hi)
+                if types[f.name].kind == "bool":
+                    lo, hi = bool(lo), bool(hi)
         columns.append({"name": f.name, "arrow_type": str(f.type), "kind": types[f.name].kind,
                         "list": types[f.name].is_list, "min": lo, "max": hi})
-    sizes = [p.bytes for p in m.partitions]
+    sizes = m.partition_table()["bytes"].tolist()
     return {
         "dataset": m.dataset, "version": m.version, "created": m.created,
         "previous_version": m.previous_version, "encoding": m.encoding,
-        "num_events": m.num_events, "num_partitions": len(m.partitions),
+        "num_events": m.num_events, "num_partitions": m.num_partitions,
         "bytes": sum(sizes),
         "partition_bytes": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
         "columns": columns,
