@@ -121,8 +121,7 @@ def test_from_skyhook_prunes_partitions_by_event_range(session, ttbar):
 
 
 def test_from_skyhook_records_and_hist_dask(session, ttbar):
-    hist = pytest.importorskip("hist")
-    import hist.dask  # noqa: F401
+    hist_dask = pytest.importorskip("hist.dask")
 
     from skyhook_py.dask import from_skyhook
 
@@ -133,8 +132,8 @@ def test_from_skyhook_records_and_hist_dask(session, ttbar):
     got, exp = _graphs(events, True), _graphs(ref, False)
     for k in got:
         assert ak.to_list(got[k].compute()) == ak.to_list(exp[k].compute()), k
-    h_got = hist.dask.Hist.new.Reg(20, 0, 200, name="met").Double().fill(met=got["met"])
-    h_exp = hist.dask.Hist.new.Reg(20, 0, 200, name="met").Double().fill(met=exp["met"])
+    h_got = hist_dask.Hist.new.Reg(20, 0, 200, name="met").Double().fill(met=got["met"])
+    h_exp = hist_dask.Hist.new.Reg(20, 0, 200, name="met").Double().fill(met=exp["met"])
     h_got, h_exp = dask.compute(h_got, h_exp)
     assert h_got.sum() > 0
     np.testing.assert_array_equal(h_got.values(flow=True), h_exp.values(flow=True))
