@@ -482,7 +482,7 @@ class Shape:
     kind: str      # "bool", "int", "uint", "float"
     is_list: bool
     # the NanoAOD collection a per-object value belongs to ("Muon" for Muon_pt), when known
-    collection: str | None = None
+    collection: str | None = dataclasses.field(default=None, compare=False)
 
 
 def _collection_of(shapes) -> str | None:
