@@ -91,7 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     _add_serve_command(sub)
+    _add_servicex_command(sub)
     return p
+
+
+def _add_servicex_command(subparsers):
+    p = subparsers.add_parser("servicex", help="serve the ServiceX REST API (the servicex client's deliver())")
+    p.add_argument("--listen", default="127.0.0.1:5000", help="host:port (default 127.0.0.1:5000)")
+    p.add_argument("--s3-endpoint", required=True, help="S3 service for the result files, e.g. http://127.0.0.1:7480")
+    p.add_argument("--s3-access-key", default=os.environ.get("SKYHOOK_S3_ACCESS_KEY"))
+    p.add_argument("--s3-secret-key", default=os.environ.get("SKYHOOK_S3_SECRET_KEY"))
+    p.set_defaults(func=cmd_servicex)
+
+
+def cmd_servicex(args):
+    from .service.servicex import ServiceXFrontend, serve
+
+    with _session(args) as s:
+        front = ServiceXFrontend(s, args.s3_endpoint, args.s3_access_key, args.s3_secret_key)
+        running = serve(front, args.listen)
+        print(f"skyhook ServiceX front end on {running.url}; results to {args.s3_endpoint}",
+              file=sys.stderr, flush=True)
+        try:
+            running.thread.join()
+        except KeyboardInterrupt:
+            running.stop()
+    return 0
 
 
 def _add_serve_command(subparsers):
