@@ -59,7 +59,8 @@ def config(frontend, tmp_path, monkeypatch):
 def _deliver(config, name, query):
     from servicex import dataset, deliver
 
-    spec = {"Sample": [{"Name": name, "Dataset": dataset.FileList(["skyhook://ttbar"]), "Query": query}]}
+    spec = {"General": {"OutputFormat": "parquet"},
+            "Sample": [{"Name": name, "Dataset": dataset.FileList(["skyhook://ttbar"]), "Query": query}]}
     files = deliver(spec, config_path=config, progress_bar="none")
     assert list(files) == [name]
     paths = list(files[name])
@@ -91,6 +92,16 @@ def test_deliver_uproot_raw(config, ttbar):
     assert ak.to_list(got["nJet"]) == ak.to_list(exp.nJet)
 
 
+def test_root_output_is_refused_with_a_clear_message(config):
+    from servicex import dataset, deliver, query
+
+    q = query.UprootRaw([{"treename": "Events", "filter_name": ["nJet"]}])
+    spec = {"Sample": [{"Name": "rootout", "Dataset": dataset.FileList(["skyhook://ttbar"]), "Query": q}]}
+    files = deliver(spec, config_path=config, progress_bar="none")
+    with pytest.raises(Exception, match="OutputFormat: parquet"):
+        list(files["rootout"])
+
+
 def test_bad_query_is_a_clear_error(frontend):
     import json
     import urllib.error
@@ -105,3 +116,12 @@ def test_bad_query_is_a_clear_error(frontend):
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 400
     assert "Muon_pt" in json.loads(e.value.read())["message"]
+
+
+def test_unknown_transformation_is_404(frontend):
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{frontend.url}/servicex/transformation/no-such-id", timeout=30)
+    assert e.value.code == 404

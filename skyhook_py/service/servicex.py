@@ -43,6 +43,10 @@ APP_VERSION = "skyhook-servicex-1"
 CODEGENS = {"uproot": "qastle", "uproot-raw": "uproot-raw"}
 
 
+class UnknownTransformation(LookupError):
+    """No transformation with this request id (HTTP 404)."""
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
@@ -103,7 +107,8 @@ class ServiceXFrontend:
         if codegen not in CODEGENS:
             raise ValueError(f"codegen must be one of {sorted(CODEGENS)}, got {codegen!r}")
         if request.get("result-format", "parquet") != "parquet":
-            raise ValueError(f"result-format must be 'parquet', got {request.get('result-format')!r}")
+            raise ValueError(f"Skyhook writes Parquet results only (set General.OutputFormat: parquet in the "
+                             f"servicex spec), got result-format {request.get('result-format')!r}")
         dataset = _dataset_of(request)
         if "selection" not in request:
             raise ValueError("the request has no selection")
@@ -129,7 +134,7 @@ class ServiceXFrontend:
     def _get(self, request_id: str) -> Transformation:
         t = self.transformations.get(request_id)
         if t is None:
-            raise KeyError(request_id)
+            raise UnknownTransformation(request_id)
         return t
 
     # -- the work ---------------------------------------------------------------------
@@ -212,9 +217,9 @@ def _handler(front: ServiceXFrontend):
                         return self._reply(200, front.cancel(rid))
                     return self._reply(200, front.status(rid))
                 return self._reply(404, {"message": f"no such endpoint: {method} {path}"})
-            except KeyError as e:
+            except UnknownTransformation as e:
                 return self._reply(404, {"message": f"transformation {e.args[0]!r} not found"})
-            except (ValueError, SkyhookError) as e:
+            except (ValueError, SkyhookError) as e:  # a bad request or query: the client shows the message
                 return self._reply(400, {"message": str(e)})
             except Exception as e:  # noqa: BLE001  (the client shows the message)
                 log.error("internal error", exc_info=e)
