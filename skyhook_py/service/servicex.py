@@ -13,7 +13,7 @@ own radosgw in tests and benchmarks; any S3 service works):
 - ``GET  /servicex/transformation``                    every request's status
 - ``GET  /servicex/transformation/<id>``               status and progress (files, files-completed, S3 keys)
 - ``GET  /servicex/transformation/<id>/results``       the result files written so far
-- ``GET  /servicex/transformation/<id>/cancel``        cancel (a running query stops after its partition)
+- ``GET  /servicex/transformation/<id>/cancel``        cancel (the running query finishes, its file is not written)
 
 The dataset is named by the request's ``did`` or ``file-list``: ``skyhook://NAME`` or
 ``NAME``.  Result format: Parquet only (``root-file`` is refused with 400).
