@@ -64,7 +64,7 @@ make_venv() {
     fi
     # pip runs only when pyproject.toml changed since the last successful install
     local want have=""
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)$(sha256sum scripts/osd-arrow-constraints.txt | cut -d' ' -f1)
     [ -f "$VENV/.skyhook-pyproject.sha256" ] && have=$(cat "$VENV/.skyhook-pyproject.sha256")
     # (importlib.metadata, not `import skyhook_py`, which would find ./skyhook_py anyway)
     if [ "$want" = "$have" ] && [ -x "$VENV/bin/skyhook" ] &&
@@ -72,8 +72,11 @@ make_venv() {
         say "python packages: up to date"
         return
     fi
-    say "pip install -e '.[test,bench,grpc-tools]'"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,bench,grpc-tools]'
+    say "pip install -e '.[test,bench,grpc-tools]' (Arrow pinned for the object class)"
+    # the client accepts a range of pyarrow; this venv's pyarrow is also the Arrow C++ the
+    # object class is built against and loads in the OSD (CMakeLists.txt), hence the pin
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c scripts/osd-arrow-constraints.txt \
+        -e '.[test,bench,grpc-tools]'
     echo "$want" > "$VENV/.skyhook-pyproject.sha256"
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("query", help="run a query on a dataset")
     q.add_argument("dataset")
-    q.add_argument("--columns", help="comma-separated columns or expressions (default: all)")
+    q.add_argument("--columns", help="comma-separated columns or expressions (default: all); commas inside "
+                                      "brackets and calls do not split, e.g. 'run,Muon_pt[:,0],hypot(MET_pt, 1)'")
     q.add_argument("--expr", action="append", default=[], metavar="NAME=EXPR",
                    help="a computed output column, e.g. good_mu_pt='Muon_pt[Muon_pt > 20]'")
     q.add_argument("--where", help="cut string, e.g. '(nMuon >= 2) & (MET_pt > 40)'")
@@ -63,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="language of --where (qastle and uproot-raw carry their own columns)")
     q.add_argument("--events", help="event range START:STOP (dataset-wide numbering)")
     q.add_argument("--limit", type=int)
-    q.add_argument("--hist", action="append", default=[], metavar="EXPR:BINS:LOW:HIGH",
-                   help="push down a 1-D histogram instead of returning rows")
-    q.add_argument("--output", "-o", help="write the result: .arrow (Arrow IPC) or .parquet")
+    q.add_argument("--hist", action="append", default=[], metavar="[NAME=]EXPR:BINS:LOW:HIGH",
+                   help="push down a 1-D histogram instead of returning rows (repeatable; NAME defaults to "
+                        "EXPR, or to the whole spec when two histograms share EXPR)")
+    q.add_argument("--output", "-o", help="write the result: rows to .arrow (Arrow IPC) or .parquet; "
+                                          "histograms to .json or .root (hist/uproot-readable)")
+    q.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows as a table")
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
     q.add_argument("--pushdown", choices=["auto", "on", "off"], default="auto")
     q.add_argument("--server", help="run through a coordinator at this gRPC address")
@@ -86,7 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     _add_serve_command(sub)
+    _add_servicex_command(sub)
     return p
+
+
+def _add_servicex_command(subparsers):
+    p = subparsers.add_parser("servicex", help="serve the ServiceX REST API (the servicex client's deliver())")
+    p.add_argument("--listen", default="127.0.0.1:5000", help="host:port (default 127.0.0.1:5000)")
+    p.add_argument("--s3-endpoint", required=True, help="S3 service for the result files, e.g. http://127.0.0.1:7480")
+    p.add_argument("--s3-access-key", default=os.environ.get("SKYHOOK_S3_ACCESS_KEY"))
+    p.add_argument("--s3-secret-key", default=os.environ.get("SKYHOOK_S3_SECRET_KEY"))
+    p.set_defaults(func=cmd_servicex)
+
+
+def cmd_servicex(args):
+    from .service.servicex import ServiceXFrontend, serve
+
+    with _session(args) as s:
+        front = ServiceXFrontend(s, args.s3_endpoint, args.s3_access_key, args.s3_secret_key)
+        running = serve(front, args.listen)
+        print(f"skyhook ServiceX front end on {running.url}; results to {args.s3_endpoint}",
+              file=sys.stderr, flush=True)
+        try:
+            running.thread.join()
+        except KeyboardInterrupt:
+            running.stop()
+    return 0
 
 
 def _add_serve_command(subparsers):
@@ -145,23 +175,33 @@ def _parse_range(text):
     return (int(a) if a else 0, int(b) if b else None)
 
 
-def _aggregations(hists):
-    from .query import lang
-    from .query.ir import AggKind, Aggregation, Axis
+_HIST_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)(.*)$", re.S)
 
-    out = []
+
+def _aggregations(hists):
+    """--hist specs as the plain dicts every API takes; each histogram gets a unique name."""
+    specs = []
     for h in hists:
+        m = _HIST_NAME.match(h)
+        name, rest = (m.group(1), m.group(2)) if m else (None, h)
         try:
-            expr, bins, low, high = h.rsplit(":", 3)
-            axis = Axis(int(bins), float(low), float(high))
+            expr, bins, low, high = rest.rsplit(":", 3)
+            specs.append([name, expr.strip(), int(bins), float(low), float(high), h])
         except ValueError:
-            raise SystemExit(f"skyhook: error: --hist wants EXPR:BINS:LOW:HIGH, got {h!r}")
-        out.append(Aggregation(AggKind.Hist1D, expr, x=lang.compile_expression(expr), x_axis=axis))
+            raise SystemExit(f"skyhook: error: --hist wants [NAME=]EXPR:BINS:LOW:HIGH, got {h!r}")
+    exprs = [s[1] for s in specs if s[0] is None]
+    out = []
+    for name, expr, bins, low, high, text in specs:
+        if name is None:
+            name = expr if exprs.count(expr) == 1 else text.strip()
+        out.append({"kind": "hist1d", "name": name, "x": expr, "bins": bins, "low": low, "high": high})
     return out
 
 
 def cmd_query(args):
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    from .query.lang import split_columns
+
+    columns = split_columns(args.columns) if args.columns else None
     expressions = dict(e.split("=", 1) for e in args.expr) or None
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
@@ -174,27 +214,87 @@ def cmd_query(args):
                             limit=args.limit, pushdown=pushdown, aggregations=aggs,
                             progress=sys.stderr.isatty())
     else:
-        with _session(args) as s:
+        from .progress import Progress
+
+        with _session(args) as s, Progress("query") as bar:
+            def on_progress(ev):
+                bar.total_files, bar.total_events = ev.partitions_total, ev.events_total
+                bar.update(files=ev.partitions_done - bar.files, events=ev.events_done - bar.events)
+
             result = s.run(args.dataset, columns=columns if not aggs else (columns or []),
                            where=args.where, expressions=expressions, language=args.language,
                            event_range=_parse_range(args.events), limit=args.limit,
-                           pushdown=pushdown, aggregations=aggs)
+                           pushdown=pushdown, aggregations=aggs, on_progress=on_progress)
     _print_result(result, args)
     return 0
 
 
+def _json_value(v):
+    return v.as_dict() if hasattr(v, "as_dict") else v
+
+
 def _print_result(result, args):
     s = result.summary
+    aggregates = s.aggregates or {}
     if args.json:
-        print(json.dumps(s.as_dict(), indent=1, default=str))
+        d = s.as_dict()
+        if aggregates:
+            d["aggregates"] = {k: _json_value(v) for k, v in aggregates.items()}
+        print(json.dumps(d, indent=1, default=str))
     else:
         print(s.render())
-    for name, value in (s.aggregates or {}).items():
-        shown = value.render() if hasattr(value, "render") else value
-        print(f"  {name}: {shown}")
-    if args.output and result.table is not None:
+        for name, value in aggregates.items():
+            shown = value.render() if hasattr(value, "render") else value
+            print(f"  {name}: {shown}")
+    if args.show and result.table is not None and not args.json:
+        print(format_rows(result.table, args.show))
+    if args.output and aggregates:
+        write_aggregates(aggregates, args.output)
+        if not args.json:
+            print(f"  wrote {len(aggregates)} aggregate(s) to {args.output}")
+    elif args.output and result.table is not None:
         write_table(result.table, args.output)
-        print(f"  wrote {result.table.num_rows:,} rows to {args.output}")
+        if not args.json:
+            print(f"  wrote {result.table.num_rows:,} rows to {args.output}")
+
+
+def _cell(v, width=30) -> str:
+    if isinstance(v, float):
+        text = f"{v:.6g}"
+    elif isinstance(v, list):
+        text = "[" + ", ".join(_cell(x, width) for x in v[:4]) + (", ..." if len(v) > 4 else "") + "]"
+    else:
+        text = "None" if v is None else str(v)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def format_rows(table, n: int) -> str:
+    """The first ``n`` rows as a text table (lists shortened to their first entries)."""
+    head = table.slice(0, n).to_pylist()
+    names = table.column_names
+    cells = [[_cell(r[c]) for c in names] for r in head]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(names)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(names, widths))]
+    lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
+    lines.append(f"({len(head)} of {table.num_rows:,} rows)")
+    return "\n".join(lines)
+
+
+def write_aggregates(aggregates: dict, path: str):
+    """Histograms (and scalar aggregates) to .json, or histograms to a ROOT file (TH1D
+    per histogram, read back by uproot as ``f[name].to_hist()``)."""
+    if path.endswith(".json"):
+        with open(path, "w") as f:
+            json.dump({k: _json_value(v) for k, v in aggregates.items()}, f, indent=1, default=str)
+    elif path.endswith(".root"):
+        import uproot
+
+        with uproot.recreate(path) as f:
+            for name, v in aggregates.items():
+                if hasattr(v, "to_hist"):
+                    f[name] = v.to_hist()
+    else:
+        raise SystemExit(f"skyhook: error: with --hist, --output must end in .json or .root, got {path!r}")
 
 
 def write_table(table, path):

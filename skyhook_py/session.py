@@ -120,14 +120,20 @@ class Session:
 
     def aggregate(self, dataset, aggregations, where=None, *, event_range=None, pushdown="auto",
                   language="cut") -> dict:
-        """Merged aggregates (count, sum, min, max, mean, histograms) by name."""
+        """Merged aggregates (count, sum, min, max, mean, histograms) by name.
+
+        aggregations: plain dicts as the gRPC ``Client`` takes them (``{"kind": "hist1d",
+        "name": "met", "x": "MET_pt", "bins": 50, "low": 0, "high": 200}``) or
+        ``ir.Aggregation`` values."""
         return self.run(dataset, where=where, aggregations=aggregations, event_range=event_range,
                         pushdown=pushdown, language=language, columns=[]).aggregates
 
-    def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, **query_args) -> QueryResult:
+    def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, on_progress=None,
+            **query_args) -> QueryResult:
+        """The whole answer as a QueryResult; ``on_progress(Progress)`` sees each progress event."""
         m, query = self.build_query(dataset, **query_args)
         return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
-                                         fail_fast=fail_fast), query, m)
+                                         fail_fast=fail_fast), query, m, on_progress=on_progress)
 
     def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
                    **query_args):
@@ -202,10 +208,10 @@ def partition_error(ev: PartitionFailure) -> SkyhookError:
     return errors.partition_error(ev.errno, ev.object, ev.message)
 
 
-def collect(events, query: ir.Query, manifest=None) -> QueryResult:
+def collect(events, query: ir.Query, manifest=None, on_progress=None) -> QueryResult:
     """Assemble a stream of events into a QueryResult (rows in dataset order)."""
     return results.collect(events, aggregated=bool(query.aggregations),
-                           empty_table=lambda: empty_result(manifest, query))
+                           empty_table=lambda: empty_result(manifest, query), on_progress=on_progress)
 
 
 def empty_result(manifest, query: ir.Query) -> pa.Table | None:

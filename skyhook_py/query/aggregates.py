@@ -55,6 +55,13 @@ class Histogram:
             lines.append(f"  [{lo:>9.4g}, {hi:>9.4g})  {x:>12,.6g}  {'#' * int(round(width * x / top))}")
         return "\n".join(lines)
 
+    def as_dict(self) -> dict:
+        """Plain JSON-able data: edges per axis, inner values and variances, under- and
+        overflow included in ``sumw``/``sumw2`` (index 0 and -1 of each axis)."""
+        return {"edges": [e.tolist() for e in self.edges], "values": self.values.tolist(),
+                "variances": self.variances.tolist(), "sumw": self.sumw.tolist(),
+                "sumw2": self.sumw2.tolist(), "entries": int(self.count)}
+
     def to_numpy(self):
         """(values, edges...) like ``np.histogram``/``np.histogram2d`` return them."""
         return (self.values, *self.edges)

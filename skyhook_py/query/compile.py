@@ -28,9 +28,17 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
     "uproot-raw" (``where`` is the whole query text; no ``columns``/``expressions``).
     columns: names or IR expressions (default: every column when nothing else is asked).
     expressions: name -> cut-string text or IR expression (computed output columns).
-    aggregations: ``ir.Aggregation`` values (their expressions already IR).
+    aggregations: ``ir.Aggregation`` values, or plain dicts as the gRPC ``Client`` takes
+    them (``{"kind": "hist1d", "name": "met", "x": "MET_pt", "bins": 50, "low": 0,
+    "high": 200}``).
     """
     schema = dict(schema)
+    aggregations = [as_aggregation(a) for a in aggregations or ()]
+    seen = set()
+    for a in aggregations:
+        if a.name in seen:
+            raise QueryError(f"two aggregations are named {a.name!r}; give each its own name")
+        seen.add(a.name)
     if language != "cut":
         if columns or expressions:
             raise QueryError(f"with language={language!r} the query text holds the columns; "
@@ -64,3 +72,33 @@ def _with_range(q: ir.Query, event_range, limit) -> ir.Query:
     return ir.Query(outputs=q.outputs, where=q.where, aggregations=q.aggregations,
                     event_start=start or 0, event_stop=stop,
                     limit=limit if limit is not None else q.limit)
+
+
+def as_aggregation(a) -> ir.Aggregation:
+    """An ``ir.Aggregation`` from itself or from a plain dict (the ``Client``'s form):
+    kind (count, sum, min, max, mean, hist1d, hist2d), name (default: the kind), x, y,
+    weight (expression text or IR), bins/low/high, y_bins/y_low/y_high."""
+    if isinstance(a, ir.Aggregation):
+        return a
+    if not isinstance(a, dict):
+        raise QueryError(f"an aggregation must be an ir.Aggregation or a dict, got {a!r}")
+    d = dict(a)
+    kinds = {k.name.lower(): k for k in ir.AggKind}
+    kind = str(d.pop("kind", "")).lower()
+    if kind not in kinds:
+        raise QueryError(f"aggregation kind must be one of {sorted(kinds)}, got {kind!r}")
+    name = str(d.pop("name", kind))
+    exprs = {}
+    for role in ("x", "y", "weight"):
+        e = d.pop(role, None)
+        exprs[role] = e if e is None or isinstance(e, ir.Expr) else lang.compile_expression(str(e))
+    try:
+        x_axis = ir.Axis(int(d.pop("bins")), float(d.pop("low")), float(d.pop("high"))) if "bins" in d else None
+        y_axis = (ir.Axis(int(d.pop("y_bins")), float(d.pop("y_low")), float(d.pop("y_high")))
+                  if "y_bins" in d else None)
+    except (KeyError, TypeError, ValueError) as e:
+        raise QueryError(f"aggregation {name!r}: an axis needs bins, low and high as numbers ({e})") from None
+    if d:
+        raise QueryError(f"unknown keys in aggregation {name!r}: {sorted(d)}")
+    return ir.Aggregation(kinds[kind], name, x=exprs["x"], y=exprs["y"], weight=exprs["weight"],
+                          x_axis=x_axis, y_axis=y_axis)

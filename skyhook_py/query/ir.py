@@ -481,6 +481,13 @@ class ColumnType:
 class Shape:
     kind: str      # "bool", "int", "uint", "float"
     is_list: bool
+    # the NanoAOD collection a per-object value belongs to ("Muon" for Muon_pt), when known
+    collection: str | None = dataclasses.field(default=None, compare=False)
+
+
+def _collection_of(shapes) -> str | None:
+    names = {s.collection for s in shapes if s.is_list and s.collection}
+    return names.pop() if len(names) == 1 else None
 
 
 _NUMERIC_ORDER = {"bool": 0, "uint": 1, "int": 1, "float": 2}
@@ -496,7 +503,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
         t = schema.get(expr.name)
         if t is None:
             raise UnknownColumnError(expr.name, closest_matches(expr.name, schema), where=where)
-        return Shape(t.kind, t.is_list)
+        return Shape(t.kind, t.is_list, expr.name.partition("_")[0] if t.is_list else None)
     if isinstance(expr, Literal):
         return Shape(expr.kind, False)
     assert isinstance(expr, Call)
@@ -509,17 +516,18 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 raise QueryError(
                     f"{op.name.lower()} needs numbers, but {a!r} is bool in the {where}"
                 )
+    coll = _collection_of(shapes)
     if op in UNARY_MATH:
-        return Shape("float", any_list)
+        return Shape("float", any_list, coll)
     if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs:
         kinds = _weak_kinds(expr.args, shapes)
         if op in FLOAT_RESULT or op == Op.Pow or "float" in kinds:
             kind = "float" if op in FLOAT_RESULT or "float" in kinds else _int_kind(kinds)
         else:
             kind = _int_kind(kinds)
-        return Shape(kind, any_list)
+        return Shape(kind, any_list, coll)
     if op in COMPARISON:
-        return Shape("bool", any_list)
+        return Shape("bool", any_list, coll)
     if op in LOGICAL or op == Op.Not:
         for a, s in zip(expr.args, shapes):
             if s.kind != "bool":
@@ -527,19 +535,25 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                     f"{op.name.lower()} needs bool operands, but {a!r} is {s.kind} in the {where}; "
                     "compare it first (e.g. x > 0)"
                 )
-        return Shape("bool", any_list)
+        return Shape("bool", any_list, coll)
     if op == Op.Where:
         if shapes[0].kind != "bool":
             raise QueryError(f"the condition of where() must be bool, got {shapes[0].kind} in the {where}")
         kinds = [shapes[1].kind, shapes[2].kind]
         kind = "float" if "float" in kinds else ("bool" if kinds == ["bool", "bool"] else _int_kind(kinds))
-        return Shape(kind, any_list)
+        return Shape(kind, any_list, coll)
     if op == Op.Mask:
         if not shapes[0].is_list:
             raise QueryError(f"cannot mask {expr.args[0]!r}: it is not a collection, in the {where}")
         if shapes[1].kind != "bool":
             raise QueryError(f"the mask {expr.args[1]!r} must be bool, in the {where}")
-        return Shape(shapes[0].kind, True)
+        value_coll, mask_coll = shapes[0].collection, shapes[1].collection
+        if shapes[1].is_list and value_coll and mask_coll and value_coll != mask_coll:
+            raise QueryError(
+                f"cannot mask {expr.args[0]!r} (collection {value_coll}) with {expr.args[1]!r} (collection "
+                f"{mask_coll}): a mask selects objects of its own collection, in the {where}; "
+                f"reduce the other collection per event instead (e.g. any({expr.args[1]!r}, axis=1))")
+        return Shape(shapes[0].kind, True, value_coll)
     if op in REDUCTIONS or op in ELEMENT_ACCESS:
         if not shapes[0].is_list:
             raise QueryError(

@@ -139,9 +139,15 @@ class QueryResult:
     def aggregates(self) -> dict:
         return self.summary.aggregates
 
-    def to_awkward(self):
+    def to_awkward(self, records: bool = False):
+        """The rows as an awkward Array; ``records=True`` zips NanoAOD branches into
+        collections as NanoEvents names them (``events.Muon.pt`` from ``Muon_pt``)."""
         import awkward as ak
 
+        if records:
+            from .records import zip_records
+
+            return zip_records(self.table)
         return ak.from_arrow(self.table)
 
 

@@ -147,10 +147,10 @@ class Client:
             if isinstance(ev, ResultBatch):
                 yield from ev.table.to_batches()
 
-    def to_awkward(self, dataset: str, columns=None, where=None, **kwargs):
-        import awkward as ak
-
-        return ak.from_arrow(self.query(dataset, columns, where, **kwargs))
+    def to_awkward(self, dataset: str, columns=None, where=None, *, records: bool = False, **kwargs):
+        """The selected events as an awkward Array (``records=True``: NanoEvents-style
+        collections, ``events.Muon.pt``)."""
+        return self.run(dataset, columns, where, **kwargs).to_awkward(records=records)
 
     def to_parquet(self, path, dataset: str, columns=None, where=None, **kwargs) -> Summary:
         """Write the selected events to a Parquet file as they arrive from the stream (one

@@ -23,7 +23,7 @@ from .uproot_raw import compile_uproot_raw
 
 __all__ = [
     "LANGUAGES", "compile_cut", "compile_expression", "compile_qastle", "compile_query",
-    "compile_uproot_raw",
+    "compile_uproot_raw", "split_columns",
 ]
 
 LANGUAGES = ("cut", "qastle", "uproot-raw")
@@ -52,3 +52,25 @@ def compile_query(language: str, text, schema: Mapping[str, ir.ColumnType]) -> i
     close = closest_matches(str(language), LANGUAGES)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise QueryError(f"unknown query language {language!r}: expected one of {', '.join(LANGUAGES)}{hint}")
+
+
+def split_columns(text: str) -> list[str]:
+    """Split a comma-separated list of columns or expressions at the commas that are not
+    inside brackets, parentheses, braces or quotes: ``"run, Muon_pt[:, 0], hypot(a, b)"``
+    is three items.  Unbalanced brackets are left for the expression parser to report."""
+    items, depth, quote, start = [], 0, None, 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [c.strip() for c in items if c.strip()]
