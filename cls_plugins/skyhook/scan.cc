@@ -45,9 +45,24 @@ struct EvalState {
   std::vector<bool> done;
 };
 
+// The nodes whose elements some operator, the cut or an aggregation reads.  A
+// column outside it is only an output: its Arrow array goes to the reply as it is.
+std::vector<bool> ElementNodes(const Plan& plan) {
+  std::vector<bool> read(plan.nodes.size(), false);
+  for (size_t i = 0; i < plan.nodes.size(); ++i)
+    if (plan.needed[i])
+      for (uint32_t a : plan.nodes[i].args) read[a] = true;
+  if (plan.filter >= 0) read[static_cast<size_t>(plan.filter)] = true;
+  for (const AggSpec& g : plan.aggregations)
+    for (int32_t x : {g.x, g.y, g.weight})
+      if (x >= 0) read[static_cast<size_t>(x)] = true;
+  return read;
+}
+
 // Evaluates the nodes marked in `which` (and not done yet) over the rows of `batch`.
 arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
-                            const std::vector<bool>& which, EvalState* st, CallContext* ctx) {
+                            const std::vector<bool>& which, const std::vector<bool>& elements,
+                            EvalState* st, CallContext* ctx) {
   for (size_t i = 0; i < plan.nodes.size(); ++i) {
     if (!which[i] || st->done[i]) continue;
     const Node& n = plan.nodes[i];
@@ -55,11 +70,12 @@ arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
       const ColumnRef& c = plan.columns[n.column];
       auto arr = batch.GetColumnByName(c.name);
       if (!arr) return ErrnoStatus(EBADMSG, "column '" + c.name + "' missing from a batch");
-      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(*arr, c, ctx));
+      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(arr, c, elements[i], ctx));
     } else {
       ARROW_RETURN_NOT_OK(ctx->CheckDeadline());
       ARROW_ASSIGN_OR_RAISE(st->values[i], EvaluateNode(plan, static_cast<uint32_t>(i), st->values,
                                                         batch.num_rows(), ctx));
+      st->values[i].arrow.reset();  // computed: never a column passed through
     }
     st->done[i] = true;
   }
@@ -171,11 +187,12 @@ std::vector<bool> FilterNodes(const Plan& plan) {
 
 // The rows of `batch` that pass the cut (a null cut drops the event).
 arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::RecordBatch& batch,
-                                               const std::vector<bool>& for_filter, EvalState* all,
+                                               const std::vector<bool>& for_filter,
+                                               const std::vector<bool>& elements, EvalState* all,
                                                CallContext* ctx) {
   std::vector<int64_t> sel;
   if (plan.filter >= 0) {
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, all, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, elements, all, ctx));
     const Value& f = all->values[plan.filter];
     for (int64_t e = 0; e < batch.num_rows(); ++e) {
       bool keep = f.scalar ? f.ival != 0
@@ -207,12 +224,12 @@ arrow::Result<std::shared_ptr<arrow::RecordBatch>> PickRows(
 }
 
 // The outputs of `n_sel` evaluated rows as one record batch of the reply; EMSGSIZE past the cap.
-arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
-                           const std::vector<int64_t>& identity, ReplyWriter* w, CallContext* ctx) {
+arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel, ReplyWriter* w,
+                           CallContext* ctx) {
   if (plan.outputs.empty()) return arrow::Status::OK();
   arrow::ArrayVector cols;
   for (size_t o = 0; o < plan.outputs.size(); ++o) {
-    ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st.values[plan.outputs[o].second], identity,
+    ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st.values[plan.outputs[o].second], n_sel,
                                             w->schema->field(static_cast<int>(o))->type(), ctx));
     cols.push_back(std::move(arr));
   }
@@ -229,6 +246,7 @@ arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
 arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter* w,
                           std::vector<AggState>* aggs, ScanStats* stats, CallContext* ctx) {
   const std::vector<bool> for_filter = FilterNodes(plan);
+  const std::vector<bool> elements = ElementNodes(plan);
   int64_t remaining = plan.limit;  // -1: no limit
   bool evaluated = false;          // have outputs and aggregations been evaluated on any rows?
   while (true) {
@@ -256,7 +274,7 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     stats->rows_scanned += batch->num_rows();
 
     EvalState all(plan.nodes.size());
-    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, &all, ctx));
+    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, elements, &all, ctx));
     stats->rows_matched += static_cast<int64_t>(sel.size());
     if (remaining >= 0 && static_cast<int64_t>(sel.size()) > remaining) sel.resize(static_cast<size_t>(remaining));
     if (remaining >= 0) remaining -= static_cast<int64_t>(sel.size());
@@ -272,11 +290,11 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
       st = &picked;
       ARROW_ASSIGN_OR_RAISE(rows, PickRows(batch, sel, ctx));
     }
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, st, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, elements, st, ctx));
     evaluated = true;
-    std::vector<int64_t> identity(static_cast<size_t>(n_sel));
-    for (int64_t e = 0; e < n_sel; ++e) identity[static_cast<size_t>(e)] = e;
-    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, identity, w, ctx));
+    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, w, ctx));
+    std::vector<int64_t> identity(aggs->empty() ? 0 : static_cast<size_t>(n_sel));
+    for (size_t e = 0; e < identity.size(); ++e) identity[e] = static_cast<int64_t>(e);
     for (size_t a = 0; a < aggs->size(); ++a)
       ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
                                           &(*aggs)[a], ctx));
@@ -287,7 +305,7 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     // evaluate once over no rows and drop the values.
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader->schema, ctx->pool()));
     EvalState none(plan.nodes.size());
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, &none, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, elements, &none, ctx));
   }
   return arrow::Status::OK();
 }
