@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -149,17 +150,79 @@ std::shared_ptr<arrow::Schema> OutputSchema(const Plan& plan) {
   return arrow::schema(out_fields);
 }
 
+// The reply's IPC stream as the list of pieces the IPC writer wrote: body
+// buffers are kept by reference (zero copy: for a column passed through, a
+// slice of the buffer read from the object), small writes (message metadata,
+// padding) are copied into chunks.  EncodeReply copies the pieces once, into
+// the ScanReply.  Buffers kept come from the call's pool and live as long as this.
+class GatherStream : public arrow::io::OutputStream {
+ public:
+  explicit GatherStream(arrow::MemoryPool* pool) : pool_(pool) {}
+  arrow::Status Write(const void* data, int64_t nbytes) override {
+    if (nbytes <= 0) return arrow::Status::OK();
+    if (chunk_ == nullptr || chunk_used_ + nbytes > chunk_->size()) {
+      ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(std::max<int64_t>(nbytes, kChunk), pool_));
+      chunk_ = std::shared_ptr<arrow::Buffer>(std::move(buf));
+      chunk_used_ = 0;
+    }
+    std::memcpy(chunk_->mutable_data() + chunk_used_, data, static_cast<size_t>(nbytes));
+    Append(arrow::SliceBuffer(chunk_, chunk_used_, nbytes));
+    chunk_used_ += nbytes;
+    return arrow::Status::OK();
+  }
+  arrow::Status Write(const std::shared_ptr<arrow::Buffer>& data) override {
+    if (data->size() > 0) {
+      if (!data->is_cpu()) return Write(data->data(), data->size());
+      Append(data);
+    }
+    return arrow::Status::OK();
+  }
+  arrow::Status Close() override { closed_ = true; return arrow::Status::OK(); }
+  bool closed() const override { return closed_; }
+  arrow::Result<int64_t> Tell() const override { return size_; }
+  int64_t size() const { return size_; }
+  // Copies the stream to `out` (size() bytes).
+  void CopyTo(uint8_t* out) const {
+    for (const auto& p : pieces_) {
+      std::memcpy(out, p->data(), static_cast<size_t>(p->size()));
+      out += p->size();
+    }
+  }
+
+ private:
+  static constexpr int64_t kChunk = 4096;
+  void Append(std::shared_ptr<arrow::Buffer> b) {
+    size_ += b->size();
+    // adjacent slices of one chunk merge into one piece
+    if (!pieces_.empty()) {
+      auto& last = pieces_.back();
+      const auto& parent = last->parent();
+      if (parent && b->parent() == parent && last->data() + last->size() == b->data()) {
+        last = arrow::SliceBuffer(parent, last->data() - parent->data(), last->size() + b->size());
+        return;
+      }
+    }
+    pieces_.push_back(std::move(b));
+  }
+  arrow::MemoryPool* pool_;
+  std::vector<std::shared_ptr<arrow::Buffer>> pieces_;
+  std::shared_ptr<arrow::Buffer> chunk_;
+  int64_t chunk_used_ = 0;
+  int64_t size_ = 0;
+  bool closed_ = false;
+};
+
 // The Arrow IPC stream of the reply, in the call's pool, compressed as asked.
 struct ReplyWriter {
   std::shared_ptr<arrow::Schema> schema;
-  std::shared_ptr<arrow::io::BufferOutputStream> sink;
+  std::shared_ptr<GatherStream> sink;
   std::shared_ptr<arrow::ipc::RecordBatchWriter> writer;
 };
 
 arrow::Result<ReplyWriter> MakeReplyWriter(const Plan& plan, CallContext* ctx) {
   ReplyWriter w;
   w.schema = OutputSchema(plan);
-  ARROW_ASSIGN_OR_RAISE(w.sink, arrow::io::BufferOutputStream::Create(4096, ctx->pool()));
+  w.sink = std::make_shared<GatherStream>(ctx->pool());
   auto wopts = arrow::ipc::IpcWriteOptions::Defaults();
   wopts.memory_pool = ctx->pool();
   wopts.use_threads = false;
@@ -310,12 +373,28 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
   return arrow::Status::OK();
 }
 
-// The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the cap.
-arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const arrow::Buffer& ipc,
+// flatbuffers' memory from malloc, so that the finished reply can be handed
+// over whole (ReplyBuffer::Release) instead of copied.
+class MallocAllocator : public flatbuffers::Allocator {
+ public:
+  uint8_t* allocate(size_t size) override {
+    void* p = std::malloc(size);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<uint8_t*>(p);
+  }
+  void deallocate(uint8_t* p, size_t) override { std::free(p); }
+};
+
+// The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the
+// cap.  The stream's pieces are copied once, into the reply's vector.
+arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const GatherStream& ipc,
                                                           const std::vector<AggState>& aggs,
                                                           ScanStats* stats, int64_t cpu_start) {
-  flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024);
-  auto stream = fbb.CreateVector(ipc.data(), static_cast<size_t>(ipc.size()));
+  MallocAllocator alloc;
+  flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024 + 64 * aggs.size(), &alloc);
+  uint8_t* stream_bytes = nullptr;
+  auto stream = fbb.CreateUninitializedVector(static_cast<size_t>(ipc.size()), &stream_bytes);
+  ipc.CopyTo(stream_bytes);  // now: later calls may move the builder's memory
   auto aggregates = EncodeAggregates(fbb, plan, aggs);
   stats->cpu_ns = ThreadCpuNs() - cpu_start;
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
@@ -325,9 +404,9 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, cons
   if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
                                      std::to_string(plan.reply_cap));
-  ARROW_ASSIGN_OR_RAISE(auto out, arrow::AllocateBuffer(fbb.GetSize()));
-  std::memcpy(out->mutable_data(), fbb.GetBufferPointer(), fbb.GetSize());
-  return std::shared_ptr<arrow::Buffer>(std::move(out));
+  size_t block_bytes = 0, offset = 0;
+  uint8_t* block = fbb.ReleaseRaw(block_bytes, offset);
+  return std::make_shared<ReplyBuffer>(block, block_bytes, offset);
 }
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
@@ -357,11 +436,10 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   std::vector<AggState> aggs = NewAggregates(plan);
   ARROW_RETURN_NOT_OK(ScanBatches(plan, reader.get(), &w, &aggs, stats, &ctx));
   ARROW_RETURN_NOT_OK(w.writer->Close());
-  ARROW_ASSIGN_OR_RAISE(auto ipc, w.sink->Finish());
-  if (ipc->size() > plan.reply_cap)
+  if (w.sink->size() > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
   stats->bytes_read = object->bytes_read();
-  return EncodeReply(plan, *ipc, aggs, stats, cpu_start);
+  return EncodeReply(plan, *w.sink, aggs, stats, cpu_start);
 }
 
 }  // namespace

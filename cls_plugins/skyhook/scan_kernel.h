@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -120,7 +121,34 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
 };
 
-// Runs one `scan` call: request bytes in, ScanReply bytes out.  The object is
+// The ScanReply bytes: [offset, block_bytes) of a block from malloc, which the
+// OSD side takes over whole (ceph::buffer::claim_malloc) instead of copying.
+class ReplyBuffer : public arrow::Buffer {
+ public:
+  ReplyBuffer(uint8_t* block, size_t block_bytes, size_t offset)
+      : arrow::Buffer(block + offset, static_cast<int64_t>(block_bytes - offset)),
+        block_(block), block_bytes_(block_bytes), offset_(offset) {}
+  ~ReplyBuffer() override { std::free(block_); }
+  ReplyBuffer(const ReplyBuffer&) = delete;
+  ReplyBuffer& operator=(const ReplyBuffer&) = delete;
+  // The block (to be freed with free()), its size and where the reply starts
+  // in it; this buffer is then empty.
+  uint8_t* Release(size_t* block_bytes, size_t* offset) {
+    uint8_t* b = block_;
+    *block_bytes = block_bytes_;
+    *offset = offset_;
+    block_ = nullptr;
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+    return b;
+  }
+
+ private:
+  uint8_t* block_;
+  size_t block_bytes_, offset_;
+};
+
+// Runs one `scan` call: request bytes in, ScanReply bytes out (a ReplyBuffer).  The object is
 // shared because Arrow's readers may keep it (shared_from_this).
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
                                                       const std::shared_ptr<PositionalFile>& object,
