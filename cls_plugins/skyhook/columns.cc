@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <arrow/util/bit_util.h>
+#include <arrow/util/bitmap_ops.h>
 #include <climits>
 
 #include "columns.h"
@@ -50,6 +51,75 @@ arrow::Result<NodeType> ColumnTypeOf(const arrow::Field& f) {
                   ", not a number, bool or a list of those");
   out.type = *vt;
   return out;
+}
+
+namespace {
+
+arrow::Status Corrupt(const std::string& what) { return arrow::Status::Invalid(what); }
+
+// The full checks of one array of a fixed-width type: its null count against its bitmap.
+arrow::Status ValidateNullCount(const arrow::ArrayData& d) {
+  if (d.buffers.empty() || !d.buffers[0]) {
+    if (d.null_count > 0) return Corrupt("null count without a validity bitmap");
+    return arrow::Status::OK();
+  }
+  const int64_t set = arrow::internal::CountSetBits(d.buffers[0]->data(), d.offset, d.length);
+  if (d.length - set != d.null_count)
+    return Corrupt("null count " + std::to_string(d.null_count) + " does not match the bitmap's " +
+                   std::to_string(d.length - set));
+  return arrow::Status::OK();
+}
+
+// Offsets [offset, offset + length] of a list: non-negative, non-decreasing, at
+// most the element count.  One pass without branches (vectorised).
+template <typename O>
+arrow::Status ValidateOffsets(const arrow::ArrayData& d, int64_t elements) {
+  const O* o = d.GetValues<O>(1);
+  const int64_t n = d.length;
+  if (o == nullptr) return n == 0 ? arrow::Status::OK() : Corrupt("list without offsets");
+  bool bad = o[0] < 0;
+  for (int64_t i = 0; i < n; ++i) bad |= o[i + 1] < o[i];
+  if (bad) return Corrupt("list offsets negative or decreasing");
+  if (static_cast<int64_t>(o[n]) > elements)
+    return Corrupt("list offset " + std::to_string(o[n]) + " past the " + std::to_string(elements) +
+                   " elements");
+  return arrow::Status::OK();
+}
+
+// The element types of formats/README.md "Columns".
+bool FixedWidthNumber(arrow::Type::type id) {
+  switch (id) {
+    case arrow::Type::BOOL: case arrow::Type::INT8: case arrow::Type::INT16:
+    case arrow::Type::INT32: case arrow::Type::INT64: case arrow::Type::UINT8:
+    case arrow::Type::UINT16: case arrow::Type::UINT32: case arrow::Type::UINT64:
+    case arrow::Type::FLOAT: case arrow::Type::DOUBLE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+arrow::Status ValidateColumn(const arrow::Array& arr) {
+  const arrow::ArrayData& d = *arr.data();
+  const arrow::Type::type id = d.type->id();
+  if (FixedWidthNumber(id)) return ValidateNullCount(d);
+  if ((id == arrow::Type::LIST || id == arrow::Type::LARGE_LIST || id == arrow::Type::FIXED_SIZE_LIST) &&
+      d.child_data.size() == 1 && FixedWidthNumber(d.child_data[0]->type->id())) {
+    ARROW_RETURN_NOT_OK(ValidateNullCount(d));
+    const arrow::ArrayData& child = *d.child_data[0];
+    if (id == arrow::Type::LIST) ARROW_RETURN_NOT_OK(ValidateOffsets<int32_t>(d, child.length));
+    if (id == arrow::Type::LARGE_LIST) ARROW_RETURN_NOT_OK(ValidateOffsets<int64_t>(d, child.length));
+    return ValidateNullCount(child);
+  }
+  return arr.ValidateFull();
+}
+
+}  // namespace
+
+arrow::Status ValidateBatch(const arrow::RecordBatch& batch) {
+  ARROW_RETURN_NOT_OK(batch.Validate());  // structure: lengths, buffer sizes, types
+  for (const auto& column : batch.columns()) ARROW_RETURN_NOT_OK(ValidateColumn(*column));
+  return arrow::Status::OK();
 }
 
 std::shared_ptr<arrow::DataType> ArrowTypeOf(VType t) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <arrow/array.h>
+#include <arrow/record_batch.h>
 #include <arrow/type.h>
 
 #include "kernel_internal.h"
@@ -16,6 +17,14 @@ namespace skyhook {
 
 // The element type and listness of a column of the partition, or EINVAL.
 arrow::Result<NodeType> ColumnTypeOf(const arrow::Field& f);
+
+// ValidateFull of a record batch of the partition's columns, the fast way for
+// the types a request may read (numbers, bools, lists of those): Arrow's
+// structural Validate(), then, with the same checks as ValidateFull, list
+// offsets (non-negative, non-decreasing, within the elements; one branch-free
+// pass) and null counts against validity bitmaps.  Any other type: Arrow's
+// ValidateFull.
+arrow::Status ValidateBatch(const arrow::RecordBatch& batch);
 
 // The Arrow type of an element type.
 std::shared_ptr<arrow::DataType> ArrowTypeOf(VType t);

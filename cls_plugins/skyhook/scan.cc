@@ -257,11 +257,22 @@ arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::Re
   if (plan.filter >= 0) {
     ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, elements, all, ctx));
     const Value& f = all->values[plan.filter];
-    for (int64_t e = 0; e < batch.num_rows(); ++e) {
-      bool keep = f.scalar ? f.ival != 0
-                           : f.values<uint8_t>()[e] && (!f.valid || f.valid->data()[e]);
-      if (keep) sel.push_back(e);
+    const int64_t n = batch.num_rows();
+    if (f.scalar) {
+      if (f.ival != 0) sel.resize(static_cast<size_t>(n));
+      for (int64_t e = 0; e < static_cast<int64_t>(sel.size()); ++e) sel[static_cast<size_t>(e)] = e;
+      return sel;
     }
+    // branch-free: write every row, advance past the kept ones
+    sel.resize(static_cast<size_t>(n) + 1);
+    const uint8_t* keep = f.values<uint8_t>();
+    const uint8_t* valid = f.valid ? f.valid->data() : nullptr;
+    int64_t k = 0;
+    for (int64_t e = 0; e < n; ++e) {
+      sel[static_cast<size_t>(k)] = e;
+      k += (keep[e] != 0) & (valid ? valid[e] != 0 : true);
+    }
+    sel.resize(static_cast<size_t>(k));
   } else {
     for (int64_t e = 0; e < batch.num_rows(); ++e) sel.push_back(e);
   }
@@ -326,7 +337,7 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     int64_t first_row = 0;
     ARROW_ASSIGN_OR_RAISE(auto batch, reader->Next(&first_row));
     if (!batch) break;
-    ARROW_RETURN_NOT_OK(AsBadMessage(batch->ValidateFull(), "record batch at row " +
+    ARROW_RETURN_NOT_OK(AsBadMessage(ValidateBatch(*batch), "record batch at row " +
                                                                 std::to_string(first_row)));
     // Cut to [row_start, row_stop).
     int64_t lo = std::max<int64_t>(0, plan.row_start - first_row);
