@@ -77,9 +77,9 @@ arrow::Status ValidateOffsets(const arrow::ArrayData& d, int64_t elements) {
   const O* o = d.GetValues<O>(1);
   const int64_t n = d.length;
   if (o == nullptr) return n == 0 ? arrow::Status::OK() : Corrupt("list without offsets");
-  bool bad = o[0] < 0;
-  for (int64_t i = 0; i < n; ++i) bad |= o[i + 1] < o[i];
-  if (bad) return Corrupt("list offsets negative or decreasing");
+  uint32_t bad = o[0] < 0;
+  for (int64_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>(o[i + 1] < o[i]);
+  if (bad != 0) return Corrupt("list offsets negative or decreasing");
   if (static_cast<int64_t>(o[n]) > elements)
     return Corrupt("list offset " + std::to_string(o[n]) + " past the " + std::to_string(elements) +
                    " elements");

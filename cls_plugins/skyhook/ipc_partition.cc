@@ -214,6 +214,7 @@ class IpcPartition : public PartitionReader {
     auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
     ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
     schema = (*r)->schema();
+    num_batches_ = (*r)->num_record_batches();
     // The first buffer of each top-level field, in IPC order (empty: no plans).
     int first = 0;
     for (const auto& f : schema->fields()) {
@@ -226,19 +227,15 @@ class IpcPartition : public PartitionReader {
   }
 
   arrow::Status Select(const std::vector<int>& fields, int64_t start, int64_t stop) override {
-    auto opts = Options();
-    opts.included_fields = fields;
-    if (fields.empty()) opts.included_fields = {0};  // Arrow reads all for an empty list
-    fields_ = opts.included_fields;
-    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
-    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
-    reader_ = *r;
+    fields_ = fields;
+    if (fields_.empty()) fields_ = {0};  // Arrow reads all for an empty list
     start_ = start;
     stop_ = stop;
     return arrow::Status::OK();
   }
 
   arrow::Result<int64_t> TotalRows() override {
+    ARROW_RETURN_NOT_OK(OpenReader());
     auto r = reader_->CountRows();  // reads each batch's metadata only
     ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch metadata"));
     return *r;
@@ -246,7 +243,7 @@ class IpcPartition : public PartitionReader {
 
   arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) override {
     // Batches are read one by one (their row counts are in their own metadata).
-    while (next_ < reader_->num_record_batches()) {
+    while (next_ < num_batches_) {
       if (stop_ >= 0 && row_ >= stop_) return nullptr;
       std::shared_ptr<arrow::Buffer> message;  // the batch's message flatbuffer, when planned
       ARROW_RETURN_NOT_OK(PrefetchBatch(next_, &message));
@@ -259,6 +256,7 @@ class IpcPartition : public PartitionReader {
         r = arrow::ipc::ReadRecordBatch(*message, schema, nullptr, opts, &body);
         ++next_;
       } else {
+        ARROW_RETURN_NOT_OK(OpenReader());
         r = reader_->ReadRecordBatch(next_++);
       }
       ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch " + std::to_string(next_ - 1)));
@@ -277,6 +275,17 @@ class IpcPartition : public PartitionReader {
     opts.memory_pool = ctx_->pool();
     opts.use_threads = false;  // never spawn work in the OSD's other threads
     return opts;
+  }
+  // Arrow's file reader of the selected fields, opened when first needed: for a
+  // batch without a read plan, or to count rows from metadata.
+  arrow::Status OpenReader() {
+    if (reader_) return arrow::Status::OK();
+    auto opts = Options();
+    opts.included_fields = fields_;
+    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
+    reader_ = *r;
+    return arrow::Status::OK();
   }
   // Keeps the trailer and footer (both Arrow opens read them) and notes the
   // batch blocks.  Short or odd files are left to Arrow's own checks.
@@ -341,7 +350,7 @@ class IpcPartition : public PartitionReader {
   std::vector<ipc_layout::Block> blocks_;            // from the footer; empty: no plans
   std::vector<std::pair<int, int>> field_buffers_;   // per top-level field: first buffer, count
   std::vector<int> fields_;                          // the included fields
-  int next_ = 0;
+  int next_ = 0, num_batches_ = 0;
   int64_t row_ = 0, start_ = 0, stop_ = -1;
 };
 

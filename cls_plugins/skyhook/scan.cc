@@ -263,16 +263,23 @@ arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::Re
       for (int64_t e = 0; e < static_cast<int64_t>(sel.size()); ++e) sel[static_cast<size_t>(e)] = e;
       return sel;
     }
-    // branch-free: write every row, advance past the kept ones
-    sel.resize(static_cast<size_t>(n) + 1);
+    // branch-free: write every row, advance past the kept ones (into memory not zeroed first)
+    std::unique_ptr<int64_t[]> rows(new int64_t[static_cast<size_t>(n) + 1]);
     const uint8_t* keep = f.values<uint8_t>();
     const uint8_t* valid = f.valid ? f.valid->data() : nullptr;
     int64_t k = 0;
-    for (int64_t e = 0; e < n; ++e) {
-      sel[static_cast<size_t>(k)] = e;
-      k += (keep[e] != 0) & (valid ? valid[e] != 0 : true);
+    if (valid) {
+      for (int64_t e = 0; e < n; ++e) {
+        rows[static_cast<size_t>(k)] = e;
+        k += (keep[e] != 0) & (valid[e] != 0);
+      }
+    } else {
+      for (int64_t e = 0; e < n; ++e) {
+        rows[static_cast<size_t>(k)] = e;
+        k += keep[e] != 0;
+      }
     }
-    sel.resize(static_cast<size_t>(k));
+    sel.assign(rows.get(), rows.get() + k);
   } else {
     for (int64_t e = 0; e < batch.num_rows(); ++e) sel.push_back(e);
   }
