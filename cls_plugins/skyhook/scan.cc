@@ -439,10 +439,15 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
                   limits.max_cpu_ns);
   object->set_pool(ctx.pool());
+  object->set_unpooled_cap(limits.memory_per_object_byte * object_size + limits.memory_base);
   // The object outlives this call; what it holds must not outlive the pool.
   struct Release {
     PositionalFile* file;
-    ~Release() { file->ForgetPrefetched(/*all=*/true); file->set_pool(arrow::default_memory_pool()); }
+    ~Release() {
+      file->ForgetPrefetched(/*all=*/true);
+      file->set_pool(arrow::default_memory_pool());
+      file->set_unpooled_cap(INT64_MAX);
+    }
   } release{object.get()};
 
   ARROW_ASSIGN_OR_RAISE(std::unique_ptr<PartitionReader> reader, OpenPartition(object, object_size, &ctx));

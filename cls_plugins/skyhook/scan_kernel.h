@@ -12,6 +12,7 @@
 // in a catch-all.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -68,6 +69,8 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t bytes_read() const { return bytes_read_; }
   int64_t read_calls() const { return read_calls_; }
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
+  // The most bytes DoReadBuffer may hand out outside the pool (ENOMEM past it).
+  void set_unpooled_cap(int64_t bytes) { unpooled_cap_ = bytes; }
   // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
   // later reads; `keep`: it survives ForgetPrefetched.
   arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
@@ -102,6 +105,12 @@ class PositionalFile : public arrow::io::RandomAccessFile {
  protected:
   // Reads exactly `nbytes` (already within the size) at `position` into `out`.
   virtual arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) = 0;
+  // The same as a buffer.  By default a buffer of `pool` filled by DoReadAt; the
+  // OSD side instead hands out the memory cls_cxx_read returned (zero copy), and
+  // says so with *pooled = false.
+  virtual arrow::Result<std::shared_ptr<arrow::Buffer>> DoReadBuffer(int64_t position, int64_t nbytes,
+                                                                     arrow::MemoryPool* pool,
+                                                                     bool* pooled);
 
  private:
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
@@ -117,6 +126,8 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t position_ = 0;
   int64_t bytes_read_ = 0;
   int64_t read_calls_ = 0;
+  int64_t unpooled_bytes_ = 0;
+  int64_t unpooled_cap_ = INT64_MAX;
   bool closed_ = false;
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
 };
