@@ -27,6 +27,7 @@ namespace {
 namespace ipc_layout {
 
 constexpr int64_t kCoalesceGap = 64 * 1024;  // gap bytes read to save a positional read
+constexpr int64_t kTailGuess = 64 * 1024;    // bytes read at the end for trailer + footer
 
 struct Block {  // File.fbs struct Block
   int64_t offset;
@@ -292,14 +293,20 @@ class IpcPartition : public PartitionReader {
   arrow::Status ReadFooter() {
     ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
     if (size < 6 + 8 + 10) return arrow::Status::OK();
-    uint8_t trailer[10];
-    ARROW_RETURN_NOT_OK(file_->ReadAt(size - 10, 10, false, trailer).status());
+    // One read for trailer and footer when the footer is within the last
+    // kTailGuess bytes (a 148-column schema takes about 20 KB), else a second.
+    const int64_t guess = std::min(size, ipc_layout::kTailGuess);
+    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - guess, guess, true));
+    const uint8_t* trailer = tail->data() + guess - 10;
     int32_t footer_len;
     std::memcpy(&footer_len, trailer, 4);
     if (std::memcmp(trailer + 4, "ARROW1", 6) != 0 || footer_len <= 0 || footer_len > size - 10 - 8)
       return arrow::Status::OK();
-    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
-    blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, 0, footer_len));
+    if (footer_len + 10 > guess) {
+      ARROW_ASSIGN_OR_RAISE(tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
+    }
+    const int64_t at = tail->size() - 10 - footer_len;
+    blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, at, footer_len));
     return arrow::Status::OK();
   }
 
