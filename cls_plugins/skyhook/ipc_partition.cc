@@ -295,7 +295,8 @@ class IpcPartition : public PartitionReader {
     if (size < 6 + 8 + 10) return arrow::Status::OK();
     // One read for trailer and footer when the footer is within the last
     // kTailGuess bytes (a 148-column schema takes about 20 KB), else a second.
-    const int64_t guess = std::min(size, ipc_layout::kTailGuess);
+    // Never more than a quarter of a small object: reads stay selective.
+    const int64_t guess = std::max<int64_t>(10, std::min(size / 4, ipc_layout::kTailGuess));
     ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - guess, guess, true));
     const uint8_t* trailer = tail->data() + guess - 10;
     int32_t footer_len;
