@@ -10,7 +10,8 @@
 // --repeat N (for profiling and benchmarks): runs the same scan N times in this
 // process and prints one line to stderr: the median and minimum wall time of a
 // run, the positional reads (pread, i.e. cls_cxx_read in the OSD) and bytes of
-// one run.
+// one run, and the median CPU time of a run (cpu_median_ms: what compares with an
+// OSD's CPU time on a loaded machine, where wall time includes waiting for a core).
 //
 // --memcpy-sizes FILE (with --repeat): FILE holds byte counts, one per line (the
 // buffers a query references, as bench_scan.py computes them); after each scan the
@@ -23,6 +24,7 @@
 // Python tests compare it with skyhook_py's operator table.
 
 #include <fcntl.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,7 +118,12 @@ int main(int argc, char** argv) {
     }
     dest.assign(total, 0);
   }
-  std::vector<double> ms, copy_ms;
+  std::vector<double> ms, cpu_ms, copy_ms;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
   auto copy_once = [&]() {
     auto t0 = std::chrono::steady_clock::now();
     uint8_t* o = dest.data();
@@ -130,22 +137,28 @@ int main(int argc, char** argv) {
   for (int run = 1; run < repeat; ++run) {  // the last run is the one that answers
     auto object = std::make_shared<LocalObject>(fd, st.st_size);
     skyhook::ScanStats stats;
+    const double c0 = cpu_now();
     auto t0 = std::chrono::steady_clock::now();
     auto reply = skyhook::RunScan(request.data(), request.size(), object, limits, &stats);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    cpu_ms.push_back(cpu_now() - c0);
     if (!sources.empty()) copy_once();
   }
   auto object = std::make_shared<LocalObject>(fd, st.st_size);
   skyhook::ScanStats stats;
+  const double c0 = cpu_now();
   auto t0 = std::chrono::steady_clock::now();
   auto reply = skyhook::RunScan(request.data(), request.size(), object, limits, &stats);
   ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  cpu_ms.push_back(cpu_now() - c0);
   close(fd);
   if (repeat > 0) {
     std::sort(ms.begin(), ms.end());
     std::fprintf(stderr, "runs %zu median_ms %.3f min_ms %.3f reads %lld bytes_read %lld of %lld\n",
                  ms.size(), ms[ms.size() / 2], ms.front(), static_cast<long long>(object->read_calls()),
                  static_cast<long long>(stats.bytes_read), static_cast<long long>(stats.object_bytes));
+    std::sort(cpu_ms.begin(), cpu_ms.end());
+    std::fprintf(stderr, "cpu_median_ms %.3f\n", cpu_ms[cpu_ms.size() / 2]);
     if (!copy_ms.empty()) {
       std::sort(copy_ms.begin(), copy_ms.end());
       std::fprintf(stderr, "memcpy runs %zu median_ms %.3f min_ms %.3f bytes %zu\n", copy_ms.size(),
