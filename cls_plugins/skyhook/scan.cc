@@ -9,7 +9,8 @@
 // Order of work, so that a bad request costs nothing: the request is checked
 // whole before the object's size, its footer/schema before any buffer, and
 // only then the buffers of the referenced columns, batch by batch.  Each
-// record batch is ValidateFull'ed before use.  RunScan is the catch-all.
+// record batch is checked by ValidateBatch (ValidateFull's checks) before use.
+// RunScan is the catch-all.
 
 #include <algorithm>
 #include <cerrno>
@@ -286,7 +287,11 @@ arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::Re
   return sel;
 }
 
-// The selected rows as their own batch (a slice when contiguous, else a Take).
+// The selected rows as their own batch: a zero-copy slice when they are
+// contiguous (all rows, a row range), else Arrow's Take kernel (vectorised; for
+// lists it gathers offsets and elements).  Take rather than Filter: the row
+// indices exist already (FilterRows), and Filter with a mask built from them
+// counted 4 % (1 % selected) and 13 % (10 %) more instructions per scan.
 arrow::Result<std::shared_ptr<arrow::RecordBatch>> PickRows(
     const std::shared_ptr<arrow::RecordBatch>& batch, const std::vector<int64_t>& sel,
     CallContext* ctx) {
