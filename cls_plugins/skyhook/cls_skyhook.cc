@@ -13,6 +13,7 @@
 // described by its size and modification time.
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <ctime>
 #include <memory>
@@ -37,6 +38,21 @@ namespace {
 namespace ops = skyhook::cls_ops;
 using ops::kStatsXattr;
 
+// The bytes of one cls_cxx_read as an Arrow buffer, without a copy: the
+// bufferlist (one contiguous segment) stays alive as long as the buffer.
+class BufferlistBuffer : public arrow::Buffer {
+ public:
+  explicit BufferlistBuffer(ceph::bufferlist bl)
+      : arrow::Buffer(nullptr, 0), bl_(std::move(bl)) {
+    const ceph::bufferptr& p = bl_.front();
+    data_ = reinterpret_cast<const uint8_t*>(p.c_str());
+    size_ = capacity_ = p.length();
+  }
+
+ private:
+  ceph::bufferlist bl_;
+};
+
 // The object, read with cls_cxx_read; every return value is checked.
 class ClsObject : public skyhook::PositionalFile {
  public:
@@ -44,23 +60,52 @@ class ClsObject : public skyhook::PositionalFile {
 
  protected:
   arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) override {
-    // cls_cxx_read takes int offsets; objects are at most 1 GiB (checked before).
-    if (position > INT32_MAX || nbytes > INT32_MAX || position + nbytes > INT32_MAX)
-      return skyhook::ErrnoStatus(EFBIG, "read beyond 2 GiB");
     ceph::bufferlist bl;
-    int r = cls_cxx_read(hctx_, static_cast<int>(position), static_cast<int>(nbytes), &bl);
-    if (r < 0)
-      return skyhook::ErrnoStatus(-r, "cls_cxx_read of " + std::to_string(nbytes) + " bytes at " +
-                                          std::to_string(position) + " failed: " + std::strerror(-r));
-    if (r != nbytes || static_cast<int64_t>(bl.length()) != nbytes)
-      return skyhook::ErrnoStatus(EIO, "cls_cxx_read returned " + std::to_string(bl.length()) +
-                                           " bytes of " + std::to_string(nbytes));
+    ARROW_RETURN_NOT_OK(Read(position, nbytes, &bl));
     bl.begin().copy(static_cast<unsigned>(nbytes), reinterpret_cast<char*>(out));
     return arrow::Status::OK();
   }
 
+  // Zero copy when the object store answered with one segment whose address
+  // keeps the object's 8-byte alignment (Arrow's buffers start 8-aligned in the
+  // file); otherwise a copy into the call's pool.
+  arrow::Result<std::shared_ptr<arrow::Buffer>> DoReadBuffer(int64_t position, int64_t nbytes,
+                                                             arrow::MemoryPool* pool,
+                                                             bool* pooled) override {
+    ceph::bufferlist bl;
+    ARROW_RETURN_NOT_OK(Read(position, nbytes, &bl));
+    if (bl.get_num_buffers() == 1 &&
+        (reinterpret_cast<uintptr_t>(bl.front().c_str()) - static_cast<uintptr_t>(position)) % 8 == 0) {
+      *pooled = false;
+      ++zero_copy_reads_;
+      return std::make_shared<BufferlistBuffer>(std::move(bl));
+    }
+    *pooled = true;
+    ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(nbytes, pool));
+    bl.begin().copy(static_cast<unsigned>(nbytes), reinterpret_cast<char*>(buf->mutable_data()));
+    return std::shared_ptr<arrow::Buffer>(std::move(buf));
+  }
+
+ public:
+  int64_t zero_copy_reads() const { return zero_copy_reads_; }
+
  private:
+  arrow::Status Read(int64_t position, int64_t nbytes, ceph::bufferlist* bl) {
+    // cls_cxx_read takes int offsets; objects are at most 1 GiB (checked before).
+    if (position > INT32_MAX || nbytes > INT32_MAX || position + nbytes > INT32_MAX)
+      return skyhook::ErrnoStatus(EFBIG, "read beyond 2 GiB");
+    int r = cls_cxx_read(hctx_, static_cast<int>(position), static_cast<int>(nbytes), bl);
+    if (r < 0)
+      return skyhook::ErrnoStatus(-r, "cls_cxx_read of " + std::to_string(nbytes) + " bytes at " +
+                                          std::to_string(position) + " failed: " + std::strerror(-r));
+    if (r != nbytes || static_cast<int64_t>(bl->length()) != nbytes)
+      return skyhook::ErrnoStatus(EIO, "cls_cxx_read returned " + std::to_string(bl->length()) +
+                                           " bytes of " + std::to_string(nbytes));
+    return arrow::Status::OK();
+  }
+
   cls_method_context_t hctx_;
+  int64_t zero_copy_reads_ = 0;
 };
 
 std::string Describe(uint64_t size, time_t mtime) {
@@ -93,13 +138,22 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
     CLS_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
     return err;
   }
-  out->append(reinterpret_cast<const char*>((*reply)->data()),
-              static_cast<unsigned>((*reply)->size()));
-  CLS_LOG(20, "skyhook scan: %s: rows scanned %lld matched %lld returned %lld, read %lld bytes, "
-          "reply %lld bytes, cpu %lld ns", object.c_str(), static_cast<long long>(stats.rows_scanned),
-          static_cast<long long>(stats.rows_matched), static_cast<long long>(stats.rows_returned),
-          static_cast<long long>(stats.bytes_read), static_cast<long long>((*reply)->size()),
-          static_cast<long long>(stats.cpu_ns));
+  const auto reply_bytes = static_cast<unsigned>((*reply)->size());
+  if (auto* whole = dynamic_cast<skyhook::ReplyBuffer*>(reply->get())) {
+    // the reply's malloc block becomes the bufferlist's: no copy
+    size_t block_bytes = 0, offset = 0;
+    char* block = reinterpret_cast<char*>(whole->Release(&block_bytes, &offset));
+    ceph::bufferptr all(ceph::buffer::claim_malloc(static_cast<unsigned>(block_bytes), block));
+    out->append(ceph::bufferptr(all, static_cast<unsigned>(offset), reply_bytes));
+  } else {
+    out->append(reinterpret_cast<const char*>((*reply)->data()), reply_bytes);
+  }
+  CLS_LOG(20, "skyhook scan: %s: rows scanned %lld matched %lld returned %lld, read %lld bytes "
+          "in %lld reads (%lld zero-copy), reply %u bytes, cpu %lld ns", object.c_str(),
+          static_cast<long long>(stats.rows_scanned), static_cast<long long>(stats.rows_matched),
+          static_cast<long long>(stats.rows_returned), static_cast<long long>(stats.bytes_read),
+          static_cast<long long>(file->read_calls()), static_cast<long long>(file->zero_copy_reads()),
+          reply_bytes, static_cast<long long>(stats.cpu_ns));
   return 0;
 }
 

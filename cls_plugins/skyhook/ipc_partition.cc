@@ -1,6 +1,7 @@
 // The Arrow IPC partition reader, with read coalescing (see ipc_layout below).
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include <arrow/io/interfaces.h>
@@ -13,16 +14,20 @@ namespace skyhook {
 
 namespace {
 
+// Arrow's IPC file reader, left to itself, reads the footer, the message and the
 // needed buffers of a batch one ReadAt at a time; each is a cls_cxx_read in the
 // OSD.  So the scan reads the footer's block list and the batch's message
 // itself (the raw flatbuffers of Arrow's File.fbs/Message.fbs, verified), and
 // prefetches the needed buffers in ranges merged across gaps of at most
-// kCoalesceGap bytes; Arrow's reads are then served from memory.  This is only
-// a plan: on anything unexpected (a type it does not know, dictionaries, a
-// failed check) it prefetches nothing and Arrow reads, and validates, as before.
+// kCoalesceGap bytes.  The batch is then decoded by
+// arrow::ipc::ReadRecordBatch(message, ..., BodyFile), which takes each buffer
+// as a zero-copy slice of a prefetched range.  This is only a plan: on anything
+// unexpected (a type it does not know, dictionaries, a failed check) it
+// prefetches nothing and Arrow's file reader reads, and validates, as before.
 namespace ipc_layout {
 
 constexpr int64_t kCoalesceGap = 64 * 1024;  // gap bytes read to save a positional read
+constexpr int64_t kTailGuess = 64 * 1024;    // bytes read at the end for trailer + footer
 
 struct Block {  // File.fbs struct Block
   int64_t offset;
@@ -89,8 +94,10 @@ std::vector<Block> FooterBlocks(const arrow::Buffer& footer) {
   return out;
 }
 
-// The body buffers listed by a record batch message (prefix + flatbuffer), or false.
-bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out) {
+// The body buffers listed by a record batch message (prefix + flatbuffer), and
+// where its flatbuffer lies in `meta`; or false.
+bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out, int64_t* fb_start,
+                    int64_t* fb_length) {
   int64_t at = 4;
   if (meta.size() < 8) return false;
   int32_t len;
@@ -111,8 +118,89 @@ bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out) {
   auto* bufs = rb->GetPointer<const flatbuffers::Vector<const BufferSpec*>*>(kRecordBatchBuffers);
   if (!bufs || !v.VerifyVector(bufs)) return false;
   for (const BufferSpec* b : *bufs) out->push_back(*b);
+  *fb_start = at;
+  *fb_length = len;
   return true;
 }
+
+// The body of one record batch message as a file of its own (positions
+// relative to the body, reads limited to it), over the partition's file: what
+// arrow::ipc::ReadRecordBatch(metadata, ..., file) reads the buffers from, one
+// ReadAt each, served as zero-copy slices of the prefetched ranges.  (Arrow's
+// file reader with included_fields instead allocates a buffer of the whole
+// body outside the call's pool and copies every needed buffer into it.)
+class BodyFile : public arrow::io::RandomAccessFile {
+ public:
+  BodyFile(std::shared_ptr<PositionalFile> file, int64_t start, int64_t length)
+      : file_(std::move(file)), start_(start), length_(length) {}
+  arrow::Status Close() override { return arrow::Status::OK(); }
+  bool closed() const override { return false; }
+  arrow::Result<int64_t> Tell() const override { return position_; }
+  arrow::Status Seek(int64_t position) override {
+    ARROW_RETURN_NOT_OK(Check(position, 0));
+    position_ = position;
+    return arrow::Status::OK();
+  }
+  arrow::Result<int64_t> GetSize() override { return length_; }
+  arrow::Result<int64_t> Read(int64_t nbytes, void* out) override {
+    ARROW_ASSIGN_OR_RAISE(int64_t n, ReadAt(position_, nbytes, true, out));
+    position_ += n;
+    return n;
+  }
+  arrow::Result<std::shared_ptr<arrow::Buffer>> Read(int64_t nbytes) override {
+    ARROW_ASSIGN_OR_RAISE(auto buf, ReadAt(position_, nbytes, true));
+    position_ += buf->size();
+    return buf;
+  }
+  arrow::Result<int64_t> ReadAt(int64_t position, int64_t nbytes, bool allow_short_read,
+                                void* out) override {
+    ARROW_ASSIGN_OR_RAISE(int64_t n, Clamp(position, nbytes, allow_short_read));
+    return file_->ReadAt(start_ + position, n, false, out);
+  }
+  arrow::Result<int64_t> ReadAt(int64_t position, int64_t nbytes, void* out) override {
+    return ReadAt(position, nbytes, true, out);
+  }
+  arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes,
+                                                       bool allow_short_read) override {
+    ARROW_ASSIGN_OR_RAISE(int64_t n, Clamp(position, nbytes, allow_short_read));
+    return file_->ReadAt(start_ + position, n, false);
+  }
+  arrow::Result<std::shared_ptr<arrow::Buffer>> ReadAt(int64_t position, int64_t nbytes) override {
+    return ReadAt(position, nbytes, true);
+  }
+  // Synchronous, as PositionalFile's: no work on the OSD's other threads.
+  arrow::Future<std::shared_ptr<arrow::Buffer>> ReadAsync(const arrow::io::IOContext&, int64_t position,
+                                                          int64_t nbytes, bool allow_short_read) override {
+    return arrow::Future<std::shared_ptr<arrow::Buffer>>::MakeFinished(ReadAt(position, nbytes, allow_short_read));
+  }
+  arrow::Future<std::shared_ptr<arrow::Buffer>> ReadAsync(const arrow::io::IOContext& ctx, int64_t position,
+                                                          int64_t nbytes) override {
+    return ReadAsync(ctx, position, nbytes, true);
+  }
+  arrow::Status WillNeed(const std::vector<arrow::io::ReadRange>&) override {
+    return arrow::Status::OK();
+  }
+
+ private:
+  arrow::Status Check(int64_t position, int64_t nbytes) const {
+    if (position < 0 || nbytes < 0 || position > length_)
+      return ErrnoStatus(EBADMSG, "buffer at " + std::to_string(position) + " outside the message body of " +
+                                      std::to_string(length_) + " bytes");
+    return arrow::Status::OK();
+  }
+  arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const {
+    ARROW_RETURN_NOT_OK(Check(position, nbytes));
+    int64_t n = std::min(nbytes, length_ - position);
+    if (n < nbytes && !allow_short_read)
+      return ErrnoStatus(EBADMSG, "buffer of " + std::to_string(nbytes) + " bytes at " +
+                                      std::to_string(position) + " past the message body of " +
+                                      std::to_string(length_) + " bytes");
+    return n;
+  }
+  std::shared_ptr<PositionalFile> file_;
+  int64_t start_, length_;
+  int64_t position_ = 0;
+};
 
 }  // namespace ipc_layout
 
@@ -127,6 +215,7 @@ class IpcPartition : public PartitionReader {
     auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
     ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
     schema = (*r)->schema();
+    num_batches_ = (*r)->num_record_batches();
     // The first buffer of each top-level field, in IPC order (empty: no plans).
     int first = 0;
     for (const auto& f : schema->fields()) {
@@ -139,19 +228,15 @@ class IpcPartition : public PartitionReader {
   }
 
   arrow::Status Select(const std::vector<int>& fields, int64_t start, int64_t stop) override {
-    auto opts = Options();
-    opts.included_fields = fields;
-    if (fields.empty()) opts.included_fields = {0};  // Arrow reads all for an empty list
-    fields_ = opts.included_fields;
-    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
-    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
-    reader_ = *r;
+    fields_ = fields;
+    if (fields_.empty()) fields_ = {0};  // Arrow reads all for an empty list
     start_ = start;
     stop_ = stop;
     return arrow::Status::OK();
   }
 
   arrow::Result<int64_t> TotalRows() override {
+    ARROW_RETURN_NOT_OK(OpenReader());
     auto r = reader_->CountRows();  // reads each batch's metadata only
     ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch metadata"));
     return *r;
@@ -159,10 +244,22 @@ class IpcPartition : public PartitionReader {
 
   arrow::Result<std::shared_ptr<arrow::RecordBatch>> Next(int64_t* first_row) override {
     // Batches are read one by one (their row counts are in their own metadata).
-    while (next_ < reader_->num_record_batches()) {
+    while (next_ < num_batches_) {
       if (stop_ >= 0 && row_ >= stop_) return nullptr;
-      ARROW_RETURN_NOT_OK(PrefetchBatch(next_));
-      auto r = reader_->ReadRecordBatch(next_++);
+      std::shared_ptr<arrow::Buffer> message;  // the batch's message flatbuffer, when planned
+      ARROW_RETURN_NOT_OK(PrefetchBatch(next_, &message));
+      arrow::Result<std::shared_ptr<arrow::RecordBatch>> r;
+      if (message) {
+        const ipc_layout::Block& b = blocks_[static_cast<size_t>(next_)];
+        ipc_layout::BodyFile body(file_, b.offset + b.meta_length, b.body_length);
+        auto opts = Options();
+        opts.included_fields = fields_;
+        r = arrow::ipc::ReadRecordBatch(*message, schema, nullptr, opts, &body);
+        ++next_;
+      } else {
+        ARROW_RETURN_NOT_OK(OpenReader());
+        r = reader_->ReadRecordBatch(next_++);
+      }
       ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "record batch " + std::to_string(next_ - 1)));
       auto batch = *r;
       *first_row = row_;
@@ -180,24 +277,43 @@ class IpcPartition : public PartitionReader {
     opts.use_threads = false;  // never spawn work in the OSD's other threads
     return opts;
   }
+  // Arrow's file reader of the selected fields, opened when first needed: for a
+  // batch without a read plan, or to count rows from metadata.
+  arrow::Status OpenReader() {
+    if (reader_) return arrow::Status::OK();
+    auto opts = Options();
+    opts.included_fields = fields_;
+    auto r = arrow::ipc::RecordBatchFileReader::Open(file_, opts);
+    ARROW_RETURN_NOT_OK(AsBadMessage(r.status(), "not a valid Arrow IPC file"));
+    reader_ = *r;
+    return arrow::Status::OK();
+  }
   // Keeps the trailer and footer (both Arrow opens read them) and notes the
   // batch blocks.  Short or odd files are left to Arrow's own checks.
   arrow::Status ReadFooter() {
     ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
     if (size < 6 + 8 + 10) return arrow::Status::OK();
-    uint8_t trailer[10];
-    ARROW_RETURN_NOT_OK(file_->ReadAt(size - 10, 10, false, trailer).status());
+    // One read for trailer and footer when the footer is within the last
+    // kTailGuess bytes (a 148-column schema takes about 20 KB), else a second.
+    // Never more than a quarter of a small object: reads stay selective.
+    const int64_t guess = std::max<int64_t>(10, std::min(size / 4, ipc_layout::kTailGuess));
+    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - guess, guess, true));
+    const uint8_t* trailer = tail->data() + guess - 10;
     int32_t footer_len;
     std::memcpy(&footer_len, trailer, 4);
     if (std::memcmp(trailer + 4, "ARROW1", 6) != 0 || footer_len <= 0 || footer_len > size - 10 - 8)
       return arrow::Status::OK();
-    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
-    blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, 0, footer_len));
+    if (footer_len + 10 > guess) {
+      ARROW_ASSIGN_OR_RAISE(tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
+    }
+    const int64_t at = tail->size() - 10 - footer_len;
+    blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, at, footer_len));
     return arrow::Status::OK();
   }
 
-  // Reads the needed buffers of batch i in coalesced ranges (see ipc_layout).
-  arrow::Status PrefetchBatch(int i) {
+  // Reads the needed buffers of batch i in coalesced ranges (see ipc_layout);
+  // `message`: its message flatbuffer, or null when there is no plan.
+  arrow::Status PrefetchBatch(int i, std::shared_ptr<arrow::Buffer>* message) {
     file_->ForgetPrefetched();
     if (i >= static_cast<int>(blocks_.size()) || field_buffers_.empty()) return arrow::Status::OK();
     const ipc_layout::Block& b = blocks_[static_cast<size_t>(i)];
@@ -207,7 +323,8 @@ class IpcPartition : public PartitionReader {
       return arrow::Status::OK();
     ARROW_ASSIGN_OR_RAISE(auto meta, file_->Prefetch(b.offset, b.meta_length, false));
     std::vector<ipc_layout::BufferSpec> buffers;
-    if (!ipc_layout::MessageBuffers(*meta, &buffers)) return arrow::Status::OK();
+    int64_t fb_start = 0, fb_length = 0;
+    if (!ipc_layout::MessageBuffers(*meta, &buffers, &fb_start, &fb_length)) return arrow::Status::OK();
     const int64_t body = b.offset + b.meta_length;
     std::vector<std::pair<int64_t, int64_t>> ranges;  // [start, end) in the object
     for (int f : fields_) {
@@ -231,6 +348,7 @@ class IpcPartition : public PartitionReader {
       ARROW_RETURN_NOT_OK(file_->Prefetch(start, end - start, false).status());
       g = h;
     }
+    *message = arrow::SliceBuffer(meta, fb_start, fb_length);
     return arrow::Status::OK();
   }
 
@@ -240,7 +358,7 @@ class IpcPartition : public PartitionReader {
   std::vector<ipc_layout::Block> blocks_;            // from the footer; empty: no plans
   std::vector<std::pair<int, int>> field_buffers_;   // per top-level field: first buffer, count
   std::vector<int> fields_;                          // the included fields
-  int next_ = 0;
+  int next_ = 0, num_batches_ = 0;
   int64_t row_ = 0, start_ = 0, stop_ = -1;
 };
 

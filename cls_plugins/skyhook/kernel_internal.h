@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <arrow/array.h>
 #include <arrow/buffer.h>
 #include <arrow/memory_pool.h>
 #include <arrow/result.h>
@@ -125,6 +126,10 @@ struct Value {
   std::shared_ptr<arrow::Buffer> offsets;  // int64[n_events + 1], starting at 0
   std::shared_ptr<arrow::Buffer> data;     // `length` elements of t.type
   std::shared_ptr<arrow::Buffer> valid;    // uint8[length]; null pointer: all valid
+  // A column of the partition as read: its Arrow array, which the reply passes
+  // through as it is (ToArrow).  Only this is set when no operator reads the
+  // column's elements (ColumnValue with values_needed false).
+  std::shared_ptr<arrow::Array> arrow;
 
   const int64_t* offs() const { return reinterpret_cast<const int64_t*>(offsets->data()); }
   template <typename T>

@@ -83,9 +83,30 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t pos
   for (const Region& r : held_)  // a zero-copy slice of a prefetched range
     if (n > 0 && position >= r.start && position + n <= r.start + r.data->size())
       return arrow::SliceBuffer(r.data, position - r.start, n);
-  ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateResizableBuffer(n, pool_));
-  ARROW_ASSIGN_OR_RAISE(int64_t got, ReadAt(position, n, allow_short_read, buf->mutable_data()));
-  ARROW_RETURN_NOT_OK(buf->Resize(got, false));
+  if (n == 0) {
+    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::AllocateBuffer(0, pool_));
+    return std::shared_ptr<arrow::Buffer>(std::move(empty));
+  }
+  bool pooled = true;
+  ARROW_ASSIGN_OR_RAISE(auto buf, DoReadBuffer(position, n, pool_, &pooled));
+  ++read_calls_;
+  bytes_read_ += n;
+  if (!pooled) {
+    unpooled_bytes_ += n;
+    if (unpooled_bytes_ > unpooled_cap_)
+      return ErrnoStatus(ENOMEM, "reads of " + std::to_string(unpooled_bytes_) +
+                                     " bytes exceed the call's memory budget");
+  }
+  return buf;
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::DoReadBuffer(int64_t position,
+                                                                           int64_t nbytes,
+                                                                           arrow::MemoryPool* pool,
+                                                                           bool* pooled) {
+  *pooled = true;
+  ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(nbytes, pool));
+  ARROW_RETURN_NOT_OK(DoReadAt(position, nbytes, buf->mutable_data()));
   return std::shared_ptr<arrow::Buffer>(std::move(buf));
 }
 

@@ -9,10 +9,12 @@
 // Order of work, so that a bad request costs nothing: the request is checked
 // whole before the object's size, its footer/schema before any buffer, and
 // only then the buffers of the referenced columns, batch by batch.  Each
-// record batch is ValidateFull'ed before use.  RunScan is the catch-all.
+// record batch is checked by ValidateBatch (ValidateFull's checks) before use.
+// RunScan is the catch-all.
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -45,9 +47,24 @@ struct EvalState {
   std::vector<bool> done;
 };
 
+// The nodes whose elements some operator, the cut or an aggregation reads.  A
+// column outside it is only an output: its Arrow array goes to the reply as it is.
+std::vector<bool> ElementNodes(const Plan& plan) {
+  std::vector<bool> read(plan.nodes.size(), false);
+  for (size_t i = 0; i < plan.nodes.size(); ++i)
+    if (plan.needed[i])
+      for (uint32_t a : plan.nodes[i].args) read[a] = true;
+  if (plan.filter >= 0) read[static_cast<size_t>(plan.filter)] = true;
+  for (const AggSpec& g : plan.aggregations)
+    for (int32_t x : {g.x, g.y, g.weight})
+      if (x >= 0) read[static_cast<size_t>(x)] = true;
+  return read;
+}
+
 // Evaluates the nodes marked in `which` (and not done yet) over the rows of `batch`.
 arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
-                            const std::vector<bool>& which, EvalState* st, CallContext* ctx) {
+                            const std::vector<bool>& which, const std::vector<bool>& elements,
+                            EvalState* st, CallContext* ctx) {
   for (size_t i = 0; i < plan.nodes.size(); ++i) {
     if (!which[i] || st->done[i]) continue;
     const Node& n = plan.nodes[i];
@@ -55,11 +72,12 @@ arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
       const ColumnRef& c = plan.columns[n.column];
       auto arr = batch.GetColumnByName(c.name);
       if (!arr) return ErrnoStatus(EBADMSG, "column '" + c.name + "' missing from a batch");
-      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(*arr, c, ctx));
+      ARROW_ASSIGN_OR_RAISE(st->values[i], ColumnValue(arr, c, elements[i], ctx));
     } else {
       ARROW_RETURN_NOT_OK(ctx->CheckDeadline());
       ARROW_ASSIGN_OR_RAISE(st->values[i], EvaluateNode(plan, static_cast<uint32_t>(i), st->values,
                                                         batch.num_rows(), ctx));
+      st->values[i].arrow.reset();  // computed: never a column passed through
     }
     st->done[i] = true;
   }
@@ -133,17 +151,79 @@ std::shared_ptr<arrow::Schema> OutputSchema(const Plan& plan) {
   return arrow::schema(out_fields);
 }
 
+// The reply's IPC stream as the list of pieces the IPC writer wrote: body
+// buffers are kept by reference (zero copy: for a column passed through, a
+// slice of the buffer read from the object), small writes (message metadata,
+// padding) are copied into chunks.  EncodeReply copies the pieces once, into
+// the ScanReply.  Buffers kept come from the call's pool and live as long as this.
+class GatherStream : public arrow::io::OutputStream {
+ public:
+  explicit GatherStream(arrow::MemoryPool* pool) : pool_(pool) {}
+  arrow::Status Write(const void* data, int64_t nbytes) override {
+    if (nbytes <= 0) return arrow::Status::OK();
+    if (chunk_ == nullptr || chunk_used_ + nbytes > chunk_->size()) {
+      ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(std::max<int64_t>(nbytes, kChunk), pool_));
+      chunk_ = std::shared_ptr<arrow::Buffer>(std::move(buf));
+      chunk_used_ = 0;
+    }
+    std::memcpy(chunk_->mutable_data() + chunk_used_, data, static_cast<size_t>(nbytes));
+    Append(arrow::SliceBuffer(chunk_, chunk_used_, nbytes));
+    chunk_used_ += nbytes;
+    return arrow::Status::OK();
+  }
+  arrow::Status Write(const std::shared_ptr<arrow::Buffer>& data) override {
+    if (data->size() > 0) {
+      if (!data->is_cpu()) return Write(data->data(), data->size());
+      Append(data);
+    }
+    return arrow::Status::OK();
+  }
+  arrow::Status Close() override { closed_ = true; return arrow::Status::OK(); }
+  bool closed() const override { return closed_; }
+  arrow::Result<int64_t> Tell() const override { return size_; }
+  int64_t size() const { return size_; }
+  // Copies the stream to `out` (size() bytes).
+  void CopyTo(uint8_t* out) const {
+    for (const auto& p : pieces_) {
+      std::memcpy(out, p->data(), static_cast<size_t>(p->size()));
+      out += p->size();
+    }
+  }
+
+ private:
+  static constexpr int64_t kChunk = 4096;
+  void Append(std::shared_ptr<arrow::Buffer> b) {
+    size_ += b->size();
+    // adjacent slices of one chunk merge into one piece
+    if (!pieces_.empty()) {
+      auto& last = pieces_.back();
+      const auto& parent = last->parent();
+      if (parent && b->parent() == parent && last->data() + last->size() == b->data()) {
+        last = arrow::SliceBuffer(parent, last->data() - parent->data(), last->size() + b->size());
+        return;
+      }
+    }
+    pieces_.push_back(std::move(b));
+  }
+  arrow::MemoryPool* pool_;
+  std::vector<std::shared_ptr<arrow::Buffer>> pieces_;
+  std::shared_ptr<arrow::Buffer> chunk_;
+  int64_t chunk_used_ = 0;
+  int64_t size_ = 0;
+  bool closed_ = false;
+};
+
 // The Arrow IPC stream of the reply, in the call's pool, compressed as asked.
 struct ReplyWriter {
   std::shared_ptr<arrow::Schema> schema;
-  std::shared_ptr<arrow::io::BufferOutputStream> sink;
+  std::shared_ptr<GatherStream> sink;
   std::shared_ptr<arrow::ipc::RecordBatchWriter> writer;
 };
 
 arrow::Result<ReplyWriter> MakeReplyWriter(const Plan& plan, CallContext* ctx) {
   ReplyWriter w;
   w.schema = OutputSchema(plan);
-  ARROW_ASSIGN_OR_RAISE(w.sink, arrow::io::BufferOutputStream::Create(4096, ctx->pool()));
+  w.sink = std::make_shared<GatherStream>(ctx->pool());
   auto wopts = arrow::ipc::IpcWriteOptions::Defaults();
   wopts.memory_pool = ctx->pool();
   wopts.use_threads = false;
@@ -171,24 +251,47 @@ std::vector<bool> FilterNodes(const Plan& plan) {
 
 // The rows of `batch` that pass the cut (a null cut drops the event).
 arrow::Result<std::vector<int64_t>> FilterRows(const Plan& plan, const arrow::RecordBatch& batch,
-                                               const std::vector<bool>& for_filter, EvalState* all,
+                                               const std::vector<bool>& for_filter,
+                                               const std::vector<bool>& elements, EvalState* all,
                                                CallContext* ctx) {
   std::vector<int64_t> sel;
   if (plan.filter >= 0) {
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, all, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, batch, for_filter, elements, all, ctx));
     const Value& f = all->values[plan.filter];
-    for (int64_t e = 0; e < batch.num_rows(); ++e) {
-      bool keep = f.scalar ? f.ival != 0
-                           : f.values<uint8_t>()[e] && (!f.valid || f.valid->data()[e]);
-      if (keep) sel.push_back(e);
+    const int64_t n = batch.num_rows();
+    if (f.scalar) {
+      if (f.ival != 0) sel.resize(static_cast<size_t>(n));
+      for (int64_t e = 0; e < static_cast<int64_t>(sel.size()); ++e) sel[static_cast<size_t>(e)] = e;
+      return sel;
     }
+    // branch-free: write every row, advance past the kept ones (into memory not zeroed first)
+    std::unique_ptr<int64_t[]> rows(new int64_t[static_cast<size_t>(n) + 1]);
+    const uint8_t* keep = f.values<uint8_t>();
+    const uint8_t* valid = f.valid ? f.valid->data() : nullptr;
+    int64_t k = 0;
+    if (valid) {
+      for (int64_t e = 0; e < n; ++e) {
+        rows[static_cast<size_t>(k)] = e;
+        k += (keep[e] != 0) & (valid[e] != 0);
+      }
+    } else {
+      for (int64_t e = 0; e < n; ++e) {
+        rows[static_cast<size_t>(k)] = e;
+        k += keep[e] != 0;
+      }
+    }
+    sel.assign(rows.get(), rows.get() + k);
   } else {
     for (int64_t e = 0; e < batch.num_rows(); ++e) sel.push_back(e);
   }
   return sel;
 }
 
-// The selected rows as their own batch (a slice when contiguous, else a Take).
+// The selected rows as their own batch: a zero-copy slice when they are
+// contiguous (all rows, a row range), else Arrow's Take kernel (vectorised; for
+// lists it gathers offsets and elements).  Take rather than Filter: the row
+// indices exist already (FilterRows), and Filter with a mask built from them
+// counted 4 % (1 % selected) and 13 % (10 %) more instructions per scan.
 arrow::Result<std::shared_ptr<arrow::RecordBatch>> PickRows(
     const std::shared_ptr<arrow::RecordBatch>& batch, const std::vector<int64_t>& sel,
     CallContext* ctx) {
@@ -207,12 +310,12 @@ arrow::Result<std::shared_ptr<arrow::RecordBatch>> PickRows(
 }
 
 // The outputs of `n_sel` evaluated rows as one record batch of the reply; EMSGSIZE past the cap.
-arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
-                           const std::vector<int64_t>& identity, ReplyWriter* w, CallContext* ctx) {
+arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel, ReplyWriter* w,
+                           CallContext* ctx) {
   if (plan.outputs.empty()) return arrow::Status::OK();
   arrow::ArrayVector cols;
   for (size_t o = 0; o < plan.outputs.size(); ++o) {
-    ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st.values[plan.outputs[o].second], identity,
+    ARROW_ASSIGN_OR_RAISE(auto arr, ToArrow(st.values[plan.outputs[o].second], n_sel,
                                             w->schema->field(static_cast<int>(o))->type(), ctx));
     cols.push_back(std::move(arr));
   }
@@ -229,6 +332,7 @@ arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
 arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter* w,
                           std::vector<AggState>* aggs, ScanStats* stats, CallContext* ctx) {
   const std::vector<bool> for_filter = FilterNodes(plan);
+  const std::vector<bool> elements = ElementNodes(plan);
   int64_t remaining = plan.limit;  // -1: no limit
   bool evaluated = false;          // have outputs and aggregations been evaluated on any rows?
   while (true) {
@@ -245,7 +349,7 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     int64_t first_row = 0;
     ARROW_ASSIGN_OR_RAISE(auto batch, reader->Next(&first_row));
     if (!batch) break;
-    ARROW_RETURN_NOT_OK(AsBadMessage(batch->ValidateFull(), "record batch at row " +
+    ARROW_RETURN_NOT_OK(AsBadMessage(ValidateBatch(*batch), "record batch at row " +
                                                                 std::to_string(first_row)));
     // Cut to [row_start, row_stop).
     int64_t lo = std::max<int64_t>(0, plan.row_start - first_row);
@@ -256,7 +360,7 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     stats->rows_scanned += batch->num_rows();
 
     EvalState all(plan.nodes.size());
-    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, &all, ctx));
+    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, elements, &all, ctx));
     stats->rows_matched += static_cast<int64_t>(sel.size());
     if (remaining >= 0 && static_cast<int64_t>(sel.size()) > remaining) sel.resize(static_cast<size_t>(remaining));
     if (remaining >= 0) remaining -= static_cast<int64_t>(sel.size());
@@ -272,11 +376,11 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
       st = &picked;
       ARROW_ASSIGN_OR_RAISE(rows, PickRows(batch, sel, ctx));
     }
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, st, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, elements, st, ctx));
     evaluated = true;
-    std::vector<int64_t> identity(static_cast<size_t>(n_sel));
-    for (int64_t e = 0; e < n_sel; ++e) identity[static_cast<size_t>(e)] = e;
-    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, identity, w, ctx));
+    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, w, ctx));
+    std::vector<int64_t> identity(aggs->empty() ? 0 : static_cast<size_t>(n_sel));
+    for (size_t e = 0; e < identity.size(); ++e) identity[e] = static_cast<int64_t>(e);
     for (size_t a = 0; a < aggs->size(); ++a)
       ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
                                           &(*aggs)[a], ctx));
@@ -287,17 +391,33 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     // evaluate once over no rows and drop the values.
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader->schema, ctx->pool()));
     EvalState none(plan.nodes.size());
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, &none, ctx));
+    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, elements, &none, ctx));
   }
   return arrow::Status::OK();
 }
 
-// The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the cap.
-arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const arrow::Buffer& ipc,
+// flatbuffers' memory from malloc, so that the finished reply can be handed
+// over whole (ReplyBuffer::Release) instead of copied.
+class MallocAllocator : public flatbuffers::Allocator {
+ public:
+  uint8_t* allocate(size_t size) override {
+    void* p = std::malloc(size);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<uint8_t*>(p);
+  }
+  void deallocate(uint8_t* p, size_t) override { std::free(p); }
+};
+
+// The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the
+// cap.  The stream's pieces are copied once, into the reply's vector.
+arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const GatherStream& ipc,
                                                           const std::vector<AggState>& aggs,
                                                           ScanStats* stats, int64_t cpu_start) {
-  flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024);
-  auto stream = fbb.CreateVector(ipc.data(), static_cast<size_t>(ipc.size()));
+  MallocAllocator alloc;
+  flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024 + 64 * aggs.size(), &alloc);
+  uint8_t* stream_bytes = nullptr;
+  auto stream = fbb.CreateUninitializedVector(static_cast<size_t>(ipc.size()), &stream_bytes);
+  ipc.CopyTo(stream_bytes);  // now: later calls may move the builder's memory
   auto aggregates = EncodeAggregates(fbb, plan, aggs);
   stats->cpu_ns = ThreadCpuNs() - cpu_start;
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
@@ -307,9 +427,9 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, cons
   if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
                                      std::to_string(plan.reply_cap));
-  ARROW_ASSIGN_OR_RAISE(auto out, arrow::AllocateBuffer(fbb.GetSize()));
-  std::memcpy(out->mutable_data(), fbb.GetBufferPointer(), fbb.GetSize());
-  return std::shared_ptr<arrow::Buffer>(std::move(out));
+  size_t block_bytes = 0, offset = 0;
+  uint8_t* block = fbb.ReleaseRaw(block_bytes, offset);
+  return std::make_shared<ReplyBuffer>(block, block_bytes, offset);
 }
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
@@ -324,10 +444,15 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
                   limits.max_cpu_ns);
   object->set_pool(ctx.pool());
+  object->set_unpooled_cap(limits.memory_per_object_byte * object_size + limits.memory_base);
   // The object outlives this call; what it holds must not outlive the pool.
   struct Release {
     PositionalFile* file;
-    ~Release() { file->ForgetPrefetched(/*all=*/true); file->set_pool(arrow::default_memory_pool()); }
+    ~Release() {
+      file->ForgetPrefetched(/*all=*/true);
+      file->set_pool(arrow::default_memory_pool());
+      file->set_unpooled_cap(INT64_MAX);
+    }
   } release{object.get()};
 
   ARROW_ASSIGN_OR_RAISE(std::unique_ptr<PartitionReader> reader, OpenPartition(object, object_size, &ctx));
@@ -339,11 +464,10 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   std::vector<AggState> aggs = NewAggregates(plan);
   ARROW_RETURN_NOT_OK(ScanBatches(plan, reader.get(), &w, &aggs, stats, &ctx));
   ARROW_RETURN_NOT_OK(w.writer->Close());
-  ARROW_ASSIGN_OR_RAISE(auto ipc, w.sink->Finish());
-  if (ipc->size() > plan.reply_cap)
+  if (w.sink->size() > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
   stats->bytes_read = object->bytes_read();
-  return EncodeReply(plan, *ipc, aggs, stats, cpu_start);
+  return EncodeReply(plan, *w.sink, aggs, stats, cpu_start);
 }
 
 }  // namespace

@@ -12,7 +12,9 @@
 // in a catch-all.
 #pragma once
 
+#include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +69,8 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t bytes_read() const { return bytes_read_; }
   int64_t read_calls() const { return read_calls_; }
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
+  // The most bytes DoReadBuffer may hand out outside the pool (ENOMEM past it).
+  void set_unpooled_cap(int64_t bytes) { unpooled_cap_ = bytes; }
   // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
   // later reads; `keep`: it survives ForgetPrefetched.
   arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
@@ -101,6 +105,12 @@ class PositionalFile : public arrow::io::RandomAccessFile {
  protected:
   // Reads exactly `nbytes` (already within the size) at `position` into `out`.
   virtual arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) = 0;
+  // The same as a buffer.  By default a buffer of `pool` filled by DoReadAt; the
+  // OSD side instead hands out the memory cls_cxx_read returned (zero copy), and
+  // says so with *pooled = false.
+  virtual arrow::Result<std::shared_ptr<arrow::Buffer>> DoReadBuffer(int64_t position, int64_t nbytes,
+                                                                     arrow::MemoryPool* pool,
+                                                                     bool* pooled);
 
  private:
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
@@ -116,11 +126,40 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t position_ = 0;
   int64_t bytes_read_ = 0;
   int64_t read_calls_ = 0;
+  int64_t unpooled_bytes_ = 0;
+  int64_t unpooled_cap_ = INT64_MAX;
   bool closed_ = false;
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
 };
 
-// Runs one `scan` call: request bytes in, ScanReply bytes out.  The object is
+// The ScanReply bytes: [offset, block_bytes) of a block from malloc, which the
+// OSD side takes over whole (ceph::buffer::claim_malloc) instead of copying.
+class ReplyBuffer : public arrow::Buffer {
+ public:
+  ReplyBuffer(uint8_t* block, size_t block_bytes, size_t offset)
+      : arrow::Buffer(block + offset, static_cast<int64_t>(block_bytes - offset)),
+        block_(block), block_bytes_(block_bytes), offset_(offset) {}
+  ~ReplyBuffer() override { std::free(block_); }
+  ReplyBuffer(const ReplyBuffer&) = delete;
+  ReplyBuffer& operator=(const ReplyBuffer&) = delete;
+  // The block (to be freed with free()), its size and where the reply starts
+  // in it; this buffer is then empty.
+  uint8_t* Release(size_t* block_bytes, size_t* offset) {
+    uint8_t* b = block_;
+    *block_bytes = block_bytes_;
+    *offset = offset_;
+    block_ = nullptr;
+    data_ = nullptr;
+    size_ = capacity_ = 0;
+    return b;
+  }
+
+ private:
+  uint8_t* block_;
+  size_t block_bytes_, offset_;
+};
+
+// Runs one `scan` call: request bytes in, ScanReply bytes out (a ReplyBuffer).  The object is
 // shared because Arrow's readers may keep it (shared_from_this).
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
                                                       const std::shared_ptr<PositionalFile>& object,

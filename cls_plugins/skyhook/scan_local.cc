@@ -1,5 +1,5 @@
 // skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
-//                    [--max-object-bytes N] [--repeat N]
+//                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE]
 // skyhook_scan_local --list-ops
 //
 // Runs the object class's scan kernel on a local file, exactly as the OSD
@@ -10,13 +10,21 @@
 // --repeat N (for profiling and benchmarks): runs the same scan N times in this
 // process and prints one line to stderr: the median and minimum wall time of a
 // run, the positional reads (pread, i.e. cls_cxx_read in the OSD) and bytes of
-// one run.
+// one run, and the median CPU time of a run (cpu_median_ms: what compares with an
+// OSD's CPU time on a loaded machine, where wall time includes waiting for a core).
+//
+// --memcpy-sizes FILE (with --repeat): FILE holds byte counts, one per line (the
+// buffers a query references, as bench_scan.py computes them); after each scan the
+// runner copies that many bytes from as many separate source buffers into one
+// destination, timed, and prints the median and minimum of those copies too, so
+// that scan and memcpy are measured in the same run under the same load.
 //
 // --list-ops: prints the kernel's operator table (op_table.h), one line per
 // operator in enum order, "<value>\t<Name>\t<arity>\t<kind>", and exits 0; the
 // Python tests compare it with skyhook_py's operator table.
 
 #include <fcntl.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,6 +86,7 @@ int main(int argc, char** argv) {
                         "[--max-cpu-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
   skyhook::Limits limits;
   int repeat = 0;
+  std::string memcpy_sizes;
   for (int i = 4; i + 1 < argc; i += 2) {
     std::string opt = argv[i];
     long long v = std::atoll(argv[i + 1]);
@@ -85,6 +94,7 @@ int main(int argc, char** argv) {
     else if (opt == "--max-memory-bytes") { limits.memory_base = v; limits.memory_per_object_byte = 0; }
     else if (opt == "--max-object-bytes") limits.max_object_bytes = v;
     else if (opt == "--repeat") repeat = static_cast<int>(std::max(1LL, v));
+    else if (opt == "--memcpy-sizes") memcpy_sizes = argv[i + 1];
     else return Fail(EINVAL, "unknown option " + opt);
   }
   std::ifstream rf(argv[1], std::ios::binary);
@@ -95,25 +105,65 @@ int main(int argc, char** argv) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return Fail(EIO, "fstat failed");
   if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
-  std::vector<double> ms;
+  // the memcpy reference: separate source buffers (as the buffers of a batch are), one destination
+  std::vector<std::vector<uint8_t>> sources;
+  std::vector<uint8_t> dest;
+  if (!memcpy_sizes.empty()) {
+    std::ifstream mf(memcpy_sizes);
+    if (!mf) return Fail(ENOENT, "cannot read " + memcpy_sizes);
+    size_t total = 0;
+    for (long long n; mf >> n;) {
+      sources.emplace_back(static_cast<size_t>(std::max(0LL, n)), uint8_t{1});
+      total += sources.back().size();
+    }
+    dest.assign(total, 0);
+  }
+  std::vector<double> ms, cpu_ms, copy_ms;
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return static_cast<double>(ts.tv_sec) * 1e3 + static_cast<double>(ts.tv_nsec) / 1e6;
+  };
+  auto copy_once = [&]() {
+    auto t0 = std::chrono::steady_clock::now();
+    uint8_t* o = dest.data();
+    for (const auto& s : sources) {
+      std::memcpy(o, s.data(), s.size());
+      o += s.size();
+    }
+    asm volatile("" : : "r"(dest.data()) : "memory");  // the copy is used
+    copy_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  };
   for (int run = 1; run < repeat; ++run) {  // the last run is the one that answers
     auto object = std::make_shared<LocalObject>(fd, st.st_size);
     skyhook::ScanStats stats;
+    const double c0 = cpu_now();
     auto t0 = std::chrono::steady_clock::now();
     auto reply = skyhook::RunScan(request.data(), request.size(), object, limits, &stats);
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    cpu_ms.push_back(cpu_now() - c0);
+    if (!sources.empty()) copy_once();
   }
   auto object = std::make_shared<LocalObject>(fd, st.st_size);
   skyhook::ScanStats stats;
+  const double c0 = cpu_now();
   auto t0 = std::chrono::steady_clock::now();
   auto reply = skyhook::RunScan(request.data(), request.size(), object, limits, &stats);
   ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  cpu_ms.push_back(cpu_now() - c0);
   close(fd);
   if (repeat > 0) {
     std::sort(ms.begin(), ms.end());
     std::fprintf(stderr, "runs %zu median_ms %.3f min_ms %.3f reads %lld bytes_read %lld of %lld\n",
                  ms.size(), ms[ms.size() / 2], ms.front(), static_cast<long long>(object->read_calls()),
                  static_cast<long long>(stats.bytes_read), static_cast<long long>(stats.object_bytes));
+    std::sort(cpu_ms.begin(), cpu_ms.end());
+    std::fprintf(stderr, "cpu_median_ms %.3f\n", cpu_ms[cpu_ms.size() / 2]);
+    if (!copy_ms.empty()) {
+      std::sort(copy_ms.begin(), copy_ms.end());
+      std::fprintf(stderr, "memcpy runs %zu median_ms %.3f min_ms %.3f bytes %zu\n", copy_ms.size(),
+                   copy_ms[copy_ms.size() / 2], copy_ms.front(), dest.size());
+    }
   }
   if (!reply.ok()) return Fail(-skyhook::StatusToErrno(reply.status()), reply.status().message());
   std::ofstream out(argv[3], std::ios::binary);
