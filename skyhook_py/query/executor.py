@@ -243,7 +243,7 @@ class Executor:
         try:
             data = self.store.read(task.object)
             needed = query.columns()
-            table = decode_partition(data)
+            table = decode_partition(data, task.object)
             table = table.select([c for c in table.column_names if c in needed])
             result = reference.scan_table(
                 table, query.outputs, query.where, task.row_start, task.row_stop,
@@ -289,14 +289,29 @@ class _LRU:
                 self._d.popitem(last=False)
 
 
-def decode_partition(data: bytes) -> pa.Table:
-    """A partition object (Arrow IPC file or Parquet) as a table."""
-    buf = pa.py_buffer(data)
-    if data[:4] == b"PAR1":
-        import pyarrow.parquet as pq
+def decode_partition(data: bytes, obj: str = "") -> pa.Table:
+    """A partition object (Arrow IPC file or Parquet) as a table, fully validated.
 
-        return pq.read_table(pa.BufferReader(buf))
+    ``read_all`` only checks the metadata: a corrupt list offset or string offset is
+    found by ``validate(full=True)`` (Arrow's ``ValidateFull``, as the object class
+    does), before any kernel touches the buffers (a bad offset crashed libarrow).
+    Whatever is wrong is EBADMSG, the errno the OSD path gives for the same bytes.
+    """
+    buf = pa.py_buffer(data)
     try:
-        return pa.ipc.open_file(buf).read_all()
-    except pa.ArrowInvalid as e:
-        raise ObjectClassError(E.EBADMSG, "", f"partition is not valid Arrow data: {e}") from e
+        if data[:4] == b"PAR1":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(pa.BufferReader(buf))
+        else:
+            reader = pa.ipc.open_file(buf)
+            batches = []
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                batch.validate(full=True)
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        table.validate(full=True)
+        return table
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ObjectClassError(E.EBADMSG, obj, f"partition {obj!r}: {class_errno_message(E.EBADMSG)}: {e}") from e
