@@ -26,7 +26,8 @@ import warnings
 import pyarrow as pa
 
 from .. import defaults
-from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
+from ..errors import (ClusterError, ConcurrentUpdateError, DatasetExistsError, InputFileError, SkyhookError,
+                      UnknownDatasetError)
 from ..progress import Progress
 from ..storage import manifest as mf
 from ..storage.manifest import Manifest, Partition, Source
@@ -277,13 +278,54 @@ def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None, 
 
 
 def _commit(store, writer: _Writer, m: Manifest, expected_version):
+    """Commit ``m``; discard the writer's partitions only when the commit definitely
+    did not happen.
+
+    ``mf.commit`` replaces the manifest (one guarded, atomic operation) and then
+    updates the index.  Only a lost race (EEXIST / ECANCELED: the guard refused, nothing
+    was applied) is definite.  Any other failure is ambiguous: a timed-out replace may
+    have been applied by the OSD, and a failed index update comes after the manifest is
+    already current.  Then the manifest is read again: if it is ours the operation
+    succeeded (the index update is retried); if it cannot be told, the partitions are
+    left for ``gc`` and the error says so.  Discarding there deleted committed data.
+    """
     _fault("before-commit")
     try:
         mf.commit(store, m, expected_version)
-    except BaseException:
-        writer.discard()   # the loser's partitions are garbage
+    except (DatasetExistsError, ConcurrentUpdateError):
+        writer.discard()   # definite: the loser's partitions are garbage
+        raise
+    except BaseException as e:
+        committed = _is_committed(store, m)
+        if committed is True:
+            try:
+                mf.update_index(store, m.dataset, m.version)
+            except Exception as e2:  # noqa: BLE001 - the data is committed; say what lags
+                warnings.warn(f"dataset {m.dataset!r} was committed as version {m.version}, but "
+                              f"the dataset index could not be updated ({e2}); the dataset may "
+                              f"be missing from listings until its next commit", stacklevel=3)
+            _fault("after-commit")
+            return
+        if isinstance(e, Exception):
+            raise ClusterError(
+                f"the outcome of committing dataset {m.dataset!r} version {m.version} is "
+                f"unknown ({type(e).__name__}: {e}; the manifest "
+                f"{'could not be read again' if committed is None else 'is not ours now'}); its partitions were kept (if the "
+                f"commit did not happen, `gc` removes them)") from e
         raise
     _fault("after-commit")
+
+
+def _is_committed(store, m: Manifest):
+    """True if ``m`` is the dataset's current manifest, False if another one is (or
+    none), None if the manifest cannot be read."""
+    try:
+        cur = mf.load_manifest(store, m.dataset)
+    except UnknownDatasetError:
+        return False
+    except Exception:  # noqa: BLE001 - unknown, the caller keeps the data
+        return None
+    return cur.version == m.version and [p.object for p in cur.partitions] == [p.object for p in m.partitions]
 
 
 def _write_sources(store, dataset, schema, sources, first_index, encoding, target_bytes,
