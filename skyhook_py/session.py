@@ -89,17 +89,20 @@ class Session:
 
         return transcode.delete(self.store, dataset)
 
-    def manifest(self, dataset):
+    def manifest(self, dataset, deadline: float | None = None):
+        """The dataset's current manifest; ``deadline`` is a time.monotonic() value."""
         from .storage.manifest import load_manifest
 
-        return load_manifest(self.store, dataset)
+        return load_manifest(self.store, dataset, deadline=deadline)
 
     # -- queries ----------------------------------------------------------------------
     def build_query(self, dataset_or_manifest, columns=None, where=None, expressions=None,
-                    event_range=None, limit=None, aggregations=(), language="cut") -> tuple:
+                    event_range=None, limit=None, aggregations=(), language="cut",
+                    deadline: float | None = None) -> tuple:
         """Compile and check a query; returns (manifest, ir.Query). Raises before any I/O
-        on partitions when the query is invalid."""
-        m = (self.manifest(dataset_or_manifest) if isinstance(dataset_or_manifest, str)
+        on partitions when the query is invalid.  ``deadline`` (time.monotonic()) bounds
+        the manifest read."""
+        m = (self.manifest(dataset_or_manifest, deadline=deadline) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
         query = compile_query(m.column_types(), language=language, where=where, columns=columns,
                               expressions=expressions, event_range=event_range, limit=limit,
@@ -120,8 +123,11 @@ class Session:
                         pushdown=pushdown, language=language, columns=[]).aggregates
 
     def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, **query_args) -> QueryResult:
-        m, query = self.build_query(dataset, **query_args)
-        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
+        """``deadline``: seconds for the whole query, the manifest read included."""
+        abs_deadline = None if deadline is None else time.monotonic() + deadline
+        m, query = self.build_query(dataset, deadline=abs_deadline, **query_args)
+        remaining = None if abs_deadline is None else abs_deadline - time.monotonic()
+        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=remaining,
                                          fail_fast=fail_fast), query, m)
 
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,

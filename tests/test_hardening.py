@@ -196,3 +196,135 @@ def test_lost_race_still_discards(session, store, shared_data, monkeypatch):
     monkeypatch.undo()
     left = set(operations._dataset_partitions(store, "c_race")) - {p.object for p in old.partitions}
     assert not left
+
+
+# -- items 8 and 9: deadlines hold with a stopped OSD; abandoned calls are safe ------------
+
+import contextlib  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+DEADLINE = 3.0
+
+
+@contextlib.contextmanager
+def _stopped_osd(ceph_cluster, osd: int):
+    """osd.<osd> SIGSTOPped (a hung OSD: no error, no answer) for the block."""
+    ceph_cluster.kill_osd(osd, signal.SIGSTOP)
+    try:
+        yield osd
+    finally:
+        ceph_cluster.start_osd(osd)
+
+
+@pytest.fixture(scope="module")
+def slow_dataset(session, shared_data):
+    session.ingest([shared_data / "uproot-HZZ.root"], "dl", tree="events", partition_events=100)
+    return "dl"
+
+
+def _manifest_osd(store, dataset):
+    from skyhook_py.storage.manifest import manifest_object
+
+    osd = store.osd_for(manifest_object(dataset))
+    assert osd is not None
+    return osd
+
+
+def _partition_only_osd(store, session, dataset):
+    """An OSD that is primary of some partitions of ``dataset`` but not of its manifest."""
+    m_osd = _manifest_osd(store, dataset)
+    for p in session.manifest(dataset).partitions:
+        osd = store.osd_for(p.object)
+        if osd is not None and osd != m_osd:
+            return osd
+    pytest.fail("every partition shares the manifest's primary OSD")
+
+
+def test_session_deadline_covers_the_manifest_read(session, store, slow_dataset, ceph_cluster):
+    from skyhook_py.errors import DeadlineExceeded
+
+    with _stopped_osd(ceph_cluster, _manifest_osd(store, slow_dataset)):
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            session.run(slow_dataset, columns=["Muon_Px"], deadline=DEADLINE, pushdown="on")
+        took = time.monotonic() - t0
+    assert took <= DEADLINE + 1, took
+
+
+def test_client_deadline_covers_the_manifest_read(store, slow_dataset, ceph_cluster, pool):
+    from skyhook_py.errors import DeadlineExceeded
+    from skyhook_py.service.client import Client
+    from skyhook_py.service.coordinator import Coordinator
+    from skyhook_py.service.server import open_session, start_server
+
+    s = open_session(ceph_cluster.conf_path, pool, user="client.admin",
+                     keyring=str(ceph_cluster.admin_keyring))
+    running = start_server(Coordinator(s), "127.0.0.1:0")
+    try:
+        with Client(running.address, timeout=120) as c:
+            c.run(slow_dataset, columns=["Muon_Px"], use_cache=False)   # warm: the server works
+            with _stopped_osd(ceph_cluster, _manifest_osd(store, slow_dataset)):
+                t0 = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    c.run(slow_dataset, columns=["Muon_Px"], deadline=DEADLINE, use_cache=False)
+                took = time.monotonic() - t0
+    finally:
+        running.stop(close_session=True)
+    assert took <= DEADLINE + 1, took
+
+
+_ABANDON = """
+import json, sys
+from skyhook_py.errors import DeadlineExceeded
+from skyhook_py.session import Session
+conf, pool, keyring, dataset, deadline, how = sys.argv[1:]
+session = Session.open(conf, pool, "skyhook", keyring=keyring)
+try:
+    session.run(dataset, columns=["Muon_Px"], deadline=float(deadline), pushdown="on")
+    print(json.dumps({"outcome": "answered"}))
+except DeadlineExceeded:
+    print(json.dumps({"outcome": "deadline",
+                      "in_flight": getattr(session.store, "in_flight", lambda: -1)()}), flush=True)
+if how == "close":
+    session.close()
+"""
+
+
+def _abandon(ceph_cluster, pool, dataset, deadline, how):
+    return subprocess.Popen(
+        [sys.executable, "-c", _ABANDON, str(ceph_cluster.conf_path), pool,
+         str(ceph_cluster.admin_keyring), dataset, str(deadline), how],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _check_clean_exit(p, out_err, label):
+    stdout, stderr = out_err
+    assert p.returncode == 0, (label, p.returncode, stderr[-2000:])
+    assert "terminate called" not in stderr, (label, stderr[-2000:])
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_exit_and_close_right_after_a_deadline_are_safe(session, ceph_cluster, pool, shared_data):
+    """A deadline passing while calls are in flight, then exit (aborted: "terminate called
+    without an active exception", the completions ran into a finalising interpreter) or
+    close.  Many tiny partitions, so that calls are in flight when the deadline passes."""
+    session.ingest([shared_data / "uproot-HZZ.root"], "many", tree="events", partition_events=5)
+    outcomes = []
+    for deadline in (0.2, 0.3, 0.4):
+        for how in ("exit", "close"):
+            p = _abandon(ceph_cluster, pool, "many", deadline, how)
+            outcomes.append(_check_clean_exit(p, p.communicate(timeout=120), (deadline, how))["outcome"])
+    assert "deadline" in outcomes
+
+
+def test_close_and_exit_with_calls_stuck_on_a_stopped_osd_are_safe(session, store, slow_dataset,
+                                                                    ceph_cluster, pool):
+    osd = _partition_only_osd(store, session, slow_dataset)
+    with _stopped_osd(ceph_cluster, osd):
+        procs = {how: _abandon(ceph_cluster, pool, slow_dataset, 2, how) for how in ("exit", "close")}
+        outs = {how: p.communicate(timeout=120) for how, p in procs.items()}
+    for how, p in procs.items():
+        out = _check_clean_exit(p, outs[how], how)
+        # the scenario happened: the deadline passed with calls still in flight
+        assert out["outcome"] == "deadline" and out["in_flight"] != 0, (how, out)

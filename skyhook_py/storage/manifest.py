@@ -156,8 +156,9 @@ def list_datasets(store) -> list[str]:
         return []
 
 
-def load_manifest(store, dataset: str) -> Manifest:
-    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none."""
+def load_manifest(store, dataset: str, deadline: float | None = None) -> Manifest:
+    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none.
+    ``deadline`` (a time.monotonic() value) bounds the read (DeadlineExceeded after)."""
     obj = manifest_object(dataset)
     try:
         # one read op (atomic, so never half of an old and half of a new manifest), no
@@ -165,7 +166,8 @@ def load_manifest(store, dataset: str) -> Manifest:
         # that fills the buffer is read again with a larger one
         length = 1 << 20
         while True:
-            data = store.read(obj, length=length)
+            data = (store.read(obj, length=length) if deadline is None
+                    else store.read(obj, length=length, deadline=deadline))
             if len(data) < length:
                 break
             length *= 4
