@@ -124,6 +124,21 @@ class ProtocolError(SkyhookError, ValueError):
     """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
 
 
+class PartialResultError(SkyhookError, RuntimeError):
+    """Some partitions failed: the answer is incomplete.  Raised where the API returns
+    a bare table (``Session.query(fail_fast=False)``, ``Client.query(allow_partial=True)``);
+    ``result`` is the PartialQueryResult (the rows that did arrive, the failures)."""
+
+    def __init__(self, result):
+        self.result = result
+        failed = result.failures
+        first = failed[0] if failed else None
+        super().__init__(
+            f"{len(failed)} partition(s) failed, the answer is incomplete"
+            + (f" (first: {first.object!r}: {first.message})" if first else "")
+            + "; the partial answer is this exception's .result")
+
+
 class DeadlineExceeded(ClusterError, TimeoutError):
     """The query's deadline passed before every partition answered."""
 

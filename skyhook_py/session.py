@@ -111,16 +111,20 @@ class Session:
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
               limit=None, pushdown="auto", language="cut", deadline=None, fail_fast=True) -> pa.Table:
-        """The selected events as a pyarrow Table (columns in the order asked)."""
-        return self.run(dataset, columns=columns, where=where, expressions=expressions,
-                        event_range=event_range, limit=limit, pushdown=pushdown,
-                        language=language, deadline=deadline, fail_fast=fail_fast).table
+        """The selected events as a pyarrow Table (columns in the order asked).  With
+        ``fail_fast=False`` a failed partition raises PartialResultError at the end (its
+        ``result`` holds the rows that arrived): a bare table is always complete."""
+        return results.require_complete(self.run(
+            dataset, columns=columns, where=where, expressions=expressions,
+            event_range=event_range, limit=limit, pushdown=pushdown,
+            language=language, deadline=deadline, fail_fast=fail_fast)).table
 
     def aggregate(self, dataset, aggregations, where=None, *, event_range=None, pushdown="auto",
                   language="cut") -> dict:
         """Merged aggregates (count, sum, min, max, mean, histograms) by name."""
-        return self.run(dataset, where=where, aggregations=aggregations, event_range=event_range,
-                        pushdown=pushdown, language=language, columns=[]).aggregates
+        return results.require_complete(self.run(
+            dataset, where=where, aggregations=aggregations, event_range=event_range,
+            pushdown=pushdown, language=language, columns=[])).aggregates
 
     def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, **query_args) -> QueryResult:
         """``deadline``: seconds for the whole query, the manifest read included."""

@@ -328,3 +328,77 @@ def test_close_and_exit_with_calls_stuck_on_a_stopped_osd_are_safe(session, stor
         out = _check_clean_exit(p, outs[how], how)
         # the scenario happened: the deadline passed with calls still in flight
         assert out["outcome"] == "deadline" and out["in_flight"] != 0, (how, out)
+
+
+# -- item 5: partial answers say so ------------------------------------------------------
+
+def _hzz_events(shared_data):
+    import uproot
+
+    return uproot.open(shared_data / "uproot-HZZ.root")["events"].num_entries
+
+
+def test_partial_answer_says_so_in_its_type_or_raises(session, corrupt_dataset, shared_data):
+    from skyhook_py.errors import PartialResultError
+    from skyhook_py.query.results import PartialQueryResult
+
+    dataset, victim = corrupt_dataset
+    m = session.manifest(dataset)
+    bad = next(p for p in m.partitions if p.object == victim)
+    want_rows = _hzz_events(shared_data) - (bad.event_stop - bad.event_start)
+    r = session.run(dataset, columns=["Muon_Px"], pushdown="on", fail_fast=False)
+    assert isinstance(r, PartialQueryResult) and not r.complete
+    assert [f.object for f in r.failures] == [victim] and r.table.num_rows == want_rows
+    with pytest.raises(PartialResultError) as e:
+        session.query(dataset, columns=["Muon_Px"], pushdown="on", fail_fast=False)
+    assert e.value.result.table.num_rows == want_rows and victim in str(e.value)
+    # a complete answer is a plain QueryResult
+    ok = session.run(dataset, columns=["Muon_Px"], event_range=(0, 100), pushdown="on")
+    assert ok.complete and not isinstance(ok, PartialQueryResult)
+
+
+def test_client_allow_partial_says_so(corrupt_dataset, ceph_cluster, pool, shared_data):
+    from skyhook_py.errors import PartialResultError
+    from skyhook_py.query.results import PartialQueryResult
+    from skyhook_py.service.client import Client
+    from skyhook_py.service.coordinator import Coordinator
+    from skyhook_py.service.server import open_session, start_server
+
+    dataset, victim = corrupt_dataset
+    s = open_session(ceph_cluster.conf_path, pool, user="client.admin",
+                     keyring=str(ceph_cluster.admin_keyring))
+    running = start_server(Coordinator(s), "127.0.0.1:0")
+    try:
+        with Client(running.address, timeout=120) as c:
+            r = c.run(dataset, columns=["Muon_Px"], pushdown="on", allow_partial=True)
+            assert isinstance(r, PartialQueryResult) and [f.object for f in r.failures] == [victim]
+            with pytest.raises(PartialResultError):
+                c.query(dataset, columns=["Muon_Px"], pushdown="on", allow_partial=True)
+    finally:
+        running.stop(close_session=True)
+
+
+def test_collect_refuses_a_stream_without_summary():
+    from skyhook_py.errors import ProtocolError
+    from skyhook_py.query import results
+
+    events = [results.Progress(0, 2, 0, 10), results.ResultBatch(0, pa.table({"x": [1, 2]}))]
+    with pytest.raises(ProtocolError, match="without its summary"):
+        results.collect(iter(events), aggregated=False)
+
+
+@pytest.mark.parametrize("pushdown", ["on", "off"])
+def test_partition_shorter_than_its_manifest_entry_is_an_error(session, store, shared_data, pushdown):
+    """A valid partition object holding fewer rows than the manifest says (a bad writer):
+    the answer was silently short; rows_scanned is now checked against the manifest."""
+    dataset = f"short_{pushdown}"
+    session.ingest([shared_data / "uproot-Zmumu.root"], dataset, tree="events", partition_events=500)
+    victim = session.manifest(dataset).partitions[1].object
+    t = pa.ipc.open_file(pa.py_buffer(store.read(victim))).read_all()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, t.schema) as w:
+        w.write_table(t.slice(0, 100))
+    store.write_full(victim, sink.getvalue().to_pybytes())
+    with pytest.raises(CorruptObjectError, match="holds 500") as e:
+        session.run(dataset, columns=["M"], pushdown=pushdown)
+    assert victim in str(e.value) and e.value.errno == 74

@@ -208,6 +208,8 @@ class Executor:
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
             finished_outcome = self._classify(task, mode, err, data, pos, attempts)
+            if isinstance(finished_outcome, _Answered):
+                finished_outcome = _check_rows(task, finished_outcome)
             if finished_outcome == _RETRY:
                 retry_queue.append(pos)
                 yield Retrying(task)
@@ -257,6 +259,19 @@ class Executor:
             done_q.put((pos, e.errno, _Failed(e.errno, str(e))))
         except Exception as e:  # noqa: BLE001 - reported per partition, the query decides
             done_q.put((pos, E.EIO, _Failed(E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
+
+
+def _check_rows(task, answered: _Answered):
+    """An answer must cover exactly the task's rows, as the manifest records them: a
+    partition object with fewer (or more) rows than its manifest entry would otherwise
+    give a silently incomplete answer.  Both the class and the reference evaluator report
+    ``rows_scanned`` for the whole row range, whatever the limit."""
+    scanned = (answered.result.figures or {}).get("rows_scanned")
+    want = task.row_stop - task.row_start
+    if scanned is None or int(scanned) == want:
+        return answered
+    return _Failed(E.EBADMSG, f"partition {task.object!r}: {class_errno_message(E.EBADMSG)}: "
+                              f"it answered for {int(scanned)} rows, its manifest entry holds {want}")
 
 
 def _partition_rows(manifest, task) -> int:

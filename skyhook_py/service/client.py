@@ -146,8 +146,9 @@ class Client:
                 bar.close()
 
     def query(self, dataset: str, columns=None, where=None, **kwargs) -> pa.Table:
-        """The selected events as a pyarrow Table."""
-        return self.run(dataset, columns, where, **kwargs).table
+        """The selected events as a pyarrow Table; with ``allow_partial=True`` failed
+        partitions raise PartialResultError (``.result`` holds what arrived)."""
+        return results.require_complete(self.run(dataset, columns, where, **kwargs)).table
 
     def batches(self, dataset: str, columns=None, where=None, **kwargs):
         """Record batches as they arrive (in partition order)."""
