@@ -402,3 +402,43 @@ def test_partition_shorter_than_its_manifest_entry_is_an_error(session, store, s
     with pytest.raises(CorruptObjectError, match="holds 500") as e:
         session.run(dataset, columns=["M"], pushdown=pushdown)
     assert victim in str(e.value) and e.value.errno == 74
+
+
+# -- item 2: integer literals follow NumPy 2, never wrap in int64 --------------------------
+
+# cut strings NumPy 2 evaluates (Python folds the literal arithmetic, then NEP 50)
+NUMPY_CUTS = [
+    "NMuon > 2**64", "NMuon < 2**64", "2**64 <= NMuon", "NMuon == 2**63", "NMuon != 2**63",
+    "NMuon > -2**70", "NMuon > 18446744073709551616", "MET_px > 2**64", "MET_px < 2**64 * 2**10",
+    "MET_px > -(2**80)", "NMuon + (2**64 - 2**64 + 1) > 1", "NMuon * 2**3 >= 2**4",
+]
+# NumPy 2 raises OverflowError for these; the query must be refused, never wrapped
+NUMPY_OVERFLOWS = ["NMuon + 2**64 > 0", "NMuon * 2**63 > 0", "MET_px > 2**2000 * 2**2000"]
+
+
+def _hzz_numpy(shared_data):
+    import uproot
+
+    return uproot.open(shared_data / "uproot-HZZ.root")["events"].arrays(
+        ["NMuon", "MET_px"], library="np")
+
+
+@pytest.mark.parametrize("pushdown", ["on", "off"])
+def test_integer_literals_match_numpy(session, slow_dataset, shared_data, pushdown):
+    import numpy as np
+
+    from skyhook_py.errors import QueryError
+
+    arrays = _hzz_numpy(shared_data)
+    for cut in NUMPY_CUTS:
+        want = int(np.count_nonzero(eval(cut, {}, dict(arrays))))
+        got = session.run(slow_dataset, columns=["NMuon"], where=cut, pushdown=pushdown).table.num_rows
+        assert got == want, (cut, got, want)
+    for cut in NUMPY_OVERFLOWS:
+        with pytest.raises(OverflowError):
+            eval(cut, {}, dict(arrays))
+        with pytest.raises(QueryError):
+            session.run(slow_dataset, columns=["NMuon"], where=cut, pushdown=pushdown)
+    # 10**10**10 is refused at once (Python would need GBs to compute it, NumPy then overflows)
+    with pytest.raises(QueryError, match="bits"):
+        session.run(slow_dataset, columns=["NMuon"], where="MET_px > 10**10**10", pushdown=pushdown)

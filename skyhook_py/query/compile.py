@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import QueryError
-from . import ir, lang
+from . import ir, lang, literals
 
 
 def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut", where=None,
@@ -35,7 +35,8 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
         if columns or expressions:
             raise QueryError(f"with language={language!r} the query text holds the columns; "
                              "do not pass columns= or expressions=")
-        return _with_range(lang.compile_query(language, where, schema), event_range, limit)
+        q = literals.normalize_query(lang.compile_query(language, where, schema), schema)
+        return _with_range(q, event_range, limit)
     outputs, labels = [], {}
     if columns is None and not expressions and not aggregations:
         columns = list(schema)
@@ -56,6 +57,7 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
         cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where)
     q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=tuple(aggregations))
     ir.check_query(q, schema, labels)
+    q = literals.normalize_query(q, schema)   # ints outside int64, as NumPy 2 does
     return _with_range(q, event_range, limit)
 
 

@@ -49,9 +49,6 @@ from .. import ir
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 
-# Python int literals outside int64 cannot travel as an IR literal.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
 # Python's syntax for the infix spellings of ir.OPS (``symbol``); `&`/`|` are the
 # uproot spellings of and/or.
 _PY_SYMBOL = {
@@ -165,8 +162,9 @@ class _Translator:
         if isinstance(v, bool) or isinstance(v, float):
             return ir.Literal(v)
         if isinstance(v, int):
-            if not _INT64_MIN <= v <= _INT64_MAX:
-                raise self.src.error(QueryError, f"the integer {v} does not fit in 64 bits", node)
+            # any size: query.literals resolves those outside int64 as NumPy 2 does
+            if v.bit_length() > 4096:
+                raise self.src.error(QueryError, f"the integer {v} is too long (over 4096 bits)", node)
             return ir.Literal(v)
         if isinstance(v, str):
             raise self.unsupported(f"the string {v!r}", node, "column names are written bare, without quotes")
@@ -348,7 +346,10 @@ def compile_cut(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *,
     """
     expr = parse_expression(text, "cut", aliases, default_axis)
     if schema is not None:
+        from .. import literals
+
         ir.check_query(ir.Query(where=expr), dict(schema))
+        expr = literals.normalize_query(ir.Query(where=expr), dict(schema)).where
     return expr
 
 
