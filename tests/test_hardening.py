@@ -442,3 +442,38 @@ def test_integer_literals_match_numpy(session, slow_dataset, shared_data, pushdo
     # 10**10**10 is refused at once (Python would need GBs to compute it, NumPy then overflows)
     with pytest.raises(QueryError, match="bits"):
         session.run(slow_dataset, columns=["NMuon"], where="MET_px > 10**10**10", pushdown=pushdown)
+
+
+# -- item 12 and the CLI: size bounds, deep cuts, user errors are messages -------------------
+
+def test_request_size_is_bounded_early():
+    from skyhook_py.errors import QueryError
+    from skyhook_py.query import compile as comp
+
+    with pytest.raises(QueryError, match="output columns"):
+        comp.check_sizes(columns=["x"] * 40_000)
+    with pytest.raises(QueryError, match="output columns"):
+        comp.check_sizes(expressions={f"e{i}": f"x + {i}" for i in range(40_000)})
+    with pytest.raises(QueryError, match="characters"):
+        comp.check_sizes(where="x > 0 and " * 200_000 + "x > 0")
+
+
+def test_duplicate_names_rejected_in_linear_time():
+    from skyhook_py.errors import QueryError
+    from skyhook_py.query import ir
+
+    # 40,000 outputs of one name (the bound is applied earlier, this is the IR's own check)
+    with pytest.raises(QueryError, match="repeated"):
+        ir.Query(outputs=[("x", ir.col("x"))] * 40_000)
+
+
+def test_grpc_request_sizes_are_invalid_argument():
+    from skyhook_py.errors import QueryError, status_code_name
+    from skyhook_py.service import wire
+
+    for kwargs in ({"columns": ["MET_pt"] * 40_000},
+                   {"expressions": {f"e{i}": f"MET_pt + {i}" for i in range(40_000)}}):
+        p = wire.request_to_proto("ds", **kwargs)
+        with pytest.raises(QueryError) as e:
+            wire.spec_from_proto(p)
+        assert status_code_name(e.value) == "INVALID_ARGUMENT"

@@ -30,6 +30,7 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
     expressions: name -> cut-string text or IR expression (computed output columns).
     aggregations: ``ir.Aggregation`` values (their expressions already IR).
     """
+    check_sizes(where=where, columns=columns, expressions=expressions, aggregations=aggregations)
     schema = dict(schema)
     if language != "cut":
         if columns or expressions:
@@ -59,6 +60,26 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
     ir.check_query(q, schema, labels)
     q = literals.normalize_query(q, schema)   # ints outside int64, as NumPy 2 does
     return _with_range(q, event_range, limit)
+
+
+def check_sizes(*, where=None, columns=None, expressions=None, aggregations=()):
+    """Refuse a query too large to be legitimate before any work proportional to it
+    (QueryError, INVALID_ARGUMENT over gRPC)."""
+    from .. import defaults
+
+    n_out = len(columns or ()) + len(expressions or ())
+    if n_out > defaults.MAX_QUERY_OUTPUTS:
+        raise QueryError(f"the query asks for {n_out:,} output columns; at most "
+                         f"{defaults.MAX_QUERY_OUTPUTS:,} are allowed")
+    if len(aggregations or ()) > defaults.MAX_QUERY_AGGREGATIONS:
+        raise QueryError(f"the query has {len(aggregations):,} aggregations; at most "
+                         f"{defaults.MAX_QUERY_AGGREGATIONS:,} are allowed")
+    texts = [("cut", where)] + [(f"column {c!r}"[:60], c) for c in (columns or ())]
+    texts += [(f"expression {n!r}"[:60], t) for n, t in (expressions or {}).items()]
+    for what, t in texts:
+        if isinstance(t, str) and len(t) > defaults.MAX_QUERY_TEXT:
+            raise QueryError(f"the {what} is {len(t):,} characters long; at most "
+                             f"{defaults.MAX_QUERY_TEXT:,} are allowed")
 
 
 def _with_range(q: ir.Query, event_range, limit) -> ir.Query:
