@@ -477,3 +477,45 @@ def test_grpc_request_sizes_are_invalid_argument():
         with pytest.raises(QueryError) as e:
             wire.spec_from_proto(p)
         assert status_code_name(e.value) == "INVALID_ARGUMENT"
+
+
+def test_deep_cut_is_a_query_error():
+    from skyhook_py.errors import QueryError
+    from skyhook_py.query import lang
+
+    for sep in (" and ", " + ", " | "):
+        text = sep.join(["(x > 0)"] * 5_001) if sep != " + " else " + ".join(["x"] * 5_001) + " > 0"
+        with pytest.raises(QueryError, match="nested|deep"):
+            lang.compile_cut(text)
+
+
+CLI_USER_ERRORS = [
+    ["--limit", "99999999999999999999"],
+    ["--limit", "-1"],
+    ["--events", "abc"],
+    ["--events", "1:x"],
+    ["--expr", "noequals"],
+    ["--where", " and ".join(["(NMuon > 0)"] * 5_001)],
+]
+
+
+def _cli(ceph_cluster, pool, args):
+    base = ["-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path), "--pool", pool,
+            "--keyring", str(ceph_cluster.admin_keyring)]
+    if isinstance(args[0], bytes):
+        return subprocess.run([sys.executable.encode()] + [a.encode() for a in base] + args,
+                              capture_output=True, timeout=120)
+    return subprocess.run([sys.executable] + base + args, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("extra", CLI_USER_ERRORS, ids=lambda a: " ".join(a)[:40])
+def test_cli_user_errors_are_messages(extra, ceph_cluster, pool, slow_dataset):
+    r = _cli(ceph_cluster, pool, ["query", slow_dataset, "--columns", "NMuon"] + extra)
+    assert r.returncode == 2, (extra[:2], r.returncode, r.stderr[-1500:])
+    assert "Traceback" not in r.stderr and "error" in r.stderr
+
+
+def test_cli_non_utf8_argument_is_a_message(ceph_cluster, pool, slow_dataset):
+    r = _cli(ceph_cluster, pool, [b"query", slow_dataset.encode(), b"--where", b"NMuon > \xff"])
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    assert b"Traceback" not in r.stderr and b"UTF-8" in r.stderr

@@ -334,7 +334,33 @@ def parse_expression(text: str, language: str = "cut", aliases: Mapping[str, ir.
             QueryError, f"invalid {language}: {exc.msg}", lineno=exc.lineno or 1,
             col=max(0, (exc.offset or 1) - 1), col_in_chars=True,
         ) from None
-    return _Translator(source, aliases, default_axis).visit(tree.body)
+    except (RecursionError, MemoryError):
+        raise QueryError(f"the {language} is nested too deeply to parse") from None
+    # depth bounded before any recursive walk (a 5,001-term chain was a RecursionError);
+    # the object class refuses more than MAX_DEPTH levels anyway
+    if _depth(tree.body, ast.iter_child_nodes) > MAX_DEPTH:
+        raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep")
+    expr = _Translator(source, aliases, default_axis).visit(tree.body)
+    if _depth(expr, lambda e: getattr(e, "args", ())) > MAX_DEPTH:
+        raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep "
+                         "(a chain of and/or or comparisons counts one level per term)")
+    return expr
+
+
+MAX_DEPTH = 256   # levels of one expression (the object class's own limit)
+
+
+def _depth(root, children) -> int:
+    """The depth of a tree, without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if d > MAX_DEPTH:
+                return d
+        stack.extend((c, d + 1) for c in children(node))
+    return deepest
 
 
 def compile_cut(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *, aliases=None,
