@@ -200,8 +200,14 @@ def class_errno_message(errno_: int) -> str:
     return row.message if row else os.strerror(errno_)
 
 
-def partition_error(errno_: int, obj: str, message: str) -> ObjectClassError:
-    """The exception for a partition that failed with ``errno_``."""
+def partition_error(errno_: int, obj: str, message: str) -> SkyhookError:
+    """The exception for a partition that failed with ``errno_``: a librados errno (a
+    timeout, a lost connection, after the retries) is a ClusterError, not the class's."""
+    if errno_ in RETRYABLE_ERRNOS:
+        err = ClusterError(f"{message} ({os.strerror(errno_)}, errno {errno_}, object {obj!r}); "
+                           "the cluster did not answer (an OSD down or stopped?)")
+        err.errno = errno_
+        return err
     row = CLASS_ERRNOS.get(errno_)
     return (row.exception if row else ObjectClassError)(errno_, obj, message)
 

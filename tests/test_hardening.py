@@ -519,3 +519,15 @@ def test_cli_non_utf8_argument_is_a_message(ceph_cluster, pool, slow_dataset):
     r = _cli(ceph_cluster, pool, [b"query", slow_dataset.encode(), b"--where", b"NMuon > \xff"])
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
     assert b"Traceback" not in r.stderr and b"UTF-8" in r.stderr
+
+
+def test_librados_timeout_is_a_cluster_error_not_a_class_error():
+    import errno
+
+    from skyhook_py.errors import ClusterError, ObjectClassError, partition_error, status_code_name
+
+    for code in (errno.ETIMEDOUT, errno.ENOTCONN):
+        e = partition_error(code, "part.x", "partition 'part.x': timed out")
+        assert isinstance(e, ClusterError) and not isinstance(e, ObjectClassError)
+        assert e.errno == code and status_code_name(e) == "UNAVAILABLE"
+    assert isinstance(partition_error(errno.EBADMSG, "part.x", "bad"), ObjectClassError)
