@@ -209,7 +209,8 @@ class _Writer:
             name = self._name()
             with self._lock:
                 self.written.append(name)
-            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st)})
+            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
+                                               WRITTEN_XATTR: repr(time.time()).encode()})
             n = table.num_rows
             out.append(Partition(object=name, event_start=job.event_start + entry,
                                  event_stop=job.event_start + entry + n, bytes=len(data),
@@ -483,15 +484,34 @@ def delete(store, dataset) -> list[str]:
     return parts
 
 
-def gc(store, dataset) -> list[str]:
+# when a partition was written (seconds since the epoch): gc's grace period.  Not the
+# object's mtime: python-rados 16.2.15's Ioctx.stat answers the epoch for it.
+WRITTEN_XATTR = "skyhook.written"
+
+
+def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
     """Remove the partition objects of ``dataset`` that its current manifest does not name
-    (left by killed or failed operations, or superseded by append/reshard).  Do not run it
-    while another operation writes to the same dataset: its partitions are not named yet."""
+    (left by killed or failed operations, or superseded by append/reshard) and that were
+    last written at least ``grace`` seconds ago: a writer running concurrently has not
+    named its partitions yet (its commit comes last), and gc deleted them before."""
     m = mf.load_manifest(store, dataset)
     named = {p.object for p in m.partitions}
-    removed = [o for o in _dataset_partitions(store, dataset) if o not in named]
-    for obj in removed:
+    now = time.time()
+    removed = []
+    for obj in _dataset_partitions(store, dataset):
+        if obj in named:
+            continue
+        if grace > 0:
+            try:
+                if now - float(store.get_xattr(obj, WRITTEN_XATTR)) < grace:
+                    continue
+            except FileNotFoundError:
+                continue
+            except (SkyhookError, ValueError):
+                pass   # written before the xattr existed, or unreadable: old
+
         store.remove(obj)
+        removed.append(obj)
     return removed
 
 
