@@ -194,7 +194,9 @@ class Store:
         """Read ``length`` bytes (default: to the end).  With ``deadline`` (a
         time.monotonic() value) the read is asynchronous and DeadlineExceeded is raised
         when it has not completed by then (librados's own timeout is fixed per handle)."""
-        if deadline is not None:
+        if deadline is not None and deadline - time.monotonic() <= self.op_timeout + DRAIN_SLACK:
+            # (a later deadline is the op timeout's to enforce: gRPC's "no deadline" is
+            # a time_remaining() of ~1e19 s, too large for a wait)
             if length is None:
                 raise ValueError("a read with a deadline needs a length")
             return self._read_by(obj, length, offset, deadline)
