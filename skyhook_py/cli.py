@@ -20,6 +20,13 @@ def main(argv=None) -> int:
     # progress lines of long operations (cluster up, ingest) go to stderr
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = build_parser()
+    for a in (sys.argv[1:] if argv is None else argv):
+        try:
+            a.encode("utf-8")
+        except UnicodeEncodeError:   # a non-UTF-8 byte, kept by Python as a surrogate
+            shown = a.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            print(f"skyhook: error: the argument {shown!r} is not valid UTF-8", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -31,7 +38,7 @@ def main(argv=None) -> int:
     except SkyhookError as e:
         print(f"skyhook: error: {e}", file=sys.stderr)
         return 2
-    except FileNotFoundError as e:
+    except (FileNotFoundError, SystemExit2) as e:
         print(f"skyhook: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -63,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--where", help="cut string, e.g. '(nMuon >= 2) & (MET_pt > 40)'")
     q.add_argument("--language", default="cut", choices=["cut", "qastle", "uproot-raw"],
                    help="language of --where (qastle and uproot-raw carry their own columns)")
-    q.add_argument("--events", help="event range START:STOP (dataset-wide numbering)")
-    q.add_argument("--limit", type=int)
+    q.add_argument("--events", type=_event_range, help="event range START:STOP (dataset-wide numbering)")
+    q.add_argument("--limit", type=_limit)
     q.add_argument("--hist", action="append", default=[], metavar="[NAME=]EXPR:BINS:LOW:HIGH",
                    help="push down a 1-D histogram instead of returning rows (repeatable; NAME defaults to "
                         "EXPR, or to the whole spec when two histograms share EXPR)")
@@ -168,11 +175,50 @@ def _store(args):
     return _session(args).store
 
 
-def _parse_range(text):
-    if not text:
-        return None
+INT64_MAX = (1 << 63) - 1
+
+
+def _count(text, what):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+    if not 0 <= v <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{what} must be between 0 and {INT64_MAX}, got {text}")
+    return v
+
+
+def _limit(text):
+    return _count(text, "the limit")
+
+
+def _event_range(text):
+    """START:STOP (either may be empty) as (start, stop); argparse reports errors (exit 2)."""
+    if ":" not in text:
+        raise argparse.ArgumentTypeError(f"an event range is START:STOP, got {text!r}")
     a, _, b = text.partition(":")
-    return (int(a) if a else 0, int(b) if b else None)
+    return (_count(a, "the range start") if a else 0, _count(b, "the range stop") if b else None)
+
+
+def _parse_range(value):
+    # parsed by argparse already (_event_range); kept for callers passing text
+    if not value:
+        return None
+    return value if isinstance(value, tuple) else _event_range(value)
+
+
+def _expressions(items):
+    out = {}
+    for e in items:
+        name, eq, text = e.partition("=")
+        if not eq or not name.strip():
+            raise SystemExit2(f"--expr wants NAME=EXPR, got {e!r}")
+        out[name.strip()] = text
+    return out or None
+
+
+class SystemExit2(Exception):
+    """A user error found after parsing: one line, exit 2."""
 
 
 _HIST_NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)(.*)$", re.S)
@@ -202,7 +248,7 @@ def cmd_query(args):
     from .query.lang import split_columns
 
     columns = split_columns(args.columns) if args.columns else None
-    expressions = dict(e.split("=", 1) for e in args.expr) or None
+    expressions = _expressions(args.expr)
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
     if args.server:
@@ -354,7 +400,7 @@ def cmd_demo(args):
         print(f"\nskyhook query {dataset} --where '{cut}' --columns {','.join(cols)}")
         push = s.run(dataset, columns=cols, where=cut, pushdown="on")
         print(push.summary.render())
-        print(f"\nthe same with --no-pushdown (read the objects, filter on the client):")
+        print("\nthe same with --no-pushdown (read the objects, filter on the client):")
         plain = s.run(dataset, columns=cols, where=cut, pushdown="off")
         print(plain.summary.render())
         if not push.table.equals(plain.table):

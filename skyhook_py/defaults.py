@@ -19,6 +19,10 @@ QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-on
 INGEST_USER = "client.skyhook-ingest"  # the cephx user that may write partitions and manifests
 CACHE_BYTES = 256 << 20          # the coordinator's result cache
 PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
+GC_GRACE = 900                   # seconds: gc keeps unnamed partitions younger than this
+MAX_QUERY_OUTPUTS = 10_000       # output columns (names + expressions) of one query
+MAX_QUERY_AGGREGATIONS = 1_000   # aggregations of one query
+MAX_QUERY_TEXT = 1 << 20         # characters of one cut or expression text
 
 
 def pool(explicit: str | None = None) -> str:

@@ -124,6 +124,21 @@ class ProtocolError(SkyhookError, ValueError):
     """Bytes that are not a ScanRequest/ScanReply of the version we speak."""
 
 
+class PartialResultError(SkyhookError, RuntimeError):
+    """Some partitions failed: the answer is incomplete.  Raised where the API returns
+    a bare table (``Session.query(fail_fast=False)``, ``Client.query(allow_partial=True)``);
+    ``result`` is the PartialQueryResult (the rows that did arrive, the failures)."""
+
+    def __init__(self, result):
+        self.result = result
+        failed = result.failures
+        first = failed[0] if failed else None
+        super().__init__(
+            f"{len(failed)} partition(s) failed, the answer is incomplete"
+            + (f" (first: {first.object!r}: {first.message})" if first else "")
+            + "; the partial answer is this exception's .result")
+
+
 class DeadlineExceeded(ClusterError, TimeoutError):
     """The query's deadline passed before every partition answered."""
 
@@ -185,8 +200,14 @@ def class_errno_message(errno_: int) -> str:
     return row.message if row else os.strerror(errno_)
 
 
-def partition_error(errno_: int, obj: str, message: str) -> ObjectClassError:
-    """The exception for a partition that failed with ``errno_``."""
+def partition_error(errno_: int, obj: str, message: str) -> SkyhookError:
+    """The exception for a partition that failed with ``errno_``: a librados errno (a
+    timeout, a lost connection, after the retries) is a ClusterError, not the class's."""
+    if errno_ in RETRYABLE_ERRNOS:
+        err = ClusterError(f"{message} ({os.strerror(errno_)}, errno {errno_}, object {obj!r}); "
+                           "the cluster did not answer (an OSD down or stopped?)")
+        err.errno = errno_
+        return err
     row = CLASS_ERRNOS.get(errno_)
     return (row.exception if row else ObjectClassError)(errno_, obj, message)
 

@@ -90,9 +90,15 @@ class Session:
 
         return transcode.delete(self.store, dataset)
 
-    def manifest(self, dataset):
+    def manifest(self, dataset, deadline: float | None = None):
         """The current manifest, from the session's cache when its version is still the
-        committed one (one small omap read per call; storage.manifest.ManifestCache)."""
+        committed one (one small omap read per call; storage.manifest.ManifestCache).
+        ``deadline`` (a time.monotonic() value) bounds the read; a query with a deadline
+        reads the header directly, so that no read outlives it."""
+        if deadline is not None:
+            from .storage.manifest import load_manifest
+
+            return load_manifest(self.store, dataset, deadline=deadline)
         if self._manifests is None:
             from .storage.manifest import ManifestCache
 
@@ -101,10 +107,12 @@ class Session:
 
     # -- queries ----------------------------------------------------------------------
     def build_query(self, dataset_or_manifest, columns=None, where=None, expressions=None,
-                    event_range=None, limit=None, aggregations=(), language="cut") -> tuple:
+                    event_range=None, limit=None, aggregations=(), language="cut",
+                    deadline: float | None = None) -> tuple:
         """Compile and check a query; returns (manifest, ir.Query). Raises before any I/O
-        on partitions when the query is invalid."""
-        m = (self.manifest(dataset_or_manifest) if isinstance(dataset_or_manifest, str)
+        on partitions when the query is invalid.  ``deadline`` (time.monotonic()) bounds
+        the manifest read."""
+        m = (self.manifest(dataset_or_manifest, deadline=deadline) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
         query = compile_query(m.column_types(), language=language, where=where, columns=columns,
                               expressions=expressions, event_range=event_range, limit=limit,
@@ -113,10 +121,13 @@ class Session:
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
               limit=None, pushdown="auto", language="cut", deadline=None, fail_fast=True) -> pa.Table:
-        """The selected events as a pyarrow Table (columns in the order asked)."""
-        return self.run(dataset, columns=columns, where=where, expressions=expressions,
-                        event_range=event_range, limit=limit, pushdown=pushdown,
-                        language=language, deadline=deadline, fail_fast=fail_fast).table
+        """The selected events as a pyarrow Table (columns in the order asked).  With
+        ``fail_fast=False`` a failed partition raises PartialResultError at the end (its
+        ``result`` holds the rows that arrived): a bare table is always complete."""
+        return results.require_complete(self.run(
+            dataset, columns=columns, where=where, expressions=expressions,
+            event_range=event_range, limit=limit, pushdown=pushdown,
+            language=language, deadline=deadline, fail_fast=fail_fast)).table
 
     def aggregate(self, dataset, aggregations, where=None, *, event_range=None, pushdown="auto",
                   language="cut") -> dict:
@@ -124,17 +135,21 @@ class Session:
 
         aggregations: plain dicts as the gRPC ``Client`` takes them (``{"kind": "hist1d",
         "name": "met", "x": "MET_pt", "bins": 50, "low": 0, "high": 200}``) or
-        ``ir.Aggregation`` values."""
-        return self.run(dataset, where=where, aggregations=aggregations, event_range=event_range,
-                        pushdown=pushdown, language=language, columns=[]).aggregates
+        ``ir.Aggregation`` values.  Raises PartialResultError if a partition failed."""
+        return results.require_complete(self.run(
+            dataset, where=where, aggregations=aggregations, event_range=event_range,
+            pushdown=pushdown, language=language, columns=[])).aggregates
 
     def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, on_progress=None,
             **query_args) -> QueryResult:
-        """The whole answer as a QueryResult; ``on_progress(Progress)`` sees each progress event."""
-        m, query = self.build_query(dataset, **query_args)
-        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=deadline,
+        """The whole answer as a QueryResult (a PartialQueryResult if partitions failed);
+        ``deadline``: seconds for the whole query, the manifest read included;
+        ``on_progress(Progress)`` sees each progress event."""
+        abs_deadline = None if deadline is None else time.monotonic() + deadline
+        m, query = self.build_query(dataset, deadline=abs_deadline, **query_args)
+        remaining = None if abs_deadline is None else abs_deadline - time.monotonic()
+        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=remaining,
                                          fail_fast=fail_fast), query, m, on_progress=on_progress)
-
     def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
                    **query_args):
         """Write the selected events to a Parquet file as they arrive (one batch in memory

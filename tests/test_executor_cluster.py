@@ -28,12 +28,19 @@ def _scan_error_lines(cluster, errno_):
     return n
 
 
-def test_corrupt_partition_is_reported_once_and_not_resent(session, store, ceph_cluster, shared_data):
+@pytest.fixture(scope="module")
+def victim(session, store, shared_data):
+    """Datasets zmumu_bad (partition 2 corrupt) and zmumu_ok, made once for the module so
+    that each test also runs alone (they were made by the first test)."""
     session.ingest([shared_data / "uproot-Zmumu.root"], "zmumu_bad", tree="events", partition_events=500)
     session.ingest([shared_data / "uproot-Zmumu.root"], "zmumu_ok", tree="events", partition_events=500)
     m = session.manifest("zmumu_bad")
     victim = m.partitions[2].object
     store.write_full(victim, b"ARROW1\x00\x00" + b"\xde\xad\xbe\xef" * 1000)
+    return victim
+
+
+def test_corrupt_partition_is_reported_once_and_not_resent(session, victim, ceph_cluster):
     before = _scan_error_lines(ceph_cluster, 74)
 
     with pytest.raises(CorruptObjectError) as e:
@@ -49,7 +56,7 @@ def test_corrupt_partition_is_reported_once_and_not_resent(session, store, ceph_
     assert r.summary.partitions_failed == 0 and r.summary.events_matched > 0
 
 
-def test_allow_partial_reports_failed_partition(session):
+def test_allow_partial_reports_failed_partition(session, victim):
     r = session.run("zmumu_bad", columns=["M"], where="M > 80", pushdown="on", fail_fast=False)
     assert r.summary.partitions_failed == 1
     assert len(r.failures) == 1 and r.failures[0].errno == 74

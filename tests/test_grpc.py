@@ -386,16 +386,22 @@ def test_killed_osd_during_query(server, session, ceph_cluster):
     args = dict(columns=["event", "MET_pt", "Muon_pt"], where="nMuon >= 1")
     want = session.query("demo", **args)
     victim = ceph_cluster.osd_ids[-1]
-    batches, summary = [], None
+    # the kill must matter: the victim is the primary of partitions still to come
+    primaries = [session.store.osd_for(p.object) for p in session.manifest("demo").partitions]
+    batches, summary, killed_after = [], None, None
     with Client(server.address, timeout=300) as c:
         for ev in c.stream("demo", use_cache=False, **args):
             if isinstance(ev, ResultBatch):
                 if not batches:
                     ceph_cluster.kill_osd(victim)
+                    killed_after = ev.partition
                 batches.append(ev.table)
             elif isinstance(ev, Summary):
                 summary = ev
     try:
+        later = [i for i, osd in enumerate(primaries) if osd == victim and i > killed_after]
+        assert later, f"osd.{victim} was the primary of no partition after {killed_after}: the kill proved nothing"
+        assert ceph_cluster._daemon_pids().get(f"osd.{victim}") is None, "the victim still runs"
         got = pa.concat_tables(batches)
         assert summary is not None and summary.partitions_failed == 0
         assert got.combine_chunks().equals(want.combine_chunks())

@@ -202,7 +202,7 @@ def test_append_reshard_gc_delete(store, shared_data, tmp_path):
     assert all(store.exists(o) for o in old_objects)   # the old version is still readable
     _, table3 = read_dataset(store, "ops")
     assert table3.equals(table)
-    assert sorted(T.gc(store, "ops")) == sorted(old_objects)
+    assert sorted(T.gc(store, "ops", grace=0)) == sorted(old_objects)
     assert sorted(objects_of(store, "ops")) == sorted(p.object for p in m3.partitions)
     d = T.describe(store, "ops")
     assert d["num_events"] == 2700 and d["num_partitions"] == 4 and d["version"] == 3
@@ -283,7 +283,7 @@ def test_killed_append_keeps_previous_version(store, ceph_cluster, pool, tmp_pat
         _, table = read_dataset(store, ds)
         assert m.version == 2 and table.equals(ref_ab), fault
         assert ds in T.list_datasets(store)
-        T.gc(store, ds)
+        T.gc(store, ds, grace=0)
         assert sorted(objects_of(store, ds)) == sorted(p.object for p in m.partitions)
         # the manifest pieces left by the killed commit are collected; the current ones stay
         assert set(pieces_of(store, ds)) == mf.load_manifest(store, ds).pieces.objects()
@@ -304,7 +304,7 @@ def test_killed_fresh_ingest_and_reshard(store, ceph_cluster, pool, tmp_path):
     assert "version 1: 1,000 events in 4 partitions" in out
     _, table = read_dataset(store, "fresh")
     compare_with_root(table, a, "Events")
-    assert len(T.gc(store, "fresh")) == 2
+    assert len(T.gc(store, "fresh", grace=0)) == 2
 
     code, _, err = cli(ceph_cluster, pool, "reshard", "fresh", "--partition-events", 100,
                        "--format", "parquet", fault="kill-after-partitions=3")

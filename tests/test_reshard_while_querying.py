@@ -31,7 +31,7 @@ def test_queries_during_reshard_and_gc(store, shared_data):
     session = Session(store, store.conf)
     session.ingest([path], "ttbar_reshard", tree="Events", partition_events=20)
 
-    answers, errors, stop = [], [], threading.Event()
+    answers, errors, unexpected, stop = [], [], [], threading.Event()
 
     def query_loop():
         while not stop.is_set():
@@ -41,6 +41,9 @@ def test_queries_during_reshard_and_gc(store, shared_data):
                     answers.append((r.summary.manifest_version, ak.to_list(ak.from_arrow(r.table))))
                 except (ObjectClassError, FileNotFoundError) as e:
                     errors.append(e)  # only acceptable while gc runs: a vanished partition
+                except BaseException as e:  # noqa: BLE001 - a thread's exception was lost before
+                    unexpected.append(e)
+                    return
 
     threads = [threading.Thread(target=query_loop) for _ in range(2)]
     for t in threads:
@@ -50,7 +53,7 @@ def test_queries_during_reshard_and_gc(store, shared_data):
         v3 = transcode.reshard(store, "ttbar_reshard", partition_events=200, format="parquet")
         _wait_for(lambda: any(v == v3.version for v, _ in answers))
         errors_before_gc = len(errors)
-        removed = transcode.gc(store, "ttbar_reshard")
+        removed = transcode.gc(store, "ttbar_reshard", grace=0)
         n = len(answers)
         _wait_for(lambda: len(answers) >= n + 4)
     finally:
@@ -58,6 +61,8 @@ def test_queries_during_reshard_and_gc(store, shared_data):
         for t in threads:
             t.join(timeout=120)
 
+    assert not any(t.is_alive() for t in threads), "a query thread did not stop"
+    assert not unexpected, unexpected[:3]   # a query thread died of another error
     assert errors_before_gc == 0, errors[:3]
     assert removed, "gc should remove the partitions of versions 1 and 2"
     versions = {v for v, _ in answers}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import QueryError
-from . import ir, lang
+from . import ir, lang, literals
 
 
 def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut", where=None,
@@ -32,6 +32,7 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
     them (``{"kind": "hist1d", "name": "met", "x": "MET_pt", "bins": 50, "low": 0,
     "high": 200}``).
     """
+    check_sizes(where=where, columns=columns, expressions=expressions, aggregations=aggregations)
     schema = dict(schema)
     aggregations = [as_aggregation(a) for a in aggregations or ()]
     seen = set()
@@ -43,7 +44,8 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
         if columns or expressions:
             raise QueryError(f"with language={language!r} the query text holds the columns; "
                              "do not pass columns= or expressions=")
-        return _with_range(lang.compile_query(language, where, schema), event_range, limit)
+        q = literals.normalize_query(lang.compile_query(language, where, schema), schema)
+        return _with_range(q, event_range, limit)
     outputs, labels = [], {}
     if columns is None and not expressions and not aggregations:
         columns = list(schema)
@@ -64,7 +66,28 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
         cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where)
     q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=tuple(aggregations))
     ir.check_query(q, schema, labels)
+    q = literals.normalize_query(q, schema)   # ints outside int64, as NumPy 2 does
     return _with_range(q, event_range, limit)
+
+
+def check_sizes(*, where=None, columns=None, expressions=None, aggregations=()):
+    """Refuse a query too large to be legitimate before any work proportional to it
+    (QueryError, INVALID_ARGUMENT over gRPC)."""
+    from .. import defaults
+
+    n_out = len(columns or ()) + len(expressions or ())
+    if n_out > defaults.MAX_QUERY_OUTPUTS:
+        raise QueryError(f"the query asks for {n_out:,} output columns; at most "
+                         f"{defaults.MAX_QUERY_OUTPUTS:,} are allowed")
+    if len(aggregations or ()) > defaults.MAX_QUERY_AGGREGATIONS:
+        raise QueryError(f"the query has {len(aggregations):,} aggregations; at most "
+                         f"{defaults.MAX_QUERY_AGGREGATIONS:,} are allowed")
+    texts = [("cut", where)] + [(f"column {c!r}"[:60], c) for c in (columns or ())]
+    texts += [(f"expression {n!r}"[:60], t) for n, t in (expressions or {}).items()]
+    for what, t in texts:
+        if isinstance(t, str) and len(t) > defaults.MAX_QUERY_TEXT:
+            raise QueryError(f"the {what} is {len(t):,} characters long; at most "
+                             f"{defaults.MAX_QUERY_TEXT:,} are allowed")
 
 
 def _with_range(q: ir.Query, event_range, limit) -> ir.Query:

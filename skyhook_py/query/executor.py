@@ -208,6 +208,8 @@ class Executor:
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
             finished_outcome = self._classify(task, mode, err, data, pos, attempts)
+            if isinstance(finished_outcome, _Answered):
+                finished_outcome = _check_rows(task, finished_outcome)
             if finished_outcome == _RETRY:
                 retry_queue.append(pos)
                 yield Retrying(task)
@@ -243,7 +245,7 @@ class Executor:
         try:
             data = self.store.read(task.object)
             needed = query.columns()
-            table = decode_partition(data)
+            table = decode_partition(data, task.object)
             table = table.select([c for c in table.column_names if c in needed])
             result = reference.scan_table(
                 table, query.outputs, query.where, task.row_start, task.row_stop,
@@ -257,6 +259,19 @@ class Executor:
             done_q.put((pos, e.errno, _Failed(e.errno, str(e))))
         except Exception as e:  # noqa: BLE001 - reported per partition, the query decides
             done_q.put((pos, E.EIO, _Failed(E.EIO, f"partition {task.object!r}: {type(e).__name__}: {e}")))
+
+
+def _check_rows(task, answered: _Answered):
+    """An answer must cover exactly the task's rows, as the manifest records them: a
+    partition object with fewer (or more) rows than its manifest entry would otherwise
+    give a silently incomplete answer.  Both the class and the reference evaluator report
+    ``rows_scanned`` for the whole row range, whatever the limit."""
+    scanned = (answered.result.figures or {}).get("rows_scanned")
+    want = task.row_stop - task.row_start
+    if scanned is None or int(scanned) == want:
+        return answered
+    return _Failed(E.EBADMSG, f"partition {task.object!r}: {class_errno_message(E.EBADMSG)}: "
+                              f"it answered for {int(scanned)} rows, its manifest entry holds {want}")
 
 
 def _partition_rows(manifest, task) -> int:
@@ -291,14 +306,29 @@ class _LRU:
                 self._d.popitem(last=False)
 
 
-def decode_partition(data: bytes) -> pa.Table:
-    """A partition object (Arrow IPC file or Parquet) as a table."""
-    buf = pa.py_buffer(data)
-    if data[:4] == b"PAR1":
-        import pyarrow.parquet as pq
+def decode_partition(data: bytes, obj: str = "") -> pa.Table:
+    """A partition object (Arrow IPC file or Parquet) as a table, fully validated.
 
-        return pq.read_table(pa.BufferReader(buf))
+    ``read_all`` only checks the metadata: a corrupt list offset or string offset is
+    found by ``validate(full=True)`` (Arrow's ``ValidateFull``, as the object class
+    does), before any kernel touches the buffers (a bad offset crashed libarrow).
+    Whatever is wrong is EBADMSG, the errno the OSD path gives for the same bytes.
+    """
+    buf = pa.py_buffer(data)
     try:
-        return pa.ipc.open_file(buf).read_all()
-    except pa.ArrowInvalid as e:
-        raise ObjectClassError(E.EBADMSG, "", f"partition is not valid Arrow data: {e}") from e
+        if data[:4] == b"PAR1":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(pa.BufferReader(buf))
+        else:
+            reader = pa.ipc.open_file(buf)
+            batches = []
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                batch.validate(full=True)
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        table.validate(full=True)
+        return table
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise ObjectClassError(E.EBADMSG, obj, f"partition {obj!r}: {class_errno_message(E.EBADMSG)}: {e}") from e

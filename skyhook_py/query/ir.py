@@ -436,10 +436,13 @@ class Query:
     def __post_init__(self):
         object.__setattr__(self, "outputs", tuple((str(n), as_expr(e)) for n, e in self.outputs))
         object.__setattr__(self, "aggregations", tuple(self.aggregations))
-        names = [n for n, _ in self.outputs]
-        dup = {n for n in names if names.count(n) > 1}
+        seen, dup = set(), set()
+        for n, _ in self.outputs:   # linear: 40,000 names took 20 s with list.count
+            (dup if n in seen else seen).add(n)
         if dup:
-            raise QueryError(f"output names must be unique, repeated: {sorted(dup)}")
+            shown = sorted(dup)
+            raise QueryError(f"output names must be unique, repeated: {shown[:10]}"
+                             + (f" and {len(shown) - 10} more" if len(shown) > 10 else ""))
         if self.event_start < 0 or (self.event_stop is not None and self.event_stop < self.event_start):
             raise QueryError(f"bad event range [{self.event_start}, {self.event_stop})")
         if self.limit is not None and self.limit < 0:

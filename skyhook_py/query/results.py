@@ -139,6 +139,10 @@ class QueryResult:
     def aggregates(self) -> dict:
         return self.summary.aggregates
 
+    @property
+    def complete(self) -> bool:
+        return not self.failures and not self.summary.partitions_failed
+
     def to_awkward(self, records: bool = False):
         """The rows as an awkward Array; ``records=True`` zips NanoAOD branches into
         collections as NanoEvents names them (``events.Muon.pt`` from ``Muon_pt``)."""
@@ -149,6 +153,20 @@ class QueryResult:
 
             return zip_records(self.table)
         return ak.from_arrow(self.table)
+
+
+class PartialQueryResult(QueryResult):
+    """An answer in which some partitions failed (``failures``): its rows and aggregates
+    cover only the partitions that answered."""
+
+
+def require_complete(result: QueryResult) -> QueryResult:
+    """``result`` if complete, else PartialResultError (for APIs that return bare tables)."""
+    from ..errors import PartialResultError
+
+    if not result.complete:
+        raise PartialResultError(result)
+    return result
 
 
 def concat_tables(tables: list) -> pa.Table:
@@ -175,10 +193,17 @@ def collect(events, *, aggregated: bool, empty_table=None, on_progress=None) -> 
                 on_progress(ev)
         elif isinstance(ev, Summary):
             summary = ev
+    if summary is None:
+        # the Summary comes last: without it the stream was cut short, rows may be missing
+        from ..errors import ProtocolError
+
+        raise ProtocolError("the answer ended without its summary: it is incomplete "
+                            f"({len(batches)} batch(es) and {len(failures)} failure(s) received)")
     table = None
     if not aggregated:
         table = concat_tables(batches) if batches else (empty_table() if empty_table else None)
-    return QueryResult(table, summary, failures)
+    partial = bool(failures) or summary.partitions_failed > 0
+    return (PartialQueryResult if partial else QueryResult)(table, summary, failures)
 
 
 

@@ -26,6 +26,9 @@ from . import wire
 from ._grpc_stubs import pb, rpc
 
 
+DEADLINE_GRACE = 0.5   # seconds past a query's deadline before the client gives up the call
+
+
 def remote_error(e: grpc.RpcError) -> Exception:
     """The domain exception for a failed RPC, carrying the server's own message."""
     code = e.code()
@@ -114,7 +117,12 @@ class Client:
             event_range=event_range, limit=limit, pushdown=pushdown, aggregations=aggregations,
             allow_partial=allow_partial, deadline=deadline, query_id=query_id or uuid.uuid4().hex,
             output_format=output_format, use_cache=use_cache)
-        call = self._stub.Query(request, metadata=self._metadata, timeout=timeout or self.timeout)
+        # the call itself ends by deadline + DEADLINE_GRACE, whatever the server does: the
+        # server's own DEADLINE_EXCEEDED (with its message) normally comes first
+        call_timeout = timeout or self.timeout
+        if deadline is not None:
+            call_timeout = min(call_timeout or float("inf"), deadline + DEADLINE_GRACE)
+        call = self._stub.Query(request, metadata=self._metadata, timeout=call_timeout)
         try:
             for msg in call:
                 ev = wire.event_from_proto(msg)
@@ -138,8 +146,9 @@ class Client:
                 bar.close()
 
     def query(self, dataset: str, columns=None, where=None, **kwargs) -> pa.Table:
-        """The selected events as a pyarrow Table."""
-        return self.run(dataset, columns, where, **kwargs).table
+        """The selected events as a pyarrow Table; with ``allow_partial=True`` failed
+        partitions raise PartialResultError (``.result`` holds what arrived)."""
+        return results.require_complete(self.run(dataset, columns, where, **kwargs)).table
 
     def batches(self, dataset: str, columns=None, where=None, **kwargs):
         """Record batches as they arrive (in partition order)."""

@@ -123,13 +123,14 @@ def manifest_identity(m) -> tuple:
 class QueryRun:
     """One running query: its compiled form, cancellation flag and event stream."""
 
-    def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str):
+    def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str,
+                 started: float | None = None):
         self.coordinator = coordinator
         self.spec = spec
         self.manifest = manifest
         self.query = query
         self.id = query_id
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.deadline = None if spec.deadline is None else self.started + spec.deadline
         self._cancelled = threading.Event()
         self.cancel_reason = ""
@@ -265,8 +266,11 @@ class Coordinator:
     # -- queries -----------------------------------------------------------------------
     def start(self, spec: QuerySpec) -> QueryRun:
         """Compile and check the query (raising before any partition is read) and register
-        it under its id; iterate ``run.events()`` to execute it."""
-        m = self.session.manifest(spec.dataset)
+        it under its id; iterate ``run.events()`` to execute it.  The deadline counts from
+        here: the manifest read is bounded by it too."""
+        started = time.monotonic()
+        deadline = None if spec.deadline is None else started + spec.deadline
+        m = self.session.manifest(spec.dataset, deadline=deadline)
         aggs = list(spec.aggregations or ())
         columns = spec.columns
         if aggs and not columns:
@@ -279,7 +283,7 @@ class Coordinator:
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(m, query, spec.pushdown)  # raises the planner's own message
         query_id = spec.query_id or uuid.uuid4().hex
-        run = QueryRun(self, spec, m, query, query_id)
+        run = QueryRun(self, spec, m, query, query_id, started=started)
         with self._lock:
             if query_id in self._running:
                 raise DuplicateQueryError(f"a query with id {query_id!r} is running already")

@@ -347,10 +347,22 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
     event_range = None
     if p.HasField("event_range"):
         event_range = (p.event_range.start, p.event_range.stop if p.event_range.HasField("stop") else None)
+    from ..query.compile import check_sizes
+
+    # sizes first, before any work proportional to them (decoding IR, compiling)
+    check_sizes(where=p.selection, columns=list(p.columns),
+                expressions={i: None for i in range(len(p.expressions))},
+                aggregations=p.aggregations)
     exprs = [(x.name, x.expression) for x in p.expressions]
     names = [n for n, _ in exprs]
     if len(set(names)) != len(names):
-        raise QueryError(f"computed column names must be unique, got {names}")
+        seen, dup = set(), []
+        for n in names:
+            if n in seen and n not in dup:
+                dup.append(n)
+            seen.add(n)
+        raise QueryError(f"computed column names must be unique, repeated: {dup[:10]}"
+                         + (f" and {len(dup) - 10} more" if len(dup) > 10 else ""))
 
     # text stays text (the compile entry parses and checks it); IR is decoded here
     expressions = {name: (e.text if e.WhichOneof("form") == "text"

@@ -293,24 +293,26 @@ def list_datasets(store) -> list[str]:
         return []
 
 
-def _read_whole(store, obj: str) -> bytes:
+def _read_whole(store, obj: str, deadline: float | None = None) -> bytes:
     # one read op (atomic, so never half of an old and half of a new header), no stat
     # first: a read longer than the object returns the object; only one that fills the
     # buffer is read again with a larger one
     length = 1 << 20
     while True:
-        data = store.read(obj, length=length)
+        data = (store.read(obj, length=length) if deadline is None
+                else store.read(obj, length=length, deadline=deadline))
         if len(data) < length:
             return data
         length *= 4
 
 
-def load_manifest(store, dataset: str) -> Manifest:
+def load_manifest(store, dataset: str, deadline: float | None = None) -> Manifest:
     """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none.
-    Reads the header only (format 2); the pieces are read when asked for."""
+    Reads the header only (format 2); the pieces are read when asked for.  ``deadline``
+    (a time.monotonic() value) bounds the header read (DeadlineExceeded after)."""
     obj = manifest_object(dataset)
     try:
-        data = _read_whole(store, obj)
+        data = _read_whole(store, obj, deadline)
     except FileNotFoundError:
         raise UnknownDatasetError(dataset, list_datasets(store)) from None
     where = f"manifest of dataset {dataset!r}"

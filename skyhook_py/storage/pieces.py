@@ -27,7 +27,6 @@ This module reads and writes pieces; the header's guarded swap is manifest.commi
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import math
 import re

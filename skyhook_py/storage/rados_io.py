@@ -7,13 +7,16 @@ SkyhookErrors.  It knows nothing of datasets, manifests or queries.
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import sys
 import threading
+import time
+import weakref
 
 from .. import defaults
-from ..errors import ClusterError, ObjectClassError
+from ..errors import ClusterError, DeadlineExceeded, ObjectClassError
 
 _DEBIAN_RADOS_DIR = "/usr/lib/python3/dist-packages"
 
@@ -39,6 +42,21 @@ def _import_rados():
 
 
 DEFAULT_OP_TIMEOUT = defaults.OP_TIMEOUT
+DRAIN_SLACK = 2.0   # seconds past the op timeout that close() waits for calls in flight
+
+_open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores():
+    """Exiting with asynchronous calls in flight aborted the process ("terminate called
+    without an active exception"): librados completed them into a finalising
+    interpreter.  Close every open Store first; close() drains its calls."""
+    for store in list(_open_stores):
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - exiting: nothing left to report to
+            pass
 
 
 class Store:
@@ -79,15 +97,66 @@ class Store:
             raise ClusterError(f"cannot open pool {pool!r}: {e}") from e
         self.ioctx.set_namespace(namespace)
         self._lock = threading.Lock()
+        self.op_timeout = float(op_timeout)
+        # asynchronous calls not completed yet: close() waits for them (bounded by the
+        # op timeout, after which librados completes every call), so that no completion
+        # runs against a shut-down handle; the completions keep their buffers alive
+        self._in_flight: dict[int, object] = {}
+        self._in_flight_cv = threading.Condition()
+        self._next_call = 0
+        _open_stores.add(self)
 
     # -- lifecycle ---------------------------------------------------------------
-    def close(self):
-        if self._cluster is not None:
-            try:
-                self.ioctx.close()
-            finally:
-                self._cluster.shutdown()
-                self._cluster = None
+    def close(self, drain_timeout: float | None = None):
+        """Close the pool and the connection, after the calls in flight have completed.
+
+        Waits at most ``drain_timeout`` (default: the op timeout + DRAIN_SLACK; librados
+        ends every call within the op timeout).  If calls are still in flight then, the
+        handle is left open rather than shut down under them (a crash)."""
+        if self._cluster is None:
+            return
+        if not self.drain(self.op_timeout + DRAIN_SLACK if drain_timeout is None else drain_timeout):
+            self._cluster = None   # leak the handle: shutting it down would crash
+            _open_stores.discard(self)
+            return
+        try:
+            self.ioctx.close()
+        finally:
+            self._cluster.shutdown()
+            self._cluster = None
+            _open_stores.discard(self)
+
+    def in_flight(self) -> int:
+        """Asynchronous calls started and not completed yet."""
+        with self._in_flight_cv:
+            return len(self._in_flight)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no asynchronous call is in flight (at most ``timeout`` s)."""
+        end = time.monotonic() + max(0.0, timeout)
+        with self._in_flight_cv:
+            while self._in_flight:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._in_flight_cv.wait(left)
+        return True
+
+    def _start_call(self) -> int:
+        with self._in_flight_cv:
+            self._next_call += 1
+            self._in_flight[self._next_call] = None
+            return self._next_call
+
+    def _keep(self, call: int, completion):
+        with self._in_flight_cv:
+            if call in self._in_flight:
+                self._in_flight[call] = completion
+
+    def _end_call(self, call: int):
+        with self._in_flight_cv:
+            self._in_flight.pop(call, None)
+            self._in_flight_cv.notify_all()
 
     def __enter__(self):
         return self
@@ -98,6 +167,7 @@ class Store:
     # -- plain objects -----------------------------------------------------------
     def _call(self, what, fn, *args, **kw):
         rados = self._rados_mod
+        call = self._start_call()   # a blocking call in another thread counts too
         try:
             return fn(*args, **kw)
         except rados.ObjectNotFound as e:
@@ -106,6 +176,8 @@ class Store:
             raise ClusterError(f"timed out on {what!r} in pool {self.pool!r}") from e
         except rados.Error as e:
             raise ClusterError(f"{what!r} in pool {self.pool!r}: {e}") from e
+        finally:
+            self._end_call(call)
 
     def size(self, obj: str) -> int:
         return self._call(obj, self.ioctx.stat, obj)[0]
@@ -117,12 +189,55 @@ class Store:
         except FileNotFoundError:
             return False
 
-    def read(self, obj: str, length: int | None = None, offset: int = 0) -> bytes:
+    def read(self, obj: str, length: int | None = None, offset: int = 0,
+             deadline: float | None = None) -> bytes:
+        """Read ``length`` bytes (default: to the end).  With ``deadline`` (a
+        time.monotonic() value) the read is asynchronous and DeadlineExceeded is raised
+        when it has not completed by then (librados's own timeout is fixed per handle)."""
+        if deadline is not None and deadline - time.monotonic() <= self.op_timeout + DRAIN_SLACK:
+            # (a later deadline is the op timeout's to enforce: gRPC's "no deadline" is
+            # a time_remaining() of ~1e19 s, too large for a wait)
+            if length is None:
+                raise ValueError("a read with a deadline needs a length")
+            return self._read_by(obj, length, offset, deadline)
         if length is None:
             length = self.size(obj) - offset
         if length <= 0:
             return b""
         return self._call(obj, self.ioctx.read, obj, length, offset)
+
+    def _read_by(self, obj: str, length: int, offset: int, deadline: float) -> bytes:
+        rados = self._rados_mod
+        if deadline - time.monotonic() <= 0:
+            raise DeadlineExceeded(f"deadline exceeded before reading {obj!r}")
+        done = threading.Event()
+        box = {}
+        call = self._start_call()
+
+        def complete(completion, data):
+            try:
+                box["rv"] = completion.get_return_value()
+                box["data"] = bytes(data or b"") if box["rv"] >= 0 else b""
+            finally:
+                done.set()
+                self._end_call(call)
+
+        try:
+            self._keep(call, self.ioctx.aio_read(obj, length, offset, oncomplete=complete))
+        except rados.Error as e:
+            self._end_call(call)
+            raise ClusterError(f"cannot start reading {obj!r} in pool {self.pool!r}: {e}") from e
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise DeadlineExceeded(f"deadline exceeded reading {obj!r} in pool {self.pool!r} "
+                                   f"(is an OSD down or stopped?)")
+        rv = box["rv"]
+        if rv == -errno.ENOENT:
+            raise FileNotFoundError(errno.ENOENT, f"no object {obj!r} in pool {self.pool!r}")
+        if rv == -errno.ETIMEDOUT:
+            raise ClusterError(f"timed out on {obj!r} in pool {self.pool!r}")
+        if rv < 0:
+            raise ClusterError(f"{obj!r} in pool {self.pool!r}: {os.strerror(-rv)}")
+        return box["data"]
 
     def write_full(self, obj: str, data: bytes, xattrs: dict[str, bytes] | None = None):
         """Write a whole object (and its xattrs) in one atomic operation."""
@@ -231,14 +346,21 @@ class Store:
         librados thread.  ``max_reply`` must be at least the class's cap on its reply
         (FACTS: a longer reply overflows the buffer)."""
 
+        call = self._start_call()
+
         def complete(completion, out):
-            rv = completion.get_return_value()
-            on_done(-rv if rv < 0 else 0, b"" if rv < 0 else bytes(out or b""))
+            try:
+                rv = completion.get_return_value()
+                on_done(-rv if rv < 0 else 0, b"" if rv < 0 else bytes(out or b""))
+            finally:
+                self._end_call(call)
 
         rados = self._rados_mod
         try:
-            self.ioctx.aio_execute(obj, cls, method, bytes(data), length=max_reply, oncomplete=complete)
+            self._keep(call, self.ioctx.aio_execute(obj, cls, method, bytes(data), length=max_reply,
+                                                    oncomplete=complete))
         except rados.Error as e:
+            self._end_call(call)
             raise ClusterError(f"cannot start {cls}.{method} on {obj!r}: {e}") from e
 
     def osd_for(self, obj: str) -> int | None:

@@ -9,6 +9,7 @@ import json
 import sys
 import warnings
 
+from .. import defaults
 from ..errors import SkyhookError
 from . import operations as ops
 
@@ -116,7 +117,7 @@ def add_dataset_commands(subparsers, get_store):
 
     def do_gc(args):
         with get_store(args) as store:
-            removed = ops.gc(store, args.dataset)
+            removed = ops.gc(store, args.dataset, grace=args.grace)
         print(f"removed {len(removed)} unreferenced partition objects of {args.dataset}")
 
     p = subparsers.add_parser("ingest", help="create a dataset from ROOT/HDF5 files")
@@ -152,4 +153,7 @@ def add_dataset_commands(subparsers, get_store):
 
     p = subparsers.add_parser("gc", help="remove partitions that no manifest names")
     p.add_argument("dataset")
+    p.add_argument("--grace", type=float, default=defaults.GC_GRACE, metavar="SECONDS",
+                   help="keep unnamed partitions written less than SECONDS ago: a concurrent "
+                        f"writer's, not committed yet (default {defaults.GC_GRACE})")
     p.set_defaults(func=_run(do_gc))

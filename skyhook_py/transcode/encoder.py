@@ -50,4 +50,6 @@ def decode(data: bytes, columns: list[str] | None = None) -> pa.Table:
 
         return pq.read_table(pa.BufferReader(buf), columns=columns)
     table = pa.ipc.open_file(buf).read_all()
-    return table.select(columns) if columns is not None else table
+    table = table.select(columns) if columns is not None else table
+    table.validate(full=True)   # a corrupt offset would crash the first kernel that reads it
+    return table

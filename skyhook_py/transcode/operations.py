@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from .. import defaults
-from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
+from ..errors import (ClusterError, ConcurrentUpdateError, DatasetExistsError, InputFileError, SkyhookError,
+                      UnknownDatasetError)
 from ..progress import Progress
 from ..storage import manifest as mf
 from ..storage import pieces
@@ -216,7 +217,8 @@ class _Writer:
             name = self._name()
             with self._lock:
                 self.written.append(name)
-            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st)})
+            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
+                                               WRITTEN_XATTR: repr(time.time()).encode()})
             n = table.num_rows
             out.append(Partition(object=name, event_start=job.event_start + entry,
                                  event_stop=job.event_start + entry + n, bytes=len(data),
@@ -285,13 +287,54 @@ def _source_batches(src: Source, strict, hdf5_mapping, step_events: int | None, 
 
 
 def _commit(store, writer: _Writer, m: Manifest, expected_version):
+    """Commit ``m``; discard the writer's partitions only when the commit definitely
+    did not happen.
+
+    ``mf.commit`` replaces the manifest (one guarded, atomic operation) and then
+    updates the index.  Only a lost race (EEXIST / ECANCELED: the guard refused, nothing
+    was applied) is definite.  Any other failure is ambiguous: a timed-out replace may
+    have been applied by the OSD, and a failed index update comes after the manifest is
+    already current.  Then the manifest is read again: if it is ours the operation
+    succeeded (the index update is retried); if it cannot be told, the partitions are
+    left for ``gc`` and the error says so.  Discarding there deleted committed data.
+    """
     _fault("before-commit")
     try:
         mf.commit(store, m, expected_version, before_header=lambda: _fault("after-pieces"))
-    except BaseException:
-        writer.discard()   # the loser's partitions are garbage
+    except (DatasetExistsError, ConcurrentUpdateError):
+        writer.discard()   # definite: the loser's partitions are garbage
+        raise
+    except BaseException as e:
+        committed = _is_committed(store, m)
+        if committed is True:
+            try:
+                mf.update_index(store, m.dataset, m.version)
+            except Exception as e2:  # noqa: BLE001 - the data is committed; say what lags
+                warnings.warn(f"dataset {m.dataset!r} was committed as version {m.version}, but "
+                              f"the dataset index could not be updated ({e2}); the dataset may "
+                              f"be missing from listings until its next commit", stacklevel=3)
+            _fault("after-commit")
+            return
+        if isinstance(e, Exception):
+            raise ClusterError(
+                f"the outcome of committing dataset {m.dataset!r} version {m.version} is "
+                f"unknown ({type(e).__name__}: {e}; the manifest "
+                f"{'could not be read again' if committed is None else 'is not ours now'}); its partitions were kept (if the "
+                f"commit did not happen, `gc` removes them)") from e
         raise
     _fault("after-commit")
+
+
+def _is_committed(store, m: Manifest):
+    """True if ``m`` is the dataset's current manifest, False if another one is (or
+    none), None if the manifest cannot be read."""
+    try:
+        cur = mf.load_manifest(store, m.dataset)
+    except UnknownDatasetError:
+        return False
+    except Exception:  # noqa: BLE001 - unknown, the caller keeps the data
+        return None
+    return cur.version == m.version and [p.object for p in cur.partitions] == [p.object for p in m.partitions]
 
 
 def _write_sources(store, dataset, schema, sources, first_index, encoding, target_bytes,
@@ -448,13 +491,32 @@ def delete(store, dataset) -> list[str]:
     return parts
 
 
-def gc(store, dataset) -> list[str]:
+# when a partition was written (seconds since the epoch): gc's grace period.  Not the
+# object's mtime: python-rados 16.2.15's Ioctx.stat answers the epoch for it.
+WRITTEN_XATTR = "skyhook.written"
+
+
+def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
     """Remove the partition objects of ``dataset`` that its current manifest does not name
-    (left by killed or failed operations, or superseded by append/reshard).  Do not run it
-    while another operation writes to the same dataset: its partitions are not named yet."""
+    (left by killed or failed operations, or superseded by append/reshard) and that were
+    last written at least ``grace`` seconds ago: a writer running concurrently has not
+    named its partitions yet (its commit comes last), and gc deleted them before."""
     m = mf.load_manifest(store, dataset)
     named = set(m.partition_table()["object"].tolist())
-    removed = [o for o in _dataset_partitions(store, dataset) if o not in named]
+    now = time.time()
+    removed = []
+    for obj in _dataset_partitions(store, dataset):
+        if obj in named:
+            continue
+        if grace > 0:
+            try:
+                if now - float(store.get_xattr(obj, WRITTEN_XATTR)) < grace:
+                    continue
+            except FileNotFoundError:
+                continue
+            except (SkyhookError, ValueError):
+                pass   # written before the xattr existed, or unreadable: old
+        removed.append(obj)
     # manifest pieces no longer named by the header (superseded by a merge or a
     # reshard, or written by a killed commit); the pieces the current version shares
     # with older ones are named by it and stay

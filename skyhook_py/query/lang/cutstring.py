@@ -49,9 +49,6 @@ from .. import ir
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 
-# Python int literals outside int64 cannot travel as an IR literal.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
 # Python's syntax for the infix spellings of ir.OPS (``symbol``); `&`/`|` are the
 # uproot spellings of and/or.
 _PY_SYMBOL = {
@@ -165,8 +162,9 @@ class _Translator:
         if isinstance(v, bool) or isinstance(v, float):
             return ir.Literal(v)
         if isinstance(v, int):
-            if not _INT64_MIN <= v <= _INT64_MAX:
-                raise self.src.error(QueryError, f"the integer {v} does not fit in 64 bits", node)
+            # any size: query.literals resolves those outside int64 as NumPy 2 does
+            if v.bit_length() > 4096:
+                raise self.src.error(QueryError, f"the integer {v} is too long (over 4096 bits)", node)
             return ir.Literal(v)
         if isinstance(v, str):
             raise self.unsupported(f"the string {v!r}", node, "column names are written bare, without quotes")
@@ -336,7 +334,33 @@ def parse_expression(text: str, language: str = "cut", aliases: Mapping[str, ir.
             QueryError, f"invalid {language}: {exc.msg}", lineno=exc.lineno or 1,
             col=max(0, (exc.offset or 1) - 1), col_in_chars=True,
         ) from None
-    return _Translator(source, aliases, default_axis).visit(tree.body)
+    except (RecursionError, MemoryError):
+        raise QueryError(f"the {language} is nested too deeply to parse") from None
+    # depth bounded before any recursive walk (a 5,001-term chain was a RecursionError);
+    # the object class refuses more than MAX_DEPTH levels anyway
+    if _depth(tree.body, ast.iter_child_nodes) > MAX_DEPTH:
+        raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep")
+    expr = _Translator(source, aliases, default_axis).visit(tree.body)
+    if _depth(expr, lambda e: getattr(e, "args", ())) > MAX_DEPTH:
+        raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep "
+                         "(a chain of and/or or comparisons counts one level per term)")
+    return expr
+
+
+MAX_DEPTH = 256   # levels of one expression (the object class's own limit)
+
+
+def _depth(root, children) -> int:
+    """The depth of a tree, without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > deepest:
+            deepest = d
+            if d > MAX_DEPTH:
+                return d
+        stack.extend((c, d + 1) for c in children(node))
+    return deepest
 
 
 def compile_cut(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *, aliases=None,
@@ -348,7 +372,10 @@ def compile_cut(text: str, schema: Mapping[str, ir.ColumnType] | None = None, *,
     """
     expr = parse_expression(text, "cut", aliases, default_axis)
     if schema is not None:
+        from .. import literals
+
         ir.check_query(ir.Query(where=expr), dict(schema))
+        expr = literals.normalize_query(ir.Query(where=expr), dict(schema)).where
     return expr
 
 
