@@ -86,6 +86,23 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   std::vector<uint8_t> request(in->length());
   if (!request.empty()) in->begin().copy(in->length(), reinterpret_cast<char*>(request.data()));
   auto file = std::make_shared<ClsObject>(hctx, static_cast<int64_t>(size));
+  {
+    ceph::bufferlist crc_bl;
+    r = cls_cxx_getxattr(hctx, ops::kChecksumXattr, &crc_bl);
+    if (r >= 0) {
+      std::vector<uint8_t> raw(crc_bl.length());
+      if (!raw.empty()) crc_bl.begin().copy(crc_bl.length(), reinterpret_cast<char*>(raw.data()));
+      auto sums = skyhook::ParseBlockChecksums(raw.data(), raw.size(), static_cast<int64_t>(size));
+      if (!sums.ok()) {
+        CLS_ERR("skyhook scan: %s: %s (%d)", object.c_str(), sums.status().message().c_str(), -EBADMSG);
+        return -EBADMSG;
+      }
+      file->set_checksums(std::move(*sums));
+    } else if (r != -ENODATA) {
+      CLS_ERR("skyhook scan: %s: getxattr %s failed: %d", object.c_str(), ops::kChecksumXattr, r);
+      return r;
+    }
+  }
   skyhook::ScanStats stats;
   auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
   if (!reply.ok()) {

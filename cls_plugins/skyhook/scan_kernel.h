@@ -24,6 +24,8 @@
 #include <arrow/status.h>
 #include <arrow/util/future.h>
 
+#include "checksum.h"
+
 namespace skyhook {
 
 // The limits of formats/README.md; tests may lower them.
@@ -67,6 +69,10 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t bytes_read() const { return bytes_read_; }
   int64_t read_calls() const { return read_calls_; }
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
+  // The object's block checksums (checksum.h): from now on every positional
+  // read is widened to whole blocks, verified (EBADMSG on a mismatch) and
+  // counted in bytes_read as widened.
+  void set_checksums(BlockChecksums checksums) { checksums_ = std::move(checksums); }
   // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
   // later reads; `keep`: it survives ForgetPrefetched.
   arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
@@ -106,6 +112,8 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
   // The prefetched range holding all of [position, position + n), or null.
   const arrow::Buffer* Held(int64_t position, int64_t n, int64_t* start) const;
+  // DoReadAt of whole blocks, verified; returns the bytes read from the object.
+  arrow::Result<int64_t> ReadVerified(int64_t position, int64_t n, uint8_t* out);
   struct Region {
     int64_t start;
     std::shared_ptr<arrow::Buffer> data;
@@ -118,6 +126,9 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t read_calls_ = 0;
   bool closed_ = false;
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
+  BlockChecksums checksums_;     // block 0: not verified
+  std::vector<uint8_t> edge_;    // the last verified read when small (footer, metadata)
+  int64_t edge_start_ = -1;
 };
 
 // Runs one `scan` call: request bytes in, ScanReply bytes out.  The object is

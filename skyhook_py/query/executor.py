@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .. import defaults
 from ..errors import RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded, ObjectClassError, class_errno_message  # noqa: F401
+from ..storage import checksum
 from . import codec
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
@@ -149,7 +150,8 @@ class Executor:
                 except ClusterError as e:
                     done_q.put((pos, E.ENOTCONN, str(e).encode()))
             else:
-                self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q)
+                self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q,
+                                     manifest.partitions[task.partition].checksum)
 
         def can_submit(pos):
             if len(in_flight) >= self.max_in_flight or pos >= next_yield + window:
@@ -236,12 +238,17 @@ class Executor:
         msg = class_errno_message(err)
         return _Failed(err, f"partition {task.object!r}: {msg}")
 
-    def _read_and_evaluate(self, task, query, remaining, pos, done_q):
-        """A plain read: fetch the whole object, evaluate on the client."""
+    def _read_and_evaluate(self, task, query, remaining, pos, done_q, crc=None):
+        """A plain read: fetch the whole object, verify its checksums (``crc``, the
+        manifest's record; None: not recorded), evaluate on the client."""
         from . import reference
 
         try:
             data = self.store.read(task.object)
+            try:
+                checksum.verify(data, crc, f"partition {task.object!r}")
+            except checksum.ChecksumMismatch as e:  # the class answers EBADMSG for the same bytes
+                raise ObjectClassError(E.EBADMSG, "", str(e)) from e
             needed = query.columns()
             table = decode_partition(data)
             table = table.select([c for c in table.column_names if c in needed])

@@ -52,6 +52,9 @@ class Partition:
     entry_start: int
     entry_stop: int
     stats: dict
+    # block checksums of the object (storage/checksum.py); None in partitions
+    # written before 2026-12, which are then not verified
+    checksum: dict | None = None
 
     @property
     def num_events(self) -> int:
@@ -98,7 +101,7 @@ class Manifest:
             "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode("ascii"),
             "columns": {n: {"type": t.kind, "list": t.is_list} for n, t in self.column_types().items()},
             "num_events": self.num_events,
-            "partitions": [dataclasses.asdict(p) for p in self.partitions],
+            "partitions": [_partition_dict(p) for p in self.partitions],
             "sources": [dataclasses.asdict(s) for s in self.sources],
         }
 
@@ -124,6 +127,13 @@ class Manifest:
                 previous_version=d.get("previous_version"))
         except (ValueError, KeyError, TypeError) as e:
             raise SkyhookError(f"corrupt {where}: {e}") from e
+
+
+def _partition_dict(p: Partition) -> dict:
+    d = dataclasses.asdict(p)
+    if d["checksum"] is None:  # a partition from before checksums: written as it was read
+        del d["checksum"]
+    return d
 
 
 def column_type(t: pa.DataType, name: str = "?") -> ir.ColumnType:

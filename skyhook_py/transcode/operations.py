@@ -30,6 +30,7 @@ from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDa
 from ..progress import Progress
 from ..storage import manifest as mf
 from ..storage.manifest import Manifest, Partition, Source
+from ..storage import checksum
 from . import encoder, partitioner, readers, stats
 
 DEFAULT_PARTITION_BYTES = defaults.PARTITION_BYTES
@@ -208,12 +209,14 @@ class _Writer:
             name = self._name()
             with self._lock:
                 self.written.append(name)
-            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st)})
+            crcs = checksum.block_crcs(data)
+            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
+                                               checksum.XATTR: checksum.xattr_value(data, crcs)})
             n = table.num_rows
             out.append(Partition(object=name, event_start=job.event_start + entry,
                                  event_stop=job.event_start + entry + n, bytes=len(data),
                                  source=job.source, entry_start=entry, entry_stop=entry + n,
-                                 stats=st))
+                                 stats=st, checksum=checksum.manifest_entry(data, crcs)))
             entry += n
             self.progress.update(events=n, bytes=table.nbytes)
             with self._lock:
@@ -402,7 +405,9 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
         def open_batches():
             # one old partition in memory at a time
             for p in sorted(plist, key=lambda p: p.entry_start):
-                table = encoder.decode(store.read(p.object))
+                data = store.read(p.object)
+                checksum.verify(data, p.checksum, f"partition {p.object!r}")
+                table = encoder.decode(data)
                 yield from table.to_batches()
         return open_batches
 
