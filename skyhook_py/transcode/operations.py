@@ -28,9 +28,9 @@ import pyarrow as pa
 from .. import defaults
 from ..errors import DatasetExistsError, InputFileError, SkyhookError, UnknownDatasetError
 from ..progress import Progress
+from ..storage import checksum
 from ..storage import manifest as mf
 from ..storage.manifest import Manifest, Partition, Source
-from ..storage import checksum
 from . import encoder, partitioner, readers, stats
 
 DEFAULT_PARTITION_BYTES = defaults.PARTITION_BYTES
