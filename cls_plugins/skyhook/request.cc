@@ -115,6 +115,8 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
   if (static_cast<int>(req->compression()) > 2) return EInval("unknown compression");
   plan->compression = static_cast<int>(req->compression());
   if (req->max_reply_bytes() == 0) return EInval("max_reply_bytes is not set");
+  if (req->deadline_ms() > static_cast<uint64_t>(INT64_MAX)) return EInval("deadline_ms out of range");
+  plan->deadline_ms = static_cast<int64_t>(req->deadline_ms());
   plan->reply_cap = static_cast<int64_t>(
       std::min<uint64_t>(req->max_reply_bytes(), static_cast<uint64_t>(limits.max_reply_bytes)));
 

@@ -66,6 +66,13 @@ arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
   return arrow::Status::OK();
 }
 
+// What a partition can legitimately need: cpu_base_ns plus cpu_ns_per_object_byte
+// per byte of the object, at most max_cpu_ns.
+int64_t CpuBudgetNs(int64_t object_size, const Limits& limits) {
+  const int64_t scaled = limits.cpu_base_ns + limits.cpu_ns_per_object_byte * object_size;
+  return std::min(limits.max_cpu_ns, scaled);
+}
+
 arrow::Status CheckObjectSize(int64_t object_size, const Limits& limits) {
   if (object_size > limits.max_object_bytes)
     return ErrnoStatus(EFBIG, "object of " + std::to_string(object_size) + " bytes, more than " +
@@ -318,11 +325,13 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
                                                    int64_t cpu_start) {
   Plan plan;
   ARROW_RETURN_NOT_OK(DecodeRequest(request, request_len, limits, &plan));
+  ARROW_RETURN_NOT_OK(CheckCallerDeadline(plan.deadline_ms));  // expired while queued
   ARROW_ASSIGN_OR_RAISE(int64_t object_size, object->GetSize());
   stats->object_bytes = object_size;
   ARROW_RETURN_NOT_OK(CheckObjectSize(object_size, limits));
   CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
-                  limits.max_cpu_ns);
+                  CpuBudgetNs(object_size, limits));
+  ctx.set_caller_deadline_ms(plan.deadline_ms);
   object->set_pool(ctx.pool());
   // The object outlives this call; what it holds must not outlive the pool.
   struct Release {

@@ -38,6 +38,10 @@ struct Limits {
   int64_t max_object_bytes = int64_t{1} << 30;
   int64_t max_reply_bytes = int64_t{256} << 20;  // hard cap, whatever the client asks
   int64_t max_cpu_ns = int64_t{10} * 1000 * 1000 * 1000;
+  // the CPU budget of one call: cpu_base_ns + cpu_ns_per_object_byte * object size,
+  // at most max_cpu_ns (a 1 MiB partition gets 1.13 s, 64 MiB the full 10 s)
+  int64_t cpu_base_ns = int64_t{1000} * 1000 * 1000;
+  int64_t cpu_ns_per_object_byte = 128;
   // memory budget: memory_per_object_byte * object size + memory_base
   int64_t memory_per_object_byte = 4;
   int64_t memory_base = int64_t{256} << 20;

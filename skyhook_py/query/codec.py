@@ -136,15 +136,19 @@ def _vector(b, start_fn, offsets):
 
 def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=-1,
                         aggregations=(), compression="none",
-                        max_reply_bytes=DEFAULT_MAX_REPLY) -> bytes:
+                        max_reply_bytes=DEFAULT_MAX_REPLY, deadline_ms=0) -> bytes:
     """The ScanRequest bytes for these (name, expression) outputs, cut and aggregations.
 
-    ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".
+    ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".  ``deadline_ms``:
+    the caller's deadline in wall-clock ms since the epoch (0: none); the class refuses
+    the request once it has passed and stops its work then (-ETIME).
     """
     row_stop = -1 if row_stop is None else row_stop
     limit = -1 if limit is None else limit
     if row_start < 0 or row_stop < -1 or (row_stop != -1 and row_stop < row_start):
         raise QueryError(f"bad row range [{row_start}, {row_stop})")
+    if not 0 <= int(deadline_ms) < 2**63:
+        raise QueryError(f"deadline_ms must be milliseconds since the epoch, got {deadline_ms}")
     if limit < -1:
         raise QueryError(f"limit must be >= 0 or -1 (all), got {limit}")
     if compression not in _COMPRESSION:
@@ -201,6 +205,8 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
     fb.ScanRequestAddAggregations(b, aggs_vec)
     fb.ScanRequestAddCompression(b, _COMPRESSION[compression])
     fb.ScanRequestAddMaxReplyBytes(b, max_reply_bytes)
+    if deadline_ms:
+        fb.ScanRequestAddDeadlineMs(b, int(deadline_ms))
     b.Finish(fb.ScanRequestEnd(b), file_identifier=IDENTIFIER)
     return bytes(b.Output())
 

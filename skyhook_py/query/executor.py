@@ -117,6 +117,9 @@ class Executor:
         events_done = 0
         window = max(self.max_in_flight * 2, 4)
         query_key = query.key()
+        # the class stops work whose caller has gone: the deadline on the OSDs' clock
+        deadline_ms = (0 if deadline is None else
+                       max(1, int((time.time() + deadline - time.monotonic()) * 1000)))
 
         def request_for(task, remaining):
             # Building a flatbuffer in pure Python costs ~1 ms; every partition read
@@ -124,13 +127,15 @@ class Executor:
             whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
             row_stop = -1 if whole else task.row_stop
             limit_ = -1 if remaining is None else remaining
-            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply)
+            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply,
+                   deadline_ms)
             req = self._requests.get(key)
             if req is None:
                 req = codec.encode_scan_request(
                     outputs=query.outputs, where=query.where, row_start=task.row_start,
                     row_stop=row_stop, limit=limit_, aggregations=query.aggregations,
-                    compression=self.compression, max_reply_bytes=self.max_reply)
+                    compression=self.compression, max_reply_bytes=self.max_reply,
+                    deadline_ms=deadline_ms)
                 self._requests.put(key, req)
             return req
 
