@@ -152,6 +152,10 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       plan->aggregations.push_back(std::move(g));
     }
   }
+  if (hist_bytes > 16 * limits.max_total_hist_cells)
+    return E2Big("histograms of " + std::to_string(hist_bytes / 16) + " cells together, more than " +
+                 std::to_string(limits.max_total_hist_cells));
+  plan->hist_bytes = hist_bytes;
   if (hist_bytes > plan->reply_cap)
     return ErrnoStatus(EMSGSIZE, "histograms of " + std::to_string(hist_bytes) +
                                      " bytes cannot fit a reply of " + std::to_string(plan->reply_cap));

@@ -329,8 +329,13 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   ARROW_ASSIGN_OR_RAISE(int64_t object_size, object->GetSize());
   stats->object_bytes = object_size;
   ARROW_RETURN_NOT_OK(CheckObjectSize(object_size, limits));
-  CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
-                  CpuBudgetNs(object_size, limits));
+  // One cap for the call: the pool gets what the histogram vectors (outside it) leave.
+  const int64_t memory_cap = std::min(limits.max_call_memory,
+                                      limits.memory_per_object_byte * object_size + limits.memory_base);
+  if (plan.hist_bytes >= memory_cap)
+    return ErrnoStatus(ENOMEM, "histograms of " + std::to_string(plan.hist_bytes) +
+                                   " bytes exceed the call's memory cap of " + std::to_string(memory_cap));
+  CallContext ctx(memory_cap - plan.hist_bytes, CpuBudgetNs(object_size, limits));
   ctx.set_caller_deadline_ms(plan.deadline_ms);
   object->set_pool(ctx.pool());
   // The object outlives this call; what it holds must not outlive the pool.
@@ -351,6 +356,12 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   ARROW_ASSIGN_OR_RAISE(auto ipc, w.sink->Finish());
   if (ipc->size() > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
+  // The reply flatbuffer and its copy are built outside the pool: count them first.
+  const int64_t reply_estimate = ipc->size() + plan.hist_bytes + 64 * 1024;
+  if (ctx.pool()->bytes_allocated() + plan.hist_bytes + 2 * reply_estimate > memory_cap)
+    return ErrnoStatus(ENOMEM, "the reply (about " + std::to_string(reply_estimate) +
+                                   " bytes, built twice) exceeds the call's memory cap of " +
+                                   std::to_string(memory_cap));
   stats->bytes_read = object->bytes_read();
   return EncodeReply(plan, *ipc, aggs, stats, cpu_start);
 }

@@ -45,6 +45,12 @@ struct Limits {
   // memory budget: memory_per_object_byte * object size + memory_base
   int64_t memory_per_object_byte = 4;
   int64_t memory_base = int64_t{256} << 20;
+  // ... and never more than this per call, histograms, the reply flatbuffer and its
+  // copy included: half of a 1 GiB osd_memory_target (objclass.h gives a class no
+  // access to the OSD's configuration, so this is a constant; formats/README.md)
+  int64_t max_call_memory = int64_t{512} << 20;
+  // cells (bins + under/overflow) of all histograms of one request together
+  int64_t max_total_hist_cells = 4000000;
 };
 
 // What one call did, for the reply's Figures and for the callers' logs.

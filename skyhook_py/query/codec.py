@@ -35,6 +35,10 @@ except ImportError as e:  # pragma: no cover - the build generates it
 VERSION = 1
 IDENTIFIER = b"SKH1"
 DEFAULT_MAX_REPLY = defaults.MAX_REPLY_BYTES
+# The class refuses (E2BIG) histograms of more cells than this in one request (bins plus
+# under/overflow per axis, multiplied for Hist2D, summed over the request): 16 bytes
+# each, built twice for the reply, within the class's per-call memory cap.
+MAX_HIST_CELLS = 4_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
@@ -155,6 +159,18 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
         raise QueryError(f"compression must be one of {sorted(_COMPRESSION)}, got {compression!r}")
     if not 0 < max_reply_bytes < 2**64:
         raise QueryError(f"max_reply_bytes must be positive, got {max_reply_bytes}")
+
+    cells = 0
+    for a in aggregations:
+        if a.kind in (ir.AggKind.Hist1D, ir.AggKind.Hist2D) and a.x_axis is not None:
+            c = a.x_axis.bins + 2
+            if a.kind == ir.AggKind.Hist2D and a.y_axis is not None:
+                c *= a.y_axis.bins + 2
+            cells += c
+    if cells > MAX_HIST_CELLS:
+        raise QueryError(f"the histograms of this query have {cells:,} cells together (bins plus "
+                         f"under/overflow, x times y for 2-D); at most {MAX_HIST_CELLS:,} per query: "
+                         "use fewer bins or split the histograms over several queries")
 
     outputs = [(str(n), ir.as_expr(e)) for n, e in outputs]
     nodes = _NodeTable()
