@@ -34,6 +34,10 @@ arrow::Status CheckAxis(const fb::Axis* axis, const std::string& what, const Lim
                  std::to_string(limits.max_hist_bins));
   if (!std::isfinite(axis->low()) || !std::isfinite(axis->high()) || !(axis->low() < axis->high()))
     return EInval(what + ": range must be finite with low < high");
+  // (v - low) / (high - low) * bins must be a number: a width that overflows to inf
+  // would make every bin index NaN, and casting NaN to an integer is undefined
+  if (!std::isfinite(axis->high() - axis->low()))
+    return EInval(what + ": the width high - low overflows");
   *out = {axis->bins(), axis->low(), axis->high()};
   return arrow::Status::OK();
 }
