@@ -17,7 +17,8 @@ import pytest
 
 from skyhook_py.errors import ObjectClassError, QueryError
 from skyhook_py.query import codec
-from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col, lit
+from skyhook_py.query.compile import compile_query
+from skyhook_py.query.ir import AggKind, Aggregation, Axis, ColumnType, Op, call, col, lit
 
 from test_cls_kernel import RUNNER, run_raw, scan_errno, write_ipc
 
@@ -99,13 +100,14 @@ def _unchecked_axis(bins, low, high):
     return a
 
 
-def test_histogram_cells_are_capped_per_request(heavy, tmp_path, monkeypatch):
+def test_histogram_cells_are_capped_per_request(heavy, tmp_path):
     # the 984-byte request: 16 histograms of 10**6 bins (1.4 GB in an OSD before)
     hists = [Aggregation(AggKind.Hist1D, f"h{i}", col("x"), x_axis=Axis(1_000_000, 0, 1))
              for i in range(16)]
+    schema = {"x": ColumnType("float", False)}
     with pytest.raises(QueryError, match="16,000,032 cells together"):
-        codec.encode_scan_request(aggregations=hists, max_reply_bytes=1 << 30)
-    monkeypatch.setattr(codec, "MAX_HIST_CELLS", 10**9)  # what another client could send
+        compile_query(schema, aggregations=hists)
+    # the encoder encodes it anyway (another client could send it): the class refuses
     req = codec.encode_scan_request(aggregations=hists, max_reply_bytes=1 << 30)
     assert scan_errno(heavy, tmp_path, req) == errno.E2BIG
 

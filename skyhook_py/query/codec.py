@@ -138,6 +138,24 @@ def _vector(b, start_fn, offsets):
     return b.EndVector()
 
 
+def check_histogram_cells(aggregations) -> None:
+    """Refuse up front what the class would refuse with E2BIG: histograms of more than
+    MAX_HIST_CELLS cells together (called when a query is compiled; the encoder itself
+    still encodes anything, as another client could send it)."""
+    cells = 0
+    for a in aggregations:
+        if a.kind in (ir.AggKind.Hist1D, ir.AggKind.Hist2D) and a.x_axis is not None:
+            c = a.x_axis.bins + 2
+            if a.kind == ir.AggKind.Hist2D and a.y_axis is not None:
+                c *= a.y_axis.bins + 2
+            cells += c
+    if cells > MAX_HIST_CELLS:
+        raise QueryError(f"the histograms of this query have {cells:,} cells together (bins plus "
+                         f"under/overflow, x times y for 2-D); at most {MAX_HIST_CELLS:,} per query: "
+                         "use fewer bins or split the histograms over several queries")
+
+
+
 def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=-1,
                         aggregations=(), compression="none",
                         max_reply_bytes=DEFAULT_MAX_REPLY, deadline_ms=0) -> bytes:
@@ -159,18 +177,6 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
         raise QueryError(f"compression must be one of {sorted(_COMPRESSION)}, got {compression!r}")
     if not 0 < max_reply_bytes < 2**64:
         raise QueryError(f"max_reply_bytes must be positive, got {max_reply_bytes}")
-
-    cells = 0
-    for a in aggregations:
-        if a.kind in (ir.AggKind.Hist1D, ir.AggKind.Hist2D) and a.x_axis is not None:
-            c = a.x_axis.bins + 2
-            if a.kind == ir.AggKind.Hist2D and a.y_axis is not None:
-                c *= a.y_axis.bins + 2
-            cells += c
-    if cells > MAX_HIST_CELLS:
-        raise QueryError(f"the histograms of this query have {cells:,} cells together (bins plus "
-                         f"under/overflow, x times y for 2-D); at most {MAX_HIST_CELLS:,} per query: "
-                         "use fewer bins or split the histograms over several queries")
 
     outputs = [(str(n), ir.as_expr(e)) for n, e in outputs]
     nodes = _NodeTable()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import QueryError
-from . import ir, lang
+from . import codec, ir, lang
 
 
 def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut", where=None,
@@ -56,6 +56,7 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
         cut = where if isinstance(where, ir.Expr) else lang.compile_cut(where)
     q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=tuple(aggregations))
     ir.check_query(q, schema, labels)
+    codec.check_histogram_cells(q.aggregations)  # what the class would refuse (E2BIG)
     return _with_range(q, event_range, limit)
 
 
