@@ -118,8 +118,9 @@ class Executor:
         window = max(self.max_in_flight * 2, 4)
         query_key = query.key()
         # the class stops work whose caller has gone: the deadline on the OSDs' clock
-        deadline_ms = (0 if deadline is None else
-                       max(1, int((time.time() + deadline - time.monotonic()) * 1000)))
+        # (none for a deadline beyond what 63 bits of ms hold, e.g. a gRPC "no deadline")
+        wall = None if deadline is None else (time.time() + deadline - time.monotonic()) * 1000
+        deadline_ms = max(1, int(wall)) if wall is not None and wall < 2**62 else 0
 
         def request_for(task, remaining):
             # Building a flatbuffer in pure Python costs ~1 ms; every partition read
