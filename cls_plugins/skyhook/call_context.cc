@@ -23,7 +23,24 @@ CallContext::CallContext(int64_t memory_cap, int64_t cpu_budget_ns)
 
 int64_t CallContext::CpuNs() const { return ThreadCpuNs() - start_ns_; }
 
+int64_t WallMs() {
+  timespec ts{};
+  if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return 0;
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+arrow::Status CheckCallerDeadline(int64_t deadline_ms) {
+  if (deadline_ms > 0) {
+    const int64_t now = WallMs();
+    if (now > deadline_ms)
+      return ErrnoStatus(ETIME, "the caller's deadline passed " + std::to_string(now - deadline_ms) +
+                                    " ms ago: nobody waits for this answer");
+  }
+  return arrow::Status::OK();
+}
+
 arrow::Status CallContext::CheckDeadline() const {
+  ARROW_RETURN_NOT_OK(CheckCallerDeadline(caller_deadline_ms_));
   if (CpuNs() > budget_ns_)
     return ErrnoStatus(ETIME, "CPU time budget of " + std::to_string(budget_ns_ / 1000000) +
                                       " ms exceeded");

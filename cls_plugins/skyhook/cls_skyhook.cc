@@ -16,7 +16,10 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <time.h>
+#include <algorithm>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -108,6 +111,41 @@ class ClsObject : public skyhook::PositionalFile {
   int64_t zero_copy_reads_ = 0;
 };
 
+// Error lines are rate-limited (a flood of bad requests must not flood the OSD
+// log): a burst of kLogBurst lines, then kLogPerSecond; the next line that is
+// written says how many were suppressed.
+constexpr double kLogBurst = 50, kLogPerSecond = 20;
+
+bool LogAllowed(unsigned long long* suppressed_before) {
+  static std::mutex mu;
+  static double tokens = kLogBurst;
+  static int64_t last_ns = 0;
+  static unsigned long long suppressed = 0;
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+  std::lock_guard<std::mutex> lock(mu);
+  if (last_ns != 0) tokens = std::min(kLogBurst, tokens + (now - last_ns) * 1e-9 * kLogPerSecond);
+  last_ns = now;
+  if (tokens < 1) {
+    ++suppressed;
+    return false;
+  }
+  tokens -= 1;
+  *suppressed_before = suppressed;
+  suppressed = 0;
+  return true;
+}
+
+#define SKYHOOK_ERR(...)                                                                   \
+  do {                                                                                     \
+    unsigned long long suppressed_ = 0;                                                    \
+    if (LogAllowed(&suppressed_)) {                                                        \
+      if (suppressed_ > 0) CLS_ERR("skyhook: %llu error lines suppressed (rate limit)", suppressed_); \
+      CLS_ERR(__VA_ARGS__);                                                                \
+    }                                                                                      \
+  } while (0)
+
 std::string Describe(uint64_t size, time_t mtime) {
   return "object(" + std::to_string(size) + " bytes, mtime " + std::to_string(mtime) + ")";
 }
@@ -117,13 +155,13 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   time_t mtime = 0;
   int r = cls_cxx_stat(hctx, &size, &mtime);
   if (r < 0) {
-    CLS_ERR("skyhook scan: object: cls_cxx_stat failed: %d", r);
+    SKYHOOK_ERR("skyhook scan: object: cls_cxx_stat failed: %d", r);
     return r;
   }
   const std::string object = Describe(size, mtime);
   skyhook::Limits limits;
   if (in->length() > static_cast<unsigned>(limits.max_request_bytes)) {
-    CLS_ERR("skyhook scan: %s: request of %u bytes, more than %lld", object.c_str(), in->length(),
+    SKYHOOK_ERR("skyhook scan: %s: request of %u bytes, more than %lld", object.c_str(), in->length(),
             static_cast<long long>(limits.max_request_bytes));
     return -E2BIG;
   }
@@ -131,11 +169,28 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   std::vector<uint8_t> request(in->length());
   if (!request.empty()) in->begin().copy(in->length(), reinterpret_cast<char*>(request.data()));
   auto file = std::make_shared<ClsObject>(hctx, static_cast<int64_t>(size));
+  {
+    ceph::bufferlist crc_bl;
+    r = cls_cxx_getxattr(hctx, ops::kChecksumXattr, &crc_bl);
+    if (r >= 0) {
+      std::vector<uint8_t> raw(crc_bl.length());
+      if (!raw.empty()) crc_bl.begin().copy(crc_bl.length(), reinterpret_cast<char*>(raw.data()));
+      auto sums = skyhook::ParseBlockChecksums(raw.data(), raw.size(), static_cast<int64_t>(size));
+      if (!sums.ok()) {
+        SKYHOOK_ERR("skyhook scan: %s: %s (%d)", object.c_str(), sums.status().message().c_str(), -EBADMSG);
+        return -EBADMSG;
+      }
+      file->set_checksums(std::move(*sums));
+    } else if (r != -ENODATA) {
+      SKYHOOK_ERR("skyhook scan: %s: getxattr %s failed: %d", object.c_str(), ops::kChecksumXattr, r);
+      return r;
+    }
+  }
   skyhook::ScanStats stats;
   auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
   if (!reply.ok()) {
     int err = skyhook::StatusToErrno(reply.status());
-    CLS_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
+    SKYHOOK_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
     return err;
   }
   const auto reply_bytes = static_cast<unsigned>((*reply)->size());
@@ -157,13 +212,34 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   return 0;
 }
 
-int Stats(cls_method_context_t hctx, ceph::bufferlist*, ceph::bufferlist* out) {
+// The stats reply is at most the client's buffer: an optional 8-byte little-endian
+// input names it (at most kMaxStatsReply), empty input means kDefaultStatsReply.
+constexpr uint64_t kDefaultStatsReply = 64 * 1024, kMaxStatsReply = 256ull << 20;
+
+int Stats(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out) {
+  uint64_t cap = kDefaultStatsReply;
+  if (in->length() == 8) {
+    unsigned char raw[8];
+    in->begin().copy(8, reinterpret_cast<char*>(raw));
+    cap = 0;
+    for (int i = 7; i >= 0; --i) cap = cap << 8 | raw[i];
+    if (cap == 0) return -EINVAL;
+    cap = std::min(cap, kMaxStatsReply);
+  } else if (in->length() != 0) {
+    SKYHOOK_ERR("skyhook stats: object: input of %u bytes, expected 0 or 8", in->length());
+    return -EINVAL;
+  }
   ceph::bufferlist bl;
   int r = cls_cxx_getxattr(hctx, kStatsXattr, &bl);
   if (r < 0) {
-    if (r != -ENODATA) CLS_ERR("skyhook stats: object: getxattr %s failed: %d", kStatsXattr, r);
+    if (r != -ENODATA) SKYHOOK_ERR("skyhook stats: object: getxattr %s failed: %d", kStatsXattr, r);
     else CLS_LOG(20, "skyhook stats: object: no %s xattr", kStatsXattr);
     return r;
+  }
+  if (bl.length() > cap) {
+    SKYHOOK_ERR("skyhook stats: object: %s of %u bytes exceeds the reply cap of %llu", kStatsXattr,
+                bl.length(), static_cast<unsigned long long>(cap));
+    return -EMSGSIZE;
   }
   out->claim_append(bl);
   return 0;
@@ -176,13 +252,13 @@ int Guarded(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* o
   try {
     return Method(hctx, in, out);
   } catch (const std::bad_alloc&) {
-    CLS_ERR("skyhook %s: object: out of memory", name);
+    SKYHOOK_ERR("skyhook %s: object: out of memory", name);
     return -ENOMEM;
   } catch (const std::exception& e) {
-    CLS_ERR("skyhook %s: object: exception: %s", name, e.what());
+    SKYHOOK_ERR("skyhook %s: object: exception: %s", name, e.what());
     return -EIO;
   } catch (...) {
-    CLS_ERR("skyhook %s: object: unknown exception", name);
+    SKYHOOK_ERR("skyhook %s: object: unknown exception", name);
     return -EIO;
   }
 }
@@ -197,7 +273,9 @@ int StatsMethod(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlis
 
 }  // namespace
 
-CLS_INIT(skyhook) {
+namespace {
+
+void Register() {
   CLS_LOG(20, "loading skyhook class");
   arrow::Status st = skyhook::InitializeKernel();
   if (!st.ok()) {
@@ -214,4 +292,19 @@ CLS_INIT(skyhook) {
   namespace ops = skyhook::cls_ops;
   cls_register_cxx_method(h_class, ops::kScan.name, ops::kScan.flags, ScanMethod, &h_scan);
   cls_register_cxx_method(h_class, ops::kStats.name, ops::kStats.flags, StatsMethod, &h_stats);
+}
+
+}  // namespace
+
+// Loading the class runs under the same catch-all as its methods: an exception
+// here (Arrow's initialisation, an allocation) must not take the OSD down; the
+// class is then simply not registered (calls answer -EOPNOTSUPP).
+CLS_INIT(skyhook) {
+  try {
+    Register();
+  } catch (const std::exception& e) {
+    CLS_ERR("skyhook: loading the class failed: %s", e.what());
+  } catch (...) {
+    CLS_ERR("skyhook: loading the class failed: unknown exception");
+  }
 }

@@ -30,6 +30,9 @@ inline constexpr Method kStats{"stats", kRd};
 
 // The xattr holding a partition's statistics, written at ingest (formats/layout.md).
 inline constexpr const char* kStatsXattr = "skyhook.stats";
+// The xattr holding a partition's block checksums (checksum.h, formats/layout.md);
+// absent in partitions written before 2026-12: then nothing is verified.
+inline constexpr const char* kChecksumXattr = "skyhook.crc32c";
 
 // ScanRequest.version / ScanReply.version this class speaks (history in skyhook_scan.fbs).
 inline constexpr uint16_t kScanVersion = 1;

@@ -84,6 +84,8 @@ struct Plan {
   std::vector<AggSpec> aggregations;
   int compression = 0;  // 0 none, 1 LZ4, 2 ZSTD
   int64_t reply_cap = 0;  // min(max_reply_bytes, Limits::max_reply_bytes)
+  int64_t deadline_ms = 0;
+  int64_t hist_bytes = 0;   // sumw + sumw2 of all histograms (16 bytes per cell)  // the caller's wall-clock deadline (ms since the epoch), 0: none
   std::vector<ColumnRef> columns;  // distinct columns named by Column nodes
   std::vector<bool> needed;        // nodes reachable from filter, outputs, aggregations
 };
@@ -101,8 +103,10 @@ class CallContext {
  public:
   CallContext(int64_t memory_cap, int64_t cpu_budget_ns);
   arrow::MemoryPool* pool() { return &capped_; }
-  // -ETIME once the thread's CPU time exceeds the budget.
+  // -ETIME once the thread's CPU time exceeds the budget, or the caller's
+  // wall-clock deadline (ms since the epoch, 0: none) has passed.
   arrow::Status CheckDeadline() const;
+  void set_caller_deadline_ms(int64_t ms) { caller_deadline_ms_ = ms; }
   int64_t CpuNs() const;
 
  private:
@@ -110,7 +114,13 @@ class CallContext {
   arrow::CappedMemoryPool capped_;
   int64_t start_ns_;
   int64_t budget_ns_;
+  int64_t caller_deadline_ms_ = 0;
 };
+
+// Wall-clock milliseconds since the Unix epoch (the caller's deadline's clock).
+int64_t WallMs();
+// -ETIME when `deadline_ms` (0: none) has passed.
+arrow::Status CheckCallerDeadline(int64_t deadline_ms);
 
 int64_t ThreadCpuNs();
 

@@ -34,6 +34,10 @@ arrow::Status CheckAxis(const fb::Axis* axis, const std::string& what, const Lim
                  std::to_string(limits.max_hist_bins));
   if (!std::isfinite(axis->low()) || !std::isfinite(axis->high()) || !(axis->low() < axis->high()))
     return EInval(what + ": range must be finite with low < high");
+  // (v - low) / (high - low) * bins must be a number: a width that overflows to inf
+  // would make every bin index NaN, and casting NaN to an integer is undefined
+  if (!std::isfinite(axis->high() - axis->low()))
+    return EInval(what + ": the width high - low overflows");
   *out = {axis->bins(), axis->low(), axis->high()};
   return arrow::Status::OK();
 }
@@ -115,6 +119,8 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
   if (static_cast<int>(req->compression()) > 2) return EInval("unknown compression");
   plan->compression = static_cast<int>(req->compression());
   if (req->max_reply_bytes() == 0) return EInval("max_reply_bytes is not set");
+  if (req->deadline_ms() > static_cast<uint64_t>(INT64_MAX)) return EInval("deadline_ms out of range");
+  plan->deadline_ms = static_cast<int64_t>(req->deadline_ms());
   plan->reply_cap = static_cast<int64_t>(
       std::min<uint64_t>(req->max_reply_bytes(), static_cast<uint64_t>(limits.max_reply_bytes)));
 
@@ -150,6 +156,10 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       plan->aggregations.push_back(std::move(g));
     }
   }
+  if (hist_bytes > 16 * limits.max_total_hist_cells)
+    return E2Big("histograms of " + std::to_string(hist_bytes / 16) + " cells together, more than " +
+                 std::to_string(limits.max_total_hist_cells));
+  plan->hist_bytes = hist_bytes;
   if (hist_bytes > plan->reply_cap)
     return ErrnoStatus(EMSGSIZE, "histograms of " + std::to_string(hist_bytes) +
                                      " bytes cannot fit a reply of " + std::to_string(plan->reply_cap));

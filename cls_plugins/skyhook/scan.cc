@@ -84,6 +84,13 @@ arrow::Status EvaluateBatch(const Plan& plan, const arrow::RecordBatch& batch,
   return arrow::Status::OK();
 }
 
+// What a partition can legitimately need: cpu_base_ns plus cpu_ns_per_object_byte
+// per byte of the object, at most max_cpu_ns.
+int64_t CpuBudgetNs(int64_t object_size, const Limits& limits) {
+  const int64_t scaled = limits.cpu_base_ns + limits.cpu_ns_per_object_byte * object_size;
+  return std::min(limits.max_cpu_ns, scaled);
+}
+
 arrow::Status CheckObjectSize(int64_t object_size, const Limits& limits) {
   if (object_size > limits.max_object_bytes)
     return ErrnoStatus(EFBIG, "object of " + std::to_string(object_size) + " bytes, more than " +
@@ -438,11 +445,18 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
                                                    int64_t cpu_start) {
   Plan plan;
   ARROW_RETURN_NOT_OK(DecodeRequest(request, request_len, limits, &plan));
+  ARROW_RETURN_NOT_OK(CheckCallerDeadline(plan.deadline_ms));  // expired while queued
   ARROW_ASSIGN_OR_RAISE(int64_t object_size, object->GetSize());
   stats->object_bytes = object_size;
   ARROW_RETURN_NOT_OK(CheckObjectSize(object_size, limits));
-  CallContext ctx(limits.memory_per_object_byte * object_size + limits.memory_base,
-                  limits.max_cpu_ns);
+  // One cap for the call: the pool gets what the histogram vectors (outside it) leave.
+  const int64_t memory_cap = std::min(limits.max_call_memory,
+                                      limits.memory_per_object_byte * object_size + limits.memory_base);
+  if (plan.hist_bytes >= memory_cap)
+    return ErrnoStatus(ENOMEM, "histograms of " + std::to_string(plan.hist_bytes) +
+                                   " bytes exceed the call's memory cap of " + std::to_string(memory_cap));
+  CallContext ctx(memory_cap - plan.hist_bytes, CpuBudgetNs(object_size, limits));
+  ctx.set_caller_deadline_ms(plan.deadline_ms);
   object->set_pool(ctx.pool());
   object->set_unpooled_cap(limits.memory_per_object_byte * object_size + limits.memory_base);
   // The object outlives this call; what it holds must not outlive the pool.
@@ -466,6 +480,12 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   ARROW_RETURN_NOT_OK(w.writer->Close());
   if (w.sink->size() > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");
+  // The reply flatbuffer and its copy are built outside the pool: count them first.
+  const int64_t reply_estimate = w.sink->size() + plan.hist_bytes + 64 * 1024;
+  if (ctx.pool()->bytes_allocated() + plan.hist_bytes + 2 * reply_estimate > memory_cap)
+    return ErrnoStatus(ENOMEM, "the reply (about " + std::to_string(reply_estimate) +
+                                   " bytes, built twice) exceeds the call's memory cap of " +
+                                   std::to_string(memory_cap));
   stats->bytes_read = object->bytes_read();
   return EncodeReply(plan, *w.sink, aggs, stats, cpu_start);
 }

@@ -26,6 +26,8 @@
 #include <arrow/status.h>
 #include <arrow/util/future.h>
 
+#include "checksum.h"
+
 namespace skyhook {
 
 // The limits of formats/README.md; tests may lower them.
@@ -38,9 +40,19 @@ struct Limits {
   int64_t max_object_bytes = int64_t{1} << 30;
   int64_t max_reply_bytes = int64_t{256} << 20;  // hard cap, whatever the client asks
   int64_t max_cpu_ns = int64_t{10} * 1000 * 1000 * 1000;
+  // the CPU budget of one call: cpu_base_ns + cpu_ns_per_object_byte * object size,
+  // at most max_cpu_ns (a 1 MiB partition gets 1.13 s, 64 MiB the full 10 s)
+  int64_t cpu_base_ns = int64_t{1000} * 1000 * 1000;
+  int64_t cpu_ns_per_object_byte = 128;
   // memory budget: memory_per_object_byte * object size + memory_base
   int64_t memory_per_object_byte = 4;
   int64_t memory_base = int64_t{256} << 20;
+  // ... and never more than this per call, histograms, the reply flatbuffer and its
+  // copy included: half of a 1 GiB osd_memory_target (objclass.h gives a class no
+  // access to the OSD's configuration, so this is a constant; formats/README.md)
+  int64_t max_call_memory = int64_t{512} << 20;
+  // cells (bins + under/overflow) of all histograms of one request together
+  int64_t max_total_hist_cells = 4000000;
 };
 
 // What one call did, for the reply's Figures and for the callers' logs.
@@ -71,6 +83,10 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
   // The most bytes DoReadBuffer may hand out outside the pool (ENOMEM past it).
   void set_unpooled_cap(int64_t bytes) { unpooled_cap_ = bytes; }
+  // The object's block checksums (checksum.h): from now on every positional
+  // read is widened to whole blocks, verified (EBADMSG on a mismatch) and
+  // counted in bytes_read as widened.
+  void set_checksums(BlockChecksums checksums) { checksums_ = std::move(checksums); }
   // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
   // later reads; `keep`: it survives ForgetPrefetched.
   arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
@@ -116,6 +132,8 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
   // The prefetched range holding all of [position, position + n), or null.
   const arrow::Buffer* Held(int64_t position, int64_t n, int64_t* start) const;
+  // DoReadAt of whole blocks, verified; returns the bytes read from the object.
+  arrow::Result<int64_t> ReadVerified(int64_t position, int64_t n, uint8_t* out);
   struct Region {
     int64_t start;
     std::shared_ptr<arrow::Buffer> data;
@@ -130,6 +148,9 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t unpooled_cap_ = INT64_MAX;
   bool closed_ = false;
   arrow::MemoryPool* pool_ = arrow::default_memory_pool();
+  BlockChecksums checksums_;     // block 0: not verified
+  std::vector<uint8_t> edge_;    // the last verified read when small (footer, metadata)
+  int64_t edge_start_ = -1;
 };
 
 // The ScanReply bytes: [offset, block_bytes) of a block from malloc, which the

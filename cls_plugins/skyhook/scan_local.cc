@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--list-ops") return ListOps();
   if (argc < 4)
     return Fail(EINVAL, "usage: skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE "
-                        "[--max-cpu-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
+                        "[--max-cpu-ms N] [--cpu-base-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
   skyhook::Limits limits;
   int repeat = 0;
   std::string memcpy_sizes;
@@ -91,6 +91,7 @@ int main(int argc, char** argv) {
     std::string opt = argv[i];
     long long v = std::atoll(argv[i + 1]);
     if (opt == "--max-cpu-ms") limits.max_cpu_ns = v * 1000000LL;
+    else if (opt == "--cpu-base-ms") limits.cpu_base_ns = v * 1000000LL;
     else if (opt == "--max-memory-bytes") { limits.memory_base = v; limits.memory_per_object_byte = 0; }
     else if (opt == "--max-object-bytes") limits.max_object_bytes = v;
     else if (opt == "--repeat") repeat = static_cast<int>(std::max(1LL, v));

@@ -35,6 +35,10 @@ except ImportError as e:  # pragma: no cover - the build generates it
 VERSION = 1
 IDENTIFIER = b"SKH1"
 DEFAULT_MAX_REPLY = defaults.MAX_REPLY_BYTES
+# The class refuses (E2BIG) histograms of more cells than this in one request (bins plus
+# under/overflow per axis, multiplied for Hist2D, summed over the request): 16 bytes
+# each, built twice for the reply, within the class's per-call memory cap.
+MAX_HIST_CELLS = 4_000_000
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _COMPRESSION = {"none": 0, "lz4": 1, "zstd": 2}
@@ -134,17 +138,39 @@ def _vector(b, start_fn, offsets):
     return b.EndVector()
 
 
+def check_histogram_cells(aggregations) -> None:
+    """Refuse up front what the class would refuse with E2BIG: histograms of more than
+    MAX_HIST_CELLS cells together (called when a query is compiled; the encoder itself
+    still encodes anything, as another client could send it)."""
+    cells = 0
+    for a in aggregations:
+        if a.kind in (ir.AggKind.Hist1D, ir.AggKind.Hist2D) and a.x_axis is not None:
+            c = a.x_axis.bins + 2
+            if a.kind == ir.AggKind.Hist2D and a.y_axis is not None:
+                c *= a.y_axis.bins + 2
+            cells += c
+    if cells > MAX_HIST_CELLS:
+        raise QueryError(f"the histograms of this query have {cells:,} cells together (bins plus "
+                         f"under/overflow, x times y for 2-D); at most {MAX_HIST_CELLS:,} per query: "
+                         "use fewer bins or split the histograms over several queries")
+
+
+
 def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=-1,
                         aggregations=(), compression="none",
-                        max_reply_bytes=DEFAULT_MAX_REPLY) -> bytes:
+                        max_reply_bytes=DEFAULT_MAX_REPLY, deadline_ms=0) -> bytes:
     """The ScanRequest bytes for these (name, expression) outputs, cut and aggregations.
 
-    ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".
+    ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".  ``deadline_ms``:
+    the caller's deadline in wall-clock ms since the epoch (0: none); the class refuses
+    the request once it has passed and stops its work then (-ETIME).
     """
     row_stop = -1 if row_stop is None else row_stop
     limit = -1 if limit is None else limit
     if row_start < 0 or row_stop < -1 or (row_stop != -1 and row_stop < row_start):
         raise QueryError(f"bad row range [{row_start}, {row_stop})")
+    if not 0 <= int(deadline_ms) < 2**63:
+        raise QueryError(f"deadline_ms must be milliseconds since the epoch, got {deadline_ms}")
     if limit < -1:
         raise QueryError(f"limit must be >= 0 or -1 (all), got {limit}")
     if compression not in _COMPRESSION:
@@ -201,6 +227,8 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
     fb.ScanRequestAddAggregations(b, aggs_vec)
     fb.ScanRequestAddCompression(b, _COMPRESSION[compression])
     fb.ScanRequestAddMaxReplyBytes(b, max_reply_bytes)
+    if deadline_ms:
+        fb.ScanRequestAddDeadlineMs(b, int(deadline_ms))
     b.Finish(fb.ScanRequestEnd(b), file_identifier=IDENTIFIER)
     return bytes(b.Output())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from ..errors import QueryError
-from . import ir, lang, literals
+from . import codec, ir, lang, literals
 
 
 def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut", where=None,
@@ -67,6 +67,7 @@ def compile_query(schema: Mapping[str, ir.ColumnType], *, language: str = "cut",
     q = ir.Query(outputs=tuple(outputs), where=cut, aggregations=tuple(aggregations))
     ir.check_query(q, schema, labels)
     q = literals.normalize_query(q, schema)   # ints outside int64, as NumPy 2 does
+    codec.check_histogram_cells(q.aggregations)  # what the class would refuse (E2BIG)
     return _with_range(q, event_range, limit)
 
 

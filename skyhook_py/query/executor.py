@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .. import defaults
 from ..errors import RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded, ObjectClassError, class_errno_message  # noqa: F401
+from ..storage import checksum
 from . import codec
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
@@ -116,6 +117,10 @@ class Executor:
         events_done = 0
         window = max(self.max_in_flight * 2, 4)
         query_key = query.key()
+        # the class stops work whose caller has gone: the deadline on the OSDs' clock
+        # (none for a deadline beyond what 63 bits of ms hold, e.g. a gRPC "no deadline")
+        wall = None if deadline is None else (time.time() + deadline - time.monotonic()) * 1000
+        deadline_ms = max(1, int(wall)) if wall is not None and wall < 2**62 else 0
 
         def request_for(task, remaining):
             # Building a flatbuffer in pure Python costs ~1 ms; every partition read
@@ -123,13 +128,15 @@ class Executor:
             whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
             row_stop = -1 if whole else task.row_stop
             limit_ = -1 if remaining is None else remaining
-            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply)
+            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply,
+                   deadline_ms)
             req = self._requests.get(key)
             if req is None:
                 req = codec.encode_scan_request(
                     outputs=query.outputs, where=query.where, row_start=task.row_start,
                     row_stop=row_stop, limit=limit_, aggregations=query.aggregations,
-                    compression=self.compression, max_reply_bytes=self.max_reply)
+                    compression=self.compression, max_reply_bytes=self.max_reply,
+                    deadline_ms=deadline_ms)
                 self._requests.put(key, req)
             return req
 
@@ -149,7 +156,8 @@ class Executor:
                 except ClusterError as e:
                     done_q.put((pos, E.ENOTCONN, str(e).encode()))
             else:
-                self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q)
+                self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q,
+                                     manifest.partition_checksum(task.partition))
 
         def can_submit(pos):
             if len(in_flight) >= self.max_in_flight or pos >= next_yield + window:
@@ -238,12 +246,17 @@ class Executor:
         msg = class_errno_message(err)
         return _Failed(err, f"partition {task.object!r}: {msg}")
 
-    def _read_and_evaluate(self, task, query, remaining, pos, done_q):
-        """A plain read: fetch the whole object, evaluate on the client."""
+    def _read_and_evaluate(self, task, query, remaining, pos, done_q, crc=None):
+        """A plain read: fetch the whole object, verify its checksums (``crc``, the
+        manifest's record; None: not recorded), evaluate on the client."""
         from . import reference
 
         try:
             data = self.store.read(task.object)
+            try:
+                checksum.verify(data, crc, f"partition {task.object!r}")
+            except checksum.ChecksumMismatch as e:  # the class answers EBADMSG for the same bytes
+                raise ObjectClassError(E.EBADMSG, "", str(e)) from e
             needed = query.columns()
             table = decode_partition(data, task.object)
             table = table.select([c for c in table.column_names if c in needed])

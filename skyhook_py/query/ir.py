@@ -381,6 +381,8 @@ class Axis:
             raise QueryError(f"histogram bins must be an integer in 1..1000000, got {self.bins!r}")
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
             raise QueryError(f"histogram range must be finite with low < high, got [{self.low}, {self.high})")
+        if not math.isfinite(self.high - self.low):
+            raise QueryError(f"histogram width high - low overflows, got [{self.low}, {self.high})")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

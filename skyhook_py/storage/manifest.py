@@ -52,6 +52,9 @@ class Partition:
     entry_start: int
     entry_stop: int
     stats: dict
+    # block checksums of the object (storage/checksum.py); None in partitions
+    # written before 2026-12, which are then not verified
+    checksum: dict | None = None
 
     @property
     def num_events(self) -> int:
@@ -122,11 +125,20 @@ class Manifest:
 
     def partition_table(self) -> dict:
         """NumPy arrays over the partitions in event order: object (str), event_start,
-        event_stop, bytes, source, entry_start, entry_stop (int64)."""
+        event_stop, bytes, source, entry_start, entry_stop (int64), checksum (JSON text or None)."""
         if self._partitions is None and self.pieces is not None:
             return self.pieces.table()
         from . import pieces
         return pieces.table_arrays(self.partitions)
+
+    def partition_checksum(self, index: int) -> dict | None:
+        """The block checksums of partition ``index`` (None: written before checksums),
+        from the partition table, without materialising every partition's statistics."""
+        if self._partitions is None and self.pieces is not None:
+            from . import pieces
+            text = self.pieces.table()[pieces.CHECKSUM_FIELD][index]
+            return None if text is None else json.loads(text)
+        return self.partitions[index].checksum
 
     def column_stats(self, name: str):
         """Statistics of column ``name`` over the partitions: a float64 array of shape
@@ -224,7 +236,7 @@ class Manifest:
             "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode("ascii"),
             "columns": {n: {"type": t.kind, "list": t.is_list} for n, t in self.column_types().items()},
             "num_events": self.num_events,
-            "partitions": [dataclasses.asdict(p) for p in self.partitions],
+            "partitions": [_partition_dict(p) for p in self.partitions],
             "sources": [dataclasses.asdict(s) for s in self.sources],
         }
 
@@ -262,6 +274,13 @@ def appended(old: Manifest, new_partitions: list[Partition], new_sources: list[S
     m._new = list(new_partitions)
     m._new_sources = list(new_sources)
     return m
+
+def _partition_dict(p: Partition) -> dict:
+    d = dataclasses.asdict(p)
+    if d["checksum"] is None:  # a partition from before checksums: written as it was read
+        del d["checksum"]
+    return d
+
 
 def column_type(t: pa.DataType, name: str = "?") -> ir.ColumnType:
     """The IR's view of an Arrow type: value kind and whether it is a list."""
@@ -343,7 +362,8 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
 
     Losing the race raises ConcurrentUpdateError (DatasetExistsError for a creation
     that lost to another creator); the header was not applied then, and the pieces
-    written for it are removed (a killed committer leaves them to gc).
+    written for it are removed.  After any other failure the outcome is unknown and the
+    pieces stay (a killed committer also leaves them to gc).
     """
     from . import pieces
 
@@ -357,11 +377,15 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
             before_header()   # tests: a fault between the pieces and the header swap
         store.replace_guarded(obj, header, VERSION_KEY, expected, str(manifest.version))
     except BaseException as e:
-        for name in written:
-            try:
-                store.remove(name)
-            except Exception:  # noqa: BLE001 - a failure path must not hide the first error
-                pass
+        # only a definite loss (the guard refused the swap) makes the pieces garbage; after
+        # any other failure the swap may have been applied (a timed-out write), and the
+        # pieces then belong to the current version: left for gc, which keeps named ones
+        if isinstance(e, (FileExistsError, InterruptedError)):
+            for name in written:
+                try:
+                    store.remove(name)
+                except Exception:  # noqa: BLE001 - a failure path must not hide the first error
+                    pass
         if isinstance(e, FileExistsError):
             raise DatasetExistsError(
                 f"dataset {manifest.dataset!r} was created by another writer meanwhile") from e
@@ -404,6 +428,7 @@ class ManifestCache:
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return m
+
 
 def update_index(store, dataset: str, version: int | None) -> None:
     """Record (or with None remove) ``dataset`` in the listing index."""

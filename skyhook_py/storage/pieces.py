@@ -49,6 +49,9 @@ _PIECE = re.compile(r"[0-9a-f]{12}\.(t\d{6}|s\d{6}\.\d{4}|r\d{6})")
 SOURCE_STR = ("path", "name", "sha256", "tree")
 SOURCE_INT = ("size", "entries", "event_start")
 TABLE_FIELDS = ("event_start", "event_stop", "bytes", "source", "entry_start", "entry_stop")
+# the partition's block checksums (storage/checksum.py) as JSON text; null for partitions
+# written before checksums (not verified), and absent from tables written before it
+CHECKSUM_FIELD = "checksum"
 
 
 def piece_dataset(obj: str) -> str | None:
@@ -98,6 +101,8 @@ def table_arrays(partitions) -> dict:
     for f in TABLE_FIELDS:
         out[f] = np.fromiter((getattr(p, f) for p in partitions), dtype=np.int64,
                              count=len(partitions))
+    out[CHECKSUM_FIELD] = np.array([None if p.checksum is None else json.dumps(p.checksum)
+                                    for p in partitions], dtype=object)
     return out
 
 
@@ -158,9 +163,12 @@ def _stats_dicts(table: dict, stats: np.ndarray, names) -> list[dict]:
 
 # -- writing -------------------------------------------------------------------------
 def _encode_table(table: dict) -> bytes:
+    n = len(table["object"])
+    crcs = table.get(CHECKSUM_FIELD)
     batch = pa.record_batch([pa.array(list(table["object"]), pa.string())]
-                            + [pa.array(table[f], pa.int64()) for f in TABLE_FIELDS],
-                            names=["object", *TABLE_FIELDS])
+                            + [pa.array(table[f], pa.int64()) for f in TABLE_FIELDS]
+                            + [pa.array(list(crcs) if crcs is not None else [None] * n, pa.string())],
+                            names=["object", *TABLE_FIELDS, CHECKSUM_FIELD])
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema,
                            options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
@@ -323,6 +331,9 @@ class Pieces:
         out = {"object": np.array(t.column("object").to_pylist(), dtype=object)}
         for f in TABLE_FIELDS:
             out[f] = t.column(f).to_numpy()
+        out[CHECKSUM_FIELD] = np.array(t.column(CHECKSUM_FIELD).to_pylist()
+                                       if CHECKSUM_FIELD in t.column_names else [None] * t.num_rows,
+                                       dtype=object)
         return out
 
     def _segment_column(self, seg: dict, col: int) -> np.ndarray:
@@ -355,7 +366,8 @@ class Pieces:
                     self._table = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                 else:
                     self._table = {"object": np.array([], dtype=object),
-                                   **{f: np.array([], dtype=np.int64) for f in TABLE_FIELDS}}
+                                   **{f: np.array([], dtype=np.int64) for f in TABLE_FIELDS},
+                                   CHECKSUM_FIELD: np.array([], dtype=object)}
             return self._table
 
     def column(self, col: int) -> np.ndarray:
@@ -381,7 +393,8 @@ class Pieces:
         return [Partition(object=str(t["object"][j]), event_start=int(t["event_start"][j]),
                           event_stop=int(t["event_stop"][j]), bytes=int(t["bytes"][j]),
                           source=int(t["source"][j]), entry_start=int(t["entry_start"][j]),
-                          entry_stop=int(t["entry_stop"][j]), stats=dicts[j])
+                          entry_stop=int(t["entry_stop"][j]), stats=dicts[j],
+                          checksum=None if t[CHECKSUM_FIELD][j] is None else json.loads(t[CHECKSUM_FIELD][j]))
                 for j in range(len(t["event_start"]))]
 
     def _source_chunk(self, chunk: dict) -> pa.Table:

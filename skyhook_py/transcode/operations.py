@@ -31,6 +31,7 @@ from .. import defaults
 from ..errors import (ClusterError, ConcurrentUpdateError, DatasetExistsError, InputFileError, SkyhookError,
                       UnknownDatasetError)
 from ..progress import Progress
+from ..storage import checksum
 from ..storage import manifest as mf
 from ..storage import pieces
 from ..storage.manifest import Manifest, Partition, Source
@@ -217,13 +218,15 @@ class _Writer:
             name = self._name()
             with self._lock:
                 self.written.append(name)
+            crcs = checksum.block_crcs(data)
             self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
+                                               checksum.XATTR: checksum.xattr_value(data, crcs),
                                                WRITTEN_XATTR: repr(time.time()).encode()})
             n = table.num_rows
             out.append(Partition(object=name, event_start=job.event_start + entry,
                                  event_stop=job.event_start + entry + n, bytes=len(data),
                                  source=job.source, entry_start=entry, entry_stop=entry + n,
-                                 stats=st))
+                                 stats=st, checksum=checksum.manifest_entry(data, crcs)))
             entry += n
             self.progress.update(events=n, bytes=table.nbytes)
             with self._lock:
@@ -450,7 +453,9 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
         def open_batches():
             # one old partition in memory at a time
             for p in sorted(plist, key=lambda p: p.entry_start):
-                table = encoder.decode(store.read(p.object))
+                data = store.read(p.object)
+                checksum.verify(data, p.checksum, f"partition {p.object!r}")
+                table = encoder.decode(data)
                 yield from table.to_batches()
         return open_batches
 
