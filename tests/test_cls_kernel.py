@@ -1,7 +1,7 @@
 """The object class's scan kernel, run on local files through build/bin/skyhook_scan_local.
 
-No cluster: the runner executes exactly the C++ code the OSD executes (scan_kernel.cc,
-eval.cc), reading the file with pread instead of cls_cxx_read.  Oracles are awkward/NumPy
+No cluster: the runner executes exactly the C++ code the OSD executes (every file of
+cls_plugins/skyhook/ but cls_skyhook.cc), reading the file with pread instead of cls_cxx_read.  Oracles are awkward/NumPy
 computations on uproot reads of ../shared/data, and the Python reference evaluator
 (skyhook_py.query.reference) for the type-promotion matrix.  Errors are asserted as the exact
 errno of formats/README.md.
