@@ -92,19 +92,25 @@ arrow::Result<int64_t> PositionalFile::ReadVerified(int64_t position, int64_t n,
   ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(stop - start, pool_));
   ARROW_RETURN_NOT_OK(DoReadAt(start, stop - start, buf->mutable_data()));
   ++read_calls_;
-  for (int64_t b = first; b <= last; ++b) {
-    const int64_t at = b * block, len = std::min(block, size_ - at);
-    if (Crc32c(0, buf->data() + (at - start), static_cast<size_t>(len)) !=
-        checksums_.crcs[static_cast<size_t>(b)])
-      return ErrnoStatus(EBADMSG, "checksum mismatch in block " + std::to_string(b) + " (bytes " +
-                                      std::to_string(at) + ".." + std::to_string(at + len) + ")");
-  }
+  ARROW_RETURN_NOT_OK(VerifyBlocks(buf->data(), first, last));
   std::memcpy(out, buf->data() + (position - start), static_cast<size_t>(n));
   if (stop - start <= 2 * block) {  // small reads come in runs (trailer, footer, metadata)
     edge_.assign(buf->data(), buf->data() + (stop - start));
     edge_start_ = start;
   }
   return stop - start;
+}
+
+arrow::Status PositionalFile::VerifyBlocks(const uint8_t* data, int64_t first, int64_t last) const {
+  const int64_t block = checksums_.block, start = first * block;
+  for (int64_t b = first; b <= last; ++b) {
+    const int64_t at = b * block, len = std::min(block, size_ - at);
+    if (Crc32c(0, data + (at - start), static_cast<size_t>(len)) !=
+        checksums_.crcs[static_cast<size_t>(b)])
+      return ErrnoStatus(EBADMSG, "checksum mismatch in block " + std::to_string(b) + " (bytes " +
+                                      std::to_string(at) + ".." + std::to_string(at + len) + ")");
+  }
+  return arrow::Status::OK();
 }
 
 arrow::Result<int64_t> PositionalFile::ReadAt(int64_t position, int64_t nbytes, void* out) {
@@ -122,17 +128,29 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t pos
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::AllocateBuffer(0, pool_));
     return std::shared_ptr<arrow::Buffer>(std::move(empty));
   }
+  // With checksums the read is widened to whole blocks, verified, and sliced (zero copy).
+  int64_t start = position, stop = position + n, first = 0, last = -1;
+  if (checksums_.block > 0) {
+    const int64_t block = checksums_.block;
+    first = position / block;
+    last = (position + n - 1) / block;
+    if (last >= static_cast<int64_t>(checksums_.crcs.size()))
+      return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
+    start = first * block;
+    stop = std::min(size_, (last + 1) * block);
+  }
   bool pooled = true;
-  ARROW_ASSIGN_OR_RAISE(auto buf, DoReadBuffer(position, n, pool_, &pooled));
+  ARROW_ASSIGN_OR_RAISE(auto buf, DoReadBuffer(start, stop - start, pool_, &pooled));
   ++read_calls_;
-  bytes_read_ += n;
+  bytes_read_ += stop - start;
   if (!pooled) {
-    unpooled_bytes_ += n;
+    unpooled_bytes_ += stop - start;
     if (unpooled_bytes_ > unpooled_cap_)
       return ErrnoStatus(ENOMEM, "reads of " + std::to_string(unpooled_bytes_) +
                                      " bytes exceed the call's memory budget");
   }
-  return buf;
+  if (last >= first) ARROW_RETURN_NOT_OK(VerifyBlocks(buf->data(), first, last));
+  return start == position && stop - start == n ? buf : arrow::SliceBuffer(buf, position - start, n);
 }
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::DoReadBuffer(int64_t position,

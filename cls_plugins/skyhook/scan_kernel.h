@@ -134,6 +134,9 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   const arrow::Buffer* Held(int64_t position, int64_t n, int64_t* start) const;
   // DoReadAt of whole blocks, verified; returns the bytes read from the object.
   arrow::Result<int64_t> ReadVerified(int64_t position, int64_t n, uint8_t* out);
+  // EBADMSG unless blocks [first, last] of the object, held at data (object offset
+  // first * block), match their recorded crc32c.
+  arrow::Status VerifyBlocks(const uint8_t* data, int64_t first, int64_t last) const;
   struct Region {
     int64_t start;
     std::shared_ptr<arrow::Buffer> data;
