@@ -30,6 +30,14 @@ engine_up() {
         echo "[engine] using the dockerd already running"
         return 0
     fi
+    # Docker chains with no dockerd running are leftovers of an earlier engine (a killed
+    # run): recording them as "before" would restore them (and FORWARD DROP) at the end
+    if iptables-save 2>/dev/null | grep -q -- '-A FORWARD -j DOCKER'; then
+        echo "[engine] dropping a previous dockerd's leftover iptables rules (FORWARD ACCEPT, ip_forward 0)"
+        _engine_drop_docker_rules
+        iptables -P FORWARD ACCEPT
+        sysctl -q -w net.ipv4.ip_forward=0
+    fi
     iptables-save > "$state/iptables.before" 2>/dev/null || : > "$state/iptables.before"
     (iptables -S FORWARD 2>/dev/null | head -1 | awk '{print $3}') > "$state/forward-policy.before"
     [ -s "$state/forward-policy.before" ] || echo ACCEPT > "$state/forward-policy.before"
