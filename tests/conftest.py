@@ -113,6 +113,26 @@ def store(ceph_cluster, pool):
     s.close()
 
 
+@pytest.fixture(scope="module")
+def session(store):
+    """A Session (the in-process API) on the module's pool: the oracle of service tests
+    and the way most cluster tests query."""
+    from skyhook_py.session import Session
+
+    return Session(store, store.conf)
+
+
+TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+
+
+@pytest.fixture(scope="module")
+def ttbar(session, shared_data) -> str:
+    """The 2015 CMS NanoAOD ttbar file ingested as dataset ``ttbar`` (64-event partitions)
+    into the module's pool; returns the original file's path, the oracle's input."""
+    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=64)
+    return str(shared_data / TTBAR)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data: the real test files (never copied into the repository)."""

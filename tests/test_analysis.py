@@ -12,22 +12,10 @@ import numpy as np
 import pytest
 import uproot
 
-from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
-
-
-@pytest.fixture(scope="module")
-def ttbar(session, shared_data):
-    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=64)
-    return str(shared_data / TTBAR)
 
 
 def _tree(path):

@@ -22,7 +22,6 @@ import uproot
 
 from skyhook_py.errors import QueryError
 from skyhook_py.query.lang import split_columns
-from skyhook_py.session import Session
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 REPO = str(Path(__file__).resolve().parents[1])
@@ -34,17 +33,6 @@ def test_split_columns_respects_brackets_calls_and_quotes():
     assert split_columns("a,b") == ["a", "b"]
     assert split_columns("where(nMuon > 0, 1, 2),x[{'a', 'b'}]") == ["where(nMuon > 0, 1, 2)", "x[{'a', 'b'}]"]
     assert split_columns(" event ,, ") == ["event"]
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
-
-
-@pytest.fixture(scope="module")
-def ttbar(session, shared_data):
-    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=64)
-    return str(shared_data / TTBAR)
 
 
 def run_cli(ceph_cluster, pool, *args):

@@ -12,7 +12,6 @@ import hist
 import numpy as np
 import pytest
 
-from skyhook_py.session import Session
 
 coffea = pytest.importorskip("coffea")
 from coffea import processor  # noqa: E402
@@ -23,17 +22,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.filterwarnings("ignore")]
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 COLUMNS = ["Muon_pt", "Muon_eta", "Muon_phi", "Muon_mass", "Muon_charge", "Jet_pt", "Jet_eta", "Jet_phi",
            "Jet_mass", "Jet_muonIdx1", "Jet_muonIdx2", "MET_pt", "MET_phi"]
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
-
-
-@pytest.fixture(scope="module")
-def ttbar(session, shared_data):
-    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=64)
-    return str(shared_data / TTBAR)
 
 
 def reference_events(path, cut):

@@ -20,7 +20,6 @@ import pytest
 
 from skyhook_py.errors import ObjectClassError
 from skyhook_py.query.ir import AggKind, Aggregation, Axis, col
-from skyhook_py.session import Session
 from skyhook_py.storage import checksum
 
 pytestmark = pytest.mark.cluster
@@ -42,11 +41,6 @@ SOURCES = {
                   Aggregation(AggKind.Sum, "q", col("Q1"))])),
 }
 ROWS, AGGS = SOURCES["nano"][3], SOURCES["nano"][4]
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
 
 
 def _corrupt(data: bytes, rng: random.Random, kind: str) -> bytes:

@@ -8,14 +8,8 @@ import glob
 import pytest
 
 from skyhook_py.errors import CorruptObjectError
-from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
 
 
 def _scan_error_lines(cluster, errno_):

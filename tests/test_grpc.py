@@ -27,19 +27,12 @@ from skyhook_py.service.coordinator import AuthenticationError, Coordinator, Que
 from skyhook_py.query.executor import DeadlineExceeded
 from skyhook_py.query.results import Progress, ResultBatch, Summary
 from skyhook_py.service.server import open_session, start_server
-from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 HZZ = "uproot-HZZ.root"
 DEMO_EVENTS = 40_000
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    """The in-process oracle: the same pool, the test's own connection."""
-    return Session(store, store.conf)
 
 
 @pytest.fixture(scope="module")

@@ -15,14 +15,8 @@ import pyarrow as pa
 import pytest
 
 from skyhook_py.errors import CorruptObjectError
-from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
 
 
 def _child(ceph_cluster, pool, body: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -277,7 +271,6 @@ def test_client_deadline_covers_the_manifest_read(store, slow_dataset, ceph_clus
 _ABANDON = """
 import json, sys
 from skyhook_py.errors import DeadlineExceeded
-from skyhook_py.session import Session
 conf, pool, keyring, dataset, deadline, how = sys.argv[1:]
 session = Session.open(conf, pool, "skyhook", keyring=keyring)
 try:

@@ -16,7 +16,6 @@ import uproot
 
 from skyhook_py import UnknownColumnError, UnknownDatasetError
 from skyhook_py.errors import QueryError
-from skyhook_py.session import Session
 
 pytestmark = pytest.mark.cluster
 
@@ -37,11 +36,6 @@ HZZ_CASES = [
     (["EventWeight", "NJet", "Jet_Px"], "(NJet > 1) & (MET_px > 0) | (NElectron == 2)"),
     (["MET_px", "MET_py"], "MET_px**2 + MET_py**2 > 400"),
 ]
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
 
 
 @pytest.fixture(scope="module")

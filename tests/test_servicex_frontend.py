@@ -13,24 +13,12 @@ import awkward as ak
 import pytest
 import uproot
 
-from skyhook_py.session import Session
 
 servicex = pytest.importorskip("servicex")
 pytestmark = pytest.mark.cluster
 
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 ACCESS, SECRET = "skyhook-sx", "skyhook-sx-secret"
-
-
-@pytest.fixture(scope="module")
-def session(store):
-    return Session(store, store.conf)
-
-
-@pytest.fixture(scope="module")
-def ttbar(session, shared_data):
-    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=64)
-    return str(shared_data / TTBAR)
 
 
 @pytest.fixture(scope="module")
