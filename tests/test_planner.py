@@ -4,36 +4,21 @@ Soundness of statistics pruning is checked against brute force: a partition may
 only be pruned if the cut is false for every event in it.
 """
 
-import dataclasses
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from skyhook_py.query import ir, planner
 from skyhook_py.query.ir import col
+from skyhook_py.storage.manifest import Manifest, Partition
 
 
-@dataclasses.dataclass
-class Part:
-    object: str
-    event_start: int
-    event_stop: int
-    bytes: int
-    stats: dict
-
-
-@dataclasses.dataclass
-class FakeManifest:  # the planner only reads these fields of a Manifest
-    partitions: list
-    columns: dict
-
-    def column_types(self):
-        return self.columns
-
-
+ARROW_SCHEMA = pa.schema([("MET_pt", pa.float32()), ("nMuon", pa.uint32()), ("Muon_pt", pa.list_(pa.float32())),
+                          ("run", pa.int32())])
 SCHEMA = {"MET_pt": ir.ColumnType("float", False), "nMuon": ir.ColumnType("uint", False),
           "Muon_pt": ir.ColumnType("float", True), "run": ir.ColumnType("int", False)}
 
@@ -61,9 +46,10 @@ def manifest_of(parts_values):
     parts, start = [], 0
     for i, vals in enumerate(parts_values):
         n = len(vals["MET_pt"])
-        parts.append(Part(f"part.x.w.{i:06d}", start, start + n, 1000, stats_of(vals)))
+        parts.append(Partition(f"part.x.w.{i:06d}", start, start + n, 1000, source=0, entry_start=start,
+                               entry_stop=start + n, stats=stats_of(vals)))
         start += n
-    return FakeManifest(parts, SCHEMA)
+    return Manifest("x", 1, ARROW_SCHEMA, parts)   # in memory, as the writers build it
 
 
 def test_event_range_prunes_and_sets_rows():

@@ -54,7 +54,7 @@ def plan(manifest, query: ir.Query, pushdown: str = "auto") -> Plan:
     start = query.event_start
     stop = query.event_stop if query.event_stop is not None else math.inf
     mode = _choose_mode(manifest, query, pushdown)
-    t = _partition_table(manifest)
+    t = manifest.partition_table()
     es, ee = t["event_start"], t["event_stop"]
     lo = np.maximum(es, start)
     hi = np.minimum(ee, stop) if stop != math.inf else ee
@@ -97,7 +97,7 @@ def needed_fraction(manifest, query: ir.Query) -> float:
     """The fraction of the dataset's bytes in the columns the query reads (by the
     statistics' per-column sizes; by column count where a partition has none)."""
     needed = query.columns()
-    sizes = manifest.column_bytes() if hasattr(manifest, "column_bytes") else _column_bytes(manifest)
+    sizes = manifest.column_bytes()
     if sizes:
         total = sum(sizes.values())
         if total > 0:
@@ -121,51 +121,8 @@ class _ColumnStats:
 
     def get(self, name):
         if name not in self._got:
-            if hasattr(self.manifest, "column_stats"):
-                self._got[name] = self.manifest.column_stats(name)
-            else:
-                self._got[name] = _stats_from_dicts(self.manifest, name)
+            self._got[name] = self.manifest.column_stats(name)
         return self._got[name]
-
-
-# A manifest-like object with only ``partitions`` (dicts of statistics) plans too.
-_STAT_FIELDS = ("min", "max", "null_count", "nan_count", "bytes", "min_length", "max_length")
-
-
-def _partition_table(manifest) -> dict:
-    if hasattr(manifest, "partition_table"):
-        return manifest.partition_table()
-    ps = manifest.partitions
-    out = {"object": np.array([p.object for p in ps], dtype=object)}
-    for f in ("event_start", "event_stop", "bytes"):
-        out[f] = np.array([getattr(p, f) for p in ps], dtype=np.int64)
-    return out
-
-
-def _stats_from_dicts(manifest, name):
-    if name not in manifest.column_types():
-        return None
-    ps = manifest.partitions
-    out = np.full((len(_STAT_FIELDS), len(ps)), np.nan)
-    for j, p in enumerate(ps):
-        s = ((p.stats or {}).get("columns") or {}).get(name) or {}
-        if s.get("min") is not None and s.get("max") is not None:
-            out[0, j], out[1, j] = float(s["min"]), float(s["max"])
-        for k in range(2, len(_STAT_FIELDS)):
-            if s.get(_STAT_FIELDS[k]) is not None:
-                out[k, j] = s[_STAT_FIELDS[k]]
-    return out
-
-
-def _column_bytes(manifest):
-    sizes: dict[str, int] = {}
-    for p in manifest.partitions:
-        cols = (p.stats or {}).get("columns") or {}
-        if not cols or not all("bytes" in s for s in cols.values()):
-            return None
-        for name, s in cols.items():
-            sizes[name] = sizes.get(name, 0) + int(s["bytes"])
-    return sizes
 
 
 def _vtruth(expr, stats, n):
