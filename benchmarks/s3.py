@@ -49,7 +49,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class RadosGateway:
+class ServerProcess:
+    """A server process this harness started (``self.proc``): ``stop()`` sends SIGTERM,
+    then SIGKILL after ``timeout``; as a context manager it is started and stopped."""
+
+    proc: subprocess.Popen | None = None
+
+    def stop(self, timeout: float = 20):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class RadosGateway(ServerProcess):
     """One radosgw process serving S3 for the cluster ``cluster`` (a
     skyhook_py.cluster.Cluster): on 127.0.0.1, or, for a multi-host cluster, inside
     storage host ``host`` (its network namespace) on that host's address, so that the
@@ -131,23 +156,6 @@ class RadosGateway:
         if proc.returncode != 0:
             raise RuntimeError(f"radosgw-admin user create failed: {proc.stderr.decode(errors='replace')[-1000:]}")
 
-    def stop(self, timeout: float = 20):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def filesystem(endpoint: str, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> pafs.S3FileSystem:

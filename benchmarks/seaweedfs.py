@@ -54,7 +54,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-class SeaweedFS:
+class SeaweedFS(s3.ServerProcess):
     """One ``weed server -s3`` on 127.0.0.1: S3 on ``port`` (free one if None), the
     master/volume/filer ports and their gRPC ports picked free or from ``base_port``."""
 
@@ -122,23 +122,6 @@ class SeaweedFS:
                 raise RuntimeError(f"SeaweedFS S3 did not answer on {self.endpoint} within {START_TIMEOUT} s; see {log}")
             time.sleep(0.5)
 
-    def stop(self, timeout: float = 20):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def main(argv=None) -> int:
