@@ -271,6 +271,7 @@ def test_client_deadline_covers_the_manifest_read(store, slow_dataset, ceph_clus
 _ABANDON = """
 import json, sys
 from skyhook_py.errors import DeadlineExceeded
+from skyhook_py.session import Session
 conf, pool, keyring, dataset, deadline, how = sys.argv[1:]
 session = Session.open(conf, pool, "skyhook", keyring=keyring)
 try:
