@@ -272,8 +272,11 @@ _ABANDON = """
 import json, sys
 from skyhook_py.errors import DeadlineExceeded
 from skyhook_py.session import Session
-conf, pool, keyring, dataset, deadline, how = sys.argv[1:]
+conf, pool, keyring, dataset, deadline, how = sys.argv[1:7]
 session = Session.open(conf, pool, "skyhook", keyring=keyring)
+if len(sys.argv) > 7:   # connected: say so (a file), then wait for the go on stdin
+    open(sys.argv[7], "w").close()
+    sys.stdin.readline()
 try:
     session.run(dataset, columns=["Muon_Px"], deadline=float(deadline), pushdown="on")
     print(json.dumps({"outcome": "answered"}))
@@ -285,10 +288,15 @@ if how == "close":
 """
 
 
-def _abandon(ceph_cluster, pool, dataset, deadline, how):
+def _abandon(ceph_cluster, pool, dataset, deadline, how, ready_file=None):
+    """A child that queries with ``deadline`` and exits or closes (``how``); with
+    ``ready_file`` it first connects, creates that file and waits for a line on stdin, so
+    that the query starts only when the caller has set the scene."""
     return subprocess.Popen(
         [sys.executable, "-c", _ABANDON, str(ceph_cluster.conf_path), pool,
-         str(ceph_cluster.admin_keyring), dataset, str(deadline), how],
+         str(ceph_cluster.admin_keyring), dataset, str(deadline), how,
+         *([str(ready_file)] if ready_file else [])],
+        stdin=subprocess.PIPE if ready_file else None,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -313,10 +321,19 @@ def test_exit_and_close_right_after_a_deadline_are_safe(session, ceph_cluster, p
 
 
 def test_close_and_exit_with_calls_stuck_on_a_stopped_osd_are_safe(session, store, slow_dataset,
-                                                                    ceph_cluster, pool):
+                                                                    ceph_cluster, pool, tmp_path):
     osd = _partition_only_osd(store, session, slow_dataset)
+    # the children connect first (interpreter start-up under load can outlast the 5 s
+    # heartbeat grace, and an OSD already marked down would leave nothing in flight)
+    ready = {how: tmp_path / f"ready-{how}" for how in ("exit", "close")}
+    procs = {how: _abandon(ceph_cluster, pool, slow_dataset, 2, how, ready[how]) for how in ready}
+    t0 = time.monotonic()
+    while not all(f.exists() for f in ready.values()) and time.monotonic() - t0 < 120:
+        time.sleep(0.1)
     with _stopped_osd(ceph_cluster, osd):
-        procs = {how: _abandon(ceph_cluster, pool, slow_dataset, 2, how) for how in ("exit", "close")}
+        for p in procs.values():   # both start now, on the same stopped OSD
+            p.stdin.write("go\n")
+            p.stdin.flush()
         outs = {how: p.communicate(timeout=120) for how, p in procs.items()}
     for how, p in procs.items():
         out = _check_clean_exit(p, outs[how], how)
