@@ -624,6 +624,25 @@ rados osd op timeout = 30
                 time.sleep(0.3)
         raise ClusterError(f"pool {name!r} not active after {timeout} s: {last}")
 
+    def wait_settled(self, pool: str | None = None, timeout: float = READY_TIMEOUT):
+        """Wait until every OSD is up, no placement is temporary (no pg_temp/primary_temp:
+        peering after an OSD came back is over, so an object's primary stays where
+        ``osd map`` says) and, if given, pool ``pool`` serves requests.  Tests that pick an OSD by
+        the objects it serves call this first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            dump = self.ceph("osd", "dump", fmt_json=True, timeout=20)
+            down = [o["osd"] for o in dump["osds"] if not o.get("up")]
+            temp = len(dump.get("pg_temp", ())) + len(dump.get("primary_temp", ()))
+            if not down and not temp:
+                break
+            if time.monotonic() > deadline:
+                raise ClusterError(f"cluster not settled after {timeout} s: OSDs down {down}, "
+                                   f"{temp} temporary placements (logs in {self.log_dir})")
+            time.sleep(0.3)
+        if pool is not None:
+            self.wait_pool_active(pool, timeout=max(1.0, deadline - time.monotonic()))
+
     # -- public lifecycle ----------------------------------------------------------
     def up(self, osds: int = 1, hosts: int | None = None, osds_per_host: int = 1,
            link: str | None = None) -> "Cluster":

@@ -21,6 +21,7 @@ from .query import ir, planner, results
 from .query.compile import compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from .storage.rados_io import reads_bounded_by
 
 DEFAULT_POOL = defaults.POOL
 DEFAULT_NAMESPACE = defaults.NAMESPACE
@@ -168,13 +169,16 @@ class Session:
                      fail_fast=True, cancelled=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
         t0 = time.perf_counter()
-        p = planner.plan(manifest, query, pushdown)
+        abs_deadline = None if deadline is None else time.monotonic() + deadline
+        # planning reads the manifest pieces it needs (partition table, statistics): they
+        # count against the query's deadline like the partitions do
+        with reads_bounded_by(abs_deadline):
+            p = planner.plan(manifest, query, pushdown)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
                     events_total=p.events_total, partitions_total=_num_partitions(manifest),
                     partitions_pruned=p.pruned)
         yield Progress(0, len(p.tasks), 0, p.events_total)
         partials = []
-        abs_deadline = None if deadline is None else time.monotonic() + deadline
         for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
                                     limit=query.limit, cancelled=cancelled):
             if isinstance(ev, Retrying):

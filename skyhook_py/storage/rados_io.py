@@ -8,6 +8,8 @@ SkyhookErrors.  It knows nothing of datasets, manifests or queries.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import contextvars
 import errno
 import os
 import sys
@@ -43,6 +45,26 @@ def _import_rados():
 
 DEFAULT_OP_TIMEOUT = defaults.OP_TIMEOUT
 DRAIN_SLACK = 2.0   # seconds past the op timeout that close() waits for calls in flight
+
+# A deadline (time.monotonic()) that reads without their own obey: code that reads
+# through layers that know nothing of deadlines (a manifest's pieces read lazily while
+# a query is planned) runs inside ``reads_bounded_by``.
+_read_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "skyhook_read_deadline", default=None)
+
+
+@contextlib.contextmanager
+def reads_bounded_by(deadline: float | None):
+    """Within the block, Store.read calls without a deadline use ``deadline`` (None: no
+    change)."""
+    if deadline is None:
+        yield
+        return
+    token = _read_deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _read_deadline.reset(token)
 
 _open_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
 
@@ -194,12 +216,21 @@ class Store:
         """Read ``length`` bytes (default: to the end).  With ``deadline`` (a
         time.monotonic() value) the read is asynchronous and DeadlineExceeded is raised
         when it has not completed by then (librados's own timeout is fixed per handle)."""
+        if deadline is None:
+            deadline = _read_deadline.get()
         if deadline is not None and deadline - time.monotonic() <= self.op_timeout + DRAIN_SLACK:
             # (a later deadline is the op timeout's to enforce: gRPC's "no deadline" is
             # a time_remaining() of ~1e19 s, too large for a wait)
-            if length is None:
-                raise ValueError("a read with a deadline needs a length")
-            return self._read_by(obj, length, offset, deadline)
+            if length is not None:
+                return self._read_by(obj, length, offset, deadline)
+            # to the end, without an unbounded stat first: a read longer than the object
+            # returns the rest; only one that fills the buffer is read again, larger
+            want = 1 << 20
+            while True:
+                data = self._read_by(obj, want, offset, deadline)
+                if len(data) < want:
+                    return data
+                want *= 4
         if length is None:
             length = self.size(obj) - offset
         if length <= 0:
