@@ -94,9 +94,10 @@ class Session:
     def manifest(self, dataset, deadline: float | None = None):
         """The current manifest, from the session's cache when its version is still the
         committed one (one small omap read per call; storage.manifest.ManifestCache).
-        ``deadline`` (a time.monotonic() value) bounds the read; a query with a deadline
-        reads the header directly, so that no read outlives it."""
-        if deadline is not None:
+        ``deadline`` (a time.monotonic() value) bounds the read: one nearer than the op
+        timeout reads the header directly, so that no read outlives it (the version check
+        is an omap read that only the op timeout bounds)."""
+        if self.store.outlives(deadline):
             from .storage.manifest import load_manifest
 
             return load_manifest(self.store, dataset, deadline=deadline)

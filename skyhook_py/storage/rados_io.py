@@ -211,6 +211,10 @@ class Store:
         except FileNotFoundError:
             return False
 
+    def outlives(self, deadline: float | None) -> bool:
+        """Whether a plain call (bounded by the op timeout) could outlive ``deadline``."""
+        return deadline is not None and deadline - time.monotonic() <= self.op_timeout + DRAIN_SLACK
+
     def read(self, obj: str, length: int | None = None, offset: int = 0,
              deadline: float | None = None) -> bytes:
         """Read ``length`` bytes (default: to the end).  With ``deadline`` (a
@@ -218,7 +222,7 @@ class Store:
         when it has not completed by then (librados's own timeout is fixed per handle)."""
         if deadline is None:
             deadline = _read_deadline.get()
-        if deadline is not None and deadline - time.monotonic() <= self.op_timeout + DRAIN_SLACK:
+        if self.outlives(deadline):
             # (a later deadline is the op timeout's to enforce: gRPC's "no deadline" is
             # a time_remaining() of ~1e19 s, too large for a wait)
             if length is not None:
