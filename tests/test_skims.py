@@ -165,6 +165,7 @@ def test_skim_failing_midway_removes_what_it_wrote(session, store, ttbar):
         store.write_full(victim.object, good)
     assert mf.current_version(store, "half") is None and objects_of(store, "half") == []
     assert status.state == tracker.FAILED and not status.complete
+    assert status.rows_delivered >= 20   # so the skim had written partitions (of 10 events) by then
     assert [(u.partition, u.object, u.event_start, u.event_stop) for u in status.failures] == \
         [(len(src.partitions) - 3, victim.object, victim.event_start, victim.event_stop)]
     # the partitions after the failed one were not reached, and are listed as such

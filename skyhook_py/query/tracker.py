@@ -26,6 +26,11 @@ from ..errors import UnknownRequestError  # noqa: F401 - raised by RequestTracke
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 DEFAULT_HISTORY = 1000
+MAX_QUERY_TEXT = 4096     # characters of the query text kept per request
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_QUERY_TEXT else text[:MAX_QUERY_TEXT] + " ..."
 
 
 @dataclasses.dataclass
@@ -66,6 +71,7 @@ class RequestStatus:
     _done: set = dataclasses.field(default_factory=set, repr=False)
     _lock: object = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
     _on_end: object = dataclasses.field(default=None, repr=False, compare=False)   # the tracker's trim
+    _final: object = dataclasses.field(default=None, repr=False, compare=False)    # unprocessed, once ended
 
     # -- updates (Session.stream_query) ---------------------------------------------
     def planned(self, manifest, query, plan):
@@ -77,7 +83,7 @@ class RequestStatus:
         in_range = np.maximum(es, query.event_start) < np.minimum(ee, stop)
         with self._lock:
             self.dataset, self.manifest_version = manifest.dataset, manifest.version
-            self.query = self.query or repr(query)
+            self.query = self.query or _short(repr(query))
             self.partitions_total = int(in_range.sum())
             self.partitions_planned = len(plan.tasks)
             self.events_total = int(plan.events_total)
@@ -112,6 +118,10 @@ class RequestStatus:
             if self.state != RUNNING or (self.hold and state == DONE):
                 return
             self.state, self.message, self.ended = state, message, time.time()
+        # the history keeps what was not processed, not the plan (bounded memory)
+        final = self._compute_unprocessed()
+        with self._lock:
+            self._final, self._tasks, self._done = final, {}, set()
         if self._on_end is not None:
             self._on_end()
 
@@ -141,6 +151,12 @@ class RequestStatus:
     def unprocessed(self) -> list[Unprocessed]:
         """Failed partitions, then the planned ones never answered (a request that
         ended early: failed, cancelled, stopped by its limit), in partition order."""
+        with self._lock:
+            if self._final is not None:
+                return list(self._final)
+        return self._compute_unprocessed()
+
+    def _compute_unprocessed(self) -> list[Unprocessed]:
         with self._lock:
             failed = {u.partition for u in self.failures}
             out = list(self.failures)
@@ -206,7 +222,7 @@ class RequestTracker:
 
     def new(self, request_id: str, kind: str = "query", dataset: str = "", query: str = "") -> RequestStatus:
         """Register a request (an id in the history is replaced: ids are the caller's)."""
-        s = RequestStatus(request_id, kind=kind, dataset=dataset, query=query, started=time.time())
+        s = RequestStatus(request_id, kind=kind, dataset=dataset, query=_short(query), started=time.time())
         s._on_end = self.trim
         with self._lock:
             self._by_id.pop(request_id, None)

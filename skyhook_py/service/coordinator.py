@@ -169,6 +169,10 @@ class QueryRun:
                     last_progress = now
                 yield ev
         finally:
+            if self.status is not None:   # never left "running" (the first end recorded wins)
+                from ..query import tracker
+
+                self.status.finish(tracker.CANCELLED, "the request ended before its answer")
             self.coordinator._finished(self)
 
     def _check(self):
@@ -225,9 +229,11 @@ class QueryRun:
             if self.status is not None:   # the first end recorded wins: say why, not "stopped"
                 from ..query import tracker
 
-                cancelled = isinstance(e, (QueryCancelled, GeneratorExit))
-                self.status.finish(tracker.CANCELLED if cancelled else tracker.FAILED,
-                                   f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+                if isinstance(e, GeneratorExit):
+                    self.status.finish(tracker.CANCELLED, "the client stopped reading the answer")
+                else:
+                    self.status.finish(tracker.CANCELLED if isinstance(e, QueryCancelled) else tracker.FAILED,
+                                       f"{type(e).__name__}: {e}")
             raise
         finally:
             stream.close()

@@ -111,6 +111,9 @@ class SkimRun:
             t.join()
             raise
         finally:
+            from ..query import tracker
+
+            self.status.release(tracker.CANCELLED, "the request ended before its outcome")
             c._finished(self)
 
 

@@ -62,6 +62,27 @@ def skim(session, source: str, dataset: str, *, where=None, columns=None, expres
     polled between partitions.  Raises before anything is written when the query or
     the name is invalid; a failure later removes what was written.
     """
+    if status is None:
+        from ..session import new_status
+
+        status = new_status(source, kind="skim")
+    status.kind, status.output = "skim", dataset
+    status.hold = True    # "done" only once the skim is committed, not when the scan ends
+    try:
+        m = _skim(session, source, dataset, where, columns, expressions, language, event_range,
+                  pushdown, write_store, partition_bytes, partition_events, format, compression,
+                  progress, status, cancelled, keep_identity)
+    except BaseException as e:
+        status.release(tracker.CANCELLED if isinstance(e, (QueryCancelled, KeyboardInterrupt))
+                       else tracker.FAILED, f"{type(e).__name__}: {e}")
+        raise
+    status.release(tracker.DONE)
+    return m
+
+
+def _skim(session, source, dataset, where, columns, expressions, language, event_range, pushdown,
+          write_store, partition_bytes, partition_events, format, compression, progress, status,
+          cancelled, keep_identity) -> Manifest:
     store = write_store if write_store is not None else session.store
     mf.check_dataset_name(dataset)
     if dataset == source:
@@ -97,52 +118,39 @@ def skim(session, source: str, dataset: str, *, where=None, columns=None, expres
     schema = _storable_schema(empty_result(src, query), dataset)
     provenance = _provenance(src, query, where=where, columns=columns, expressions=expressions,
                              language=language, event_range=event_range, pushdown=pushdown)
-    if status is None:
-        from ..session import new_status
-
-        status = new_status(source, kind="skim")
-    status.kind, status.output = "skim", dataset
-    status.hold = True    # "done" only once the skim is committed, not when the scan ends
-
-    try:
-        with Progress(f"skim {source} -> {dataset}", 1, src.num_events, enabled=progress) as prog:
-            writer = _Writer(store, dataset, schema, encoding, partition_bytes, partition_events, 1, prog)
-            stream = session.stream_query(src, query, pushdown=pushdown, fail_fast=True,
-                                          cancelled=cancelled, status=status)
-            summary: list[Summary] = []
-            parts, entry = [], 0
-            try:
-                for table in partitioner.partitions(_batches(stream, schema, summary), schema,
-                                                    partition_bytes, partition_events):
-                    parts.append(writer.write_partition(table, 0, entry, entry))
-                    entry += table.num_rows
-                if cancelled is not None and cancelled():
-                    raise QueryCancelled(f"the skim of {source!r} into {dataset!r} was cancelled; "
-                                         "nothing was committed")
-                if not summary or status.state not in (tracker.RUNNING, tracker.DONE) \
-                        or status.unprocessed():
-                    raise SkyhookError(f"the skim of {source!r} is incomplete ({status.statement()}); "
-                                       "nothing was committed")
-            except BaseException:
-                stream.close()
-                writer.discard()
-                raise
-        s = summary[0]
-        provenance["events_scanned"] = s.events_scanned
-        provenance["events_selected"] = entry
-        provenance["partitions_pruned"] = s.partitions_pruned
-        canonical = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
-        origin = Source(path=f"{SOURCE_SCHEME}{src.dataset}@v{src.version}", name=src.dataset,
-                        size=int(s.bytes_stored), sha256=hashlib.sha256(canonical.encode()).hexdigest(),
-                        tree="", entries=entry, event_start=0)
-        m = Manifest(dataset=dataset, version=1, schema=schema, partitions=parts, sources=[origin],
-                     encoding=encoding, previous_version=None, provenance=provenance)
-        _commit(store, writer, m, None)
-    except BaseException as e:
-        status.release(tracker.CANCELLED if isinstance(e, (QueryCancelled, KeyboardInterrupt))
-                       else tracker.FAILED, f"{type(e).__name__}: {e}")
-        raise
-    status.release(tracker.DONE)
+    with Progress(f"skim {source} -> {dataset}", 1, src.num_events, enabled=progress) as prog:
+        writer = _Writer(store, dataset, schema, encoding, partition_bytes, partition_events, 1, prog)
+        stream = session.stream_query(src, query, pushdown=pushdown, fail_fast=True,
+                                      cancelled=cancelled, status=status)
+        summary: list[Summary] = []
+        parts, entry = [], 0
+        try:
+            for table in partitioner.partitions(_batches(stream, schema, summary), schema,
+                                                partition_bytes, partition_events):
+                parts.append(writer.write_partition(table, 0, entry, entry))
+                entry += table.num_rows
+            if cancelled is not None and cancelled():
+                raise QueryCancelled(f"the skim of {source!r} into {dataset!r} was cancelled; "
+                                     "nothing was committed")
+            if not summary or status.state not in (tracker.RUNNING, tracker.DONE) \
+                    or status.unprocessed():
+                raise SkyhookError(f"the skim of {source!r} is incomplete ({status.statement()}); "
+                                   "nothing was committed")
+        except BaseException:
+            stream.close()
+            writer.discard()
+            raise
+    s = summary[0]
+    provenance["events_scanned"] = s.events_scanned
+    provenance["events_selected"] = entry
+    provenance["partitions_pruned"] = s.partitions_pruned
+    canonical = json.dumps(provenance, sort_keys=True, separators=(",", ":"), default=str)
+    origin = Source(path=f"{SOURCE_SCHEME}{src.dataset}@v{src.version}", name=src.dataset,
+                    size=int(s.bytes_stored), sha256=hashlib.sha256(canonical.encode()).hexdigest(),
+                    tree="", entries=entry, event_start=0)
+    m = Manifest(dataset=dataset, version=1, schema=schema, partitions=parts, sources=[origin],
+                 encoding=encoding, previous_version=None, provenance=provenance)
+    _commit(store, writer, m, None)
     return m
 
 
