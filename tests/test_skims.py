@@ -433,3 +433,62 @@ def test_least_privilege_coordinator_skims_with_the_ingest_key(ceph_cluster, ttb
                     T.delete(w, name)
                 except UnknownDatasetError:
                     pass
+
+
+def test_coordinator_killed_midway_through_a_skim(session, store, ceph_cluster, pool, ttbar):
+    """`skyhook serve --ingest-keyring ...` as its own process, SIGKILLed (fault
+    injection) after writing 2 partitions of a skim: the client gets an error, no
+    dataset exists, the source is intact and gc clears the orphans; a coordinator
+    started again runs the skim, and `skyhook status` / `skyhook skim --server` work."""
+    from skyhook_py.service.client import Client
+    from skyhook_py.errors import ClusterError
+
+    if "ttbar_k" not in session.datasets():
+        session.ingest([ttbar], "ttbar_k", tree="Events", partition_events=100)
+    before = session.query("ttbar_k", columns=["MET_pt", "event"])
+    admin = str(ceph_cluster.admin_keyring)
+
+    def serve(fault=None):
+        env = dict(os.environ, PYTHONPATH=REPO)
+        env.pop("SKYHOOK_FAULT", None)
+        if fault:
+            env["SKYHOOK_FAULT"] = fault
+        p = subprocess.Popen([sys.executable, "-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path),
+                              "--pool", pool, "serve", "--listen", "127.0.0.1:0", "--as-user", "client.admin",
+                              "--as-keyring", admin, "--ingest-user", "client.admin", "--ingest-keyring", admin],
+                             env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        line = p.stderr.readline().decode()
+        assert "skyhook coordinator on " in line and "skims written as client.admin" in line, line
+        return p, line.split("skyhook coordinator on ", 1)[1].split()[0]
+
+    p, address = serve("kill-after-partitions=2")
+    try:
+        with Client(address, timeout=120) as c:
+            with pytest.raises(ClusterError):
+                c.skim("ttbar_k", "killed_srv", where="nMuon >= 0", columns=["MET_pt"], partition_events=100)
+        assert p.wait(timeout=60) == -9
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert mf.current_version(store, "killed_srv") is None
+    assert len(operations._dataset_partitions(store, "killed_srv")) == 2
+    assert session.query("ttbar_k", columns=["MET_pt", "event"]).equals(before)
+    assert len(T.gc(store, "killed_srv", grace=0)) == 2 and objects_of(store, "killed_srv") == []
+
+    p, address = serve()
+    try:
+        code, out, err = _cli(ceph_cluster, pool, "skim", "ttbar_k", "--into", "killed_srv", "--where",
+                              "nMuon >= 0", "--columns", "MET_pt", "--server", address, "--json")
+        assert code == 0, err
+        done = json.loads(out)
+        assert done["num_events"] == before.num_rows
+        assert session.query("killed_srv", columns=["MET_pt", "event"]).equals(before)
+        code, out, err = _cli(ceph_cluster, pool, "status", done["request_id"], "--server", address)
+        assert code == 0, err
+        assert f"complete: all {before.num_rows:,} events of " in out and "skim of dataset 'ttbar_k'" in out
+        code, out, err = _cli(ceph_cluster, pool, "status", "nope", "--server", address)
+        assert code == 2 and "no request with id 'nope'" in err
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
