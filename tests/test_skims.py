@@ -379,6 +379,17 @@ def test_query_status_through_the_coordinator(grpc_server, session, store, ttbar
         with pytest.raises(UnknownRequestError) as e:
             client.status("no-such-request")
         assert e.value.grpc_code == grpc.StatusCode.NOT_FOUND
+    # finished statuses are in the pool too: another coordinator (a restart) reads them
+    from skyhook_py.service.coordinator import Coordinator
+
+    assert c.tracker.persist.flush(30)
+    other = Coordinator(c.session, writer=c.writer)
+    st = other.request_status("q-partial")
+    assert st.state == tracker.DONE and not st.complete
+    assert [(u.partition, u.object, u.errno) for u in st.unprocessed()] == [(7, victim.object, errno.EBADMSG)]
+    assert other.request_status("q-ok").complete
+    with pytest.raises(UnknownRequestError):
+        other.request_status("paused-2")
 
 
 def test_read_only_coordinator_refuses_skims(ceph_cluster, pool, ttbar):
@@ -489,6 +500,17 @@ def test_coordinator_killed_midway_through_a_skim(session, store, ceph_cluster, 
         assert f"complete: all {before.num_rows:,} events of " in out and "skim of dataset 'ttbar_k'" in out
         code, out, err = _cli(ceph_cluster, pool, "status", "nope", "--server", address)
         assert code == 2 and "no request with id 'nope'" in err
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    # the finished request's status outlives the coordinator (kept in the pool by its writer identity)
+    p, address = serve()
+    try:
+        code, out2, err = _cli(ceph_cluster, pool, "status", done["request_id"], "--server", address, "--json")
+        assert code == 0, err
+        st = json.loads(out2)
+        assert st["complete"] and st["kind"] == "skim" and st["output"] == "killed_srv"
+        assert st["events_total"] == before.num_rows and st["unprocessed"] == []
     finally:
         p.terminate()
         p.wait(timeout=60)

@@ -10,7 +10,10 @@ A ``RequestTracker`` keeps the statuses of one process by id: every running requ
 plus a bounded history of finished ones (oldest dropped first).  The gRPC
 coordinator has one (``GetRequest``, ``skyhook status ID --server``), and so can any
 other front end (the ServiceX-style REST front end: ``tracker.get(id).as_dict()``).
-The history lives in memory: it does not survive a restart of the process.
+The history lives in memory; given a ``persist`` object (storage.requests.PersistedRequests,
+which the coordinator has when it holds a writer identity) finished statuses are also
+written to the pool and read back from there when no longer in memory, after a
+restart too.
 
 Plain data and a lock; nothing here talks to Ceph or gRPC.
 """
@@ -184,6 +187,15 @@ class RequestStatus:
         return (f"{head}: {len(missing)} partition(s) not processed ({n:,} events of "
                 f"{self.events_total:,})" + (f"; {self.message}" if self.message else ""))
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "RequestStatus":
+        """A finished status as ``as_dict`` gave it (read back from the pool)."""
+        names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")} - {"failures", "hold"}
+        s = cls(**{k: d[k] for k in names if k in d})
+        s.failures = [Unprocessed(**u) for u in d.get("failures", [])]
+        s._final = [Unprocessed(**u) for u in d.get("unprocessed", [])]
+        return s
+
     def as_dict(self) -> dict:
         with self._lock:
             d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -215,24 +227,27 @@ class RequestStatus:
 class RequestTracker:
     """Request statuses by id: the running ones and the last ``history`` finished ones."""
 
-    def __init__(self, history: int = DEFAULT_HISTORY):
+    def __init__(self, history: int = DEFAULT_HISTORY, persist=None):
         self.history = history
+        self.persist = persist     # save(dict) / load(id) -> dict | None, or None
         self._by_id: collections.OrderedDict[str, RequestStatus] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def new(self, request_id: str, kind: str = "query", dataset: str = "", query: str = "") -> RequestStatus:
         """Register a request (an id in the history is replaced: ids are the caller's)."""
         s = RequestStatus(request_id, kind=kind, dataset=dataset, query=_short(query), started=time.time())
-        s._on_end = self.trim
+        s._on_end = lambda: self._ended(s)
         with self._lock:
             self._by_id.pop(request_id, None)
             self._by_id[request_id] = s
             self._trim()
         return s
 
-    def trim(self):
+    def _ended(self, s: RequestStatus):
         with self._lock:
             self._trim()
+        if self.persist is not None:
+            self.persist.save(s.as_dict())
 
     def _trim(self):
         finished = [k for k, v in self._by_id.items() if v.state != RUNNING]
@@ -242,6 +257,10 @@ class RequestTracker:
     def get(self, request_id: str) -> RequestStatus:
         with self._lock:
             s = self._by_id.get(request_id)
+        if s is None and self.persist is not None:
+            d = self.persist.load(request_id)
+            if d is not None:
+                return RequestStatus.from_dict(d)
         if s is None:
             raise UnknownRequestError(request_id, self.history)
         return s

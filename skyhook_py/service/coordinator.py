@@ -251,7 +251,12 @@ class Coordinator:
         self.session = session
         # the writer identity (a Store as the ingest key), for skims; None: read-only
         self.writer = writer
-        self.tracker = RequestTracker(history or DEFAULT_HISTORY)
+        persist = None
+        if writer is not None:   # finished statuses outlive the coordinator (storage/requests.py)
+            from ..storage.requests import PersistedRequests
+
+            persist = PersistedRequests(writer, history or DEFAULT_HISTORY)
+        self.tracker = RequestTracker(history or DEFAULT_HISTORY, persist=persist)
         self.progress_interval = progress_interval
         self.cache = ResultCache(cache_bytes)
         self.tokens = [t.encode() for t in (tokens or ()) if t]
@@ -354,6 +359,8 @@ class Coordinator:
             self.cancel(qid)
         self.session.close()
         if self.writer is not None:
+            if self.tracker.persist is not None:
+                self.tracker.persist.flush(10)   # the last finished statuses
             self.writer.close()
 
 

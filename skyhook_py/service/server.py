@@ -154,6 +154,8 @@ class RunningServer:
         if close_session:
             self.coordinator.session.close()
             if self.coordinator.writer is not None:
+                if self.coordinator.tracker.persist is not None:
+                    self.coordinator.tracker.persist.flush(10)   # the last finished statuses
                 self.coordinator.writer.close()
 
     def serve_until_signalled(self):
