@@ -27,12 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from skyhook_py import demo_data, transcode  # noqa: E402
-from skyhook_py.cluster import Cluster  # noqa: E402
-from skyhook_py.service.client import Client  # noqa: E402
-from skyhook_py.service.coordinator import Coordinator  # noqa: E402
-from skyhook_py.service.server import open_session, open_writer, start_server  # noqa: E402
-from skyhook_py.session import new_status  # noqa: E402
+from skyhook_py import demo_data, transcode
+from skyhook_py.cluster import Cluster
+from skyhook_py.service.client import Client
+from skyhook_py.service.coordinator import Coordinator
+from skyhook_py.service.server import open_session, open_writer, start_server
+from skyhook_py.session import new_status
 
 CUT = "(nMuon >= 2) & (MET_pt > 40)"
 COLUMNS = ["run", "luminosityBlock", "event", "nMuon", "Muon_pt", "Muon_eta", "Muon_phi", "MET_pt"]

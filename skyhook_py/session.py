@@ -165,6 +165,7 @@ class Session:
         from .transcode.skim import skim
 
         return skim(self, source, dataset, where=where, columns=columns, **kwargs)
+
     def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
                    **query_args):
         """Write the selected events to a Parquet file as they arrive (one batch in memory
@@ -243,6 +244,10 @@ class Session:
         if query.aggregations:
             s.aggregates = agg.finalize(agg.merge(partials), query.aggregations)
         s.seconds = time.perf_counter() - t0
+        if status is not None:   # done once the summary exists, whenever the consumer stops
+            from .query import tracker
+
+            status.finish(tracker.DONE)
         yield s
 
 

@@ -23,8 +23,15 @@ import pytest
 import uproot
 
 from skyhook_py import transcode as T
-from skyhook_py.errors import (DatasetExistsError, NoWriterError, ObjectClassError, SkyhookError,
-                               UnknownColumnError, UnknownDatasetError, UnknownRequestError)
+from skyhook_py.errors import (
+    DatasetExistsError,
+    NoWriterError,
+    ObjectClassError,
+    SkyhookError,
+    UnknownColumnError,
+    UnknownDatasetError,
+    UnknownRequestError,
+)
 from skyhook_py.query import tracker
 from skyhook_py.storage import manifest as mf
 from skyhook_py.transcode import operations
@@ -182,7 +189,7 @@ def _cli(ceph_cluster, pool, *args, fault=None):
         env["SKYHOOK_FAULT"] = fault
     cmd = [sys.executable, "-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path),
            "--keyring", str(ceph_cluster.admin_keyring), "--pool", pool, *map(str, args)]
-    p = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    p = subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
@@ -451,8 +458,8 @@ def test_coordinator_killed_midway_through_a_skim(session, store, ceph_cluster, 
     injection) after writing 2 partitions of a skim: the client gets an error, no
     dataset exists, the source is intact and gc clears the orphans; a coordinator
     started again runs the skim, and `skyhook status` / `skyhook skim --server` work."""
-    from skyhook_py.service.client import Client
     from skyhook_py.errors import ClusterError
+    from skyhook_py.service.client import Client
 
     if "ttbar_k" not in session.datasets():
         session.ingest([ttbar], "ttbar_k", tree="Events", partition_events=100)
@@ -474,9 +481,8 @@ def test_coordinator_killed_midway_through_a_skim(session, store, ceph_cluster, 
 
     p, address = serve("kill-after-partitions=2")
     try:
-        with Client(address, timeout=120) as c:
-            with pytest.raises(ClusterError):
-                c.skim("ttbar_k", "killed_srv", where="nMuon >= 0", columns=["MET_pt"], partition_events=100)
+        with Client(address, timeout=120) as c, pytest.raises(ClusterError):
+            c.skim("ttbar_k", "killed_srv", where="nMuon >= 0", columns=["MET_pt"], partition_events=100)
         assert p.wait(timeout=60) == -9
     finally:
         if p.poll() is None:
@@ -514,3 +520,57 @@ def test_coordinator_killed_midway_through_a_skim(session, store, ceph_cluster, 
     finally:
         p.terminate()
         p.wait(timeout=60)
+
+
+def test_skim_status_while_running_then_cancelled(grpc_server, session, store, tmp_path, monkeypatch):
+    """A slow skim in the coordinator (a sleep per written partition) of a source of 100
+    partitions: its status shows progress while it runs; Cancel(request_id) stops it,
+    nothing is committed, and the partitions not reached are listed."""
+    import threading
+    import time
+
+    from skyhook_py import demo_data
+    from skyhook_py.errors import QueryCancelled
+    from skyhook_py.service.client import Client
+
+    path = demo_data.write_nanoaod(str(tmp_path / "slow.root"), events=2000, seed=21)
+    session.ingest([path], "slow_src", tree="Events", partition_events=20)
+    monkeypatch.setenv("SKYHOOK_FAULT", "sleep-per-partition=0.3")
+    outcome = {}
+
+    def run():
+        with Client(grpc_server.address, timeout=300) as c:
+            try:
+                outcome["done"] = c.skim("slow_src", "cancelled_skim", where="nMuon >= 0", columns=["MET_pt"],
+                                         partition_events=20, request_id="slow-skim")
+            except Exception as e:  # noqa: BLE001 - checked below
+                outcome["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        with Client(grpc_server.address, timeout=60) as c:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    st = c.status("slow-skim")
+                    if st["rows_delivered"] >= 40:
+                        break
+                except UnknownRequestError:
+                    pass
+                assert time.monotonic() < deadline, "the skim never made progress"
+                time.sleep(0.1)
+            assert st["state"] == "running" and st["kind"] == "skim" and st["output"] == "cancelled_skim"
+            assert 2 <= st["partitions_done"] < st["partitions_planned"] == 100
+            assert st["events_processed"] < st["events_total"] == 2000
+            assert c.cancel("slow-skim")
+    finally:
+        t.join(timeout=120)
+    assert isinstance(outcome.get("error"), QueryCancelled), outcome
+    with Client(grpc_server.address, timeout=60) as c:
+        st = c.status("slow-skim")
+    assert st["state"] == "cancelled" and not st["complete"] and "cancelled" in st["message"]
+    assert len(st["unprocessed"]) == 100 - st["partitions_done"] > 0
+    assert all(u["reason"].startswith("not reached") for u in st["unprocessed"])
+    assert mf.current_version(store, "cancelled_skim") is None
+    assert objects_of(store, "cancelled_skim") == []

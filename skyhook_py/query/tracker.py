@@ -25,7 +25,7 @@ import dataclasses
 import threading
 import time
 
-from ..errors import UnknownRequestError  # noqa: F401 - raised by RequestTracker.get
+from ..errors import UnknownRequestError
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 DEFAULT_HISTORY = 1000
@@ -188,7 +188,7 @@ class RequestStatus:
                 f"{self.events_total:,})" + (f"; {self.message}" if self.message else ""))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RequestStatus":
+    def from_dict(cls, d: dict) -> RequestStatus:
         """A finished status as ``as_dict`` gave it (read back from the pool)."""
         names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")} - {"failures", "hold"}
         s = cls(**{k: d[k] for k in names if k in d})

@@ -23,7 +23,7 @@ _UNPROCESSED_FIELDS = ("partition", "object", "event_start", "event_stop", "reas
 def skim_request_to_proto(source, dataset, *, where=None, columns=None, expressions=None,
                           language="cut", event_range=None, pushdown="auto", partition_bytes=None,
                           partition_events=None, format=None, compression=None,
-                          request_id="") -> "pb.SkimRequest":
+                          request_id="") -> pb.SkimRequest:
     if language not in LANGUAGES:
         raise QueryError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
     if pushdown not in PUSHDOWN:
@@ -70,7 +70,7 @@ def skim_spec_from_proto(p):
                     request_id=p.request_id)
 
 
-def skim_done_to_proto(m) -> "pb.SkimDone":
+def skim_done_to_proto(m) -> pb.SkimDone:
     sizes = m.partition_table()["bytes"]
     return pb.SkimDone(dataset=m.dataset, version=m.version, num_events=m.num_events,
                        num_partitions=m.num_partitions, bytes=int(sum(int(b) for b in sizes)),
@@ -83,11 +83,11 @@ def skim_done_from_proto(p) -> dict:
             "provenance": json.loads(p.provenance_json) if p.provenance_json else None}
 
 
-def _unprocessed(u: dict) -> "pb.UnprocessedPartition":
+def _unprocessed(u: dict) -> pb.UnprocessedPartition:
     return pb.UnprocessedPartition(**{k: u[k] for k in _UNPROCESSED_FIELDS})
 
 
-def status_to_proto(status) -> "pb.RequestStatus":
+def status_to_proto(status) -> pb.RequestStatus:
     d = status.as_dict()
     msg = pb.RequestStatus(**{k: d[k] for k in _STATUS_FIELDS}, ended=d["ended"] or 0.0)
     msg.failures.extend(_unprocessed(u) for u in d["failures"])

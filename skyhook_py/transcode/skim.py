@@ -129,6 +129,8 @@ def _skim(session, source, dataset, where, columns, expressions, language, event
                                                 partition_bytes, partition_events):
                 parts.append(writer.write_partition(table, 0, entry, entry))
                 entry += table.num_rows
+                if cancelled is not None and cancelled():
+                    break
             if cancelled is not None and cancelled():
                 raise QueryCancelled(f"the skim of {source!r} into {dataset!r} was cancelled; "
                                      "nothing was committed")
@@ -136,7 +138,9 @@ def _skim(session, source, dataset, where, columns, expressions, language, event
                     or status.unprocessed():
                 raise SkyhookError(f"the skim of {source!r} is incomplete ({status.statement()}); "
                                    "nothing was committed")
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, QueryCancelled):
+                status.finish(tracker.CANCELLED, str(e))
             stream.close()
             writer.discard()
             raise
