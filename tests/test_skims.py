@@ -574,3 +574,31 @@ def test_skim_status_while_running_then_cancelled(grpc_server, session, store, t
     assert all(u["reason"].startswith("not reached") for u in st["unprocessed"])
     assert mf.current_version(store, "cancelled_skim") is None
     assert objects_of(store, "cancelled_skim") == []
+
+
+def test_servicex_front_end_tracks_its_requests(session, ttbar):
+    """The ServiceX-style front end records each transformation's query in its
+    RequestTracker under the transformation's id (the S3 upload is not part of this)."""
+    import time
+
+    pytest.importorskip("boto3")
+    from skyhook_py.service.servicex import ServiceXFrontend
+
+    front = ServiceXFrontend(session, "http://127.0.0.1:9", "k", "s")   # no S3 there: uploads fail
+    rid = front.submit({"codegen": "uproot-raw", "did": "skyhook://ttbar", "result-format": "parquet",
+                        "selection": json.dumps([{"treename": "Events", "filter_name": ["MET_pt"],
+                                                  "cut": "nMuon >= 1"}])})
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            st = front.tracker.get(rid)
+            if st.state != tracker.RUNNING:
+                break
+        except UnknownRequestError:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    n = len(oracle(ttbar, ["MET_pt"], cut=lambda a: a["nMuon"] >= 1)["MET_pt"])
+    assert st.complete and st.rows_delivered == n and st.dataset == "ttbar"
+    total = uproot.open(ttbar)["Events"].num_entries
+    assert st.as_dict()["statement"].startswith(f"complete: all {total:,} events of ")
