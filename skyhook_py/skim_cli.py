@@ -92,21 +92,7 @@ def cmd_status(args):
     if args.json:
         print(json.dumps(d, indent=1, default=str))
         return 0
-    print(render_status(d))
+    from .query.tracker import render
+
+    print(render(d))
     return 0
-
-
-def render_status(d: dict) -> str:
-    lines = [f"request {d['request_id']}  {d['kind']} of dataset {d['dataset']!r} "
-             f"v{d['manifest_version']}  {d['state']}",
-             f"  {d['statement']}",
-             f"  partitions {d['partitions_done']} done, {d['partitions_failed']} failed, "
-             f"{d['partitions_planned']} planned of {d['partitions_total']} in range",
-             f"  events     {d['events_processed']:,} of {d['events_total']:,} processed",
-             f"  delivered  {d['rows_delivered']:,} rows, {d['bytes_delivered']:,} bytes"]
-    if d.get("output"):
-        lines.append(f"  output     dataset {d['output']!r}")
-    for u in d["unprocessed"]:
-        lines.append(f"  not processed: partition {u['partition']} ({u['object']}) events "
-                     f"{u['event_start']}:{u['event_stop']}: {u['reason']}")
-    return "\n".join(lines)

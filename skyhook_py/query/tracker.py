@@ -207,21 +207,24 @@ class RequestStatus:
         return d
 
     def render(self) -> str:
-        d = self.as_dict()
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)) if self.started else "?"
-        took = (self.ended or time.time()) - self.started if self.started else 0.0
-        lines = [f"request {self.request_id}  {self.kind} of dataset {self.dataset!r} "
-                 f"v{self.manifest_version}  {self.state}  (started {when}, {took:,.1f} s)",
-                 f"  {d['statement']}",
-                 f"  partitions {self.partitions_done} done, {self.partitions_failed} failed, "
-                 f"{self.partitions_planned} planned of {self.partitions_total} in range",
-                 f"  delivered  {self.rows_delivered:,} rows, {self.bytes_delivered:,} bytes"]
-        if self.output:
-            lines.append(f"  output     dataset {self.output!r}")
-        for u in d["unprocessed"]:
-            lines.append(f"  not processed: partition {u['partition']} ({u['object']}) events "
-                         f"{u['event_start']}:{u['event_stop']}: {u['reason']}")
-        return "\n".join(lines)
+        return render(self.as_dict())
+
+
+def render(d: dict) -> str:
+    """A status (``RequestStatus.as_dict()``, or a client's copy) as a few lines of text."""
+    lines = [f"request {d['request_id']}  {d['kind']} of dataset {d['dataset']!r} "
+             f"v{d['manifest_version']}  {d['state']}",
+             f"  {d['statement']}",
+             f"  partitions {d['partitions_done']} done, {d['partitions_failed']} failed, "
+             f"{d['partitions_planned']} planned of {d['partitions_total']} in range",
+             f"  events     {d['events_processed']:,} of {d['events_total']:,} processed",
+             f"  delivered  {d['rows_delivered']:,} rows, {d['bytes_delivered']:,} bytes"]
+    if d.get("output"):
+        lines.append(f"  output     dataset {d['output']!r}")
+    for u in d["unprocessed"]:
+        lines.append(f"  not processed: partition {u['partition']} ({u['object']}) events "
+                     f"{u['event_start']}:{u['event_stop']}: {u['reason']}")
+    return "\n".join(lines)
 
 
 class RequestTracker:
