@@ -111,9 +111,12 @@ def main(argv=None):
             stream(None)
             stream(new_status("bench"))
         plain, tracked = [], []
-        for _ in range(args.repeats * 6):
+        for i in range(args.repeats * 6):   # which one goes first alternates
+            if i % 2:
+                tracked.append(median_time(lambda: stream(new_status("bench")), 1)[0])
             plain.append(median_time(lambda: stream(None), 1)[0])
-            tracked.append(median_time(lambda: stream(new_status("bench")), 1)[0])
+            if not i % 2:
+                tracked.append(median_time(lambda: stream(new_status("bench")), 1)[0])
         t_plain, t_tracked = statistics.median(plain), statistics.median(tracked)
         pair_ratio = statistics.median(t / p for t, p in zip(tracked, plain))
 
