@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import transcode
 
     transcode.add_dataset_commands(sub, _store)
+    from . import skim_cli
+
+    skim_cli.add_skim_commands(sub, _session, _event_range, _expressions)
 
     q = sub.add_parser("query", help="run a query on a dataset")
     q.add_argument("dataset")
@@ -139,6 +142,11 @@ def _add_serve_command(subparsers):
                    help=f"cephx user of the coordinator (default {defaults.QUERY_USER}, the read-only query key)")
     p.add_argument("--as-keyring", dest="serve_keyring", default=None,
                    help="keyring of --as-user (default: as ceph.conf says)")
+    p.add_argument("--ingest-keyring", dest="writer_keyring", default=None,
+                   help="keyring of a writer identity (the ingest key): lets the coordinator write skims; "
+                        "without it (or --ingest-user) skims are refused")
+    p.add_argument("--ingest-user", dest="writer_user", default=None,
+                   help=f"cephx user of the writer identity (default {defaults.INGEST_USER})")
     p.add_argument("--cache-mb", type=int, default=defaults.CACHE_BYTES >> 20, help="result cache size")
     p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
     p.set_defaults(func=cmd_serve)
@@ -157,10 +165,12 @@ def cmd_serve(args):
     running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
                     keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
-                    block=False)
+                    block=False, writer_user=args.writer_user, writer_keyring=args.writer_keyring)
     print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
           f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
-          f"{'bearer tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
+          f"{'bearer tokens required' if tokens else 'no authentication'}; skims "
+          f"{'written as ' + (args.writer_user or defaults.INGEST_USER) if running.coordinator.writer else 'refused (no --ingest-keyring)'}",
+          file=sys.stderr, flush=True)
     running.serve_until_signalled()
     return 0
 

@@ -155,6 +155,24 @@ class DuplicateQueryError(SkyhookError, ValueError):
     """A query with this id is running already (ALREADY_EXISTS)."""
 
 
+class NoWriterError(SkyhookError, PermissionError):
+    """The coordinator has no writer identity, so it cannot write datasets (skims)
+    (FAILED_PRECONDITION)."""
+
+
+class UnknownRequestError(SkyhookError, KeyError):
+    """No request with this id is running or in the tracker's history (NOT_FOUND)."""
+
+    def __init__(self, request_id: str, history: int = 0):
+        self.request_id = request_id
+        super().__init__(request_id)
+        self._msg = (f"no request with id {request_id!r} is running or among the last "
+                     f"{history} finished ones" if history else f"no request with id {request_id!r}")
+
+    def __str__(self):
+        return getattr(self, "_msg", None) or Exception.__str__(self)
+
+
 # -- the errno table ------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +241,9 @@ STATUS_ROWS: tuple = (
     (UnsupportedError, None, "UNIMPLEMENTED"),
     (UnknownColumnError, None, "INVALID_ARGUMENT"),   # names the column and close matches
     (UnknownDatasetError, None, "NOT_FOUND"),
+    (UnknownRequestError, None, "NOT_FOUND"),
+    (NoWriterError, None, "FAILED_PRECONDITION"),
+    (DatasetExistsError, None, "ALREADY_EXISTS"),
     (QueryError, None, "INVALID_ARGUMENT"),
     (CorruptObjectError, None, "DATA_LOSS"),
     (ReplyTooLargeError, None, "RESOURCE_EXHAUSTED"),
@@ -256,7 +277,8 @@ EXCEPTION_OF_STATUS = {
 WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
-    AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded)}
+    AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownRequestError,
+    NoWriterError, DatasetExistsError)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

@@ -14,7 +14,7 @@ import time
 
 import pyarrow as pa
 
-from . import defaults
+from . import defaults, errors
 from .errors import SkyhookError
 from .query import aggregates as agg
 from .query import ir, planner, results
@@ -143,15 +143,31 @@ class Session:
             pushdown=pushdown, language=language, columns=[])).aggregates
 
     def run(self, dataset, *, pushdown="auto", deadline=None, fail_fast=True, on_progress=None,
-            **query_args) -> QueryResult:
+            status=None, **query_args) -> QueryResult:
         """The whole answer as a QueryResult (a PartialQueryResult if partitions failed);
         ``deadline``: seconds for the whole query, the manifest read included;
-        ``on_progress(Progress)`` sees each progress event."""
+        ``on_progress(Progress)`` sees each progress event.  The result's ``status`` is
+        the tracked request (query.tracker.RequestStatus): pass ``status`` (e.g. from a
+        RequestTracker's ``new``) to follow it from another thread while it runs."""
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         m, query = self.build_query(dataset, deadline=abs_deadline, **query_args)
         remaining = None if abs_deadline is None else abs_deadline - time.monotonic()
-        return collect(self.stream_query(m, query, pushdown=pushdown, deadline=remaining,
-                                         fail_fast=fail_fast), query, m, on_progress=on_progress)
+        if status is None:
+            status = new_status(m.dataset)
+        result = collect(self.stream_query(m, query, pushdown=pushdown, deadline=remaining,
+                                           fail_fast=fail_fast, status=status),
+                         query, m, on_progress=on_progress)
+        result.status = status    # the tracked request (query.tracker.RequestStatus)
+        return result
+
+    def skim(self, source, dataset, *, where=None, columns=None, **kwargs):
+        """Write the events of ``source`` that pass ``where`` (the ``columns`` asked, plus
+        the event identity columns) as the new dataset ``dataset``; returns its manifest.
+        See skyhook_py.transcode.skim.skim for the options."""
+        from .transcode.skim import skim
+
+        return skim(self, source, dataset, where=where, columns=columns, **kwargs)
+
     def to_parquet(self, path, dataset, *, pushdown="auto", deadline=None, fail_fast=True,
                    **query_args):
         """Write the selected events to a Parquet file as they arrive (one batch in memory
@@ -167,14 +183,36 @@ class Session:
         return summary
 
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
-                     fail_fast=True, cancelled=None):
-        """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
+                     fail_fast=True, cancelled=None, status=None):
+        """Yield Progress, ResultBatch and PartitionFailure events, then the Summary.
+        ``status`` (a query.tracker.RequestStatus) is kept up to date as they happen."""
+        if status is None:
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, None)
+            return
+        from .query import tracker
+
+        try:
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, status)
+        except GeneratorExit:
+            status.finish(tracker.CANCELLED, "the consumer stopped reading the answer")
+            raise
+        except errors.QueryCancelled as e:
+            status.finish(tracker.CANCELLED, str(e))
+            raise
+        except BaseException as e:
+            status.finish(tracker.FAILED, f"{type(e).__name__}: {e}")
+            raise
+        status.finish(tracker.DONE)
+
+    def _stream_query(self, manifest, query, pushdown, deadline, fail_fast, cancelled, status):
         t0 = time.perf_counter()
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         # planning reads the manifest pieces it needs (partition table, statistics): they
         # count against the query's deadline like the partitions do
         with reads_bounded_by(abs_deadline):
             p = planner.plan(manifest, query, pushdown)
+        if status is not None:
+            status.planned(manifest, query, p)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
                     events_total=p.events_total, partitions_total=_num_partitions(manifest),
                     partitions_pruned=p.pruned)
@@ -187,21 +225,44 @@ class Session:
                 continue
             if isinstance(ev, PartitionDone):
                 _account(s, ev.task, ev.mode, ev.figures or {})
+                if status is not None:
+                    status.partition_done(ev.task)
                 if ev.aggregates:
                     partials.append(ev.aggregates)
                 continue
             if isinstance(ev, ResultBatch):
                 s.rows_returned += ev.table.num_rows
+                if status is not None:
+                    status.delivered(ev.table, ev.ipc)
             elif isinstance(ev, PartitionFailure):
                 s.partitions_failed += 1
+                if status is not None:
+                    status.partition_failed(ev.partition, ev.object, ev.errno, ev.message)
                 if fail_fast:
                     yield ev
                     raise partition_error(ev)
             yield ev
+        if status is not None and cancelled is not None and cancelled():
+            from .query import tracker
+
+            status.finish(tracker.CANCELLED, "the request was cancelled")
         if query.aggregations:
             s.aggregates = agg.finalize(agg.merge(partials), query.aggregations)
         s.seconds = time.perf_counter() - t0
+        if status is not None:   # done once the summary exists, whenever the consumer stops
+            from .query import tracker
+
+            status.finish(tracker.DONE)
         yield s
+
+
+def new_status(dataset: str = "", kind: str = "query"):
+    """A RequestStatus for an in-process request (id: a fresh uuid)."""
+    import uuid
+
+    from .query.tracker import RequestStatus
+
+    return RequestStatus(uuid.uuid4().hex, kind=kind, dataset=dataset, started=time.time())
 
 
 def _account(s: Summary, task, mode, fig):

@@ -134,6 +134,8 @@ class QueryResult:
     table: pa.Table | None
     summary: Summary
     failures: list = dataclasses.field(default_factory=list)
+    # the tracked request (query.tracker.RequestStatus), when the API tracked it
+    status: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def aggregates(self) -> dict:

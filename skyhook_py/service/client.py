@@ -103,6 +103,56 @@ class Client:
                     cache_bytes=r.cache_bytes, cache_hits=r.cache_hits, cache_misses=r.cache_misses,
                     version=r.version)
 
+    # -- tracked requests and skims ----------------------------------------------------
+    def status(self, request_id: str) -> dict:
+        """The status of a query or skim by id, running or finished (the keys of
+        query.tracker.RequestStatus.as_dict(): state, partitions_done, events_processed,
+        events_total, failures, unprocessed, complete, statement, ...); UnknownRequestError
+        (NOT_FOUND) for an id the coordinator does not know."""
+        from . import request_wire
+
+        return request_wire.status_from_proto(
+            self._unary(self._stub.GetRequest, pb.GetRequestRequest(request_id=request_id)))
+
+    def skim(self, source: str, dataset: str, *, where=None, columns=None, progress=False,
+             on_progress=None, timeout=None, **kwargs) -> dict:
+        """Have the coordinator write the events of ``source`` that pass ``where`` as the
+        new dataset ``dataset`` (no event comes to this client); returns its summary
+        (dataset, version, num_events, num_partitions, bytes, provenance, request_id).
+        kwargs: expressions, language, event_range, pushdown, partition_bytes,
+        partition_events, format, compression, request_id."""
+        from . import request_wire
+
+        kwargs.setdefault("request_id", uuid.uuid4().hex)
+        request = request_wire.skim_request_to_proto(source, dataset, where=where, columns=columns, **kwargs)
+        bar = _ProgressBar() if progress else None
+        call = self._stub.Skim(request, metadata=self._metadata, timeout=timeout or self.timeout)
+        done = None
+        try:
+            for msg in call:
+                kind = msg.WhichOneof("event")
+                if kind == "progress":
+                    p = Progress(msg.progress.partitions_done, msg.progress.partitions_total,
+                                 msg.progress.events_done, msg.progress.events_total)
+                    if bar:
+                        bar.update(p)
+                    if on_progress:
+                        on_progress(p)
+                elif kind == "done":
+                    done = request_wire.skim_done_from_proto(msg.done)
+        except grpc.RpcError as e:
+            raise remote_error(e) from None
+        finally:
+            call.cancel()
+            if bar:
+                bar.close()
+        if done is None:
+            from ..errors import ProtocolError
+
+            raise ProtocolError("the skim's answer ended without its outcome")
+        done["request_id"] = request.request_id
+        return done
+
     # -- queries -----------------------------------------------------------------------
     def stream(self, dataset: str, columns=None, where=None, *, expressions=None, language="cut",
                event_range=None, limit=None, pushdown="auto", aggregations=(), allow_partial=False,
@@ -117,6 +167,7 @@ class Client:
             event_range=event_range, limit=limit, pushdown=pushdown, aggregations=aggregations,
             allow_partial=allow_partial, deadline=deadline, query_id=query_id or uuid.uuid4().hex,
             output_format=output_format, use_cache=use_cache)
+        self.last_query_id = request.query_id   # for status(): every query is tracked by its id
         # the call itself ends by deadline + DEADLINE_GRACE, whatever the server does: the
         # server's own DEADLINE_EXCEEDED (with its message) normally comes first
         call_timeout = timeout or self.timeout

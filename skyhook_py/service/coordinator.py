@@ -135,6 +135,7 @@ class QueryRun:
         self._cancelled = threading.Event()
         self.cancel_reason = ""
         self.cache_key = (manifest.dataset, manifest_identity(manifest), query.key(), spec.pushdown)
+        self.status = None   # its query.tracker.RequestStatus (Coordinator.start sets it)
 
     def cancel(self, reason: str = "cancelled"):
         if not self._cancelled.is_set():
@@ -168,6 +169,10 @@ class QueryRun:
                     last_progress = now
                 yield ev
         finally:
+            if self.status is not None:   # never left "running" (the first end recorded wins)
+                from ..query import tracker
+
+                self.status.finish(tracker.CANCELLED, "the request ended before its answer")
             self.coordinator._finished(self)
 
     def _check(self):
@@ -186,6 +191,10 @@ class QueryRun:
                 ev = copy.deepcopy(ev)
                 ev.cache_hit = True
                 ev.seconds = time.perf_counter() - t0
+                if self.status is not None:
+                    self.status.completed_from_cache(ev)
+            elif isinstance(ev, ResultBatch) and self.status is not None:
+                self.status.delivered(ev.table, ev.ipc)
             yield ev
 
     def _execute(self, cache):
@@ -196,7 +205,7 @@ class QueryRun:
         recorded, size, failed, any_rows = ([] if cache is not None else None), 0, False, False
         stream = session.stream_query(self.manifest, self.query, pushdown=self.spec.pushdown,
                                       deadline=remaining, fail_fast=not self.spec.allow_partial,
-                                      cancelled=self.cancelled)
+                                      cancelled=self.cancelled, status=self.status)
         try:
             for ev in stream:
                 self._check()
@@ -216,6 +225,16 @@ class QueryRun:
                     if size > cache.max_entry_bytes:
                         recorded = None  # too big to keep: stop holding on to it
                 yield ev
+        except BaseException as e:
+            if self.status is not None:   # the first end recorded wins: say why, not "stopped"
+                from ..query import tracker
+
+                if isinstance(e, GeneratorExit):
+                    self.status.finish(tracker.CANCELLED, "the client stopped reading the answer")
+                else:
+                    self.status.finish(tracker.CANCELLED if isinstance(e, QueryCancelled) else tracker.FAILED,
+                                       f"{type(e).__name__}: {e}")
+            raise
         finally:
             stream.close()
         if recorded is not None and not failed and not self._cancelled.is_set():
@@ -226,8 +245,18 @@ class Coordinator:
     """The service logic behind skyhook.v1.Skyhook, on one Session."""
 
     def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None,
-                 progress_interval: float = 0.1):
+                 progress_interval: float = 0.1, writer=None, history: int | None = None):
+        from ..query.tracker import DEFAULT_HISTORY, RequestTracker
+
         self.session = session
+        # the writer identity (a Store as the ingest key), for skims; None: read-only
+        self.writer = writer
+        persist = None
+        if writer is not None:   # finished statuses outlive the coordinator (storage/requests.py)
+            from ..storage.requests import PersistedRequests
+
+            persist = PersistedRequests(writer, history or DEFAULT_HISTORY)
+        self.tracker = RequestTracker(history or DEFAULT_HISTORY, persist=persist)
         self.progress_interval = progress_interval
         self.cache = ResultCache(cache_bytes)
         self.tokens = [t.encode() for t in (tokens or ()) if t]
@@ -288,7 +317,12 @@ class Coordinator:
             if query_id in self._running:
                 raise DuplicateQueryError(f"a query with id {query_id!r} is running already")
             self._running[query_id] = run
+        run.status = self.tracker.new(query_id, "query", m.dataset, repr(query))
         return run
+
+    def request_status(self, request_id: str):
+        """The tracked status of a query or skim (UnknownRequestError if none)."""
+        return self.tracker.get(request_id)
 
     def cancel(self, query_id: str) -> bool:
         with self._lock:
@@ -324,6 +358,10 @@ class Coordinator:
         for qid in self.running():
             self.cancel(qid)
         self.session.close()
+        if self.writer is not None:
+            if self.tracker.persist is not None:
+                self.tracker.persist.flush(10)   # the last finished statuses
+            self.writer.close()
 
 
 def read_token_file(path) -> list[str]:

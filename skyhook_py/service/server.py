@@ -101,6 +101,37 @@ class SkyhookServicer:
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 
+    def Skim(self, request, context):
+        from . import request_wire, skims
+        from ..query.results import Progress
+
+        try:
+            self._auth(context)
+            run = skims.start_skim(self.c, request_wire.skim_spec_from_proto(request))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+        if not context.add_callback(lambda: run.cancel("was abandoned by its client")):
+            run.cancel("was abandoned by its client")
+        try:
+            for ev in run.events():
+                if isinstance(ev, Progress):
+                    yield self.pb.SkimEvent(request_id=run.id, progress=self.pb.Progress(
+                        partitions_done=ev.partitions_done, partitions_total=ev.partitions_total,
+                        events_done=ev.events_done, events_total=ev.events_total))
+                else:
+                    yield self.pb.SkimEvent(request_id=run.id, done=request_wire.skim_done_to_proto(ev))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+
+    def GetRequest(self, request, context):
+        from . import request_wire
+
+        try:
+            self._auth(context)
+            return request_wire.status_to_proto(self.c.request_status(request.request_id))
+        except Exception as e:  # noqa: BLE001
+            _abort(context, e)
+
     def Health(self, request, context):
         h = self.c.health()   # no token needed: load balancers probe it
         return self.pb.HealthResponse(
@@ -122,6 +153,10 @@ class RunningServer:
         self.server.stop(grace).wait()
         if close_session:
             self.coordinator.session.close()
+            if self.coordinator.writer is not None:
+                if self.coordinator.tracker.persist is not None:
+                    self.coordinator.tracker.persist.flush(10)   # the last finished statuses
+                self.coordinator.writer.close()
 
     def serve_until_signalled(self):
         """Block until SIGINT or SIGTERM, then stop gracefully (running queries are cancelled)."""
@@ -179,14 +214,32 @@ def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, nam
     return Session(store, conf)
 
 
+def open_writer(conf=None, pool=None, user: str = defaults.INGEST_USER, keyring=None, namespace=None):
+    """A Store as the writer identity (the ingest key): the coordinator writes skims with it."""
+    from ..paths import resolve_conf
+    from ..storage.rados_io import Store
+
+    return Store(str(resolve_conf(conf)), defaults.pool(pool), namespace or defaults.NAMESPACE,
+                 name=user or defaults.INGEST_USER, keyring=keyring)
+
+
 def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_USER, keyring=None,
           tokens=None, tls_cert=None, tls_key=None, *, namespace=None,
           cache_bytes: int = coord.DEFAULT_CACHE_BYTES, max_workers: int = 64,
-          block: bool = True) -> RunningServer:
+          block: bool = True, writer_user: str | None = None, writer_keyring=None) -> RunningServer:
     """Open a Session as ``user`` (by default the read-only query key, whose keyring
-    ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM."""
+    ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM.  With
+    ``writer_user`` or ``writer_keyring`` the coordinator also holds a writer identity
+    (the ingest key by default) and can run skims; without, it refuses them."""
     session = open_session(conf, pool, user, keyring, namespace)
-    c = coord.Coordinator(session, cache_bytes=cache_bytes, tokens=tokens)
+    writer = None
+    if writer_user or writer_keyring:
+        try:
+            writer = open_writer(conf, pool, writer_user or defaults.INGEST_USER, writer_keyring, namespace)
+        except BaseException:
+            session.close()
+            raise
+    c = coord.Coordinator(session, cache_bytes=cache_bytes, tokens=tokens, writer=writer)
     try:
         running = start_server(c, listen, tls_cert=tls_cert, tls_key=tls_key, max_workers=max_workers)
     except BaseException:

@@ -96,6 +96,10 @@ class ServiceXFrontend:
         self._s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=access_key,
                                 aws_secret_access_key=secret_key, region_name="us-east-1")
         self.transformations: dict[str, Transformation] = {}
+        from ..query.tracker import RequestTracker
+
+        # every transformation's query, tracked by its request id (tracker.get(id).as_dict())
+        self.tracker = RequestTracker()
 
     # -- the API --------------------------------------------------------------------
     def info(self) -> dict:
@@ -144,7 +148,8 @@ class ServiceXFrontend:
         t.status = "Running"
         try:
             with self._session_lock:
-                result = self.session.run(t.dataset, where=t.request["selection"], language=t.language)
+                result = self.session.run(t.dataset, where=t.request["selection"], language=t.language,
+                                          status=self.tracker.new(t.id, "query", t.dataset))
             if t.cancelled.is_set():
                 t.status, t.finish_time = "Canceled", _now()
                 return

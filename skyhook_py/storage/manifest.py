@@ -85,7 +85,8 @@ class Manifest:
 
     def __init__(self, dataset: str, version: int, schema: pa.Schema, partitions=None,
                  sources=None, encoding: dict | None = None, created: str = "",
-                 previous_version: int | None = None, *, pieces=None, base=None):
+                 previous_version: int | None = None, *, pieces=None, base=None,
+                 provenance: dict | None = None):
         self.dataset, self.version, self.schema = dataset, version, schema
         self._partitions = list(partitions) if partitions is not None else None
         self._sources = list(sources) if sources is not None else None
@@ -95,6 +96,9 @@ class Manifest:
         self.previous_version = previous_version
         self.pieces = pieces      # pieces.Pieces of a loaded version 2 manifest
         self.base = base          # an append: the loaded version whose pieces this one shares
+        # how the dataset was made when not from files (a skim: source dataset and
+        # version, the query, the time; transcode/skim.py), else None
+        self.provenance = provenance
         self._types = None
 
     def __repr__(self):
@@ -238,6 +242,7 @@ class Manifest:
             "num_events": self.num_events,
             "partitions": [_partition_dict(p) for p in self.partitions],
             "sources": [dataclasses.asdict(s) for s in self.sources],
+            **({"provenance": self.provenance} if self.provenance is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -259,7 +264,7 @@ class Manifest:
                 partitions=[Partition(**p) for p in d["partitions"]],
                 sources=[Source(**s) for s in d["sources"]],
                 encoding=dict(d["encoding"]), created=d.get("created", ""),
-                previous_version=d.get("previous_version"))
+                previous_version=d.get("previous_version"), provenance=d.get("provenance"))
         except (ValueError, KeyError, TypeError) as e:
             raise SkyhookError(f"corrupt {where}: {e}") from e
 
@@ -270,7 +275,7 @@ def appended(old: Manifest, new_partitions: list[Partition], new_sources: list[S
     sharing ``old``'s pieces (only the new partitions are written at the commit)."""
     m = Manifest(dataset=old.dataset, version=old.version + 1, schema=schema or old.schema,
                  partitions=None, sources=None, encoding=encoding,
-                 previous_version=old.version, base=old)
+                 previous_version=old.version, base=old, provenance=old.provenance)
     m._new = list(new_partitions)
     m._new_sources = list(new_sources)
     return m

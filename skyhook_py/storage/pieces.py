@@ -260,6 +260,8 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             "source_chunks": chunks,
             "segments": segments,
         }
+        if getattr(m, "provenance", None) is not None:
+            header["provenance"] = m.provenance
         return json.dumps(header, separators=(",", ":")).encode(), written
     except BaseException:
         for name in written:
@@ -452,6 +454,6 @@ def from_header(store, d: dict, where: str):
                         partitions=None, sources=None,
                         encoding=dict(d["encoding"]), created=d.get("created", ""),
                         previous_version=d.get("previous_version"),
-                        pieces=Pieces(store, d, where))
+                        pieces=Pieces(store, d, where), provenance=d.get("provenance"))
     except (ValueError, KeyError, TypeError) as e:
         raise SkyhookError(f"corrupt {where}: {e}") from e

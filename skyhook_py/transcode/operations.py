@@ -213,29 +213,34 @@ class _Writer:
                 break
             if table.schema != self.schema:
                 raise InputFileError(f"{job.label}: read as {_schema_difference(self.schema, table.schema)}")
-            data = encoder.encode(table, self.encoding["format"], self.encoding["compression"])
-            st = stats.table_stats(table)
-            name = self._name()
-            with self._lock:
-                self.written.append(name)
-            crcs = checksum.block_crcs(data)
-            self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
-                                               checksum.XATTR: checksum.xattr_value(data, crcs),
-                                               WRITTEN_XATTR: repr(time.time()).encode()})
-            n = table.num_rows
-            out.append(Partition(object=name, event_start=job.event_start + entry,
-                                 event_stop=job.event_start + entry + n, bytes=len(data),
-                                 source=job.source, entry_start=entry, entry_stop=entry + n,
-                                 stats=st, checksum=checksum.manifest_entry(data, crcs)))
-            entry += n
-            self.progress.update(events=n, bytes=table.nbytes)
-            with self._lock:
-                count = len(self.written)
-            _fault("partition", count)
+            out.append(self.write_partition(table, job.source, job.event_start + entry, entry))
+            entry += table.num_rows
         if entry != job.entries and not self._cancel.is_set():
             raise InputFileError(f"{job.label}: read {entry} entries, expected {job.entries}")
         self.progress.update(files=1)
         return out
+
+    def write_partition(self, table: pa.Table, source: int, event_start: int, entry: int) -> Partition:
+        """Encode ``table`` and write it as the writer's next partition object (with its
+        statistics, block checksums and written-time xattrs); returns its Partition."""
+        data = encoder.encode(table, self.encoding["format"], self.encoding["compression"])
+        st = stats.table_stats(table)
+        name = self._name()
+        with self._lock:
+            self.written.append(name)
+        crcs = checksum.block_crcs(data)
+        self.store.write_full(name, data, {stats.XATTR: stats.to_json(st),
+                                           checksum.XATTR: checksum.xattr_value(data, crcs),
+                                           WRITTEN_XATTR: repr(time.time()).encode()})
+        n = table.num_rows
+        part = Partition(object=name, event_start=event_start, event_stop=event_start + n,
+                         bytes=len(data), source=source, entry_start=entry, entry_stop=entry + n,
+                         stats=st, checksum=checksum.manifest_entry(data, crcs))
+        self.progress.update(events=n, bytes=table.nbytes)
+        with self._lock:
+            count = len(self.written)
+        _fault("partition", count)
+        return part
 
     def run(self, jobs: list[_Job]) -> list[Partition]:
         parts: list[Partition] = []
@@ -470,7 +475,8 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
                                  f"source {src.name} of dataset {dataset!r}"))
         parts = writer.run(jobs)
     m = Manifest(dataset=dataset, version=old.version + 1, schema=old.schema, partitions=parts,
-                 sources=old.sources, encoding=encoding, previous_version=old.version)
+                 sources=old.sources, encoding=encoding, previous_version=old.version,
+                 provenance=old.provenance)
     _commit(store, writer, m, old.version)
     return m
 
@@ -505,9 +511,17 @@ def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
     """Remove the partition objects of ``dataset`` that its current manifest does not name
     (left by killed or failed operations, or superseded by append/reshard) and that were
     last written at least ``grace`` seconds ago: a writer running concurrently has not
-    named its partitions yet (its commit comes last), and gc deleted them before."""
-    m = mf.load_manifest(store, dataset)
-    named = set(m.partition_table()["object"].tolist())
+    named its partitions yet (its commit comes last), and gc deleted them before.
+    A dataset that was never committed (a killed ingest or skim) has no manifest: all
+    its partitions and pieces are unnamed then."""
+    try:
+        m = mf.load_manifest(store, dataset)
+        named = set(m.partition_table()["object"].tolist())
+    except UnknownDatasetError:
+        mf.check_dataset_name(dataset)
+        if not _dataset_partitions(store, dataset) and not _dataset_pieces(store, dataset):
+            raise
+        m, named = None, set()
     now = time.time()
     removed = []
     for obj in _dataset_partitions(store, dataset):
@@ -525,7 +539,7 @@ def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
     # manifest pieces no longer named by the header (superseded by a merge or a
     # reshard, or written by a killed commit); the pieces the current version shares
     # with older ones are named by it and stay
-    kept = m.pieces.objects() if m.pieces is not None else set()
+    kept = (m.pieces.objects() if m.pieces is not None else set()) if m is not None else set()
     for obj in removed + [o for o in _dataset_pieces(store, dataset) if o not in kept]:
         store.remove(obj)
     return removed
@@ -556,6 +570,7 @@ def describe(store, dataset) -> dict:
         "partition_bytes": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
         "columns": columns,
         "sources": [dataclasses.asdict(s) for s in m.sources],
+        **({"provenance": m.provenance} if m.provenance is not None else {}),
     }
 
 
@@ -568,6 +583,12 @@ def render_description(d: dict, max_columns: int = 40) -> str:
         f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
         f"  sources ({len(d['sources'])}):",
     ]
+    prov = d.get("provenance") or {}
+    if prov.get("kind") == "skim":
+        q, src = prov.get("query") or {}, prov.get("source") or {}
+        lines.insert(2, f"  skim of {src.get('dataset')!r} v{src.get('version')} where "
+                        f"{q.get('where')!r} ({prov.get('events_selected', 0):,} of "
+                        f"{prov.get('events_scanned', 0):,} events scanned; made {prov.get('created')})")
     for s in d["sources"]:
         lines.append(f"    {s['name']}  tree {s['tree']}  {s['entries']:,} entries  "
                      f"{s['size'] / 1e6:.2f} MB  sha256 {s['sha256'][:12]}")
