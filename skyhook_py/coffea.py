@@ -98,17 +98,28 @@ def _columns_for(forms, columns):
     return _counters(forms, names)
 
 
-def _chunk(session, dataset, columns, where, event_range, schemaclass, metadata, language, pushdown):
-    from coffea.nanoevents import NanoEventsFactory
+def _reader(session, dataset, columns, where, schemaclass, metadata, language, pushdown, all_columns=True):
+    """The IO function of coffea_dask, used eagerly too: the schema is applied to the form
+    of every column of the dataset (so that NanoEvents have all their fields and
+    behaviours, as with uproot), and only ``columns`` are read; the others are
+    placeholders, which fail if touched."""
+    import threading
 
-    t = session.run(dataset, columns=columns, where=where, event_range=event_range, language=language,
-                    pushdown=pushdown).table
-    source = _Source({n: _plain(ak.from_arrow(t.column(n))) for n in columns})
-    source.metadata = {"uuid": f"skyhook:{dataset}:{event_range[0]}-{event_range[1]}",
-                       "num_rows": t.num_rows, "object_path": dataset}
-    md = dict(metadata or {}, dataset=dataset, filename=f"skyhook://{dataset}",
-              entrystart=event_range[0], entrystop=event_range[1])
-    return NanoEventsFactory.from_preloaded(source, schemaclass=schemaclass, metadata=md).events()
+    from .coffea_dask import SkyhookEventsReader, SkyhookFormMapping
+
+    source = _empty_source(session, dataset)
+    names = list(source) if all_columns else list(columns)
+    flat = ak.Array({n: source[n] for n in names}).layout.form
+    md = dict(metadata or {}, dataset=dataset, filename=f"skyhook://{dataset}")
+    expected_form, info = SkyhookFormMapping(schemaclass, md)(flat)
+    return SkyhookEventsReader(session, dataset, columns, where, language, pushdown, expected_form, info,
+                               threading.Lock(), [])
+
+
+def _chunk(reader, event_range):
+    ev = reader(event_range)
+    ev.attrs["@original_array"] = ev   # cross-references resolve against the chunk itself
+    return ev
 
 
 def _dataset_forms(session, dataset):
@@ -183,7 +194,8 @@ def events(dataset: str, columns=None, where=None, *, session=None, event_range=
     stop = m.partitions[-1].event_stop if m.partitions else 0
     rng = tuple(event_range) if event_range else (0, stop)
     cols = _columns_for(forms, list(forms) if columns is None else columns)
-    return _chunk(session, dataset, cols, where, rng, schemaclass or NanoAODSchema, metadata, language, pushdown)
+    reader = _reader(session, dataset, cols, where, schemaclass or NanoAODSchema, metadata, language, pushdown)
+    return _chunk(reader, rng)
 
 
 def run(processor, dataset: str, columns=None, where=None, *, session=None, schemaclass=None, metadata=None,
@@ -209,9 +221,9 @@ def run(processor, dataset: str, columns=None, where=None, *, session=None, sche
     _, query = session.build_query(m, columns=[], where=where, language=language) if language == "cut" \
         else session.build_query(m, where=where, language=language)
     outputs, chunks = [], []
+    reader = _reader(session, dataset, cols, where, schemaclass, metadata, language, pushdown)
     for t in planner.plan(m, query, pushdown).tasks:
-        ev = _chunk(session, dataset, cols, where, (t.event_start, t.event_stop), schemaclass, metadata,
-                    language, pushdown)
+        ev = _chunk(reader, (t.event_start, t.event_stop))
         outputs.append(processor.process(ev))
         chunks.append({"event_range": (t.event_start, t.event_stop), "events": len(ev), "columns": cols})
     output = processor.postprocess(accumulate(outputs)) if outputs else None

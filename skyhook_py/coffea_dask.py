@@ -21,7 +21,6 @@ the same with a Skyhook IO function in place of ``uproot.dask``:
 
 from __future__ import annotations
 
-import threading
 from functools import partial
 
 import awkward as ak
@@ -177,22 +176,18 @@ def dask_events(session, dataset, columns, where, *, event_range, schemaclass, m
     import dask_awkward as dak
     from coffea.nanoevents import NanoEventsFactory
 
-    from .coffea import _columns_for, _empty_source
+    from .coffea import _columns_for, _empty_source, _reader
 
     m = session.manifest(dataset)
     source = _empty_source(session, dataset)
     forms = {n: None for n in source}
     cols = _columns_for(forms, list(source) if columns is None else columns)
-    flat = ak.Array({c: source[c] for c in cols}).layout.form
     _, query = session.build_query(m, columns=[], where=where, event_range=event_range, language=language) \
         if language == "cut" else session.build_query(m, where=where, event_range=event_range, language=language)
     ranges = [(t.event_start, t.event_stop) for t in planner.plan(m, query, pushdown).tasks] or [(0, 0)]
-    md = dict(metadata or {}, dataset=dataset, filename=f"skyhook://{dataset}")
+    reader = _reader(session, dataset, cols, where, schemaclass, metadata, language, pushdown, all_columns=False)
 
     def opener(form_mapping):
-        expected_form, info = form_mapping(flat)
-        reader = SkyhookEventsReader(session, dataset, cols, where, language, pushdown, expected_form, info,
-                                     threading.Lock(), [])
         return dak.from_map(reader, ranges, label=f"from-skyhook-{dataset}")
 
-    return NanoEventsFactory(SkyhookFormMapping(schemaclass, md), opener, None, mode="dask").events()
+    return NanoEventsFactory(reader.form_mapping_info, opener, None, mode="dask").events()
