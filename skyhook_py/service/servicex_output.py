@@ -67,7 +67,10 @@ def _root_bytes(table) -> bytes:
     os.close(fd)
     try:
         with uproot.recreate(path) as f:
-            f[TREE] = branches
+            # mktree + extend: a TTree (assigning a dict would write an RNTuple in uproot >= 5.7)
+            tree = f.mktree(TREE, {n: a.type.content for n, a in branches.items()})
+            if table.num_rows:
+                tree.extend(branches)
         with open(path, "rb") as fh:
             return fh.read()
     finally:
