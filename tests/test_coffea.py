@@ -160,7 +160,7 @@ def test_dask_nanoevents_project_columns_like_coffea_on_the_file(session, ttbar,
         return {"lead_pt": lead.pt, "met": ev.MET.pt,
                 "matched": ak.num(ak.flatten(ev.Jet.matched_muons, axis=2), axis=1)}
 
-    ev = sc.events("ttbar", session=session, mode="dask")
+    ev = sc.events("ttbar", where="nMuon >= 1", session=session, mode="dask")   # the cut pushed down too
     assert isinstance(ev, dak.Array) and ev.npartitions > 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -71,13 +71,13 @@ def config(frontend, tmp_path, monkeypatch):
     return _config(frontend.url, tmp_path)
 
 
-def _paths(config, name, query, output_format="parquet"):
+def _paths(config, name, query, output_format="parquet", progress_bar="none"):
     from servicex import dataset, deliver
 
     spec = {"Sample": [{"Name": name, "Dataset": dataset.FileList(["skyhook://ttbar"]), "Query": query}]}
     if output_format:
         spec["General"] = {"OutputFormat": output_format}
-    files = deliver(spec, config_path=config, progress_bar="none")
+    files = deliver(spec, config_path=config, progress_bar=progress_bar)
     assert list(files) == [name]
     paths = sorted(files[name])   # named <dataset>.<file index>.events-<start>-<stop>...
     assert paths and all(os.path.exists(p) for p in paths)
@@ -139,7 +139,7 @@ def test_one_file_per_kept_partition_written_progressively(frontend, config, ttb
     from servicex import query
 
     q = query.UprootRaw([{"treename": "Events", "filter_name": ["nJet"]}])
-    paths = _paths(config, "progress", q)
+    paths = _paths(config, "progress", q, progress_bar="expanded")   # the client's rich progress bars
     entries = uproot.open(ttbar)["Events"].num_entries
     assert len(paths) == -(-entries // 64)   # every partition kept: no cut
     st = [_get(frontend, f"/servicex/transformation/{rid}") for rid in _request_ids(frontend)]
@@ -283,3 +283,42 @@ def test_wrong_or_missing_token_is_401(secured, tmp_path, monkeypatch):
     with pytest.raises(AuthorizationError):
         files = deliver(spec, config_path=_config(secured.url, tmp_path, "not-the-token"), progress_bar="none")
         list(files["denied"])
+
+
+def test_cli_servicex_with_a_token_file(ceph_cluster, pool, gateway, ttbar, tmp_path):
+    """`skyhook servicex --token-file F`: the command a user starts; 401 without a token,
+    the datasets with one (the token refresh flow by hand)."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# refresh tokens\n" + REFRESH + "\n")
+    cmd = [sys.executable, "-c", "import sys; from skyhook_py.cli import main; sys.exit(main())",
+           "--conf", str(ceph_cluster.conf_path), "--keyring", str(ceph_cluster.admin_keyring), "--pool", pool,
+           "servicex", "--listen", "127.0.0.1:0", "--s3-endpoint", gateway.endpoint, "--s3-access-key", ACCESS,
+           "--s3-secret-key", SECRET, "--token-file", str(tokens)]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+    try:
+        line = p.stderr.readline()
+        assert "tokens required" in line, line
+        url = line.split(" on ", 1)[1].split(";", 1)[0]
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{url}/servicex/datasets", timeout=30)
+        assert e.value.code == 401
+        req = urllib.request.Request(f"{url}/token/refresh", method="POST",
+                                     headers={"Authorization": f"Bearer {REFRESH}"})
+        token = json.loads(urllib.request.urlopen(req, timeout=30).read())["access_token"]
+        req = urllib.request.Request(f"{url}/servicex/datasets", headers={"Authorization": f"Bearer {token}"})
+        names = [d["name"] for d in json.loads(urllib.request.urlopen(req, timeout=30).read())["datasets"]]
+        assert "skyhook://ttbar" in names
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+    empty = tmp_path / "empty"
+    empty.write_text("# nothing\n")
+    r = subprocess.run(cmd[:-1] + [str(empty)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "holds no token" in r.stderr
