@@ -8,6 +8,7 @@ request.  Authentication: the client's own token refresh flow.  Oracle: uproot o
 original file.
 """
 
+import io
 import os
 
 import awkward as ak
@@ -322,3 +323,50 @@ def test_cli_servicex_with_a_token_file(ceph_cluster, pool, gateway, ttbar, tmp_
     empty.write_text("# nothing\n")
     r = subprocess.run(cmd[:-1] + [str(empty)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "holds no token" in r.stderr
+
+
+def test_status_counts_files_while_the_request_runs(frontend, session, tmp_path):
+    """Files are written one by one: polled while the request runs, the status shows some
+    files completed and others not, and the results list holds exactly the completed ones
+    (what the client's transform and download bars read)."""
+    import json
+    import urllib.request
+
+    from skyhook_py import demo_data
+
+    src = demo_data.write_nanoaod(str(tmp_path / "many.root"), events=12_000, seed=5)
+    session.ingest([src], "many", tree="Events", partition_events=500)
+    body = json.dumps({"did": "skyhook://many", "codegen": "uproot-raw", "result-destination": "object-store",
+                       "result-format": "parquet", "title": "many",
+                       "selection": '[{"treename": "Events", "filter_name": ["Jet_pt", "Muon_pt", "MET_pt"]}]'})
+    req = urllib.request.Request(f"{frontend.url}/servicex/transformation", data=body.encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    rid = json.loads(urllib.request.urlopen(req, timeout=30).read())["request_id"]
+    seen = []
+    while True:
+        st = _get(frontend, f"/servicex/transformation/{rid}")
+        n = len(_get(frontend, f"/servicex/transformation/{rid}/results")["results"])
+        seen.append((st["status"], st["files-completed"], st["files"], n))
+        if st["status"] == "Complete":
+            break
+    assert seen[-1][1] == seen[-1][2] == seen[-1][3] == 24
+    done = [c for _, c, _, _ in seen]
+    assert done == sorted(done)                       # progress only goes forward
+    assert any(s == "Running" and 0 < c < f for s, c, f, _ in seen), seen[:: max(1, len(seen) // 20)]
+    assert all(n >= c for _, c, _, n in seen)         # a completed file is listed
+    import pyarrow.parquet as pq
+
+    got = ak.concatenate([ak.from_arrow(pq.read_table(io.BytesIO(_s3_object(frontend, rid, r["s3-object-name"]))))
+                          for r in sorted(_get(frontend, f"/servicex/transformation/{rid}/results")["results"],
+                                          key=lambda r: r["s3-object-name"])])
+    exp = uproot.open(src)["Events"].arrays(["MET_pt"])
+    assert ak.to_list(got["MET_pt"]) == ak.to_list(exp.MET_pt)
+
+
+def _s3_object(frontend, bucket, key):
+    st = _get(frontend, f"/servicex/transformation/{bucket}")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=f"http://{st['minio-endpoint']}", aws_access_key_id=st["minio-access-key"],
+                      aws_secret_access_key=st["minio-secret-key"], region_name="us-east-1")
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
