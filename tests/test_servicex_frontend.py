@@ -153,7 +153,10 @@ def test_one_file_per_kept_partition_written_progressively(frontend, config, ttb
     later = _get(frontend, f"/servicex/transformation/{st['request_id']}/results?later_than={created[-1]}")
     assert [r["created_at"] for r in later["results"]] == [created[-1]]
     # the log URL the client would print: our plain-text log of the request
-    log = _get_text(st["log-url"].replace("&_g=()", ""))
+    from servicex.app.transforms import LogLevel, TimeFrame, create_kibana_link_parameters
+
+    link = create_kibana_link_parameters(st["log-url"], st["request_id"], LogLevel.error, TimeFrame.month)
+    log = _get_text(link)   # the link the client prints on a failure, Kibana parameters and all
     assert log.count("file ") == len(paths) and "complete" in log
 
 
