@@ -116,6 +116,24 @@ def _reader(session, dataset, columns, where, schemaclass, metadata, language, p
                                threading.Lock(), [])
 
 
+def _unread_branch_error(e, reader):
+    """awkward's error for a touched placeholder (a branch not among the columns read),
+    as a QueryError naming the branch; None for any other error."""
+    import re
+
+    from .errors import QueryError
+
+    m = re.search(r"buffer at '([^']+)', but it exists only as a placeholder", str(e))
+    if not m:
+        return None
+    names = sorted(reader.form_mapping_info.keys_for_buffer_keys({m.group(1)})) or [m.group(1)]
+    err = QueryError(f"the processor touched {', '.join(names)}, which is not among the columns read "
+                     f"({len(reader.keys)} named): add it to columns=, or leave columns out to have "
+                     f"Skyhook find the columns the processor touches")
+    err.__cause__ = e
+    return err
+
+
 def _chunk(reader, event_range):
     ev = reader(event_range)
     ev.attrs["@original_array"] = ev   # cross-references resolve against the chunk itself
@@ -224,7 +242,11 @@ def run(processor, dataset: str, columns=None, where=None, *, session=None, sche
     reader = _reader(session, dataset, cols, where, schemaclass, metadata, language, pushdown)
     for t in planner.plan(m, query, pushdown).tasks:
         ev = _chunk(reader, (t.event_start, t.event_stop))
-        outputs.append(processor.process(ev))
+        try:
+            outputs.append(processor.process(ev))
+        except RuntimeError as e:
+            raise _unread_branch_error(e, reader) or e
+
         chunks.append({"event_range": (t.event_start, t.event_stop), "events": len(ev), "columns": cols})
     output = processor.postprocess(accumulate(outputs)) if outputs else None
     return output, {"chunks": chunks, "columns": cols, "discovered": discovered}

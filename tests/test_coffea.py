@@ -174,3 +174,11 @@ def test_dask_nanoevents_project_columns_like_coffea_on_the_file(session, ttbar,
     assert len(asked) == ev.npartitions and all(set(a) == ours for a in asked)
     for k in ("lead_pt", "met", "matched"):
         assert ak.to_list(got[k]) == ak.to_list(exp[k])
+
+
+def test_a_branch_missing_from_columns_is_a_clear_error(session, ttbar):
+    from skyhook_py import coffea as sc
+    from skyhook_py.errors import QueryError
+
+    with pytest.raises(QueryError, match="Muon_eta.*not among the columns read"):
+        sc.run(MuonMetProcessor(), "ttbar", ["Muon_pt", "MET_pt"], where="nMuon >= 1", session=session)
