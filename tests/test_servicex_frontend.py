@@ -373,3 +373,24 @@ def _s3_object(frontend, bucket, key):
     s3 = boto3.client("s3", endpoint_url=f"http://{st['minio-endpoint']}", aws_access_key_id=st["minio-access-key"],
                       aws_secret_access_key=st["minio-secret-key"], region_name="us-east-1")
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_access_tokens_expire_and_carry_exp_for_the_client():
+    """The client reads ``exp`` from the JWT (google.auth.jwt, unverified) to refresh a
+    minute early; an expired token is refused."""
+    from google.auth import jwt
+
+    from skyhook_py.service.servicex_auth import TokenAuthority, Unauthorized
+
+    now = [1_000_000.0]
+    auth = TokenAuthority(["r1", "r2"], lifetime=300, clock=lambda: now[0])
+    token = auth.refresh("Bearer r2")["access_token"]
+    assert jwt.decode(token, verify=False)["exp"] == 1_000_300
+    auth.check(f"Bearer {token}")
+    now[0] += 301
+    with pytest.raises(Unauthorized, match="expired"):
+        auth.check(f"Bearer {token}")
+    with pytest.raises(Unauthorized, match="Bearer"):
+        auth.check("Basic abc")
+    with pytest.raises(ValueError):
+        TokenAuthority([])
