@@ -111,17 +111,27 @@ def _add_servicex_command(subparsers):
     p.add_argument("--s3-endpoint", required=True, help="S3 service for the result files, e.g. http://127.0.0.1:7480")
     p.add_argument("--s3-access-key", default=os.environ.get("SKYHOOK_S3_ACCESS_KEY"))
     p.add_argument("--s3-secret-key", default=os.environ.get("SKYHOOK_S3_SECRET_KEY"))
+    p.add_argument("--token-file", help="refresh tokens (servicex.yaml's token:), one a line; without it no "
+                   "token is required")
+    p.add_argument("--partitions-per-file", type=int, default=1,
+                   help="Skyhook partitions per result file (default 1)")
     p.set_defaults(func=cmd_servicex)
 
 
 def cmd_servicex(args):
     from .service.servicex import ServiceXFrontend, serve
+    from .errors import SkyhookError
+    from .service.servicex_auth import read_token_file
 
+    tokens = read_token_file(args.token_file) if args.token_file else None
+    if args.token_file and not tokens:
+        raise SkyhookError(f"token file {args.token_file!r} holds no token")
     with _session(args) as s:
-        front = ServiceXFrontend(s, args.s3_endpoint, args.s3_access_key, args.s3_secret_key)
+        front = ServiceXFrontend(s, args.s3_endpoint, args.s3_access_key, args.s3_secret_key,
+                                 refresh_tokens=tokens, partitions_per_file=args.partitions_per_file)
         running = serve(front, args.listen)
-        print(f"skyhook ServiceX front end on {running.url}; results to {args.s3_endpoint}",
-              file=sys.stderr, flush=True)
+        print(f"skyhook ServiceX front end on {running.url}; results to {args.s3_endpoint}; "
+              f"{'tokens required' if tokens else 'no authentication'}", file=sys.stderr, flush=True)
         try:
             running.thread.join()
         except KeyboardInterrupt:

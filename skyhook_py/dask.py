@@ -8,6 +8,10 @@ the OSDs.  The IO function implements dask-awkward's column-projection protocol
 (``ColumnProjectionMixin``): when the graph is optimised, dask-awkward reports which
 fields it touches and only those columns are asked of the OSDs.
 
+coffea NanoEvents as a dask collection (``events.Muon.pt``, cross-references,
+behaviours, coffea's buffer-level projection): ``skyhook_py.coffea.events(dataset,
+where=..., mode="dask")`` (skyhook_py/coffea_dask.py).
+
 What this deliberately ignores: distributed schedulers in other processes (the IO
 function holds the in-process Session; use the threaded or synchronous scheduler), and
 repartitioning (a Skyhook partition is the unit of work).

@@ -167,3 +167,52 @@ def test_session_aggregate_takes_the_clients_plain_dicts(session, ttbar):
     assert got["njet"] == int(ak.sum(exp.nJet))
     with pytest.raises(QueryError, match="two aggregations are named 'n'"):
         session.aggregate("ttbar", [{"kind": "count", "name": "n"}, {"kind": "count", "name": "n"}])
+
+
+def _run_with_stderr_on_a_terminal(cmd):
+    """Run ``cmd`` with stderr on a pseudo-terminal (stdout a pipe); returns
+    (returncode, stdout, what the terminal showed)."""
+    import os
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, cwd=REPO)
+    os.close(slave)
+    shown = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:   # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        elif p.poll() is not None:
+            break
+    out = p.stdout.read()
+    code = p.wait(timeout=180)
+    os.close(master)
+    return code, out.decode(), shown.decode(errors="replace")
+
+
+@pytest.mark.cluster
+def test_cli_progress_on_a_terminal_and_none_when_piped(ceph_cluster, pool, ttbar):
+    """`skyhook query` draws its progress bar (files and events of the partitions) when
+    stderr is a terminal, and writes none of it into a pipe."""
+    entries = uproot.open(ttbar)["Events"].num_entries
+    parts = -(-entries // 64)   # the fixture's 64-event partitions
+    args = ["ttbar", "--columns", "event", "--where", "MET_pt > 0", "--json"]
+    cmd = [sys.executable, "-c", "import sys; from skyhook_py.cli import main; sys.exit(main())",
+           "--conf", str(ceph_cluster.conf_path), "--keyring", str(ceph_cluster.admin_keyring),
+           "--pool", pool, "query", *args]
+    code, out, shown = _run_with_stderr_on_a_terminal(cmd)
+    assert code == 0, shown
+    assert "query [" in shown and f"files {parts}/{parts}" in shown and f"/{entries:,}" in shown
+    assert json.loads(out)["rows_returned"] == int(ak.sum(_uproot(ttbar, ["MET_pt"]).MET_pt > 0))
+    code, out, err = run_cli(ceph_cluster, pool, *args)
+    assert code == 0, err
+    assert "query [" not in err and "\x1b[2K" not in err
+    assert json.loads(out)["rows_returned"] == int(ak.sum(_uproot(ttbar, ["MET_pt"]).MET_pt > 0))
