@@ -199,7 +199,13 @@ KERNELS = {
     Op.Arctan2: np.arctan2, Op.Hypot: np.hypot,
     Op.Where: "_where", Op.Mask: "_mask",
     **{op: "_reduce" for op in ir.REDUCTIONS | ir.ELEMENT_ACCESS},
+    **{op: "_pairs" for op in ir.PAIRS},
+    Op.InvMass: "_inv_mass",
 }
+
+# At most this many pairs in one evaluation (the object class has its memory cap):
+# past it, an EvaluationError with ENOMEM instead of gigabytes of index arrays.
+MAX_PAIRS = 1 << 25
 
 
 class _Evaluator:
@@ -223,7 +229,8 @@ class _Evaluator:
         args = [self(a) for a in e.args]
         op = e.op
         what = f"{e!r}"
-        if op in (ir.ARITHMETIC | ir.COMPARISON | ir.BINARY_MATH | ir.UNARY_MATH) or op == Op.Neg:
+        if op in (ir.ARITHMETIC | ir.COMPARISON | ir.BINARY_MATH | ir.UNARY_MATH | ir.MANY_MATH) \
+                or op == Op.Neg:
             for a, v in zip(e.args, args):
                 if _kind(v.values if v.weak else v.values.dtype) == "bool":
                     raise EvaluationError(f"{op.name.lower()} needs numbers, but {a!r} is bool in {what}")
@@ -232,6 +239,10 @@ class _Evaluator:
                 if _kind(v.values if v.weak else v.values.dtype) != "bool":
                     raise EvaluationError(f"{op.name.lower()} needs bools, but {a!r} is not in {what}")
         kernel = KERNELS[op]
+        if kernel == "_pairs":
+            return _pairs(op, args, what)
+        if kernel == "_inv_mass":
+            return self._inv_mass(args, what)
         if kernel == "_reduce":
             return self._reduce(op, args[0], e, what)
         if kernel == "_mask":
@@ -291,6 +302,28 @@ class _Evaluator:
         if op not in ir.COMPARISON and op not in ir.LOGICAL:
             r = np.asarray(r).astype(t if op not in ir.FLOAT_RESULT else r.dtype, copy=False)
         return np.asarray(r)
+
+    def _inv_mass(self, args, what) -> _Val:
+        """The formula of cls_plugins/skyhook/kinematics.cc, operation for operation, in float64."""
+        if all(a.weak for a in args):
+            vals = [np.asarray([float(a.values)]) for a in args]
+            valid, offsets = None, None
+        else:
+            arrays, valid, offsets = _broadcast(args, self.n, what)
+            size = _length(offsets, self.n)
+            vals = [np.broadcast_to(np.asarray(x, np.float64), (size,)) for x in arrays]
+        pt1, eta1, phi1, m1, pt2, eta2, phi2, m2 = vals
+        with _quiet():
+            px1, py1, pz1 = pt1 * np.cos(phi1), pt1 * np.sin(phi1), pt1 * np.sinh(eta1)
+            px2, py2, pz2 = pt2 * np.cos(phi2), pt2 * np.sin(phi2), pt2 * np.sinh(eta2)
+            e1 = np.sqrt(px1 * px1 + py1 * py1 + pz1 * pz1 + m1 * m1)
+            e2 = np.sqrt(px2 * px2 + py2 * py2 + pz2 * pz2 + m2 * m2)
+            e, x, y, z = e1 + e2, px1 + px2, py1 + py2, pz1 + pz2
+            mm = e * e - x * x - y * y - z * z
+            r = np.copysign(np.sqrt(np.abs(mm)), mm)
+        if all(a.weak for a in args):
+            return _Val(float(r[0]), weak=True)
+        return _Val(r, valid, offsets)
 
     def _where(self, args, what) -> _Val:
         c, a, b = args
@@ -389,6 +422,44 @@ class _Evaluator:
         r = _segment_fold(xs, offsets, ufunc, x.dtype.type(init), x.dtype)
         r = np.where(nulls, r, x.dtype.type(0))
         return _Val(r, None if nulls.all() else nulls)
+
+
+def _pairs(op, args: list[_Val], what) -> _Val:
+    """PairFirst/PairSecond: ak.combinations(x, 2) order; CrossFirst/CrossSecond:
+    ak.cartesian([x, y]) order; both i-major.  Index arithmetic only (O(pairs))."""
+    for v in args:
+        if not v.is_list:
+            raise EvaluationError(f"pairs are made of collections, not one value per event, in {what}")
+    x = args[0]
+    nx = np.diff(x.offsets)
+    ev = np.repeat(np.arange(len(nx)), nx)           # the event of each element of x
+    local = np.arange(len(x.values)) - x.offsets[:-1][ev]   # its position in its list
+    if op in (Op.PairFirst, Op.PairSecond):
+        counts = nx * (nx - 1) // 2
+        reps = nx[ev] - 1 - local                      # pairs (i, j > i) starting at element i
+    else:
+        y = args[1]
+        ny = np.diff(y.offsets)
+        counts = nx * ny
+        reps = ny[ev]
+    total = int(counts.sum())
+    if total > MAX_PAIRS:
+        raise EvaluationError(
+            f"{total} pairs in {what}, more than {MAX_PAIRS} at once; select fewer objects first",
+            errno.ENOMEM)
+    offsets = np.zeros(len(nx) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    first = np.repeat(np.arange(len(x.values)), reps)
+    run_start = np.cumsum(reps) - reps
+    pos = np.arange(total) - np.repeat(run_start, reps)   # position within the run of element i
+    if op == Op.PairFirst or op == Op.CrossFirst:
+        idx, src = first, x
+    elif op == Op.PairSecond:
+        idx, src = first + 1 + pos, x
+    else:
+        idx, src = np.repeat(args[1].offsets[:-1][ev], reps) + pos, args[1]
+    valid = None if src.valid is None else src.valid[idx]
+    return _Val(src.values[idx], valid, offsets)
 
 
 def _segment_sum_int(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -32,12 +32,19 @@ Mapping (``e`` is the event, ``m`` an object of a collection):
   missing value (the event is dropped by a cut on it); func_adl_uproot raises.
 - inside lambdas: arithmetic, comparisons, ``and``/``or``/``not``, ``x if c else
   y`` (``where``), ``abs`` and the math functions of cut strings (``np.sqrt`` ...).
+- pairs (``lang/pairs.py``), as function calls: ``pairs(e.Muon)`` (every pair i < j,
+  of the objects kept by a ``.Where`` on the collection) and ``cross(e.Muon, e.Jet)``
+  are collections of pairs: ``.Where(lambda p: ...)``, ``.Count()``, ``.Any(...)``,
+  ``.Select(lambda p: p.mass).First()`` ..., with ``p.pt1``, ``p.charge2``,
+  ``p.mass``, ``p.delta_r``, ``p.delta_phi``, ``p.delta_eta``; ``pairs(e.Muon).mass``
+  is the collection of masses.  ``delta_phi``, ``delta_r``, ``inv_mass`` as in cut strings.
 
 Rejected by name (``UnsupportedError``): ``SelectMany``, ``OrderBy``,
 ``Choose``, ``Zip``, ``Concat``, ``Contains``, ``Aggregate``, LINQ operators over
 the events themselves (``Count`` of events), per-object records (a dict inside a
 collection ``Select``), nested loops over two collections (a cartesian product),
-method calls such as ``m.pt()``.  The tree and file names in ``EventDataset``
+method calls such as ``m.pt()``.  A nested lambda over a second collection (func_adl's
+own spelling of a cartesian product) is refused: write ``cross(...)``.  The tree and file names in ``EventDataset``
 are ignored: the dataset is chosen by the request.  Event ranges and limits are
 not part of qastle.
 """
@@ -51,6 +58,7 @@ from typing import Mapping
 
 from ...errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
 from .. import ir
+from . import pairs
 from .cutstring import _Source, _Translator
 
 __all__ = ["compile_qastle"]
@@ -153,6 +161,8 @@ class _QastleTranslator(_Translator):
                 "(m.pt)", node)
         if isinstance(value, _Record):
             raise self.unsupported("a record (dict/tuple) used as a value", node)
+        if isinstance(value, pairs.PairView):
+            raise self.pair_view_as_value(value, node)
         raise self.src.error(QueryError, "the events themselves are used as a value", node)
 
     # -- names, attributes, subscripts ----------------------------------------------------
@@ -189,6 +199,12 @@ class _QastleTranslator(_Translator):
             if isinstance(base, _Collection):  # e.Muon.pt: every object's pt
                 return _Seq(ir.Column(column), base.mask)
             return ir.Column(column)
+        if isinstance(base, pairs.PairView):   # pairs(e.Muon).mass, p.charge1 of a lambda over pairs
+            try:
+                value = base.attribute(name)
+            except QueryError as exc:
+                raise self.src.error(QueryError, str(exc), node) from None
+            return value if base.mask is None else _Seq(value, base.mask)
         if isinstance(base, _Record):
             if name not in base.fields:
                 raise self.src.error(
@@ -249,6 +265,16 @@ class _QastleTranslator(_Translator):
             )
         return super().visit_Call(node)
 
+    def pair_member(self, node, function: str, mask: ir.Expr | None) -> pairs.Member:
+        """One collection of pairs()/cross(): ``e.Muon``, or ``e.Muon.Where(lambda m: ...)``."""
+        value = self.visit(node)
+        if not isinstance(value, _Collection):
+            raise self.src.error(
+                QueryError, f"{function}() takes collections such as e.Muon (optionally with a "
+                f".Where), got {_describe(value)}", node)
+        keep = value.mask if mask is None else _and(value.mask, mask)
+        return pairs.Member(value.name, keep)
+
     def call_lambda(self, lam, value, over_objects: bool, what: str, node):
         if not isinstance(lam, ast.Lambda) or len(lam.args.args) != 1:
             raise self.src.error(QueryError, f"{what} needs a lambda of one argument", lam if lam is not None else node)
@@ -288,6 +314,8 @@ class _QastleTranslator(_Translator):
             item, mask = _Object(source.name), source.mask
         elif isinstance(source, _Seq):
             item, mask = source.element, source.mask
+        elif isinstance(source, pairs.PairView):   # a lambda over pairs: p.mass, p.charge1
+            item, mask = dataclasses.replace(source, mask=None), source.mask
         else:
             raise self.src.error(QueryError, f"{name} needs a collection, got {_describe(source)}", node)
 
@@ -313,6 +341,8 @@ class _QastleTranslator(_Translator):
                 return ir.Call(ir.Op.CountNonzero, (mask,))
             if isinstance(source, _Collection):
                 return ir.Call(ir.Op.Count, (ir.Column(self._some_field(source.name)),))
+            if isinstance(source, pairs.PairView):
+                return ir.Call(ir.Op.Count, (source.side(pairs.COUNT_FIELD, 1),))
             return ir.Call(ir.Op.Count, (source.element,))
         values = self.materialize(source, node)
         if name == "ElementAt":
