@@ -47,6 +47,8 @@ Z_CUT = ("any((pairs(Muon).charge1 != pairs(Muon).charge2) "
          "& (pairs(Muon).mass > 60) & (pairs(Muon).mass < 120))")
 CLEAN_CUT = "~any(cross(Muon, Jet, Muon_pt > 20).delta_r < 0.4)"
 MLL = "firsts(pairs(Muon).mass)"
+# the optional one: jets with no selected muon within delta_r 0.4, a collection aligned with Jet
+CLEAN_JETS = "Jet_pt[cross_all(cross(Jet, Muon, mask2=Muon_pt > 20).delta_r >= 0.4)]"
 # inv_mass and vector's (v1 + v2).mass both compute E^2 - |p|^2 in float64, by different
 # routes (vector goes through rho/phi/eta of the sum and back); the cancellation amplifies
 # their roundings by E^2 / m^2, so they may differ by a few eps * E^2 / m (measured: < 3)
@@ -198,6 +200,12 @@ def oracle_examples(ev):
     return ak.to_numpy(z), ak.to_numpy(clean), first   # first: the leading pair's sum (.mass, .t)
 
 
+def oracle_clean_jets(ev):
+    mu32, jet32 = _vec(ev, "Muon"), _vec(ev, "Jet")
+    c = ak.cartesian({"j": jet32, "m": mu32[mu32.pt > 20]}, nested=True)
+    return ak.to_list(jet32.pt[ak.all(c.j.deltaR(c.m) >= 0.4, axis=2)])
+
+
 def _mll_close(got: list, first) -> None:
     """The leading pair's mass: None exactly where awkward has none, else close to vector."""
     want, energy = ak.to_list(first.mass), ak.to_list(first.t)
@@ -221,6 +229,19 @@ def test_cut_syntax_examples_equal_awkward_and_vector(data):
     _mll_close(run_query(table, q).column("mll").to_pylist(), mll)
 
 
+@pytest.mark.parametrize("data", [TTBAR, DY], ids=["ttbar", "dy"])
+def test_jet_cleaning_per_first_object_equals_awkward_and_vector(data):
+    ev, table, schema = _sample(data)
+    want = oracle_clean_jets(ev)
+    assert ak.sum(ak.num(ev.Jet_pt)) > sum(len(j) for j in want) > 0    # some jets removed, some kept
+    q = compile_query(schema, expressions={"jets": CLEAN_JETS,
+                                           "near": "cross_any(cross(Jet, Muon).delta_r < 0.4)"})
+    out = run_query(table, q)
+    assert out.column("jets").to_pylist() == want
+    c = ak.cartesian({"j": _vec(ev, "Jet"), "m": _vec(ev, "Muon")}, nested=True)
+    assert out.column("near").to_pylist() == ak.to_list(ak.any(c.j.deltaR(c.m) < 0.4, axis=2))
+
+
 def test_cut_syntax_spellings_compile_to_the_primitives():
     e = compile_expression("pairs(Muon, Muon_pt > 20).pt1")
     assert ir.same(e, call(Op.PairFirst, col("Muon_pt")[col("Muon_pt") > 20]))
@@ -238,6 +259,7 @@ def test_cut_syntax_spellings_compile_to_the_primitives():
     ("pairs(Muon, Muon_pt > 1, Muon_eta > 1).pt1", "takes 1 collection"),
     ("pairs(Muon, colour=1).pt1", "colour"),
     ("delta_r(Muon_eta, Muon_phi)", "takes 4"),
+    ("cross_any(pairs(Muon).pt1 > 3)", r"cross_any\(\) needs a condition on the pairs of cross"),
 ])
 def test_cut_syntax_errors_name_the_cause(text, match):
     with pytest.raises(QueryError, match=match):
@@ -253,6 +275,9 @@ def test_misaligned_pairs_are_a_query_error_before_any_work():
         compile_query(schema, where="any(pairs(Muon).pt1 > Muon_pt)")
     with pytest.raises(QueryError, match="one value per event"):
         compile_query(schema, expressions={"x": "pair_first(event)"})
+    bad = call(Op.CrossAny, call(Op.CrossFirst, col("Jet_pt"), col("Muon_pt")) > 1, col("Muon_pt"), col("Jet_pt"))
+    with pytest.raises(QueryError, match="per first object"):
+        ir.infer(bad, schema)
 
 
 def test_misaligned_pairs_at_run_time_are_einval():
@@ -332,10 +357,12 @@ def test_cpp_kernel_examples_equal_reference_and_vector(data):
         assert status == 0, err
         assert reply.table.column("event").to_pylist() == ev.event[want].tolist(), cut
     q = compile_query(schema, expressions={"mll": MLL, "dr": "cross(Muon, Jet).delta_r",
-                                           "q": "pairs(Muon).charge1 * pairs(Muon).charge2"})
+                                           "q": "pairs(Muon).charge1 * pairs(Muon).charge2",
+                                           "jets": CLEAN_JETS})
     status, err, reply = _run_local(table, q.outputs)
     assert status == 0, err
     _mll_close(reply.table.column("mll").to_pylist(), mll)
+    assert reply.table.column("jets").to_pylist() == oracle_clean_jets(ev)
     ref = run_query(table, q)
     assert reply.table.column("q").to_pylist() == ref.column("q").to_pylist()
     assert reply.table.column("dr").to_pylist() == ref.column("dr").to_pylist()
@@ -400,11 +427,15 @@ def test_examples_through_the_cluster_equal_awkward_and_vector(session, nano, na
             if pushdown == "on":
                 assert r.summary.partitions_fallen_back == 0
                 assert r.summary.partitions_pushed_down + r.summary.partitions_pruned == r.summary.partitions_total
-        r = session.run(name, columns=["event"], expressions={"mll": MLL}, pushdown=pushdown)
+        r = session.run(name, columns=["event"], expressions={"mll": MLL, "jets": CLEAN_JETS},
+                        pushdown=pushdown)
         order = np.argsort(r.table.column("event").to_numpy())
         want_order = np.argsort(ak.to_numpy(ev.event))
         got = [r.table.column("mll").to_pylist()[i] for i in order]
         _mll_close(got, mll[want_order])
+        jets = r.table.column("jets").to_pylist()
+        want_jets = oracle_clean_jets(ev)
+        assert [jets[i] for i in order] == [want_jets[i] for i in want_order]
 
 
 @pytest.mark.cluster

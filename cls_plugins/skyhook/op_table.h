@@ -53,6 +53,7 @@ enum class TypeRule : uint8_t {
   MeanOf,        // a collection; float64
   ElementOf,     // a collection; its element type
   Float64,       // numbers only; float64 (InvMass computes in float64)
+  PerFirst,      // collections only; a bool collection shaped like argument 1 (CrossAny/All)
   PairOf,        // collections only; a collection of the paired argument's type
                  // (PairFirst/PairSecond/CrossFirst: argument 0, CrossSecond: argument 1)
 };
@@ -126,6 +127,8 @@ inline constexpr OpInfo kRows[] = {
     {Op::CrossFirst, 2, K::Pairs, T::PairOf, N::Propagate},
     {Op::CrossSecond, 2, K::Pairs, T::PairOf, N::Propagate},
     {Op::InvMass, 8, K::Math, T::Float64, N::Propagate},
+    {Op::CrossAny, 3, K::Pairs, T::PerFirst, N::Never},
+    {Op::CrossAll, 3, K::Pairs, T::PerFirst, N::Never},
 };
 
 // Number of values of the generated enum (values are appended, never skipped).

@@ -5,6 +5,9 @@
 // ak.cartesian order (i-major), the first collection's element at i / the
 // second's at j.  The result is a collection like any other (one list per
 // event), so element-wise operators, masks and reductions apply to it.
+// CrossAny/CrossAll reduce a cartesian product's pairs per first object (for
+// each jet: is any / every muon far enough), giving a collection shaped like
+// the first collection.
 //
 // The number of pairs grows as the square of a list's length: it is counted
 // before anything is allocated, E2BIG past kMaxPairs and ENOMEM when the
@@ -82,14 +85,64 @@ void Fill(Op op, const Value& x, const Value* y, int64_t n_events, T* out, uint8
   }
 }
 
+
+// CrossAny/CrossAll(p, x, y): for each object i of x, any/all of p over its run of ny
+// pairs (null elements skipped, as Any/All skip them); shaped like x.
+template <typename T>
+void PerFirst(Op op, const Value& p, const Value& x, const Value& y, uint8_t* o) {
+  const T* v = p.values<T>();
+  const uint8_t* va = p.validity();
+  const int64_t *ox = x.offs(), *oy = y.offs(), *op_ = p.offs();
+  for (int64_t e = 0; e < x.n_events; ++e) {
+    const int64_t ny = oy[e + 1] - oy[e];
+    for (int64_t i = ox[e], k = op_[e]; i < ox[e + 1]; ++i) {
+      bool r = op == Op::CrossAll;
+      for (int64_t j = 0; j < ny; ++j, ++k) {
+        if (va && !va[k]) continue;
+        const bool nz = v[k] != 0;
+        if (op == Op::CrossAny && nz) r = true;
+        if (op == Op::CrossAll && !nz) r = false;
+      }
+      o[i] = r;
+    }
+  }
+}
+
+arrow::Status EvalPerFirst(Op op, const Value& p, const Value& x, const Value& y, Value* out,
+                           CallContext* ctx) {
+  const int64_t *ox = x.offs(), *oy = y.offs(), *op_ = p.offs();
+  for (int64_t e = 0; e < x.n_events; ++e) {
+    const int64_t nx = ox[e + 1] - ox[e], ny = oy[e + 1] - oy[e];
+    if (op_[e + 1] - op_[e] != nx * ny)
+      return Invalid(std::string(OpName(op)) + ": event " + std::to_string(e) + " has " +
+                     std::to_string(op_[e + 1] - op_[e]) + " pairs, not " + std::to_string(nx) +
+                     " x " + std::to_string(ny) + " (the cartesian product of its second and third "
+                     "arguments)");
+  }
+  ARROW_ASSIGN_OR_RAISE(out->data, NewBuffer(std::max<int64_t>(x.length, 1), ctx));
+  out->t = {VType::Bool, true, false};
+  out->scalar = false;
+  out->n_events = x.n_events;
+  out->length = x.length;
+  out->offsets = x.offsets;
+  Dispatch(p.t.type, [&](auto tag) {
+    PerFirst<typename decltype(tag)::type>(op, p, x, y, out->data->mutable_data());
+  });
+  return arrow::Status::OK();
+}
+
 }  // namespace
 
 arrow::Status EvalPairs(Op op, const std::vector<const Value*>& args, Value* out, CallContext* ctx) {
-  const Value& x = *args[0];
-  const Value* y = args.size() > 1 ? args[1] : nullptr;
   for (const Value* a : args)
     if (!a->t.is_list || a->scalar || !a->offsets)
       return Invalid(std::string(OpName(op)) + ": pairs are made of collections");
+  for (const Value* a : args)
+    if (a->n_events != args[0]->n_events)
+      return Invalid(std::string(OpName(op)) + ": two collections of different event counts");
+  if (op == Op::CrossAny || op == Op::CrossAll) return EvalPerFirst(op, *args[0], *args[1], *args[2], out, ctx);
+  const Value& x = *args[0];
+  const Value* y = args.size() > 1 ? args[1] : nullptr;
   if (y && y->n_events != x.n_events)
     return Invalid(std::string(OpName(op)) + ": two collections of different event counts");
   const int64_t ne = x.n_events;

@@ -72,6 +72,8 @@ class Op(enum.IntEnum):
     CrossFirst = 45
     CrossSecond = 46
     InvMass = 47
+    CrossAny = 48
+    CrossAll = 49
 
 
 # -- the operator table -------------------------------------------------------------
@@ -172,6 +174,10 @@ OPS: dict[Op, OpSpec] = {
     Op.CrossSecond: OpSpec(2, "pairs", cut=("cross_second",), cut_prefixes=(None,)),
     # inv_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2), in float64
     Op.InvMass: OpSpec(8, "math", cut=("inv_mass",), cut_prefixes=(None,), float_result=True),
+    # CrossAny(p, x, y) / CrossAll(p, x, y): per object of x, any/all of the pairs p of
+    # CrossFirst(x, y); cut syntax cross_any(p) / cross_all(p) (lang/pairs.py finds x and y)
+    Op.CrossAny: OpSpec(3, "pairs"),
+    Op.CrossAll: OpSpec(3, "pairs"),
 }
 assert set(OPS) == set(Op), "every Op needs a row in OPS"
 
@@ -191,6 +197,7 @@ MANY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity > 2)   # InvM
 REDUCTIONS = ops_of("reduction")
 ELEMENT_ACCESS = ops_of("element_access")
 PAIRS = ops_of("pairs")
+PER_FIRST = frozenset({Op.CrossAny, Op.CrossAll})   # reductions of pairs per first object
 FLOAT_RESULT = frozenset(op for op, spec in OPS.items() if spec.float_result)
 
 # Readable names for repr and error messages, as users write them in cut strings.
@@ -542,6 +549,13 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 raise QueryError(
                     f"{op.name.lower()}() makes pairs of the objects of collections, but {a!r} has one "
                     f"value per event, in the {where}")
+        if op in PER_FIRST:
+            want = f"cross({length_source(expr.args[1])}, {length_source(expr.args[2])})"
+            if shapes[0].collection != want:
+                raise QueryError(
+                    f"{op.name.lower()}() reduces the pairs of {want} per first object, but "
+                    f"{expr.args[0]!r} is {shapes[0].collection or 'not a collection of pairs'}, in the {where}")
+            return Shape("bool", True, shapes[1].collection)
         src = shapes[1] if op == Op.CrossSecond else shapes[0]
         return Shape(src.kind, True, pair_collection(expr))
     _check_pairs_align(expr, shapes, where)
@@ -615,6 +629,8 @@ def length_source(expr: Expr) -> str | None:
     if expr.op == Op.Mask:
         inner = length_source(expr.args[0])
         return None if inner is None else f"{inner}[{expr.args[1]!r}]"
+    if expr.op in PER_FIRST:
+        return length_source(expr.args[1])
     if expr.op in PAIRS:
         return pair_collection(expr)
     for a in expr.args:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import time
 import warnings
 
@@ -203,6 +204,24 @@ KERNELS = {
     Op.InvMass: "_inv_mass",
 }
 
+def _libm(fn, overflow):
+    """``fn`` of Python's math module (the C library's, as the object class calls it)
+    element-wise: InvMass's E^2 - p^2 cancels, so NumPy's own SIMD cos/sin (a few ulps
+    away) would show through; with the same libm both evaluators agree bit for bit.
+    The C library's answers where Python raises: NaN for cos/sin(inf), +-inf on overflow."""
+    def one(x):
+        try:
+            return fn(x)
+        except ValueError:
+            return math.nan
+        except OverflowError:
+            return math.copysign(math.inf, x) if overflow == "sign" else math.inf
+    vec = np.frompyfunc(one, 1, 1)
+    return lambda a: np.asarray(vec(np.asarray(a, np.float64)), dtype=np.float64)
+
+
+_LIBM_COS, _LIBM_SIN, _LIBM_SINH = _libm(math.cos, None), _libm(math.sin, None), _libm(math.sinh, "sign")
+
 # At most this many pairs in one evaluation (the object class has its memory cap):
 # past it, an EvaluationError with ENOMEM instead of gigabytes of index arrays.
 MAX_PAIRS = 1 << 25
@@ -313,9 +332,10 @@ class _Evaluator:
             size = _length(offsets, self.n)
             vals = [np.broadcast_to(np.asarray(x, np.float64), (size,)) for x in arrays]
         pt1, eta1, phi1, m1, pt2, eta2, phi2, m2 = vals
+        cos, sin, sinh = _LIBM_COS, _LIBM_SIN, _LIBM_SINH
         with _quiet():
-            px1, py1, pz1 = pt1 * np.cos(phi1), pt1 * np.sin(phi1), pt1 * np.sinh(eta1)
-            px2, py2, pz2 = pt2 * np.cos(phi2), pt2 * np.sin(phi2), pt2 * np.sinh(eta2)
+            px1, py1, pz1 = pt1 * cos(phi1), pt1 * sin(phi1), pt1 * sinh(eta1)
+            px2, py2, pz2 = pt2 * cos(phi2), pt2 * sin(phi2), pt2 * sinh(eta2)
             e1 = np.sqrt(px1 * px1 + py1 * py1 + pz1 * pz1 + m1 * m1)
             e2 = np.sqrt(px2 * px2 + py2 * py2 + pz2 * pz2 + m2 * m2)
             e, x, y, z = e1 + e2, px1 + px2, py1 + py2, pz1 + pz2
@@ -430,6 +450,8 @@ def _pairs(op, args: list[_Val], what) -> _Val:
     for v in args:
         if not v.is_list:
             raise EvaluationError(f"pairs are made of collections, not one value per event, in {what}")
+    if op in ir.PER_FIRST:
+        return _per_first(op, *args, what)
     x = args[0]
     nx = np.diff(x.offsets)
     ev = np.repeat(np.arange(len(nx)), nx)           # the event of each element of x
@@ -460,6 +482,25 @@ def _pairs(op, args: list[_Val], what) -> _Val:
         idx, src = np.repeat(args[1].offsets[:-1][ev], reps) + pos, args[1]
     valid = None if src.valid is None else src.valid[idx]
     return _Val(src.values[idx], valid, offsets)
+
+
+def _per_first(op, p: _Val, x: _Val, y: _Val, what) -> _Val:
+    """CrossAny/CrossAll: per object of x, any/all of its run of ny pairs in p."""
+    nx, ny = np.diff(x.offsets), np.diff(y.offsets)
+    bad = np.flatnonzero(np.diff(p.offsets) != nx * ny)
+    if len(bad):
+        e = int(bad[0])
+        raise EvaluationError(f"event {e} has {int(np.diff(p.offsets)[e])} pairs, not {int(nx[e])} x "
+                              f"{int(ny[e])} (the cartesian product of its collections), in {what}")
+    ev = np.repeat(np.arange(len(nx)), nx)
+    reps = ny[ev]                                   # pairs of each object of x
+    present = np.ones(len(p.values), bool) if p.valid is None else p.valid
+    hit = present & ((p.values != 0) if op == Op.CrossAny else (p.values == 0))
+    cs = np.zeros(len(hit) + 1, np.int64)
+    np.cumsum(hit, out=cs[1:])
+    start = np.cumsum(reps) - reps
+    n_hit = cs[start + reps] - cs[start]
+    return _Val(n_hit > 0 if op == Op.CrossAny else n_hit == 0, None, x.offsets)
 
 
 def _segment_sum_int(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:

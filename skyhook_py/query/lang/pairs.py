@@ -16,7 +16,11 @@ One language-independent piece of both frontends (formats/README.md "Pairs"):
   (``pairs(Muon).charge1``: the first muon's charge), and ``mass``, ``delta_r``,
   ``delta_phi``, ``delta_eta`` of the two; ``massless=True`` takes 0 as the mass
   (for a collection without a ``_mass`` column).  Each is a collection with one
-  element per pair, so ``any``, ``count_nonzero``, ``firsts``, masks ... apply.
+  element per pair, so ``any``, ``count_nonzero``, ``firsts``, masks ... apply;
+- ``cross_any(c)`` / ``cross_all(c)`` of a condition ``c`` on the pairs of ``cross(A, B)``:
+  for each object of A, whether ``c`` holds for any / every object of B (``CrossAny`` /
+  ``CrossAll``): jets away from every selected muon are
+  ``Jet_pt[cross_all(cross(Jet, Muon, mask2=Muon_pt > 20).delta_r >= 0.4)]``.
 """
 
 from __future__ import annotations
@@ -53,8 +57,36 @@ def inv_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2) -> ir.Expr:
 
 
 # name -> (number of arguments, expansion) of the kinematic functions
+def _cross_of(p: ir.Expr) -> ir.Call | None:
+    """The first CrossFirst/CrossSecond node in ``p`` (its arguments are the two collections)."""
+    stack = [p]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, ir.Call):
+            if e.op in (ir.Op.CrossFirst, ir.Op.CrossSecond):
+                return e
+            stack.extend(reversed(e.args))
+    return None
+
+
+def _per_first(op, name):
+    def build(p):
+        p = ir.as_expr(p)
+        node = _cross_of(p)
+        if node is None:
+            raise QueryError(f"{name}() needs a condition on the pairs of cross(A, B) "
+                             "(e.g. cross(Jet, Muon).delta_r > 0.4)")
+        return ir.Call(op, (p, node.args[0], node.args[1]))
+    return build
+
+
+cross_any = _per_first(ir.Op.CrossAny, "cross_any")
+cross_all = _per_first(ir.Op.CrossAll, "cross_all")
+
 # (inv_mass is the IR operator InvMass: its spelling is in ir.OPS)
-FUNCTIONS = {"delta_phi": (2, delta_phi), "delta_r": (4, delta_r)}
+FUNCTIONS = {"delta_phi": (2, delta_phi), "delta_r": (4, delta_r),
+             # per first object of cross(A, B): a bool collection shaped like A (jet cleaning)
+             "cross_any": (1, cross_any), "cross_all": (1, cross_all)}
 VIEWS = ("pairs", "cross")
 # the field of the other collection of cross() whose list lengths CrossFirst/CrossSecond
 # read (every NanoAOD collection has a pt)
