@@ -316,12 +316,30 @@ def test_qastle_examples_equal_awkward_and_vector():
             ("Select", "lambda e: {'event': e.event}")]),
         "mll": _func_adl_text([
             ("Select", "lambda e: {'mll': pairs(e.Muon).Select(lambda p: p.mass).First()}")]),
+        # func_adl's own spelling of a cartesian product: nested lambdas over two collections
+        "clean_nested": _func_adl_text([
+            ("Where", "lambda e: e.Muon.Where(lambda m: m.pt > 20).Where(lambda m: e.Jet.Any("
+                      "lambda j: delta_r(m.eta, m.phi, j.eta, j.phi) < 0.4)).Count() == 0"),
+            ("Select", "lambda e: {'event': e.event}")]),
+        "jets_nested": _func_adl_text([
+            ("Select", "lambda e: {'jets': e.Jet.Where(lambda j: e.Muon.Where(lambda m: m.pt > 20).All("
+                       "lambda m: delta_r(j.eta, j.phi, m.eta, m.phi) >= 0.4)).Select(lambda j: j.pt)}")]),
     }
     assert "pairs" in texts["z"] and "cross" in texts["clean"]
     got = {k: run_query(table, compile_query(schema, language="qastle", where=t)) for k, t in texts.items()}
     assert got["z"].column("event").to_pylist() == ev.event[z].tolist()
     assert got["clean"].column("event").to_pylist() == ev.event[clean].tolist()
     _mll_close(got["mll"].column("mll").to_pylist(), mll)
+    assert got["clean_nested"].column("event").to_pylist() == ev.event[clean].tolist()
+    assert got["jets_nested"].column("jets").to_pylist() == oracle_clean_jets(ev)
+
+
+def test_qastle_nested_lambdas_over_one_collection_are_refused():
+    _, _, schema = _sample(DY)
+    text = _func_adl_text([("Select", "lambda e: {'n': e.Muon.Where(lambda a: e.Muon.Any("
+                                      "lambda b: a.charge != b.charge)).Count()}")])
+    with pytest.raises(QueryError, match="pairs"):
+        compile_query(schema, language="qastle", where=text)
 
 
 # -- the C++ kernel: same answers, refusals ------------------------------------------------------

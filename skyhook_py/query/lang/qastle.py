@@ -43,8 +43,11 @@ Rejected by name (``UnsupportedError``): ``SelectMany``, ``OrderBy``,
 ``Choose``, ``Zip``, ``Concat``, ``Contains``, ``Aggregate``, LINQ operators over
 the events themselves (``Count`` of events), per-object records (a dict inside a
 collection ``Select``), nested loops over two collections (a cartesian product),
-method calls such as ``m.pt()``.  A nested lambda over a second collection (func_adl's
-own spelling of a cartesian product) is refused: write ``cross(...)``.  The tree and file names in ``EventDataset``
+method calls such as ``m.pt()``.  Nested lambdas over two collections (func_adl's own
+spelling of a cartesian product) are understood in one form: an inner ``.Any(pred)`` /
+``.All(pred)`` over a second collection whose ``pred`` uses the outer object, e.g.
+``e.Jet.Where(lambda j: e.Muon.All(lambda m: delta_r(j.eta, j.phi, m.eta, m.phi) > 0.4))``
+(CrossAny/CrossAll); other nested loops are refused: write ``pairs(...)``/``cross(...)``.  The tree and file names in ``EventDataset``
 are ignored: the dataset is chosen by the request.  Event ranges and limits are
 not part of qastle.
 """
@@ -134,6 +137,9 @@ class _QastleTranslator(_Translator):
         self.schema = schema
         self.scopes: list[dict] = []   # lambda variables: name -> (value, element depth)
         self.depth = 0                 # how many lambdas over objects enclose us
+        # inside the lambda of an inner .Any/.All over a second collection: the outer
+        # objects referenced (a cartesian product, see _nested_any_all); None: refused
+        self.outer_refs: set | None = None
 
     # -- dispatch: LINQ operators in any of their three spellings ---------------------
     def visit(self, node):
@@ -170,7 +176,10 @@ class _QastleTranslator(_Translator):
         for scope in reversed(self.scopes):
             if node.id in scope:
                 value, depth = scope[node.id]
-                if 1 <= depth < self.depth:
+                if 1 <= depth < self.depth and self.outer_refs is not None and isinstance(value, _Object) \
+                        and depth == self.depth - 1:
+                    self.outer_refs.add(value.collection)
+                elif 1 <= depth < self.depth:
                     raise self.unsupported(
                         f"using {node.id!r} inside a lambda over another collection (a nested loop, "
                         "i.e. a cartesian product of two collections)", node)
@@ -331,6 +340,10 @@ class _QastleTranslator(_Translator):
             if isinstance(out, (_Collection, _Seq)):
                 raise self.unsupported("a collection per object (nested lists)", args[0])
             return _Seq(self.materialize(out, args[0]), mask)
+        if name in ("Any", "All") and self.depth >= 1 and isinstance(source, _Collection):
+            nested = self._nested_any_all(node, name, source, args[0])
+            if nested is not None:
+                return nested
         if name in ("Any", "All"):
             test = self.materialize(self.call_lambda(args[0], item, True, name, node), args[0])
             if mask is not None:
@@ -351,6 +364,50 @@ class _QastleTranslator(_Translator):
                 raise self.unsupported("ElementAt with an index that is not a constant integer", args[0])
             return ir.Call(ir.Op.Index, (values,), index.value)
         return ir.Call(_REDUCE[name], (values,))
+
+    def _nested_any_all(self, node, name, inner: _Collection, lam):
+        """``e.Jet.Where(lambda j: e.Muon.All(lambda m: delta_r(j.eta, j.phi, m.eta, m.phi) > 0.4))``:
+        func_adl's nested lambdas over two collections.  The inner predicate is evaluated
+        over the cartesian product (outer object, inner object) and reduced per outer
+        object (CrossAny/CrossAll): a bool collection aligned with the outer collection.
+        None when the predicate does not use the outer object (the plain path applies)."""
+        saved = self.outer_refs
+        self.outer_refs = set()
+        try:
+            test = self.materialize(self.call_lambda(lam, _Object(inner.name), True, name, node), lam)
+            outer = self.outer_refs
+        finally:
+            self.outer_refs = saved
+        if not outer:
+            return None
+        if len(outer) > 1 or inner.name in outer:
+            raise self.unsupported(
+                "a nested lambda over the same collection or over three collections", node,
+                "use pairs(e.Muon) for pairs of one collection")
+        (outer_name,) = outer
+        x = ir.Column(self._some_field(outer_name))
+        y_col = ir.Column(self._some_field(inner.name))
+        y = y_col if inner.mask is None else ir.Call(ir.Op.Mask, (y_col, inner.mask))
+
+        def cross(e):
+            if isinstance(e, ir.Column):
+                t = self.schema.get(e.name)
+                if t is None or not t.is_list:
+                    return e
+                prefix = e.name.partition("_")[0]
+                if prefix == outer_name:
+                    return ir.Call(ir.Op.CrossFirst, (e, y))
+                if prefix == inner.name:
+                    side = e if inner.mask is None else ir.Call(ir.Op.Mask, (e, inner.mask))
+                    return ir.Call(ir.Op.CrossSecond, (x, side))
+                raise self.unsupported(f"the collection {prefix!r} inside a nested lambda over "
+                                       f"{outer_name!r} and {inner.name!r}", node)
+            if isinstance(e, ir.Call):
+                return ir.Call(e.op, tuple(cross(a) for a in e.args), e.index)
+            return e
+
+        op = ir.Op.CrossAny if name == "Any" else ir.Op.CrossAll
+        return ir.Call(op, (cross(test), x, y))
 
     def _some_field(self, collection: str) -> str:
         # Count of a collection is the length of any of its fields (all have the same lengths)
