@@ -714,3 +714,11 @@ def test_osd_matches_reference(request, table, q):
     except ObjectClassError as err:
         reply, status = b"", abs(err.errno)
     compare_with_reference(table, q, status, reply)
+
+
+@pytest.mark.cluster
+@given(table=tables(), q=pair_queries())
+@settings(max_examples=25, deadline=None, derandomize=IN_CI,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_osd_pairs_match_reference(request, table, q):
+    test_osd_matches_reference.hypothesis.inner_test(request, table, q)
