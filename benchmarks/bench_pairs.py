@@ -162,10 +162,12 @@ def main(argv=None) -> int:
             k_ms, k_table = kernel_ms(req, part, args.repeats, tmp)
             want = awkward_vector(ev, name)
             check(name, k_table, want)
-            ref = lambda: reference.scan_table(table, outputs=query.outputs, where=query.where)  # noqa: E731
+            def ref(query=query):
+                return reference.scan_table(table, outputs=query.outputs, where=query.where)
+
             check(name, ref().table, want)
             r_ms = median_ms(ref, args.repeats)
-            a_ms = median_ms(lambda: awkward_vector(ev, name), args.repeats)
+            a_ms = median_ms(lambda name=name: awkward_vector(ev, name), args.repeats)
             rows.append({"query": name, "kernel_ms": k_ms, "reference_ms": r_ms, "awkward_vector_ms": a_ms,
                          "rows": k_table.num_rows})
             print(f"{name:40s} kernel {k_ms:8.2f} ms  reference {r_ms:8.2f} ms  awkward+vector {a_ms:8.2f} ms",

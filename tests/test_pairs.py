@@ -28,7 +28,7 @@ from skyhook_py.errors import EvaluationError, QueryError
 from skyhook_py.query import codec, ir, reference
 from skyhook_py.query.ir import Op, call, col
 from skyhook_py.query.compile import compile_query
-from skyhook_py.query.lang.cutstring import compile_cut, compile_expression
+from skyhook_py.query.lang.cutstring import compile_expression
 
 vector = pytest.importorskip("vector")
 vector.register_awkward()
