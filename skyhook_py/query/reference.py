@@ -224,7 +224,7 @@ _LIBM_COS, _LIBM_SIN, _LIBM_SINH = _libm(math.cos, None), _libm(math.sin, None),
 
 # At most this many pairs in one evaluation (the object class has its memory cap):
 # past it, an EvaluationError with ENOMEM instead of gigabytes of index arrays.
-MAX_PAIRS = 1 << 25
+MAX_PAIRS = 1 << 24
 
 
 class _Evaluator:
@@ -526,7 +526,7 @@ def _segment_fold(x, offsets, ufunc, init, dtype) -> np.ndarray:
 # -- nullability of results ------------------------------------------------------------
 
 _MAY_BE_NULL = {Op.First, Op.Last, Op.Index, Op.Min, Op.Max, Op.Mean}
-_NEVER_NULL = {Op.Count, Op.CountNonzero, Op.Sum, Op.Any, Op.All}
+_NEVER_NULL = {Op.Count, Op.CountNonzero, Op.Sum, Op.Any, Op.All, Op.CrossAny, Op.CrossAll}
 
 
 def may_be_null(e: ir.Expr) -> bool:
