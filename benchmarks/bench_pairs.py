@@ -139,12 +139,41 @@ def check(name: str, got: pa.Table, want) -> None:
         raise AssertionError(f"{name}: the answer differs from awkward + vector")
 
 
+def plot(rows: list, events: int, out: Path) -> None:
+    """pairs.png: the medians per query, log scale."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        x = np.arange(len(rows))
+        for i, (key, label) in enumerate((("kernel_ms", "kernel (C++, skyhook_scan_local)"),
+                                          ("reference_ms", "reference (Python)"),
+                                          ("awkward_vector_ms", "awkward + vector"))):
+            ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], 0.27, label=label)
+        ax.set_xticks(x, [r["query"].split(" (")[0] for r in rows], fontsize=8)
+        ax.set_ylabel("median ms")
+        ax.set_yscale("log")
+        ax.set_title(f"pair queries, {events} events")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "pairs.png", dpi=100)
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--replot", type=Path, default=None, help="redraw DIR/pairs.png from DIR/results.json")
     args = ap.parse_args(argv)
+    if args.replot:
+        saved = json.loads((args.replot / "results.json").read_text())
+        plot(saved["rows"], saved["config"]["events"], args.replot)
+        return 0
     out = args.out or ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-pairs"
     out.mkdir(parents=True, exist_ok=True)
     table = make_events(args.events)
@@ -184,26 +213,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['query']} | {r['kernel_ms']:.2f} | {r['reference_ms']:.2f} | "
                      f"{r['awkward_vector_ms']:.2f} | {r['awkward_vector_ms'] / r['kernel_ms']:.1f}x |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4))
-        x = np.arange(len(rows))
-        for i, (key, label) in enumerate((("kernel_ms", "kernel (C++, in the OSD)"),
-                                          ("reference_ms", "reference (Python)"),
-                                          ("awkward_vector_ms", "awkward + vector"))):
-            ax.bar(x + (i - 1) * 0.27, [r[key] for r in rows], 0.27, label=label)
-        ax.set_xticks(x, [r["query"].split(" (")[0] for r in rows], fontsize=8)
-        ax.set_ylabel("median ms")
-        ax.set_yscale("log")
-        ax.set_title(f"pair queries, {args.events} events")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "pairs.png", dpi=100)
-    except ImportError:  # pragma: no cover
-        pass
+    plot(rows, args.events, out)
     print(f"wrote {out}")
     return 0
 
