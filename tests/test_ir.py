@@ -108,7 +108,9 @@ def _example(op: Op) -> ir.Expr:
         return call(op, pt > 1, eta < 2)
     if op == Op.Not:
         return ~(pt > 1)
-    return call(op, *([pt, eta][: ir.ARITY[op]]))
+    if op in (Op.CrossAny, Op.CrossAll):
+        return call(op, call(Op.CrossFirst, pt, col("Jet_pt")) > 1, pt, col("Jet_pt"))
+    return call(op, *([pt, eta] * 4)[: ir.ARITY[op]])
 
 
 @pytest.mark.parametrize("op", list(Op), ids=lambda o: o.name)

@@ -127,6 +127,14 @@ arrow::Result<Value> EvaluateNode(const Plan& plan, uint32_t index, const std::v
     args.push_back(&values[j]);
     all_scalar &= values[j].scalar;
   }
+  if (KindOf(n.op) == OpKind::Pairs) {
+    // two collections of a cartesian product have lengths of their own: no common shape
+    Value out;
+    out.t = n.t;
+    out.n_events = n_events;
+    ARROW_RETURN_NOT_OK(EvalPairs(n.op, args, &out, ctx));
+    return out;
+  }
   // Literal-only operations are computed on one element and stay scalars.
   const int64_t ne = all_scalar ? 1 : n_events;
   ARROW_ASSIGN_OR_RAISE(const Value* shape, CommonShape(args, OpName(n.op)));
@@ -162,7 +170,17 @@ arrow::Result<Value> EvaluateNode(const Plan& plan, uint32_t index, const std::v
       return finish(out);
     case OpKind::Arithmetic:
     case OpKind::Math:
-      if (info.arity == 2) {
+      if (info.arity > 2) {  // InvMass: every operand in float64
+        std::vector<Value> m;
+        for (const Value* a : args) {
+          ARROW_ASSIGN_OR_RAISE(Value v, Materialize(*a, VType::F64, shape, ne, ctx));
+          m.push_back(std::move(v));
+        }
+        ARROW_RETURN_NOT_OK(EvalInvMass(m, &out, ctx));
+        std::vector<const Value*> vs;
+        for (auto& v : m) vs.push_back(&v);
+        ARROW_ASSIGN_OR_RAISE(out.valid, AndValid(vs, out.length, ctx));
+      } else if (info.arity == 2) {
         ARROW_ASSIGN_OR_RAISE(Value ma, Materialize(*args[0], n.t.type, shape, ne, ctx));
         ARROW_ASSIGN_OR_RAISE(Value mb, Materialize(*args[1], n.t.type, shape, ne, ctx));
         arrow::Status st = EvalBinary(n.op, n.t.type, ma, mb, &out, ctx);
@@ -196,6 +214,7 @@ arrow::Result<Value> EvaluateNode(const Plan& plan, uint32_t index, const std::v
         ARROW_RETURN_NOT_OK(EvalAccess(n, *args[0], &out, ctx));
       }
       return out;
+    case OpKind::Pairs:  // handled above
     case OpKind::Leaf:
       break;  // Column nodes are read by the scan (scan.cc), not evaluated
   }

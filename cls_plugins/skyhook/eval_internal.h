@@ -72,4 +72,10 @@ arrow::Status EvalReduce(Op op, VType out_type, const Value& a, Value* out, Call
 arrow::Status EvalAccess(const Node& n, const Value& a, Value* out, CallContext* ctx);
 arrow::Status EvalMask(VType t, const Value& list, const Value& mask, Value* out, CallContext* ctx);
 
+// kinematics.cc: InvMass of eight float64 operands of one shape.
+arrow::Status EvalInvMass(const std::vector<Value>& m, Value* out, CallContext* ctx);
+// pairs.cc: PairFirst/PairSecond/CrossFirst/CrossSecond (a collection of one
+// element per pair); E2BIG/ENOMEM before allocating more pairs than the call may hold.
+arrow::Status EvalPairs(Op op, const std::vector<const Value*>& args, Value* out, CallContext* ctx);
+
 }  // namespace skyhook

@@ -33,6 +33,7 @@ enum class OpKind : uint8_t {
   Mask,           // Mask
   Reduction,      // a collection to one value per event
   ElementAccess,  // one element of a collection per event, null when out of range
+  Pairs,          // pairs of objects: a collection of one element per pair (pairs.cc)
 };
 
 // How TypeCheck (typecheck.cc) derives a node's type from its arguments'.
@@ -51,6 +52,10 @@ enum class TypeRule : uint8_t {
   SumOf,         // a collection; float stays, unsigned -> uint64, else int64
   MeanOf,        // a collection; float64
   ElementOf,     // a collection; its element type
+  Float64,       // numbers only; float64 (InvMass computes in float64)
+  PerFirst,      // collections only; a bool collection shaped like argument 1 (CrossAny/All)
+  PairOf,        // collections only; a collection of the paired argument's type
+                 // (PairFirst/PairSecond/CrossFirst: argument 0, CrossSecond: argument 1)
 };
 
 // Whether a node's value may hold nulls (the reply schema's nullability, as
@@ -117,6 +122,13 @@ inline constexpr OpInfo kRows[] = {
     {Op::First, 1, K::ElementAccess, T::ElementOf, N::Maybe},
     {Op::Last, 1, K::ElementAccess, T::ElementOf, N::Maybe},
     {Op::Index, 1, K::ElementAccess, T::ElementOf, N::Maybe},
+    {Op::PairFirst, 1, K::Pairs, T::PairOf, N::Propagate},
+    {Op::PairSecond, 1, K::Pairs, T::PairOf, N::Propagate},
+    {Op::CrossFirst, 2, K::Pairs, T::PairOf, N::Propagate},
+    {Op::CrossSecond, 2, K::Pairs, T::PairOf, N::Propagate},
+    {Op::InvMass, 8, K::Math, T::Float64, N::Propagate},
+    {Op::CrossAny, 3, K::Pairs, T::PerFirst, N::Never},
+    {Op::CrossAll, 3, K::Pairs, T::PerFirst, N::Never},
 };
 
 // Number of values of the generated enum (values are appended, never skipped).
@@ -164,6 +176,7 @@ constexpr const char* OpKindName(OpKind kind) {
     case OpKind::Mask: return "mask";
     case OpKind::Reduction: return "reduction";
     case OpKind::ElementAccess: return "element_access";
+    case OpKind::Pairs: return "pairs";
   }
   return "?";
 }

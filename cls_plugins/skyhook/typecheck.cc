@@ -129,6 +129,20 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
         out = a[0];
         out.weak = false;
         break;
+      case TypeRule::Float64:
+        ARROW_RETURN_NOT_OK(no_bool());
+        out.type = VType::F64;
+        break;
+      case TypeRule::PerFirst:
+      case TypeRule::PairOf:
+        for (size_t k = 0; k < a.size(); ++k)
+          if (!a[k].is_list)
+            return Invalid(Describe(*plan, i) + ": pairs are made of collections, but argument " +
+                           std::to_string(n.args[k]) + " has one value per event");
+        out = a[n.op == Op::CrossSecond ? 1 : 0];
+        if (rule == TypeRule::PerFirst) out.type = VType::Bool;
+        out.weak = false;
+        break;
       case TypeRule::CountOf:
       case TypeRule::AnyAll:
       case TypeRule::SumOf:

@@ -67,6 +67,13 @@ class Op(enum.IntEnum):
     First = 40
     Last = 41
     Index = 42
+    PairFirst = 43
+    PairSecond = 44
+    CrossFirst = 45
+    CrossSecond = 46
+    InvMass = 47
+    CrossAny = 48
+    CrossAll = 49
 
 
 # -- the operator table -------------------------------------------------------------
@@ -77,7 +84,7 @@ class Op(enum.IntEnum):
 # the C++ runner's own table (``skyhook_scan_local --list-ops``).
 
 KINDS = ("leaf", "arithmetic", "comparison", "logical", "math", "choice", "mask",
-         "reduction", "element_access")
+         "reduction", "element_access", "pairs")
 
 # module prefixes a cut-string function may carry (``np.sqrt``, ``ak.sum``)
 MATH_PREFIXES = (None, "np", "numpy")
@@ -160,6 +167,17 @@ OPS: dict[Op, OpSpec] = {
     Op.First: _red("firsts", prefixes=REDUCTION_PREFIXES, qastle=("First",), kind="element_access"),
     Op.Last: OpSpec(1, "element_access", qastle=("Last",)),
     Op.Index: OpSpec(1, "element_access"),
+    # pairs of objects (formats/README.md "Pairs"): collections of one element per pair
+    Op.PairFirst: OpSpec(1, "pairs", cut=("pair_first",), cut_prefixes=(None,)),
+    Op.PairSecond: OpSpec(1, "pairs", cut=("pair_second",), cut_prefixes=(None,)),
+    Op.CrossFirst: OpSpec(2, "pairs", cut=("cross_first",), cut_prefixes=(None,)),
+    Op.CrossSecond: OpSpec(2, "pairs", cut=("cross_second",), cut_prefixes=(None,)),
+    # inv_mass(pt1, eta1, phi1, m1, pt2, eta2, phi2, m2), in float64
+    Op.InvMass: OpSpec(8, "math", cut=("inv_mass",), cut_prefixes=(None,), float_result=True),
+    # CrossAny(p, x, y) / CrossAll(p, x, y): per object of x, any/all of the pairs p of
+    # CrossFirst(x, y); cut syntax cross_any(p) / cross_all(p) (lang/pairs.py finds x and y)
+    Op.CrossAny: OpSpec(3, "pairs"),
+    Op.CrossAll: OpSpec(3, "pairs"),
 }
 assert set(OPS) == set(Op), "every Op needs a row in OPS"
 
@@ -175,8 +193,11 @@ COMPARISON = ops_of("comparison")
 LOGICAL = ops_of("logical") - {Op.Not}        # the binary ones
 UNARY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity == 1)
 BINARY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity == 2)
+MANY_MATH = frozenset(op for op in ops_of("math") if OPS[op].arity > 2)   # InvMass
 REDUCTIONS = ops_of("reduction")
 ELEMENT_ACCESS = ops_of("element_access")
+PAIRS = ops_of("pairs")
+PER_FIRST = frozenset({Op.CrossAny, Op.CrossAll})   # reductions of pairs per first object
 FLOAT_RESULT = frozenset(op for op, spec in OPS.items() if spec.float_result)
 
 # Readable names for repr and error messages, as users write them in cut strings.
@@ -515,14 +536,31 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
     shapes = [infer(a, schema, where) for a in expr.args]
     op = expr.op
     any_list = any(s.is_list for s in shapes)
-    if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs or op in UNARY_MATH:
+    if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs or op in UNARY_MATH \
+            or op in MANY_MATH:
         for a, s in zip(expr.args, shapes):
             if s.kind == "bool":
                 raise QueryError(
                     f"{op.name.lower()} needs numbers, but {a!r} is bool in the {where}"
                 )
+    if op in PAIRS:
+        for a, s in zip(expr.args, shapes):
+            if not s.is_list:
+                raise QueryError(
+                    f"{op.name.lower()}() makes pairs of the objects of collections, but {a!r} has one "
+                    f"value per event, in the {where}")
+        if op in PER_FIRST:
+            want = f"cross({length_source(expr.args[1])}, {length_source(expr.args[2])})"
+            if shapes[0].collection != want:
+                raise QueryError(
+                    f"{op.name.lower()}() reduces the pairs of {want} per first object, but "
+                    f"{expr.args[0]!r} is {shapes[0].collection or 'not a collection of pairs'}, in the {where}")
+            return Shape("bool", True, shapes[1].collection)
+        src = shapes[1] if op == Op.CrossSecond else shapes[0]
+        return Shape(src.kind, True, pair_collection(expr))
+    _check_pairs_align(expr, shapes, where)
     coll = _collection_of(shapes)
-    if op in UNARY_MATH:
+    if op in UNARY_MATH or op in MANY_MATH:
         return Shape("float", any_list, coll)
     if op in ARITHMETIC or op == Op.Neg or op in BINARY_MATH or op == Op.Abs:
         kinds = _weak_kinds(expr.args, shapes)
@@ -575,6 +613,53 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             return Shape("int", False)
         return Shape(shapes[0].kind, False)
     raise QueryError(f"unsupported operation {op.name}")  # pragma: no cover
+
+
+def length_source(expr: Expr) -> str | None:
+    """What decides the list lengths of a collection-valued ``expr``, as text: the
+    collection of a column ("Muon"), a mask ("Muon[(Muon_pt > 20)]"), pairs of those
+    ("pairs(Muon)"); None for an event-level value.  Two pair collections with different
+    sources have different lengths in general (a static error, ``_check_pairs_align``)."""
+    if isinstance(expr, Column):
+        return expr.name.partition("_")[0]
+    if isinstance(expr, Literal):
+        return None
+    if expr.op in REDUCTIONS or expr.op in ELEMENT_ACCESS:
+        return None
+    if expr.op == Op.Mask:
+        inner = length_source(expr.args[0])
+        return None if inner is None else f"{inner}[{expr.args[1]!r}]"
+    if expr.op in PER_FIRST:
+        return length_source(expr.args[1])
+    if expr.op in PAIRS:
+        return pair_collection(expr)
+    for a in expr.args:
+        s = length_source(a)
+        if s is not None:
+            return s
+    return None
+
+
+def pair_collection(expr: Call) -> str:
+    """The collection tag of a pair operator's result: "pairs(Muon)", "cross(Muon, Jet)"."""
+    if expr.op in (Op.PairFirst, Op.PairSecond):
+        return f"pairs({length_source(expr.args[0])})"
+    return f"cross({length_source(expr.args[0])}, {length_source(expr.args[1])})"
+
+
+def _is_pairs(shape: Shape) -> bool:
+    return bool(shape.is_list and shape.collection and shape.collection.startswith(("pairs(", "cross(")))
+
+
+def _check_pairs_align(expr: Call, shapes, where: str) -> None:
+    """Two pair collections of different sources in one element-wise operation: a
+    QueryError (the evaluators would find lists of different lengths)."""
+    tags = {s.collection for s in shapes if s.is_list and s.collection}
+    if len(tags) > 1 and any(_is_pairs(s) for s in shapes):
+        shown = " and ".join(sorted(tags))
+        raise QueryError(
+            f"{expr.op.name.lower()} combines pairs with objects of another collection ({shown}), whose lists "
+            f"differ in length, in the {where}; take every member from the same (masked) collection")
 
 
 def _weak_kinds(args, shapes) -> list[str]:

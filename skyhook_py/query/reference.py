@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import time
 import warnings
 
@@ -199,7 +200,31 @@ KERNELS = {
     Op.Arctan2: np.arctan2, Op.Hypot: np.hypot,
     Op.Where: "_where", Op.Mask: "_mask",
     **{op: "_reduce" for op in ir.REDUCTIONS | ir.ELEMENT_ACCESS},
+    **{op: "_pairs" for op in ir.PAIRS},
+    Op.InvMass: "_inv_mass",
 }
+
+def _libm(fn, overflow):
+    """``fn`` of Python's math module (the C library's, as the object class calls it)
+    element-wise: InvMass's E^2 - p^2 cancels, so NumPy's own SIMD cos/sin (a few ulps
+    away) would show through; with the same libm both evaluators agree bit for bit.
+    The C library's answers where Python raises: NaN for cos/sin(inf), +-inf on overflow."""
+    def one(x):
+        try:
+            return fn(x)
+        except ValueError:
+            return math.nan
+        except OverflowError:
+            return math.copysign(math.inf, x) if overflow == "sign" else math.inf
+    vec = np.frompyfunc(one, 1, 1)
+    return lambda a: np.asarray(vec(np.asarray(a, np.float64)), dtype=np.float64)
+
+
+_LIBM_COS, _LIBM_SIN, _LIBM_SINH = _libm(math.cos, None), _libm(math.sin, None), _libm(math.sinh, "sign")
+
+# At most this many pairs in one evaluation (the object class has its memory cap):
+# past it, an EvaluationError with ENOMEM instead of gigabytes of index arrays.
+MAX_PAIRS = 1 << 24
 
 
 class _Evaluator:
@@ -223,7 +248,8 @@ class _Evaluator:
         args = [self(a) for a in e.args]
         op = e.op
         what = f"{e!r}"
-        if op in (ir.ARITHMETIC | ir.COMPARISON | ir.BINARY_MATH | ir.UNARY_MATH) or op == Op.Neg:
+        if op in (ir.ARITHMETIC | ir.COMPARISON | ir.BINARY_MATH | ir.UNARY_MATH | ir.MANY_MATH) \
+                or op == Op.Neg:
             for a, v in zip(e.args, args):
                 if _kind(v.values if v.weak else v.values.dtype) == "bool":
                     raise EvaluationError(f"{op.name.lower()} needs numbers, but {a!r} is bool in {what}")
@@ -232,6 +258,10 @@ class _Evaluator:
                 if _kind(v.values if v.weak else v.values.dtype) != "bool":
                     raise EvaluationError(f"{op.name.lower()} needs bools, but {a!r} is not in {what}")
         kernel = KERNELS[op]
+        if kernel == "_pairs":
+            return _pairs(op, args, what)
+        if kernel == "_inv_mass":
+            return self._inv_mass(args, what)
         if kernel == "_reduce":
             return self._reduce(op, args[0], e, what)
         if kernel == "_mask":
@@ -291,6 +321,29 @@ class _Evaluator:
         if op not in ir.COMPARISON and op not in ir.LOGICAL:
             r = np.asarray(r).astype(t if op not in ir.FLOAT_RESULT else r.dtype, copy=False)
         return np.asarray(r)
+
+    def _inv_mass(self, args, what) -> _Val:
+        """The formula of cls_plugins/skyhook/kinematics.cc, operation for operation, in float64."""
+        if all(a.weak for a in args):
+            vals = [np.asarray([float(a.values)]) for a in args]
+            valid, offsets = None, None
+        else:
+            arrays, valid, offsets = _broadcast(args, self.n, what)
+            size = _length(offsets, self.n)
+            vals = [np.broadcast_to(np.asarray(x, np.float64), (size,)) for x in arrays]
+        pt1, eta1, phi1, m1, pt2, eta2, phi2, m2 = vals
+        cos, sin, sinh = _LIBM_COS, _LIBM_SIN, _LIBM_SINH
+        with _quiet():
+            px1, py1, pz1 = pt1 * cos(phi1), pt1 * sin(phi1), pt1 * sinh(eta1)
+            px2, py2, pz2 = pt2 * cos(phi2), pt2 * sin(phi2), pt2 * sinh(eta2)
+            e1 = np.sqrt(px1 * px1 + py1 * py1 + pz1 * pz1 + m1 * m1)
+            e2 = np.sqrt(px2 * px2 + py2 * py2 + pz2 * pz2 + m2 * m2)
+            e, x, y, z = e1 + e2, px1 + px2, py1 + py2, pz1 + pz2
+            mm = e * e - x * x - y * y - z * z
+            r = np.copysign(np.sqrt(np.abs(mm)), mm)
+        if all(a.weak for a in args):
+            return _Val(float(r[0]), weak=True)
+        return _Val(r, valid, offsets)
 
     def _where(self, args, what) -> _Val:
         c, a, b = args
@@ -391,6 +444,65 @@ class _Evaluator:
         return _Val(r, None if nulls.all() else nulls)
 
 
+def _pairs(op, args: list[_Val], what) -> _Val:
+    """PairFirst/PairSecond: ak.combinations(x, 2) order; CrossFirst/CrossSecond:
+    ak.cartesian([x, y]) order; both i-major.  Index arithmetic only (O(pairs))."""
+    for v in args:
+        if not v.is_list:
+            raise EvaluationError(f"pairs are made of collections, not one value per event, in {what}")
+    if op in ir.PER_FIRST:
+        return _per_first(op, *args, what)
+    x = args[0]
+    nx = np.diff(x.offsets)
+    ev = np.repeat(np.arange(len(nx)), nx)           # the event of each element of x
+    local = np.arange(len(x.values)) - x.offsets[:-1][ev]   # its position in its list
+    if op in (Op.PairFirst, Op.PairSecond):
+        counts = nx * (nx - 1) // 2
+        reps = nx[ev] - 1 - local                      # pairs (i, j > i) starting at element i
+    else:
+        y = args[1]
+        ny = np.diff(y.offsets)
+        counts = nx * ny
+        reps = ny[ev]
+    total = int(counts.sum())
+    if total > MAX_PAIRS:
+        raise EvaluationError(
+            f"{total} pairs in {what}, more than {MAX_PAIRS} at once; select fewer objects first",
+            errno.ENOMEM)
+    offsets = np.zeros(len(nx) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    first = np.repeat(np.arange(len(x.values)), reps)
+    run_start = np.cumsum(reps) - reps
+    pos = np.arange(total) - np.repeat(run_start, reps)   # position within the run of element i
+    if op == Op.PairFirst or op == Op.CrossFirst:
+        idx, src = first, x
+    elif op == Op.PairSecond:
+        idx, src = first + 1 + pos, x
+    else:
+        idx, src = np.repeat(args[1].offsets[:-1][ev], reps) + pos, args[1]
+    valid = None if src.valid is None else src.valid[idx]
+    return _Val(src.values[idx], valid, offsets)
+
+
+def _per_first(op, p: _Val, x: _Val, y: _Val, what) -> _Val:
+    """CrossAny/CrossAll: per object of x, any/all of its run of ny pairs in p."""
+    nx, ny = np.diff(x.offsets), np.diff(y.offsets)
+    bad = np.flatnonzero(np.diff(p.offsets) != nx * ny)
+    if len(bad):
+        e = int(bad[0])
+        raise EvaluationError(f"event {e} has {int(np.diff(p.offsets)[e])} pairs, not {int(nx[e])} x "
+                              f"{int(ny[e])} (the cartesian product of its collections), in {what}")
+    ev = np.repeat(np.arange(len(nx)), nx)
+    reps = ny[ev]                                   # pairs of each object of x
+    present = np.ones(len(p.values), bool) if p.valid is None else p.valid
+    hit = present & ((p.values != 0) if op == Op.CrossAny else (p.values == 0))
+    cs = np.zeros(len(hit) + 1, np.int64)
+    np.cumsum(hit, out=cs[1:])
+    start = np.cumsum(reps) - reps
+    n_hit = cs[start + reps] - cs[start]
+    return _Val(n_hit > 0 if op == Op.CrossAny else n_hit == 0, None, x.offsets)
+
+
 def _segment_sum_int(x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     cs = np.zeros(len(x) + 1, np.int64)
     np.cumsum(x, out=cs[1:])
@@ -414,7 +526,7 @@ def _segment_fold(x, offsets, ufunc, init, dtype) -> np.ndarray:
 # -- nullability of results ------------------------------------------------------------
 
 _MAY_BE_NULL = {Op.First, Op.Last, Op.Index, Op.Min, Op.Max, Op.Mean}
-_NEVER_NULL = {Op.Count, Op.CountNonzero, Op.Sum, Op.Any, Op.All}
+_NEVER_NULL = {Op.Count, Op.CountNonzero, Op.Sum, Op.Any, Op.All, Op.CrossAny, Op.CrossAll}
 
 
 def may_be_null(e: ir.Expr) -> bool:

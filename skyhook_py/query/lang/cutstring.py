@@ -26,7 +26,11 @@ translated node by node.  What is understood:
   **Unlike awkward, which raises when an event's list is too short, the IR gives
   a missing value there, and a cut that is missing drops the event**;
 - ``Muon_pt[Muon_pt > 20]`` keeps the objects where the mask is true; the mask
-  may come from another field of the same collection (``Muon_eta[Muon_pt > 20]``).
+  may come from another field of the same collection (``Muon_eta[Muon_pt > 20]``);
+- pairs of objects (``lang/pairs.py``): ``pairs(Muon[, mask]).<field>1/2``,
+  ``cross(Muon, Jet[, mask1[, mask2]]).<field>1/2`` and their ``mass``, ``delta_r``,
+  ``delta_phi``, ``delta_eta``; the functions ``delta_phi delta_r inv_mass
+  pair_first pair_second cross_first cross_second``.
 
 Deliberately not understood (each is an ``UnsupportedError`` naming the
 construct and pointing at it): attribute access other than the module prefix of a
@@ -46,6 +50,7 @@ from typing import Mapping
 
 from ...errors import QueryError, UnsupportedError, closest_matches
 from .. import ir
+from . import pairs
 
 __all__ = ["compile_cut", "compile_expression", "parse_expression"]
 
@@ -79,7 +84,7 @@ _UNSUPPORTED_NODE = {
 # The function spellings come from ir.OPS (``cut``, ``cut_prefixes``).
 # name -> (IR op, number of positional arguments, allowed module prefixes)
 _ELEMENTWISE = {name: (op, spec.arity, spec.cut_prefixes) for op, spec in ir.OPS.items()
-                if spec.kind in ("math", "choice") for name in spec.cut}
+                if spec.kind in ("math", "choice", "pairs") for name in spec.cut}
 # name -> (IR op, allowed prefixes)
 _REDUCTIONS = {name: (op, spec.cut_prefixes) for op, spec in ir.OPS.items()
                if spec.kind in ("reduction", "element_access") for name in spec.cut}
@@ -89,7 +94,7 @@ _KNOWN_PREFIXES = {"np", "numpy", "ak", "awkward"}
 
 
 def _known_functions_hint(name: str) -> str:
-    known = sorted(set(_ELEMENTWISE) | set(_REDUCTIONS))
+    known = sorted(set(_ELEMENTWISE) | set(_REDUCTIONS) | set(pairs.FUNCTIONS) | set(pairs.VIEWS))
     close = closest_matches(name, known)
     if close:
         return "did you mean " + ", ".join(close) + "?"
@@ -136,7 +141,15 @@ class _Translator:
 
     def expr(self, node) -> ir.Expr:
         """An operand: an IR expression (subclasses coerce their richer values here)."""
-        return self.visit(node)
+        value = self.visit(node)
+        if isinstance(value, pairs.PairView):
+            raise self.pair_view_as_value(value, node)
+        return value
+
+    def pair_view_as_value(self, view, node) -> QueryError:
+        return self.src.error(
+            QueryError, f"{view.describe()} is a collection of pairs, not a value; use one of its "
+            f"fields: <field>1, <field>2 (e.g. .pt1, .charge2) or {', '.join(pairs.DERIVED)}", node)
 
     def unsupported(self, what: str, node, hint: str | None = None) -> UnsupportedError:
         message = f"{what} is not supported" + (f" ({hint})" if hint else "")
@@ -276,6 +289,15 @@ class _Translator:
             return ir.Call(op, tuple(self.expr(a) for a in node.args))
         if name in _REDUCTIONS and prefix in _REDUCTIONS[name][1]:
             return self._reduction(node, prefix, name, spelled)
+        if name in pairs.FUNCTIONS and prefix is None:
+            nargs, expand = pairs.FUNCTIONS[name]
+            if node.keywords or len(node.args) != nargs:
+                raise self.src.error(
+                    QueryError, f"{spelled}() takes {nargs} positional argument(s), got {len(node.args)}"
+                    + (" and keywords" if node.keywords else ""), node)
+            return expand(*(self.expr(a) for a in node.args))
+        if name in pairs.VIEWS and prefix is None:
+            return self.pair_view(node)
         raise self.unsupported(f"the function {spelled}()", node.func, _known_functions_hint(name))
 
     def _reduction(self, node: ast.Call, prefix, name: str, spelled: str) -> ir.Expr:
@@ -310,7 +332,57 @@ class _Translator:
                 )
         return ir.Call(op, (self.expr(args[0]),))
 
+    # -- pairs(Muon).mass, cross(Muon, Jet).delta_r ---------------------------------------
+    def pair_view(self, node: ast.Call) -> pairs.PairView:
+        """``pairs(A[, mask][, massless=...])`` or ``cross(A, B[, mask1[, mask2]][, massless=...])``."""
+        name = node.func.id
+        n_coll = 1 if name == "pairs" else 2
+        args = list(node.args)
+        if len(args) < n_coll or len(args) > 2 * n_coll:
+            raise self.src.error(
+                QueryError, f"{name}() takes {n_coll} collection name(s) and optionally "
+                f"{'a mask' if n_coll == 1 else 'a mask for each'}, got {len(args)} arguments", node)
+        masks = [None] * n_coll
+        for k, a in enumerate(args[n_coll:]):
+            masks[k] = a
+        massless = False
+        for kw in node.keywords:
+            if kw.arg == "massless" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, bool):
+                massless = kw.value.value
+            elif kw.arg in (("mask",) if n_coll == 1 else ("mask1", "mask2")) \
+                    and masks[0 if kw.arg != "mask2" else 1] is None:
+                masks[0 if kw.arg != "mask2" else 1] = kw.value
+            else:
+                raise self.unsupported(f"the keyword argument {kw.arg}= of {name}()", kw.value,
+                                       "massless=True/False, mask= (pairs) or mask1=/mask2= (cross) are")
+        members = tuple(self.pair_member(a, name, None if m is None else self.expr(m))
+                        for a, m in zip(args[:n_coll], masks))
+        return pairs.PairView(members, massless)
+
+    def pair_member(self, node, function: str, mask: ir.Expr | None) -> pairs.Member:
+        """One collection of pairs()/cross(): a bare collection name here."""
+        if not isinstance(node, ast.Name):
+            raise self.src.error(
+                QueryError, f"{function}() takes collection names such as Muon or Jet (the prefix of "
+                f"Muon_pt), not {ast.unparse(node)!r}; a selection is a mask argument: "
+                f"{function}(Muon, Muon_pt > 20)", node)
+        return pairs.Member(node.id, mask)
+
+    def visit_pair_attribute(self, node: ast.Attribute):
+        """The attribute of ``pairs(...)``/``cross(...)``, or None when ``node`` is not one."""
+        base = node.value
+        if isinstance(base, ast.Call) and isinstance(base.func, ast.Name) and base.func.id in pairs.VIEWS:
+            view = self.pair_view(base)
+            try:
+                return view.attribute(node.attr)
+            except QueryError as exc:
+                raise self.src.error(QueryError, str(exc), node) from None
+        return None
+
     def visit_Attribute(self, node: ast.Attribute) -> ir.Expr:
+        attr = self.visit_pair_attribute(node)
+        if attr is not None:
+            return attr
         raise self.unsupported(
             f"the attribute access {ast.unparse(node)!r}", node, "write flat NanoAOD names such as Muon_pt"
         )
@@ -340,7 +412,7 @@ def parse_expression(text: str, language: str = "cut", aliases: Mapping[str, ir.
     # the object class refuses more than MAX_DEPTH levels anyway
     if _depth(tree.body, ast.iter_child_nodes) > MAX_DEPTH:
         raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep")
-    expr = _Translator(source, aliases, default_axis).visit(tree.body)
+    expr = _Translator(source, aliases, default_axis).expr(tree.body)
     if _depth(expr, lambda e: getattr(e, "args", ())) > MAX_DEPTH:
         raise QueryError(f"the {language} is nested more than {MAX_DEPTH} levels deep "
                          "(a chain of and/or or comparisons counts one level per term)")

@@ -32,12 +32,22 @@ Mapping (``e`` is the event, ``m`` an object of a collection):
   missing value (the event is dropped by a cut on it); func_adl_uproot raises.
 - inside lambdas: arithmetic, comparisons, ``and``/``or``/``not``, ``x if c else
   y`` (``where``), ``abs`` and the math functions of cut strings (``np.sqrt`` ...).
+- pairs (``lang/pairs.py``), as function calls: ``pairs(e.Muon)`` (every pair i < j,
+  of the objects kept by a ``.Where`` on the collection) and ``cross(e.Muon, e.Jet)``
+  are collections of pairs: ``.Where(lambda p: ...)``, ``.Count()``, ``.Any(...)``,
+  ``.Select(lambda p: p.mass).First()`` ..., with ``p.pt1``, ``p.charge2``,
+  ``p.mass``, ``p.delta_r``, ``p.delta_phi``, ``p.delta_eta``; ``pairs(e.Muon).mass``
+  is the collection of masses.  ``delta_phi``, ``delta_r``, ``inv_mass`` as in cut strings.
 
 Rejected by name (``UnsupportedError``): ``SelectMany``, ``OrderBy``,
 ``Choose``, ``Zip``, ``Concat``, ``Contains``, ``Aggregate``, LINQ operators over
 the events themselves (``Count`` of events), per-object records (a dict inside a
 collection ``Select``), nested loops over two collections (a cartesian product),
-method calls such as ``m.pt()``.  The tree and file names in ``EventDataset``
+method calls such as ``m.pt()``.  Nested lambdas over two collections (func_adl's own
+spelling of a cartesian product) are understood in one form: an inner ``.Any(pred)`` /
+``.All(pred)`` over a second collection whose ``pred`` uses the outer object, e.g.
+``e.Jet.Where(lambda j: e.Muon.All(lambda m: delta_r(j.eta, j.phi, m.eta, m.phi) > 0.4))``
+(CrossAny/CrossAll); other nested loops are refused: write ``pairs(...)``/``cross(...)``.  The tree and file names in ``EventDataset``
 are ignored: the dataset is chosen by the request.  Event ranges and limits are
 not part of qastle.
 """
@@ -51,6 +61,7 @@ from typing import Mapping
 
 from ...errors import QueryError, UnknownColumnError, UnsupportedError, closest_matches
 from .. import ir
+from . import pairs
 from .cutstring import _Source, _Translator
 
 __all__ = ["compile_qastle"]
@@ -126,6 +137,9 @@ class _QastleTranslator(_Translator):
         self.schema = schema
         self.scopes: list[dict] = []   # lambda variables: name -> (value, element depth)
         self.depth = 0                 # how many lambdas over objects enclose us
+        # inside the lambda of an inner .Any/.All over a second collection: the outer
+        # objects referenced (a cartesian product, see _nested_any_all); None: refused
+        self.outer_refs: set | None = None
 
     # -- dispatch: LINQ operators in any of their three spellings ---------------------
     def visit(self, node):
@@ -153,6 +167,8 @@ class _QastleTranslator(_Translator):
                 "(m.pt)", node)
         if isinstance(value, _Record):
             raise self.unsupported("a record (dict/tuple) used as a value", node)
+        if isinstance(value, pairs.PairView):
+            raise self.pair_view_as_value(value, node)
         raise self.src.error(QueryError, "the events themselves are used as a value", node)
 
     # -- names, attributes, subscripts ----------------------------------------------------
@@ -160,7 +176,10 @@ class _QastleTranslator(_Translator):
         for scope in reversed(self.scopes):
             if node.id in scope:
                 value, depth = scope[node.id]
-                if 1 <= depth < self.depth:
+                if 1 <= depth < self.depth and self.outer_refs is not None and isinstance(value, _Object) \
+                        and depth == self.depth - 1:
+                    self.outer_refs.add(value.collection)
+                elif 1 <= depth < self.depth:
                     raise self.unsupported(
                         f"using {node.id!r} inside a lambda over another collection (a nested loop, "
                         "i.e. a cartesian product of two collections)", node)
@@ -189,6 +208,12 @@ class _QastleTranslator(_Translator):
             if isinstance(base, _Collection):  # e.Muon.pt: every object's pt
                 return _Seq(ir.Column(column), base.mask)
             return ir.Column(column)
+        if isinstance(base, pairs.PairView):   # pairs(e.Muon).mass, p.charge1 of a lambda over pairs
+            try:
+                value = base.attribute(name)
+            except QueryError as exc:
+                raise self.src.error(QueryError, str(exc), node) from None
+            return value if base.mask is None else _Seq(value, base.mask)
         if isinstance(base, _Record):
             if name not in base.fields:
                 raise self.src.error(
@@ -249,6 +274,16 @@ class _QastleTranslator(_Translator):
             )
         return super().visit_Call(node)
 
+    def pair_member(self, node, function: str, mask: ir.Expr | None) -> pairs.Member:
+        """One collection of pairs()/cross(): ``e.Muon``, or ``e.Muon.Where(lambda m: ...)``."""
+        value = self.visit(node)
+        if not isinstance(value, _Collection):
+            raise self.src.error(
+                QueryError, f"{function}() takes collections such as e.Muon (optionally with a "
+                f".Where), got {_describe(value)}", node)
+        keep = value.mask if mask is None else _and(value.mask, mask)
+        return pairs.Member(value.name, keep)
+
     def call_lambda(self, lam, value, over_objects: bool, what: str, node):
         if not isinstance(lam, ast.Lambda) or len(lam.args.args) != 1:
             raise self.src.error(QueryError, f"{what} needs a lambda of one argument", lam if lam is not None else node)
@@ -288,6 +323,8 @@ class _QastleTranslator(_Translator):
             item, mask = _Object(source.name), source.mask
         elif isinstance(source, _Seq):
             item, mask = source.element, source.mask
+        elif isinstance(source, pairs.PairView):   # a lambda over pairs: p.mass, p.charge1
+            item, mask = dataclasses.replace(source, mask=None), source.mask
         else:
             raise self.src.error(QueryError, f"{name} needs a collection, got {_describe(source)}", node)
 
@@ -303,6 +340,10 @@ class _QastleTranslator(_Translator):
             if isinstance(out, (_Collection, _Seq)):
                 raise self.unsupported("a collection per object (nested lists)", args[0])
             return _Seq(self.materialize(out, args[0]), mask)
+        if name in ("Any", "All") and self.depth >= 1 and isinstance(source, _Collection):
+            nested = self._nested_any_all(node, name, source, args[0])
+            if nested is not None:
+                return nested
         if name in ("Any", "All"):
             test = self.materialize(self.call_lambda(args[0], item, True, name, node), args[0])
             if mask is not None:
@@ -313,6 +354,8 @@ class _QastleTranslator(_Translator):
                 return ir.Call(ir.Op.CountNonzero, (mask,))
             if isinstance(source, _Collection):
                 return ir.Call(ir.Op.Count, (ir.Column(self._some_field(source.name)),))
+            if isinstance(source, pairs.PairView):
+                return ir.Call(ir.Op.Count, (source.side(pairs.COUNT_FIELD, 1),))
             return ir.Call(ir.Op.Count, (source.element,))
         values = self.materialize(source, node)
         if name == "ElementAt":
@@ -321,6 +364,50 @@ class _QastleTranslator(_Translator):
                 raise self.unsupported("ElementAt with an index that is not a constant integer", args[0])
             return ir.Call(ir.Op.Index, (values,), index.value)
         return ir.Call(_REDUCE[name], (values,))
+
+    def _nested_any_all(self, node, name, inner: _Collection, lam):
+        """``e.Jet.Where(lambda j: e.Muon.All(lambda m: delta_r(j.eta, j.phi, m.eta, m.phi) > 0.4))``:
+        func_adl's nested lambdas over two collections.  The inner predicate is evaluated
+        over the cartesian product (outer object, inner object) and reduced per outer
+        object (CrossAny/CrossAll): a bool collection aligned with the outer collection.
+        None when the predicate does not use the outer object (the plain path applies)."""
+        saved = self.outer_refs
+        self.outer_refs = set()
+        try:
+            test = self.materialize(self.call_lambda(lam, _Object(inner.name), True, name, node), lam)
+            outer = self.outer_refs
+        finally:
+            self.outer_refs = saved
+        if not outer:
+            return None
+        if len(outer) > 1 or inner.name in outer:
+            raise self.unsupported(
+                "a nested lambda over the same collection or over three collections", node,
+                "use pairs(e.Muon) for pairs of one collection")
+        (outer_name,) = outer
+        x = ir.Column(self._some_field(outer_name))
+        y_col = ir.Column(self._some_field(inner.name))
+        y = y_col if inner.mask is None else ir.Call(ir.Op.Mask, (y_col, inner.mask))
+
+        def cross(e):
+            if isinstance(e, ir.Column):
+                t = self.schema.get(e.name)
+                if t is None or not t.is_list:
+                    return e
+                prefix = e.name.partition("_")[0]
+                if prefix == outer_name:
+                    return ir.Call(ir.Op.CrossFirst, (e, y))
+                if prefix == inner.name:
+                    side = e if inner.mask is None else ir.Call(ir.Op.Mask, (e, inner.mask))
+                    return ir.Call(ir.Op.CrossSecond, (x, side))
+                raise self.unsupported(f"the collection {prefix!r} inside a nested lambda over "
+                                       f"{outer_name!r} and {inner.name!r}", node)
+            if isinstance(e, ir.Call):
+                return ir.Call(e.op, tuple(cross(a) for a in e.args), e.index)
+            return e
+
+        op = ir.Op.CrossAny if name == "Any" else ir.Op.CrossAll
+        return ir.Call(op, (cross(test), x, y))
 
     def _some_field(self, collection: str) -> str:
         # Count of a collection is the length of any of its fields (all have the same lengths)
