@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--hist", action="append", default=[], metavar="[NAME=]EXPR:BINS:LOW:HIGH",
                    help="push down a 1-D histogram instead of returning rows (repeatable; NAME defaults to "
                         "EXPR, or to the whole spec when two histograms share EXPR)")
-    q.add_argument("--output", "-o", help="write the result: rows to .arrow (Arrow IPC) or .parquet; "
+    q.add_argument("--output", "-o", help="write the result as it arrives: rows to .parquet, .arrow (Arrow IPC), .csv or .jsonl; "
                                           "histograms to .json or .root (hist/uproot-readable)")
     q.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows as a table")
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
@@ -251,6 +251,8 @@ def cmd_query(args):
     expressions = _expressions(args.expr)
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
+    if args.output and not aggs:
+        return _query_to_file(args, columns, expressions, pushdown)
     if args.server:
         from .service.client import Client
 
@@ -275,11 +277,45 @@ def cmd_query(args):
     return 0
 
 
+def _query_to_file(args, columns, expressions, pushdown):
+    """``query -o FILE``: rows written as they arrive (query/sinks.py), never collected."""
+    from .query import sinks
+    from .query.results import QueryResult
+
+    if sinks.format_of(args.output) is None:
+        raise SystemExit(f"skyhook: error: --output must end in one of {', '.join(sorted(sinks.SUFFIXES))}, "
+                         f"got {args.output!r}")
+    query_args = dict(columns=columns, where=args.where, expressions=expressions, language=args.language,
+                      event_range=_parse_range(args.events), limit=args.limit)
+    if args.server:
+        from .service.client import Client
+
+        client = Client(args.server, token=args.token)
+        summary, failures, rows, head = sinks.write_events(
+            client.stream(args.dataset, pushdown=pushdown, **query_args), args.output, keep_rows=args.show)
+    else:
+        from .progress import Progress
+        from .session import empty_result
+
+        with _session(args) as s, Progress("query") as bar:
+            def on_progress(ev):
+                bar.total_files, bar.total_events = ev.partitions_total, ev.events_total
+                bar.update(files=ev.partitions_done - bar.files, events=ev.events_done - bar.events)
+
+            m, query = s.build_query(args.dataset, **query_args)
+            summary, failures, rows, head = sinks.write_events(
+                s.stream_query(m, query, pushdown=pushdown), args.output,
+                empty_table=lambda: empty_result(m, query), on_progress=on_progress, keep_rows=args.show)
+    args.output_written = rows
+    _print_result(QueryResult(head, summary, failures), args, written=True)
+    return 0
+
+
 def _json_value(v):
     return v.as_dict() if hasattr(v, "as_dict") else v
 
 
-def _print_result(result, args):
+def _print_result(result, args, written=False):
     s = result.summary
     aggregates = s.aggregates or {}
     if args.json:
@@ -298,6 +334,9 @@ def _print_result(result, args):
         write_aggregates(aggregates, args.output)
         if not args.json:
             print(f"  wrote {len(aggregates)} aggregate(s) to {args.output}")
+    elif written:
+        if not args.json:
+            print(f"  wrote {args.output_written:,} rows to {args.output}")
     elif args.output and result.table is not None:
         write_table(result.table, args.output)
         if not args.json:

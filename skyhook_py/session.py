@@ -21,6 +21,7 @@ from .query import ir, planner, results
 from .query.compile import compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from .storage.pieces import PieceMissingError, reload_after_missing_piece
 
 DEFAULT_POOL = defaults.POOL
 DEFAULT_NAMESPACE = defaults.NAMESPACE
@@ -168,7 +169,12 @@ class Session:
                      fail_fast=True, cancelled=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary."""
         t0 = time.perf_counter()
-        p = planner.plan(manifest, query, pushdown)
+        try:
+            p = planner.plan(manifest, query, pushdown)
+        except PieceMissingError as e:
+            # the header read was older than a gc: replan once on the current version
+            manifest = reload_after_missing_piece(self.store, manifest, e)
+            p = planner.plan(manifest, query, pushdown)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
                     events_total=p.events_total, partitions_total=_num_partitions(manifest),
                     partitions_pruned=p.pruned)
