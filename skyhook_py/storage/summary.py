@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..errors import ConcurrentUpdateError, SkyhookError
+from ..errors import ConcurrentUpdateError, ProtocolError
 
 MAX_PAGE_PARTITIONS = 10_000   # per page, without statistics
 MAX_PAGE_STAT_VALUES = 200_000  # partitions x stats columns per page
@@ -57,7 +57,7 @@ def parse_token(m, token: str, what: str = "page_token") -> int:
         version, ident, offset = token.rsplit(":", 2)
         version, offset = int(version), int(offset)
     except ValueError:
-        raise SkyhookError(f"invalid {what} {token!r} (pass a reply's token unchanged)") from None
+        raise ProtocolError(f"invalid {what} {token!r} (pass a reply's token unchanged)") from None
     if version != m.version or ident != str(m.identity()[2]) or offset < 0:
         raise ConcurrentUpdateError(
             f"{what} pages version {version} of dataset {m.dataset!r}, which is now at version "
