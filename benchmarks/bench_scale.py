@@ -164,7 +164,7 @@ def one_partition(m, k, ncols):
                              "bytes": 4000} for c in names(ncols)}}
     part = Partition(object=f"part.{m.dataset}.0000000a{k:04x}.000000", event_start=start,
                      event_stop=start + EVENTS_PER_PARTITION, bytes=4000 * ncols,
-                     source=len(m.sources), entry_start=0, entry_stop=EVENTS_PER_PARTITION, stats=stats)
+                     source=m.num_sources, entry_start=0, entry_stop=EVENTS_PER_PARTITION, stats=stats)
     src = Source(path=f"/data/new{k}.root", name=f"new{k}.root", size=10 ** 6, sha256=f"{k:063x}a",
                  tree="Events", entries=EVENTS_PER_PARTITION, event_start=start)
     return part, src
@@ -364,7 +364,13 @@ def plot(results, path):
         axes[0].plot(x, [r["cold_ms"] for r in rs], "o-", label=f"cold, {c} cols")
         axes[0].plot(x, [r["warm_ms"] for r in rs], "s--", label=f"warm, {c} cols")
         axes[1].plot(x, [r["bytes_read"] / 1e6 for r in rs], "o-", label=f"{c} cols")
-        axes[2].plot(x, [r["append_ms"] for r in rs], "o-", label=f"{c} cols")
+        if all("append_q1_ms" in r for r in rs):
+            axes[2].errorbar(x, [r["append_ms"] for r in rs],
+                             yerr=[[r["append_ms"] - r["append_q1_ms"] for r in rs],
+                                   [r["append_q3_ms"] - r["append_ms"] for r in rs]],
+                             fmt="o-", capsize=3, label=f"{c} cols (quartiles)")
+        else:
+            axes[2].plot(x, [r["append_ms"] for r in rs], "o-", label=f"{c} cols")
         axes[3].plot(x, [r["largest_object"] / 1e6 for r in rs], "o-", label=f"{c} cols")
     old = sorted(results["v1"], key=lambda r: (r["columns"], r["partitions"]))
     for c in sorted({r["columns"] for r in old}):
@@ -442,6 +448,9 @@ def report(results) -> str:
     for r in results["v1"]:
         lines.append(f"| {r['partitions']:,} | {r['columns']:,} | {r['bytes'] / 1e6:.1f} MB "
                      f"| {r['bytes_per_partition_column']:.0f} | {r['query_ms']:.0f} |")
+    if results.get("real_from"):
+        lines += ["", f"The real ingest and the tail merges above are from {results['real_from']}, "
+                  "an earlier run of this benchmark."]
     lines += ["", "## Targets", ""] + results["targets"]
     return "\n".join(lines) + "\n"
 
@@ -491,6 +500,9 @@ def main(argv=None):
     ap.add_argument("--real-stages", default=None,
                     help="partition counts of the real ingest, comma-separated (default 10,100,1000,4000)")
     ap.add_argument("--only-real", action="store_true", help="the real ingest only")
+    ap.add_argument("--real-from", default=None, metavar="RESULTS_JSON",
+                    help="take the real ingest and the tail merges from an earlier results.json "
+                         "instead of measuring them again")
     args = ap.parse_args(argv)
     date = datetime.date.today().isoformat()
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"{date}-scale")
@@ -520,7 +532,13 @@ def main(argv=None):
         with Store(str(cluster.conf_path), "scale") as store:
             from skyhook_py.session import Session
 
-            results["real"] = measure_real(store, Session(store, str(cluster.conf_path)), work, stages)
+            if args.real_from:
+                earlier = json.loads(Path(args.real_from).read_text())
+                results["real"], merges = earlier["real"], []
+                results["merge"] = earlier["merge"]
+                results["real_from"] = f"{args.real_from} ({earlier['date']})"
+            else:
+                results["real"] = measure_real(store, Session(store, str(cluster.conf_path)), work, stages)
             for c in merges:
                 try:
                     r = measure_merge(store, c)
