@@ -329,7 +329,7 @@ def _print_result(result, args, written=False):
             shown = value.render() if hasattr(value, "render") else value
             print(f"  {name}: {shown}")
     if args.show and result.table is not None and not args.json:
-        print(format_rows(result.table, args.show))
+        print(format_rows(result.table, args.show, total=args.output_written if written else None))
     if args.output and aggregates:
         write_aggregates(aggregates, args.output)
         if not args.json:
@@ -353,15 +353,16 @@ def _cell(v, width=30) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def format_rows(table, n: int) -> str:
-    """The first ``n`` rows as a text table (lists shortened to their first entries)."""
+def format_rows(table, n: int, total: int | None = None) -> str:
+    """The first ``n`` rows as a text table (lists shortened to their first entries);
+    ``total``: the answer's rows when ``table`` holds only its head."""
     head = table.slice(0, n).to_pylist()
     names = table.column_names
     cells = [[_cell(r[c]) for c in names] for r in head]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(names)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(names, widths))]
     lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
-    lines.append(f"({len(head)} of {table.num_rows:,} rows)")
+    lines.append(f"({len(head)} of {table.num_rows if total is None else total:,} rows)")
     return "\n".join(lines)
 
 

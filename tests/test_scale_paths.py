@@ -300,3 +300,18 @@ def _exists(store, obj):
 def _fresh_old_header(store, dataset, old):
     """Another copy of the old (version 1) header, with no piece read yet."""
     return pieces.from_header(store, json.loads(json.dumps(old.pieces.header)), old.pieces.where)
+
+
+def test_cli_query_output_through_the_coordinator_equals_uproot(ceph_cluster, pool, server, files, tmp_path):
+    out = tmp_path / "remote.parquet"
+    cmd = [sys.executable, "-c", "import sys; from skyhook_py.cli import main; sys.exit(main())",
+           "--conf", str(ceph_cluster.conf_path), "--keyring", str(ceph_cluster.admin_keyring),
+           "--pool", pool, "query", "big", "--columns", ",".join(COLUMNS), "--where", "MET_pt > 30",
+           "--server", server.address, "-o", str(out), "--show", "3"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    with uproot.open(files["big"]) as f:
+        want = f["Events"].arrays(COLUMNS, cut="MET_pt > 30")
+    assert_equals_uproot(pq.read_table(out), want)
+    assert f"wrote {len(want):,} rows" in p.stdout
+    assert f"(3 of {len(want):,} rows)" in p.stdout       # --show: the first rows, out of all written
