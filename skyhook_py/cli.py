@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--hist", action="append", default=[], metavar="[NAME=]EXPR:BINS:LOW:HIGH",
                    help="push down a 1-D histogram instead of returning rows (repeatable; NAME defaults to "
                         "EXPR, or to the whole spec when two histograms share EXPR)")
-    q.add_argument("--output", "-o", help="write the result: rows to .arrow (Arrow IPC) or .parquet; "
+    q.add_argument("--output", "-o", help="write the result as it arrives: rows to .parquet, .arrow (Arrow IPC), .csv or .jsonl; "
                                           "histograms to .json or .root (hist/uproot-readable)")
     q.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows as a table")
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
@@ -271,6 +271,8 @@ def cmd_query(args):
     expressions = _expressions(args.expr)
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
+    if args.output and not aggs:
+        return _query_to_file(args, columns, expressions, pushdown)
     if args.server:
         from .service.client import Client
 
@@ -295,11 +297,45 @@ def cmd_query(args):
     return 0
 
 
+def _query_to_file(args, columns, expressions, pushdown):
+    """``query -o FILE``: rows written as they arrive (query/sinks.py), never collected."""
+    from .query import sinks
+    from .query.results import QueryResult
+
+    if sinks.format_of(args.output) is None:
+        raise SystemExit(f"skyhook: error: --output must end in one of {', '.join(sorted(sinks.SUFFIXES))}, "
+                         f"got {args.output!r}")
+    query_args = dict(columns=columns, where=args.where, expressions=expressions, language=args.language,
+                      event_range=_parse_range(args.events), limit=args.limit)
+    if args.server:
+        from .service.client import Client
+
+        client = Client(args.server, token=args.token)
+        summary, failures, rows, head = sinks.write_events(
+            client.stream(args.dataset, pushdown=pushdown, **query_args), args.output, keep_rows=args.show)
+    else:
+        from .progress import Progress
+        from .session import empty_result
+
+        with _session(args) as s, Progress("query") as bar:
+            def on_progress(ev):
+                bar.total_files, bar.total_events = ev.partitions_total, ev.events_total
+                bar.update(files=ev.partitions_done - bar.files, events=ev.events_done - bar.events)
+
+            m, query = s.build_query(args.dataset, **query_args)
+            summary, failures, rows, head = sinks.write_events(
+                s.stream_query(m, query, pushdown=pushdown), args.output,
+                empty_table=lambda: empty_result(m, query), on_progress=on_progress, keep_rows=args.show)
+    args.output_written = rows
+    _print_result(QueryResult(head, summary, failures), args, written=True)
+    return 0
+
+
 def _json_value(v):
     return v.as_dict() if hasattr(v, "as_dict") else v
 
 
-def _print_result(result, args):
+def _print_result(result, args, written=False):
     s = result.summary
     aggregates = s.aggregates or {}
     if args.json:
@@ -313,11 +349,14 @@ def _print_result(result, args):
             shown = value.render() if hasattr(value, "render") else value
             print(f"  {name}: {shown}")
     if args.show and result.table is not None and not args.json:
-        print(format_rows(result.table, args.show))
+        print(format_rows(result.table, args.show, total=args.output_written if written else None))
     if args.output and aggregates:
         write_aggregates(aggregates, args.output)
         if not args.json:
             print(f"  wrote {len(aggregates)} aggregate(s) to {args.output}")
+    elif written:
+        if not args.json:
+            print(f"  wrote {args.output_written:,} rows to {args.output}")
     elif args.output and result.table is not None:
         write_table(result.table, args.output)
         if not args.json:
@@ -334,15 +373,16 @@ def _cell(v, width=30) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def format_rows(table, n: int) -> str:
-    """The first ``n`` rows as a text table (lists shortened to their first entries)."""
+def format_rows(table, n: int, total: int | None = None) -> str:
+    """The first ``n`` rows as a text table (lists shortened to their first entries);
+    ``total``: the answer's rows when ``table`` holds only its head."""
     head = table.slice(0, n).to_pylist()
     names = table.column_names
     cells = [[_cell(r[c]) for c in names] for r in head]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(names)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(names, widths))]
     lines += ["  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in cells]
-    lines.append(f"({len(head)} of {table.num_rows:,} rows)")
+    lines.append(f"({len(head)} of {table.num_rows if total is None else total:,} rows)")
     return "\n".join(lines)
 
 

@@ -246,6 +246,7 @@ STATUS_ROWS: tuple = (
     (DatasetExistsError, None, "ALREADY_EXISTS"),
     (QueryError, None, "INVALID_ARGUMENT"),
     (CorruptObjectError, None, "DATA_LOSS"),
+    (ConcurrentUpdateError, None, "ABORTED"),         # e.g. a describe page token of an older version
     (ReplyTooLargeError, None, "RESOURCE_EXHAUSTED"),
     *((ObjectClassError, errno_, row.grpc_code) for errno_, row in CLASS_ERRNOS.items()
       if row.grpc_code != "INTERNAL"),
@@ -278,7 +279,7 @@ WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
     AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownRequestError,
-    NoWriterError, DatasetExistsError)}
+    NoWriterError, DatasetExistsError, ConcurrentUpdateError)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

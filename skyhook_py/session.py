@@ -21,6 +21,7 @@ from .query import ir, planner, results
 from .query.compile import compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
+from .storage.pieces import PieceMissingError, reload_after_missing_piece
 from .storage.rados_io import reads_bounded_by
 
 DEFAULT_POOL = defaults.POOL
@@ -210,7 +211,12 @@ class Session:
         # planning reads the manifest pieces it needs (partition table, statistics): they
         # count against the query's deadline like the partitions do
         with reads_bounded_by(abs_deadline):
-            p = planner.plan(manifest, query, pushdown)
+            try:
+                p = planner.plan(manifest, query, pushdown)
+            except PieceMissingError as e:
+                # the header read was older than a gc: replan once on the current version
+                manifest = reload_after_missing_piece(self.store, manifest, e)
+                p = planner.plan(manifest, query, pushdown)
         if status is not None:
             status.planned(manifest, query, p)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,

@@ -175,3 +175,23 @@ def test_small_sweep_systems_agree_and_report_is_written(ceph_cluster, tmp_path)
                 "scaling_size.png"):
         assert (out / png).stat().st_size > 10_000, png
         assert f"]({png})" in text
+
+
+@pytest.mark.cluster
+def test_scale_benchmark_real_ingest_smoke(session, store, tmp_path):
+    """bench_scale's real ingest, tiny: the dataset grows to each stage, its count equals
+    uproot's (asserted inside), and the report and plot are written.  No timing asserted."""
+    from benchmarks import bench_scale as bs
+
+    real = bs.measure_real(store, session, tmp_path, [4, 20])
+    assert [r["partitions"] for r in real] == [4, 20]
+    assert all(r["selected"] >= 0 and r["bytes_read"] > 0 for r in real)
+    m = session.manifest("real")
+    assert m.num_partitions == 20 + bs.REAL_APPENDS
+    assert m.num_events == (20 + bs.REAL_APPENDS) * bs.REAL_EVENTS_PER_PARTITION
+    results = {"date": "test", "machine": "test", "v2": [], "v1": [], "real": real, "merge": []}
+    results["targets"] = bs.targets(results)
+    text = bs.report(results)
+    assert "| 20 |" in text and "real ingest" in text
+    bs.plot(results, tmp_path / "scale.png")
+    assert (tmp_path / "scale.png").stat().st_size > 0

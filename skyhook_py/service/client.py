@@ -88,9 +88,35 @@ class Client:
         r = self._unary(self._stub.ListDatasets, pb.ListDatasetsRequest())
         return {d.name: d.version for d in r.datasets}
 
-    def describe(self, name: str) -> wire.DatasetInfo:
-        return wire.description_from_proto(self._unary(self._stub.DescribeDataset,
-                                                       pb.DescribeDatasetRequest(name=name)))
+    def describe(self, name: str, *, max_partitions: int = 0, page_token: str = "",
+                 max_sources: int = 0, source_page_token: str = "", stats_columns=()) -> wire.DatasetInfo:
+        """The dataset's summary (schema, counts, sizes, versions); with ``max_partitions``
+        / ``max_sources`` also one page of partitions / sources (the server caps a page;
+        ``next_page_token`` / ``next_source_page_token`` continue).  ``stats_columns``:
+        the columns whose statistics each partition carries."""
+        return wire.description_from_proto(self._unary(self._stub.DescribeDataset, pb.DescribeDatasetRequest(
+            name=name, max_partitions=max_partitions, page_token=page_token, max_sources=max_sources,
+            source_page_token=source_page_token, stats_columns=list(stats_columns))))
+
+    def partitions(self, name: str, *, page_size: int = 1000, stats_columns=()):
+        """Every partition of the dataset (dicts), fetched page by page."""
+        token = ""
+        while True:
+            d = self.describe(name, max_partitions=page_size, page_token=token, stats_columns=stats_columns)
+            yield from d.partitions
+            token = d.next_page_token
+            if not token or not d.partitions:
+                return
+
+    def sources(self, name: str, *, page_size: int = 1000):
+        """Every source file of the dataset (dicts), fetched page by page."""
+        token = ""
+        while True:
+            d = self.describe(name, max_sources=page_size, source_page_token=token)
+            yield from d.sources
+            token = d.next_source_page_token
+            if not token or not d.sources:
+                return
 
     def cancel(self, query_id: str) -> bool:
         """Cancel a running query; False if no query of that id is running."""

@@ -74,7 +74,7 @@ class SkyhookServicer:
     def DescribeDataset(self, request, context):
         try:
             self._auth(context)
-            return self.wire.description_to_proto(self.c.describe(request.name))
+            return self.wire.description_to_proto(self.c.describe(request.name), request)
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 

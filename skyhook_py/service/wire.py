@@ -269,23 +269,47 @@ def decode_table(data: bytes) -> pa.Table:
 
 # -- datasets -----------------------------------------------------------------------
 
-def description_to_proto(m) -> "pb.DatasetDescription":
-    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription."""
+def description_to_proto(m, request=None) -> "pb.DatasetDescription":
+    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription: the
+    bounded summary, plus the page of partitions and sources the request asks for
+    (storage/summary.py; never the whole manifest)."""
+    from ..storage import summary as sm
+
     types = m.column_types()
+    d = sm.summary(m)
     msg = pb.DatasetDescription(
         name=m.dataset, version=m.version, num_events=m.num_events,
-        arrow_schema=m.schema.serialize().to_pybytes(), manifest_json=m.to_json().decode())
+        arrow_schema=m.schema.serialize().to_pybytes(), num_partitions=d["num_partitions"],
+        num_sources=d["num_sources"], stored_bytes=d["bytes"], created=m.created or "",
+        summary_json=json.dumps(d, default=_json_default))
     msg.versions.extend(v for v in (m.previous_version, m.version) if v is not None)
     for field in m.schema:
         t = types.get(field.name)
         msg.columns.add(name=field.name, kind=t.kind if t else "", is_list=bool(t and t.is_list),
                         arrow_type=str(field.type))
-    for p in m.partitions:
-        msg.partitions.add(object=p.object, event_start=p.event_start, event_stop=p.event_stop,
-                           bytes=p.bytes, stats_json=json.dumps(p.stats or {}, default=_json_default))
-    for s in m.sources:
-        msg.sources.add(name=s.name, path=s.path, size=s.size, sha256=getattr(s, "sha256", "") or "",
-                        tree=s.tree or "", entries=s.entries, event_start=s.event_start)
+    if request is None:
+        return msg
+    stats_columns = list(request.stats_columns)
+    n = sm.page_size(request.max_partitions, len(stats_columns))
+    if n:
+        first = sm.parse_token(m, request.page_token)
+        page = sm.partition_page(m, first, n, stats_columns)
+        msg.first_partition = first
+        for p in page:
+            msg.partitions.add(object=p["object"], event_start=p["event_start"], event_stop=p["event_stop"],
+                               bytes=p["bytes"], stats_json=json.dumps(p["stats"], default=_json_default))
+        if first + len(page) < d["num_partitions"]:
+            msg.next_page_token = sm.make_token(m, first + len(page))
+    n = max(0, min(int(request.max_sources), sm.MAX_PAGE_SOURCES))
+    if n:
+        first = sm.parse_token(m, request.source_page_token, "source_page_token")
+        page = sm.source_page(m, first, n)
+        msg.first_source = first
+        for s in page:
+            msg.sources.add(name=s["name"], path=s["path"], size=s["size"], sha256=s.get("sha256") or "",
+                            tree=s.get("tree") or "", entries=s["entries"], event_start=s["event_start"])
+        if first + len(page) < d["num_sources"]:
+            msg.next_source_page_token = sm.make_token(m, first + len(page))
     return msg
 
 
@@ -309,7 +333,14 @@ class DatasetInfo:
     columns: dict           # name -> ir.ColumnType
     partitions: list        # dicts: object, event_start, event_stop, bytes, stats
     sources: list           # dicts: name, path, size, sha256, tree, entries, event_start
-    manifest: dict
+    manifest: dict          # the summary (storage/summary.py): counts, sizes, encoding
+    num_partitions: int = 0
+    num_sources: int = 0
+    stored_bytes: int = 0
+    first_partition: int = 0
+    next_page_token: str = ""
+    first_source: int = 0
+    next_source_page_token: str = ""
 
     def column_types(self) -> dict:
         return dict(self.columns)
@@ -324,7 +355,10 @@ def description_from_proto(p) -> DatasetInfo:
                          bytes=x.bytes, stats=json.loads(x.stats_json or "{}")) for x in p.partitions],
         sources=[dict(name=s.name, path=s.path, size=s.size, sha256=s.sha256, tree=s.tree,
                       entries=s.entries, event_start=s.event_start) for s in p.sources],
-        manifest=json.loads(p.manifest_json or "{}"))
+        manifest=json.loads(p.summary_json or p.manifest_json or "{}"),
+        num_partitions=p.num_partitions, num_sources=p.num_sources, stored_bytes=p.stored_bytes,
+        first_partition=p.first_partition, next_page_token=p.next_page_token,
+        first_source=p.first_source, next_source_page_token=p.next_source_page_token)
 
 
 # -- requests -----------------------------------------------------------------------

@@ -54,6 +54,34 @@ TABLE_FIELDS = ("event_start", "event_stop", "bytes", "source", "entry_start", "
 CHECKSUM_FIELD = "checksum"
 
 
+class PieceMissingError(SkyhookError):
+    """A piece of a loaded version is gone: gc collected it after a newer version was
+    committed (the reader held the old header), or the metadata is damaged."""
+
+    def __init__(self, message: str, obj: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.object = obj
+
+
+def reload_after_missing_piece(store, old, error: PieceMissingError):
+    """The current version of ``old``'s dataset, for a reader whose version lost a piece
+    to gc: a newer version is loaded afresh (the caller replans on it, once); if the
+    version it holds is still the current one, the piece is really lost and a clear
+    error says so; a dataset deleted meanwhile raises UnknownDatasetError."""
+    from .manifest import load_manifest
+
+    fresh = load_manifest(store, old.dataset)
+    if fresh.identity() == old.identity():
+        raise SkyhookError(f"{error.message.split(' (removed by gc')[0]}, and version {old.version} is "
+                           f"still the current one: the dataset's metadata is damaged") from error
+    if not fresh.schema.equals(old.schema):
+        raise SkyhookError(f"version {old.version} of dataset {old.dataset!r} was collected by gc while "
+                           f"this query read it, and version {fresh.version} has another schema: "
+                           "run the query again") from error
+    return fresh
+
+
 def piece_dataset(obj: str) -> str | None:
     """The dataset a manifest piece belongs to, None if ``obj`` is not a piece
     ('@' never occurs in a dataset name)."""
@@ -313,8 +341,8 @@ class Pieces:
             data = self.store.read(obj, length=length, offset=offset) if length is not None \
                 else self.store.read(obj)
         except FileNotFoundError:
-            raise SkyhookError(f"{self.where}: piece {obj!r} is missing (removed by gc after a "
-                               "newer version? query again)") from None
+            raise PieceMissingError(f"{self.where}: piece {obj!r} is missing (removed by gc after a "
+                                    "newer version? query again)", obj) from None
         if length is not None and len(data) != length:
             raise SkyhookError(f"corrupt {self.where}: piece {obj!r} holds {len(data)} bytes at "
                                f"offset {offset}, expected {length}")

@@ -101,9 +101,20 @@ def add_dataset_commands(subparsers, get_store):
               f"({m.encoding['format']}); run `skyhook gc {m.dataset}` to remove the old ones")
 
     def do_describe(args):
+        if args.full:
+            with get_store(args) as store:
+                d = ops.describe(store, args.dataset)
+            print(json.dumps(d, indent=1) if args.json else ops.render_description(d))
+            return
+        # bounded by default: the header and partition table, never every statistic
+        from ..storage import manifest as mf
+        from ..storage import summary as sm
+
         with get_store(args) as store:
-            d = ops.describe(store, args.dataset)
-        print(json.dumps(d, indent=1) if args.json else ops.render_description(d))
+            m = mf.load_manifest(store, args.dataset)
+            d = sm.summary(m)
+            srcs = sm.source_page(m, 0, 10)
+        print(json.dumps(dict(d, sources=srcs), indent=1) if args.json else sm.render(d, srcs))
 
     def do_list(args):
         with get_store(args) as store:
@@ -138,9 +149,11 @@ def add_dataset_commands(subparsers, get_store):
     p.add_argument("--progress", action=argparse_bool(), default=None)
     p.set_defaults(func=_run(do_reshard))
 
-    p = subparsers.add_parser("describe", help="schema, partitions, sources of a dataset")
+    p = subparsers.add_parser("describe", help="summary of a dataset (counts, sizes, versions)")
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--full", action="store_true",
+                   help="every source and every column with its min/max (reads all statistics)")
     p.set_defaults(func=_run(do_describe))
 
     p = subparsers.add_parser("list", help="the datasets in the pool")
