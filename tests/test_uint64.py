@@ -120,3 +120,12 @@ def test_reference_and_merge_keep_uint64_exact():
         partials.append(wire.aggregates)
     got = aggregates.finalize(aggregates.merge(partials), aggs)
     assert got == {"lo": int(U.min()), "hi": int(U.max()), "s": int(np.sum(U, dtype=np.uint64))}
+
+
+def test_grpc_values_keep_uint64_exact():
+    from skyhook_py.service import wire
+
+    for v in (2**63, 2**64 - 1, 2**63 - 1, -(2**63), 0):
+        assert wire.value_from_proto(wire.value_to_proto(v)) == v
+    # beyond 64 bits it is a float, as before
+    assert wire.value_from_proto(wire.value_to_proto(2**64)) == float(2**64)
