@@ -12,8 +12,9 @@ queues while another client's query waited behind them.
   gets one, so another client's query waits for at most one query of each client
   ahead of it in the rotation (plus the ones already running).
 
-A client is what the frontend says it is: the gRPC peer (``ipv4:host:port``, one per
-channel) for the server.  Cache hits are replayed without a slot (they scan nothing).
+A client is what the frontend says it is: the gRPC peer (``ipv4:host:port``) for the
+server, i.e. one TCP connection (channels of one process to the same target share a
+connection, and so count as one client: hence the generous per-client default).  Cache hits are replayed without a slot (they scan nothing).
 The scheduling is per query, not per partition scan: a long query holds its slot to
 its end.
 """
@@ -27,8 +28,8 @@ import time
 
 from ..errors import AdmissionRefused, DeadlineExceeded, QueryCancelled
 
-DEFAULT_SLOTS = 4
-DEFAULT_PER_CLIENT = 16
+DEFAULT_SLOTS = 8
+DEFAULT_PER_CLIENT = 64
 
 
 @dataclasses.dataclass(eq=False)
