@@ -315,7 +315,7 @@ def write_report(out: Path, res: dict):
         "",
         f"Run {res['started']} on this shared 2-core machine (load average at start "
         f"{res['load_start']}), `nice -n 10 python -m benchmarks.reliability` "
-        f"({' '.join(res['argv'])}); a throwaway cluster of 3 bluestore OSDs on loopback, "
+        f"({' '.join(res['argv']) or 'default sizes'}); a throwaway cluster of 3 bluestore OSDs on loopback, "
         f"the class from this branch's build.  Raw figures: `results.json`; plot: `reliability.png`.",
         "",
         "## Summary",
