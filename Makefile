@@ -1,6 +1,6 @@
 # Skyhook's entry points.  `make test` and `make demo` install what is missing first
 # (scripts/setup.sh; a second run skips what is done).
-.PHONY: setup build test test-unit test-multihost lint demo cluster-up cluster-status cluster-down clean
+.PHONY: setup build test test-unit test-multihost lint demo cluster-up cluster-status cluster-down clean sanitize fuzz
 
 PY := .venv/bin/python
 SKYHOOK := .venv/bin/skyhook
@@ -29,6 +29,20 @@ test-unit: setup
 lint:
 	.venv/bin/ruff check --select TID251 skyhook_py
 
+# ASan+UBSan build of the kernel and skyhook_scan_local into build-asan/ (clang, installed
+# here if missing; never needed by `make test`), then run over the sanitizer corpus
+# (corrupted partitions x malformed requests, benchmarks/sanitize_corpus.py)
+sanitize: setup
+	scripts/setup.sh sanitize
+	nice -n 10 $(PY) -m benchmarks.sanitize_corpus --runner build-asan/bin/skyhook_scan_local
+
+# libFuzzer over requests (a seed partition each) and over partitions (a seed request
+# each) for FUZZ_SECONDS per mode; crashes land in build-fuzz/findings/
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	scripts/setup.sh fuzz
+	nice -n 10 scripts/fuzz.sh $(FUZZ_SECONDS)
+
 demo: setup
 	$(SKYHOOK) cluster up
 	$(SKYHOOK) demo
@@ -43,4 +57,4 @@ cluster-down:
 	$(PY) -m skyhook_py.cluster_cli down
 
 clean:
-	rm -rf build skyhook_py/_generated
+	rm -rf build build-asan build-fuzz skyhook_py/_generated

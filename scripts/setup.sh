@@ -4,6 +4,10 @@
 #
 #   scripts/setup.sh          system packages, .venv, code generation, C++ build
 #   scripts/setup.sh build    code generation and the C++ build only
+#   scripts/setup.sh sanitize the ASan+UBSan build of the kernel and skyhook_scan_local
+#                             in build-asan/ (installs clang if missing)
+#   scripts/setup.sh fuzz     the libFuzzer target in build-fuzz/ (installs clang if missing)
+#   (clang is only ever installed for these two; `make test` never needs it)
 #
 # Environment: PYTHON (the interpreter for .venv, default python3.11: python3-rados is
 # built for CPython 3.11), JOBS (parallel compile jobs, default 2).
@@ -119,6 +123,27 @@ build_cpp() {
     cmake --build build -j"$JOBS"
 }
 
+install_clang() {
+    command -v clang++ >/dev/null && return
+    say "installing clang (for the sanitizer and fuzzer builds only)"
+    local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang
+}
+
+build_sanitized() {   # $1: build folder, $2...: cmake options
+    local dir=$1; shift
+    install_clang
+    generate_python
+    if [ ! -f "$dir/CMakeCache.txt" ]; then
+        say "cmake configure $dir ($*)"
+        CXX=clang++ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+            -DSKYHOOK_PYTHON="$VENV/bin/python" "$@" >/dev/null
+    fi
+    say "cmake --build $dir -j$JOBS"
+    cmake --build "$dir" -j"$JOBS"
+}
+
 case "$MODE" in
     all)
         install_system_packages
@@ -130,7 +155,13 @@ case "$MODE" in
         generate_python
         build_cpp
         ;;
+    sanitize)
+        build_sanitized build-asan -DSKYHOOK_SANITIZE=ON
+        ;;
+    fuzz)
+        build_sanitized build-fuzz -DSKYHOOK_FUZZ=ON
+        ;;
     *)
-        echo "usage: $0 [all|build]" >&2; exit 2 ;;
+        echo "usage: $0 [all|build|sanitize|fuzz]" >&2; exit 2 ;;
 esac
 say "done"

@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, SystemExit2) as e:
         print(f"skyhook: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # writing --output, reading an input: the system's own message
+        print(f"skyhook: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("skyhook: interrupted", file=sys.stderr)
         return 130
@@ -250,11 +253,14 @@ def _aggregations(hists):
     for h in hists:
         m = _HIST_NAME.match(h)
         name, rest = (m.group(1), m.group(2)) if m else (None, h)
-        try:
-            expr, bins, low, high = rest.rsplit(":", 3)
-            specs.append([name, expr.strip(), int(bins), float(low), float(high), h])
-        except ValueError:
-            raise SystemExit(f"skyhook: error: --hist wants [NAME=]EXPR:BINS:LOW:HIGH, got {h!r}")
+        parts = rest.rsplit(":", 3)
+        if len(parts) != 4 or not parts[0].strip():
+            raise SystemExit2(f"--hist wants [NAME=]EXPR:BINS:LOW:HIGH, got {h!r}")
+        expr, bins, low, high = parts
+        specs.append([name, expr.strip(), _hist_bins(bins, h), _hist_edge(low, "LOW", h),
+                      _hist_edge(high, "HIGH", h), h])
+        if not specs[-1][3] < specs[-1][4]:
+            raise SystemExit2(f"--hist {h!r}: LOW ({low.strip()}) must be less than HIGH ({high.strip()})")
     exprs = [s[1] for s in specs if s[0] is None]
     out = []
     for name, expr, bins, low, high, text in specs:
@@ -264,6 +270,48 @@ def _aggregations(hists):
     return out
 
 
+def _hist_bins(text: str, spec: str) -> int:
+    try:
+        bins = int(text)
+    except ValueError:
+        raise SystemExit2(f"--hist {spec!r}: BINS must be a whole number, got {text.strip()!r}") from None
+    if bins < 1:
+        raise SystemExit2(f"--hist {spec!r}: BINS must be at least 1, got {bins}")
+    return bins
+
+
+def _hist_edge(text: str, what: str, spec: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise SystemExit2(f"--hist {spec!r}: {what} must be a number, got {text.strip()!r}") from None
+    if not math.isfinite(v):
+        raise SystemExit2(f"--hist {spec!r}: {what} must be finite, got {text.strip()!r}")
+    return v
+
+
+_AGG_SUFFIXES = (".json", ".root")
+
+
+def check_output(path: str | None, aggregations: bool):
+    """Refuse an --output the query could not write, before the query runs."""
+    if path is None:
+        return
+    if aggregations and not path.endswith(_AGG_SUFFIXES):
+        raise SystemExit2(f"with --hist, --output must end in .json or .root, got {path!r}")
+    from .query import sinks
+
+    if not aggregations and sinks.format_of(path) is None:
+        raise SystemExit2(f"--output must end in one of {', '.join(sorted(sinks.SUFFIXES))}, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit2(f"--output {path!r}: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise SystemExit2(f"--output {path!r} is a folder")
+
+
 def cmd_query(args):
     from .query.lang import split_columns
 
@@ -271,6 +319,7 @@ def cmd_query(args):
     expressions = _expressions(args.expr)
     pushdown = "off" if args.no_pushdown else args.pushdown
     aggs = _aggregations(args.hist)
+    check_output(args.output, bool(aggs))
     if args.output and not aggs:
         return _query_to_file(args, columns, expressions, pushdown)
     if args.server:
@@ -302,9 +351,6 @@ def _query_to_file(args, columns, expressions, pushdown):
     from .query import sinks
     from .query.results import QueryResult
 
-    if sinks.format_of(args.output) is None:
-        raise SystemExit(f"skyhook: error: --output must end in one of {', '.join(sorted(sinks.SUFFIXES))}, "
-                         f"got {args.output!r}")
     query_args = dict(columns=columns, where=args.where, expressions=expressions, language=args.language,
                       event_range=_parse_range(args.events), limit=args.limit)
     if args.server:
@@ -400,7 +446,7 @@ def write_aggregates(aggregates: dict, path: str):
                 if hasattr(v, "to_hist"):
                     f[name] = v.to_hist()
     else:
-        raise SystemExit(f"skyhook: error: with --hist, --output must end in .json or .root, got {path!r}")
+        raise SystemExit2(f"with --hist, --output must end in .json or .root, got {path!r}")
 
 
 def write_table(table, path):
@@ -414,7 +460,7 @@ def write_table(table, path):
         with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, table.schema) as w:
             w.write_table(table)
     else:
-        raise SystemExit(f"skyhook: error: --output must end in .arrow or .parquet, got {path!r}")
+        raise SystemExit2(f"--output must end in .arrow or .parquet, got {path!r}")
 
 
 def cmd_generate(args):

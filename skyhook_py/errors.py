@@ -151,6 +151,11 @@ class QueryCancelled(SkyhookError):
     """The query was cancelled (by Cancel(query_id), or because its client went away)."""
 
 
+class AdmissionRefused(SkyhookError):
+    """A client already has its share of queries admitted by the coordinator
+    (service/admission.py); retry later."""
+
+
 class DuplicateQueryError(SkyhookError, ValueError):
     """A query with this id is running already (ALREADY_EXISTS)."""
 
@@ -237,6 +242,7 @@ STATUS_ROWS: tuple = (
     (AuthenticationError, None, "UNAUTHENTICATED"),
     (QueryCancelled, None, "CANCELLED"),
     (DuplicateQueryError, None, "ALREADY_EXISTS"),
+    (AdmissionRefused, None, "RESOURCE_EXHAUSTED"),
     (DeadlineExceeded, None, "DEADLINE_EXCEEDED"),
     (UnsupportedError, None, "UNIMPLEMENTED"),
     (UnknownColumnError, None, "INVALID_ARGUMENT"),   # names the column and close matches
@@ -279,7 +285,7 @@ WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
     AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownRequestError,
-    NoWriterError, DatasetExistsError, ConcurrentUpdateError)}
+    NoWriterError, DatasetExistsError, ConcurrentUpdateError, AdmissionRefused)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

@@ -185,3 +185,33 @@ def test_error_log_lines_are_rate_limited(store, ceph_cluster):
     elapsed = time.monotonic() - t0
     # bound: the burst of 50 plus 20 lines a second (per OSD; the object lives on one primary)
     assert lines() - before <= 50 + 20 * (elapsed + 1)
+
+
+# -- found by the reliability suite: names the reply cannot carry -----------------------
+@pytest.mark.parametrize("where", ["output", "aggregation", "column"])
+def test_names_that_are_not_utf8_are_einval(heavy, tmp_path, where):
+    # a malformed request whose name bytes are not UTF-8 used to be answered, and the
+    # reply (which echoes the name) could not be decoded: now refused up front
+    name = "zzqq"
+    if where == "output":
+        req = codec.encode_scan_request(outputs=[(name, col("x"))])
+    elif where == "aggregation":
+        req = codec.encode_scan_request(aggregations=[Aggregation(AggKind.Sum, name, col("x"))])
+    else:
+        req = codec.encode_scan_request(outputs=[("y", col(name))])
+    assert req.count(name.encode()) == 1
+    bad = req.replace(name.encode(), b"\xff\xfe\xc0\x80")
+    assert scan_errno(heavy, tmp_path, bad) == errno.EINVAL
+    # with a valid (non-ASCII) name it is answered, or ESRCH for the unknown column
+    ok_name = "zé€"
+    if where == "output":
+        reply = codec.decode_scan_reply(run_raw(codec.encode_scan_request(outputs=[(ok_name, col("x"))]),
+                                                heavy, tmp_path))
+        assert reply.table.column_names == [ok_name]
+    elif where == "aggregation":
+        reply = codec.decode_scan_reply(run_raw(codec.encode_scan_request(
+            aggregations=[Aggregation(AggKind.Sum, ok_name, col("x"))]), heavy, tmp_path))
+        assert reply.aggregates[0].name == ok_name
+    else:
+        assert scan_errno(heavy, tmp_path, codec.encode_scan_request(outputs=[("y", col(ok_name))])) \
+            == errno.ESRCH

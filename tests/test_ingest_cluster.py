@@ -322,4 +322,4 @@ def test_killed_fresh_ingest_and_reshard(store, ceph_cluster, pool, tmp_path):
     code, out, err = cli(ceph_cluster, pool, "list")
     assert code == 0 and "fresh" in out.split()
     code, out, err = cli(ceph_cluster, pool, "ingest", tmp_path / "nope.root", "--dataset", "x")
-    assert code == 1 and "no such file" in err
+    assert code == 2 and "no such file" in err   # a user error: exit 2, as everywhere in the CLI

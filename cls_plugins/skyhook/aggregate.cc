@@ -59,7 +59,11 @@ arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vec
   const bool integer = g.kind != AggKind::Hist1D && g.kind != AggKind::Hist2D &&
                        !IsFloat(plan.nodes[g.x].t.type);
   st->is_integer = integer && g.kind != AggKind::Count;
-  ARROW_ASSIGN_OR_RAISE(Value mx, Materialize(x, integer ? VType::I64 : VType::F64, shape, n_events, ctx));
+  // uint64 stays uint64: its values >= 2^63 would wrap in int64 and break min/max
+  const bool unsign = st->is_integer && plan.nodes[g.x].t.type == VType::U64;
+  st->is_unsigned = unsign;
+  const VType as = unsign ? VType::U64 : integer ? VType::I64 : VType::F64;
+  ARROW_ASSIGN_OR_RAISE(Value mx, Materialize(x, as, shape, n_events, ctx));
   Value my, mw;
   if (g.y >= 0) {
     ARROW_ASSIGN_OR_RAISE(my, Materialize(values[g.y], VType::F64, shape, n_events, ctx));
@@ -78,7 +82,12 @@ arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vec
       switch (g.kind) {
         case AggKind::Count: st->count++; break;
         case AggKind::Sum: case AggKind::Min: case AggKind::Max: case AggKind::Mean:
-          if (integer) {
+          if (unsign) {
+            uint64_t v = mx.values<uint64_t>()[j];
+            st->isum += v;
+            st->umin = std::min(st->umin, v);
+            st->umax = std::max(st->umax, v);
+          } else if (integer) {
             int64_t v = mx.values<int64_t>()[j];
             st->isum += static_cast<uint64_t>(v);
             st->imin = std::min(st->imin, v);
@@ -133,11 +142,13 @@ flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::AggregateResult>
       else fval = s.fsum;
     } else if (s.count > 0 && (g.kind == AggKind::Min || g.kind == AggKind::Max)) {
       const bool mn = g.kind == AggKind::Min;
-      if (s.is_integer) ival = mn ? s.imin : s.imax;
+      if (s.is_unsigned) ival = static_cast<int64_t>(mn ? s.umin : s.umax);  // the bits
+      else if (s.is_integer) ival = mn ? s.imin : s.imax;
       else fval = mn ? s.fmin : s.fmax;
     }
     results.push_back(fb::CreateAggregateResult(fbb, name, g.kind, s.count,
-                                                s.is_integer, ival, fval, sumw, sumw2));
+                                                s.is_integer, ival, fval, sumw, sumw2,
+                                                s.is_unsigned));
   }
   return fbb.CreateVector(results);
 }

@@ -1,7 +1,7 @@
 // Aggregation: partial results of count, sum, min, max, mean and 1-D/2-D
 // histograms over the selected events, merged by the coordinator
 // (formats/README.md "Aggregations").  Integers are summed exactly (wrapping
-// int64), NaN and null values are skipped, histograms have under- and
+// int64; uint64 wrapping uint64), NaN and null values are skipped, histograms have under- and
 // overflow bins.
 #pragma once
 
@@ -19,8 +19,10 @@ namespace skyhook {
 struct AggState {
   int64_t count = 0;
   bool is_integer = false;
-  uint64_t isum = 0;  // wrapping int64 sum
+  bool is_unsigned = false;  // uint64 x: umin/umax, and isum read as uint64
+  uint64_t isum = 0;  // wrapping 64-bit sum
   int64_t imin = INT64_MAX, imax = INT64_MIN;
+  uint64_t umin = UINT64_MAX, umax = 0;
   double fsum = 0, fmin = INFINITY, fmax = -INFINITY;
   std::vector<double> sumw, sumw2;
 };

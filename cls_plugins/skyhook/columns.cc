@@ -99,14 +99,35 @@ bool FixedWidthNumber(arrow::Type::type id) {
   }
 }
 
+// Buffer i of `d` holds `width`-byte values: its address must be a multiple of the
+// width (the IPC format aligns every buffer to 8 bytes; a corrupted body offset
+// need not, and the kernels read through typed pointers).
+arrow::Status CheckAligned(const arrow::ArrayData& d, size_t i, int width) {
+  if (width <= 1 || d.buffers.size() <= i || !d.buffers[i]) return arrow::Status::OK();
+  if (reinterpret_cast<uintptr_t>(d.buffers[i]->data()) % static_cast<uintptr_t>(width) != 0)
+    return Corrupt("buffer " + std::to_string(i) + " of a " + d.type->ToString() +
+                   " array is not aligned to " + std::to_string(width) + " bytes");
+  return arrow::Status::OK();
+}
+
+int ValueWidth(const arrow::DataType& t) {
+  return t.id() == arrow::Type::BOOL ? 1 : t.byte_width();
+}
+
 arrow::Status ValidateColumn(const arrow::Array& arr) {
   const arrow::ArrayData& d = *arr.data();
   const arrow::Type::type id = d.type->id();
-  if (FixedWidthNumber(id)) return ValidateNullCount(d);
+  if (FixedWidthNumber(id)) {
+    ARROW_RETURN_NOT_OK(CheckAligned(d, 1, ValueWidth(*d.type)));
+    return ValidateNullCount(d);
+  }
   if ((id == arrow::Type::LIST || id == arrow::Type::LARGE_LIST || id == arrow::Type::FIXED_SIZE_LIST) &&
       d.child_data.size() == 1 && FixedWidthNumber(d.child_data[0]->type->id())) {
     ARROW_RETURN_NOT_OK(ValidateNullCount(d));
     const arrow::ArrayData& child = *d.child_data[0];
+    if (id != arrow::Type::FIXED_SIZE_LIST)
+      ARROW_RETURN_NOT_OK(CheckAligned(d, 1, id == arrow::Type::LIST ? 4 : 8));
+    ARROW_RETURN_NOT_OK(CheckAligned(child, 1, ValueWidth(*child.type)));
     if (id == arrow::Type::LIST) ARROW_RETURN_NOT_OK(ValidateOffsets<int32_t>(d, child.length));
     if (id == arrow::Type::LARGE_LIST) ARROW_RETURN_NOT_OK(ValidateOffsets<int64_t>(d, child.length));
     return ValidateNullCount(child);

@@ -78,10 +78,28 @@ const flatbuffers::Table* RootTable(flatbuffers::Verifier& v, const uint8_t* dat
   return t->VerifyTableStart(v) ? t : nullptr;
 }
 
+// Flatbuffers are read in place through typed pointers, which must be aligned
+// (UBSan: "member call on misaligned address" for a footer at an odd offset of
+// the file): `ptr` is `data` when it is 8-aligned, else an aligned copy.
+struct AlignedBytes {
+  AlignedBytes(const uint8_t* data, size_t n) {
+    if (reinterpret_cast<uintptr_t>(data) % 8 == 0) {
+      ptr = data;
+      return;
+    }
+    copy.resize((n + 7) / 8);
+    if (n > 0) std::memcpy(copy.data(), data, n);
+    ptr = reinterpret_cast<const uint8_t*>(copy.data());
+  }
+  const uint8_t* ptr;
+  std::vector<uint64_t> copy;
+};
+
 // The record batch blocks of the footer, or empty.
 std::vector<Block> FooterBlocks(const arrow::Buffer& footer) {
-  flatbuffers::Verifier v(footer.data(), static_cast<size_t>(footer.size()));
-  auto* t = footer.size() < 8 ? nullptr : RootTable(v, footer.data());
+  AlignedBytes bytes(footer.data(), static_cast<size_t>(footer.size()));
+  flatbuffers::Verifier v(bytes.ptr, static_cast<size_t>(footer.size()));
+  auto* t = footer.size() < 8 ? nullptr : RootTable(v, bytes.ptr);
   if (!t) return {};
   using Blocks = flatbuffers::Vector<const Block*>;
   if (!t->VerifyOffset(v, kFooterDictionaries) || !t->VerifyOffset(v, kFooterRecordBatches)) return {};
@@ -107,7 +125,8 @@ bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out, int
     at = 8;
   }
   if (len <= 0 || at + len > meta.size()) return false;
-  const uint8_t* fb = meta.data() + at;
+  AlignedBytes bytes(meta.data() + at, static_cast<size_t>(len));
+  const uint8_t* fb = bytes.ptr;
   flatbuffers::Verifier v(fb, static_cast<size_t>(len));
   auto* m = RootTable(v, fb);
   if (!m || !m->VerifyField<uint8_t>(v, kMessageHeaderType, 1) || !m->VerifyOffset(v, kMessageHeader) ||

@@ -22,6 +22,36 @@ namespace skyhook {
 
 namespace {
 
+// Names travel back in the reply as flatbuffers strings, which are UTF-8 (the
+// Verifier does not check it): well-formed sequences only, no overlongs or surrogates.
+bool IsUtf8(const flatbuffers::String* s) {
+  const auto* p = reinterpret_cast<const uint8_t*>(s->data());
+  const size_t n = s->size();
+  for (size_t i = 0; i < n;) {
+    const uint8_t c = p[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) { ++i; continue; }
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return false;
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    static const uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+}  // namespace
+
+namespace {
+
 arrow::Status E2Big(std::string msg) { return ErrnoStatus(E2BIG, std::move(msg)); }
 arrow::Status EInval(std::string msg) { return ErrnoStatus(EINVAL, std::move(msg)); }
 
@@ -85,6 +115,7 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       return E2Big("expression deeper than " + std::to_string(limits.max_depth) + " at " + at);
     if (n.op == Op::Column) {
       if (!fn->name() || fn->name()->size() == 0) return EInval(at + ": a column without a name");
+      if (!IsUtf8(fn->name())) return EInval(at + ": a column name that is not UTF-8");
       n.name = fn->name()->str();
     } else if (n.op == Op::Literal) {
       if (static_cast<int>(fn->literal_kind()) > 2) return EInval(at + ": unknown literal kind");
@@ -102,6 +133,7 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
   if (req->outputs()) {
     for (const fb::Output* o : *req->outputs()) {
       if (!o->name()) return EInval("an output without a name");
+      if (!IsUtf8(o->name())) return EInval("an output name that is not UTF-8");
       ARROW_RETURN_NOT_OK(check_node(o->node(), "output '" + o->name()->str() + "'", false));
       plan->outputs.emplace_back(o->name()->str(), o->node());
     }
@@ -131,7 +163,10 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
                    std::to_string(limits.max_aggregations));
     for (const fb::Aggregation* fa : *req->aggregations()) {
       AggSpec g;
-      g.name = fa->name() ? fa->name()->str() : "";
+      // the name comes back in the reply (AggregateResult.name): a string, UTF-8
+      if (!fa->name()) return EInval("an aggregation without a name");
+      if (!IsUtf8(fa->name())) return EInval("an aggregation name that is not UTF-8");
+      g.name = fa->name()->str();
       const std::string what = "aggregation '" + g.name + "'";
       if (static_cast<int>(fa->kind()) > static_cast<int>(AggKind::MAX))
         return EInval(what + ": unknown kind");

@@ -174,6 +174,7 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
   for (const AggSpec& g : plan->aggregations) {
     // x, y and the weight broadcast together (awkward's rule): a collection weight
     // needs a collection among x and y, whichever it is
+    if (g.x < 0) continue;  // Count without x: nothing to broadcast (nodes[-1] was read here)
     const bool value_is_list = plan->nodes[g.x].t.is_list || (g.y >= 0 && plan->nodes[g.y].t.is_list);
     if (g.weight >= 0 && plan->nodes[g.weight].t.is_list && !value_is_list)
       return Invalid("aggregation '" + g.name + "': a collection weight for an event-level value");

@@ -80,6 +80,10 @@ class Histogram:
         return h
 
 
+def _type_name(p: PartialAggregate) -> str:
+    return "uint64" if p.is_unsigned else "integer" if p.is_integer else "float"
+
+
 def _merge_two(a: PartialAggregate, b: PartialAggregate) -> PartialAggregate:
     if (a.name, a.kind) != (b.name, b.kind):
         raise ValueError(f"cannot merge aggregate {a.name!r} ({a.kind.name}) with {b.name!r} ({b.kind.name})")
@@ -100,11 +104,15 @@ def _merge_two(a: PartialAggregate, b: PartialAggregate) -> PartialAggregate:
         return out
     if a.count == 0:
         return dataclasses.replace(b)
-    if a.is_integer != b.is_integer:
-        raise ValueError(f"aggregate {a.name!r}: integer in one partition, float in another")
+    if a.is_integer != b.is_integer or a.is_unsigned != b.is_unsigned:
+        raise ValueError(f"aggregate {a.name!r}: partitions disagree on its type "
+                         f"({_type_name(a)} and {_type_name(b)})")
     if a.kind in (AggKind.Sum, AggKind.Mean):
-        # int64 two's-complement wrap, like the evaluators
-        out.int_value = (a.int_value + b.int_value + 2**63) % 2**64 - 2**63
+        # 64-bit wrap like the evaluators: uint64 for uint64 values, two's complement else
+        if a.is_unsigned:
+            out.int_value = (a.int_value + b.int_value) % 2**64
+        else:
+            out.int_value = (a.int_value + b.int_value + 2**63) % 2**64 - 2**63
         out.float_value = a.float_value + b.float_value
     elif a.kind == AggKind.Min:
         out.int_value, out.float_value = min(a.int_value, b.int_value), min(a.float_value, b.float_value)

@@ -332,7 +332,10 @@ def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
         fb.AggregateResultAddKind(b, int(p.kind))
         fb.AggregateResultAddCount(b, p.count)
         fb.AggregateResultAddIsInteger(b, p.is_integer)
-        fb.AggregateResultAddIntValue(b, p.int_value)
+        # the wire's int_value is an int64: a uint64 travels as its bits (is_unsigned)
+        fb.AggregateResultAddIntValue(b, (p.int_value + 2**63) % 2**64 - 2**63)
+        if p.is_unsigned:
+            fb.AggregateResultAddIsUnsigned(b, True)
         fb.AggregateResultAddFloatValue(b, p.float_value)
         if vecs[0] is not None:
             fb.AggregateResultAddSumw(b, vecs[0])
@@ -377,9 +380,12 @@ def decode_scan_reply(data: bytes) -> ScanResult:
         aggs = []
         for i in range(r.AggregatesLength()):
             a = r.Aggregates(i)
+            unsigned = bool(a.IsUnsigned())
             aggs.append(PartialAggregate(
                 name=a.Name().decode(), kind=ir.AggKind(a.Kind()), count=a.Count(),
-                is_integer=bool(a.IsInteger()), int_value=a.IntValue(), float_value=a.FloatValue(),
+                is_integer=bool(a.IsInteger()), is_unsigned=unsigned,
+                int_value=a.IntValue() % 2**64 if unsigned else a.IntValue(),
+                float_value=a.FloatValue(),
                 sumw=None if a.SumwIsNone() else a.SumwAsNumpy().tolist(),
                 sumw2=None if a.Sumw2IsNone() else a.Sumw2AsNumpy().tolist(),
             ))

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..storage import pieces
 from . import ir
 from .ir import Call, Column, Literal, Op
 
@@ -161,8 +162,10 @@ def _vtruth(expr, stats, n):
 def _vinterval(expr, stats, n):
     """(low, high, may_be_nan, known) arrays, or None when unknown for all."""
     if isinstance(expr, Literal) and not isinstance(expr.value, bool):
-        v = float(expr.value)
-        return (np.full(n, v), np.full(n, v), np.full(n, math.isnan(v)), np.ones(n, bool))
+        # an integer past 2^53 has no float64: bound it by the floats either side (as the
+        # statistics are), or a rounded literal could prove false what is true
+        lo, hi = pieces.lower_bound(expr.value), pieces.upper_bound(expr.value)
+        return (np.full(n, lo), np.full(n, hi), np.full(n, math.isnan(lo)), np.ones(n, bool))
     if isinstance(expr, Column):
         s = stats.get(expr.name)
         if s is None:

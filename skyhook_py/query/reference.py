@@ -625,12 +625,15 @@ def _aggregate(ev: _Evaluator, a: ir.Aggregation, n: int) -> PartialAggregate:
         return _histogram(ev, a, n, p)
     x, present = _flat(ev(a.x), n)
     if x.dtype.kind in "biu":
-        vals = x[present].astype(np.int64)  # uint64 above 2**63 wraps, as documented
+        # uint64 stays uint64 (values >= 2**63 must not wrap); other integers in int64
+        acc = np.uint64 if x.dtype == np.uint64 else np.int64
+        vals = x[present].astype(acc)
         p.is_integer = True
+        p.is_unsigned = acc is np.uint64
         p.count = len(vals)
         if a.kind in (ir.AggKind.Sum, ir.AggKind.Mean):
             with _quiet():
-                p.int_value = int(np.sum(vals, dtype=np.int64)) if len(vals) else 0
+                p.int_value = int(np.sum(vals, dtype=acc)) if len(vals) else 0
         elif len(vals):
             p.int_value = int(vals.min() if a.kind == ir.AggKind.Min else vals.max())
         return p

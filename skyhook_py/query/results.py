@@ -22,10 +22,11 @@ class PartialAggregate:
     kind: ir.AggKind
     count: int = 0
     is_integer: bool = False
-    int_value: int = 0
+    int_value: int = 0         # exact; for is_unsigned in [0, 2**64), else in int64's range
     float_value: float = 0.0
     sumw: list | None = None   # Hist1D/2D: per bin, underflow first, overflow last
     sumw2: list | None = None
+    is_unsigned: bool = False  # x is uint64: int_value is a uint64 (not wrapped through int64)
 
 
 @dataclasses.dataclass

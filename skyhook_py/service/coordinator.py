@@ -60,6 +60,7 @@ class QuerySpec:
     deadline: float | None = None
     query_id: str = ""
     use_cache: bool = True
+    client: str = ""                # who asks (the gRPC peer): admission.py's unit of fairness
 
 
 class ResultCache:
@@ -198,6 +199,16 @@ class QueryRun:
             yield ev
 
     def _execute(self, cache):
+        # one client cannot starve the others: a slot, given round-robin by client
+        admission = self.coordinator.admission
+        ticket = admission.admit(self.spec.client)
+        try:
+            admission.wait(ticket, self.deadline, self.cancelled)
+            yield from self._execute_admitted(cache)
+        finally:
+            admission.release(ticket)
+
+    def _execute_admitted(self, cache):
         from .. import session as session_mod
 
         session = self.coordinator.session
@@ -245,10 +256,13 @@ class Coordinator:
     """The service logic behind skyhook.v1.Skyhook, on one Session."""
 
     def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None,
-                 progress_interval: float = 0.1, writer=None, history: int | None = None):
+                 progress_interval: float = 0.1, writer=None, history: int | None = None,
+                 admission=None):
         from ..query.tracker import DEFAULT_HISTORY, RequestTracker
+        from .admission import Admission
 
         self.session = session
+        self.admission = admission or Admission()   # per-client limits, fair turns
         # the writer identity (a Store as the ingest key), for skims; None: read-only
         self.writer = writer
         persist = None

@@ -82,6 +82,7 @@ class SkyhookServicer:
         try:
             self._auth(context)
             spec = self.wire.spec_from_proto(request, context.time_remaining())
+            spec.client = context.peer() or ""   # admission control's unit (service/admission.py)
             run = self.c.start(spec)   # compiles and checks: errors before any partition
         except Exception as e:  # noqa: BLE001
             _abort(context, e)

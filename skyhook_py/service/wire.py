@@ -130,6 +130,8 @@ def value_to_proto(v) -> "pb.Value":
         return pb.Value(boolean=bool(v))
     if isinstance(v, (int, np.integer)) and -(2**63) <= int(v) < 2**63:
         return pb.Value(integer=int(v))
+    if isinstance(v, (int, np.integer)) and 2**63 <= int(v) < 2**64:
+        return pb.Value(unsigned_integer=int(v))   # exact, not through float
     if isinstance(v, (float, np.floating, int, np.integer)):
         return pb.Value(real=float(v))
     if isinstance(v, str):

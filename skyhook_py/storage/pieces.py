@@ -134,15 +134,15 @@ def table_arrays(partitions) -> dict:
     return out
 
 
-def _lower(v) -> float:
-    """A float64 no greater than ``v`` (int64 past 2^53 would round up: unsound for a min)."""
+def lower_bound(v) -> float:
+    """A float64 no greater than ``v`` (an int past 2^53 may round up: unsound for a min)."""
     f = float(v)
     if not isinstance(v, float) and f > v:
         f = math.nextafter(f, -math.inf)
     return f
 
 
-def _upper(v) -> float:
+def upper_bound(v) -> float:
     f = float(v)
     if not isinstance(v, float) and f < v:
         f = math.nextafter(f, math.inf)
@@ -159,8 +159,8 @@ def stats_matrix(partitions, names) -> np.ndarray:
             if not s:
                 continue
             if s.get("min") is not None and s.get("max") is not None:
-                out[i, 0, j] = _lower(s["min"])
-                out[i, 1, j] = _upper(s["max"])
+                out[i, 0, j] = lower_bound(s["min"])
+                out[i, 1, j] = upper_bound(s["max"])
             for k in range(2, NF):
                 v = s.get(STAT_FIELDS[k])
                 if v is not None:

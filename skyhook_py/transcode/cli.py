@@ -51,16 +51,33 @@ def _bytes(args):
     return None if args.partition_mb is None else int(args.partition_mb * (1 << 20))
 
 
+# what the user can fix (a bad file, name or value): exit 2, as everywhere in the CLI
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, IsADirectoryError,
+                NotADirectoryError)
+
+
+def _message(e: BaseException) -> str:
+    text = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+    return text or type(e).__name__
+
+
 def _run(fn):
-    """Turn SkyhookErrors and bad values into one clear line on stderr and exit code 1."""
+    """Every failure as one line on stderr: exit 2 for user errors (bad input, unknown
+    names), 1 for the rest (cluster, concurrent update, anything unexpected)."""
     def handler(args):
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda m, *a, **k: print(f"warning: {m}", file=sys.stderr)
             try:
                 return fn(args) or 0
-            except (SkyhookError, ValueError, OSError) as e:
-                print(f"error: {e}", file=sys.stderr)
+            except _USER_ERRORS as e:
+                print(f"skyhook: error: {_message(e)}", file=sys.stderr)
+                return 2
+            except (SkyhookError, OSError) as e:
+                print(f"skyhook: error: {_message(e)}", file=sys.stderr)
+                return 1
+            except Exception as e:  # noqa: BLE001 - a library's own exception: still one line
+                print(f"skyhook: error: {type(e).__name__}: {_message(e)}", file=sys.stderr)
                 return 1
     return handler
 

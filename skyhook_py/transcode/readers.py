@@ -10,7 +10,9 @@ so memory stays bounded by the step, not the file.
   column; fixed-size arrays give ``fixed_size_list<T>[n]``; every basic type maps to
   the Arrow type of the NumPy dtype uproot reads (Double32 -> float64, Float16 ->
   float32).  Branches that are not numbers or lists of numbers (strings, objects,
-  nested vectors) are skipped with a warning, or refused with ``strict``.
+  nested vectors) and branches uproot cannot read (basket_check.py: a basket whose
+  entry count disagrees with the branch) are skipped with a warning naming file, tree
+  and branch, or refused with ``strict``.
 - HDF5 (h5py): the datasets of one group.  A 1-D dataset is a column, a compound
   dataset gives one column per field, a 2-D dataset with a ``properties`` attribute
   (the LHEH5 convention) one column per property, another 2-D dataset a fixed-size
@@ -69,7 +71,8 @@ def open_reader(path: str, tree: str | None = None, strict: bool = False,
                              f"(it starts with {head!r})")
     if reader.skipped:
         listing = ", ".join(f"{n} ({why})" for n, why in reader.skipped)
-        msg = f"{path}: {len(reader.skipped)} column(s) cannot be stored and are skipped: {listing}"
+        msg = (f"{path}, tree {reader.tree!r}: {len(reader.skipped)} column(s) cannot be stored "
+               f"and are skipped: {listing}")
         if strict:
             reader.close()
             raise InputFileError(msg + " (strict mode)")

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import InputFileError, closest_matches
+from . import basket_check
 from .readers import _BASIC_KINDS, Reader, _list_array, _numpy_values
 
 # -- awkward layouts -> Arrow columns -------------------------------------------------
@@ -155,6 +156,10 @@ class RootReader(Reader):
             dt = content.to_dtype if isinstance(content, Numerical) else None
             if dt is not None and dt.base.kind in _BASIC_KINDS \
                     and len(dt.shape) <= (0 if isinstance(interp, AsJagged) else 1):
+                why = basket_check.problem(b)
+                if why is not None:   # uproot would fail on it mid-ingest
+                    self.skipped.append((b.name, f"uproot cannot read it: {why}"))
+                    continue
                 wanted.add(b.name)
                 self._fixed_bytes += 4 if isinstance(interp, AsJagged) else dt.itemsize
             elif isinstance(interp, ui.identify.UnknownInterpretation):
@@ -181,11 +186,30 @@ class RootReader(Reader):
                                  entry_start=start, entry_stop=stop, library="ak")
 
     def _read(self, start, stop):
-        batch, _ = _batch_from_awkward(self._arrays(start, stop))
+        try:
+            arrays = self._arrays(start, stop)
+        except Exception as e:
+            bad = self._unreadable(start, stop)
+            if bad is None:
+                raise
+            raise InputFileError(f"{self.path}: tree {self.tree!r}, branch {bad!r}: entries "
+                                 f"{start}..{stop} cannot be read: {type(e).__name__}: {e}") from e
+        batch, _ = _batch_from_awkward(arrays)
         if batch.schema != self.schema:
             raise InputFileError(f"{self.path}: entries {start}..{stop} of {self.tree!r} read as "
                                  f"{batch.schema}, not {self.schema}")
         return batch
+
+    def _unreadable(self, start, stop) -> str | None:
+        """The first branch that fails alone over [start, stop), to name it in the error."""
+        if self._rntuple:
+            return None
+        for name in sorted(self._branches):
+            try:
+                self._tree[name].array(entry_start=start, entry_stop=stop, library="ak")
+            except Exception:  # noqa: BLE001 - any failure of that branch names it
+                return name
+        return None
 
     def close(self):
         f = getattr(self, "_file", None)
