@@ -22,7 +22,8 @@ MODE=${1:-all}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 APT_PACKAGES=(ceph-mon ceph-osd python3-rados librados-dev libradospp-dev rados-objclass-dev
-              flatbuffers-compiler libflatbuffers-dev cmake g++ radosgw)
+              flatbuffers-compiler libflatbuffers-dev cmake g++ radosgw
+              iproute2 iptables)   # the 3-host tests: network namespaces, shaped links, FORWARD policy
 
 install_system_packages() {
     local missing=()

@@ -358,7 +358,9 @@ def test_close_and_exit_with_calls_stuck_on_a_stopped_osd_are_safe(session, stor
     # the children connect first (interpreter start-up under load can outlast the 5 s
     # heartbeat grace, and an OSD already marked down would leave nothing in flight)
     ready = {how: tmp_path / f"ready-{how}" for how in ("exit", "close")}
-    procs = {how: _abandon(ceph_cluster, pool, slow_dataset, 2, how, ready[how]) for how in ready}
+    # a deadline long enough to reach the stopped OSD's partitions under any load (nodown
+    # keeps the OSD up however long it takes): calls are in flight when it passes
+    procs = {how: _abandon(ceph_cluster, pool, slow_dataset, 8, how, ready[how]) for how in ready}
     t0 = time.monotonic()
     while not all(f.exists() for f in ready.values()) and time.monotonic() - t0 < 120:
         time.sleep(0.1)
