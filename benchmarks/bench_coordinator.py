@@ -119,14 +119,15 @@ def throughput_processes(address, query, clients, per_client, use_cache=True):
     for p in procs:
         p.start()
     barrier.wait(timeout=300)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     got = [q.get(timeout=600) for _ in procs]
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     for p in procs:
         p.join()
     n = clients * per_client
     return {"clients": clients, "kind": "processes", "queries": n, "seconds": seconds,
-            "queries_per_s": n / seconds, "errors": sum(e for _, _, e in got)}
+            "queries_per_s": n / seconds, "errors": sum(e for _, _, e in got),
+            "server_cpu_ms_per_query": cpu * 1000 / n, "queries_per_server_cpu_s": n / cpu if cpu else None}
 
 
 def throughput_threads(address, query, clients, per_client, use_cache=True):
@@ -149,13 +150,15 @@ def throughput_threads(address, query, clients, per_client, use_cache=True):
     for t in threads:
         t.start()
     barrier.wait()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     for t in threads:
         t.join()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = clients * per_client
     return {"clients": clients, "kind": "threads", "queries": n, "seconds": seconds,
-            "queries_per_s": n / seconds, "errors": len(errors)}
+            "queries_per_s": n / seconds, "errors": len(errors),
+            # server and clients share this process: the CPU of both
+            "server_cpu_ms_per_query": cpu * 1000 / n, "queries_per_server_cpu_s": n / cpu if cpu else None}
 
 
 def main(argv=None):
@@ -180,7 +183,8 @@ def main(argv=None):
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--label", default="")
     ap.add_argument("--code", default=str(ROOT))
-    ap.add_argument("--profile", help="write a cProfile of the server's cache-hit path to this file")
+    ap.add_argument("--profile", help="write a cProfile of the --profile-path to this file")
+    ap.add_argument("--profile-path", default="server_hit", choices=["server_hit", "in_process"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
 
@@ -234,8 +238,9 @@ def main(argv=None):
 
             prof = cProfile.Profile()
             prof.enable()
+            fn = server_hit if args.profile_path == "server_hit" else (lambda: session.query("bench", **query))
             for _ in range(args.repeats):
-                server_hit()
+                fn()
             prof.disable()
             prof.dump_stats(args.profile)
 
@@ -291,11 +296,15 @@ def write(results, out: Path):
         lines.append(f"| {name} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['mean_ms']:.2f} | {r.get('cpu_p50_ms', float('nan')):.2f} | {r['n']} |")
     lines += ["", f"gRPC overhead at p50 (grpc_no_cache - in_process): **{results['grpc_overhead_p50_ms']:.2f} ms**",
-              "", "| concurrent clients | as | queries | seconds | queries/s | errors |",
-              "|---|---|---|---|---|---|"]
+              "", "Throughput on cache hits. CPU ms/query: this process's CPU time over the run per query "
+              "(threads: server and clients; processes: the server alone); queries per CPU-second: its inverse, "
+              "what one idle core would serve.", "",
+              "| concurrent clients | as | queries | seconds | queries/s | errors | CPU ms/query | queries per CPU-s |",
+              "|---|---|---|---|---|---|---|---|"]
     for t in results["throughput"]:
         lines.append(f"| {t['clients']} | {t['kind']} | {t['queries']} | {t['seconds']:.2f} | "
-                     f"{t['queries_per_s']:.1f} | {t['errors']} |")
+                     f"{t['queries_per_s']:.1f} | {t['errors']} | {t.get('server_cpu_ms_per_query', float('nan')):.2f} | "
+                     f"{t.get('queries_per_server_cpu_s') or float('nan'):.0f} |")
     (out / "coordinator.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
