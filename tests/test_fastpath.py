@@ -176,3 +176,39 @@ def test_a_cancelled_hit_is_not_left_running(client, server):
         time.sleep(0.05)
     assert qid not in server.coordinator.running()
     assert client.status(qid)["state"] in (tracker.DONE, tracker.CANCELLED)
+
+
+def test_request_token_ignores_only_the_per_call_fields():
+    from skyhook_py.service import fastpath, wire
+
+    def token(**kw):
+        args = dict(columns=["event", "MET_pt"], where="MET_pt > 30")
+        args.update(kw)
+        return fastpath.request_token(wire.request_to_proto("demo", **args))
+
+    base = token()
+    # the same query asked again, by another call: the same token
+    assert token(query_id="a1") == token(query_id="b2") == base
+    assert token(deadline=5.0) == token(use_cache=False) == token(output_format="parquet") == base
+    # anything that changes what is asked: another token
+    others = [token(where="MET_pt > 31"), token(columns=["event"]), token(columns=["MET_pt", "event"]),
+              token(pushdown="off"), token(limit=3), token(event_range=(0, 10)),
+              token(expressions={"x": "MET_pt * 2"}), token(allow_partial=True),
+              fastpath.request_token(wire.request_to_proto("other", columns=["event", "MET_pt"],
+                                                           where="MET_pt > 30"))]
+    assert len({base, *others}) == len(others) + 1
+
+
+def test_concatenated_parts_parse_as_one_event():
+    """What send_hit relies on: a serialized QueryEvent(query_id) + a body + a second
+    summary part parse as one QueryEvent with the fields of all three."""
+    from skyhook_py.service._grpc_stubs import pb
+
+    body = pb.QueryEvent(summary=pb.Summary(dataset="d", rows_returned=7, events_total=100)).SerializeToString()
+    prefix = pb.QueryEvent(query_id="q1").SerializeToString()
+    tail = pb.QueryEvent(summary=pb.Summary(cache_hit=True, seconds=0.5, server_seconds=0.25)).SerializeToString()
+    ev = pb.QueryEvent.FromString(prefix + body + tail)
+    assert ev.query_id == "q1" and ev.WhichOneof("event") == "summary"
+    s = ev.summary
+    assert (s.dataset, s.rows_returned, s.events_total) == ("d", 7, 100)
+    assert s.cache_hit is True and s.seconds == 0.5 and s.server_seconds == 0.25
