@@ -212,3 +212,24 @@ def test_concatenated_parts_parse_as_one_event():
     s = ev.summary
     assert (s.dataset, s.rows_returned, s.events_total) == ("d", 7, 100)
     assert s.cache_hit is True and s.seconds == 0.5 and s.server_seconds == 0.25
+
+
+def test_compiled_entries_hold_their_manifest_weakly():
+    import gc
+
+    from skyhook_py.service.fastpath import CompiledQueries
+
+    class M:   # stands in for a Manifest: only its identity matters here
+        pass
+
+    c = CompiledQueries(size=2)
+    m1, m2 = M(), M()
+    c.put(b"t", m1, "q1", "k1")
+    assert c.get(b"t", m1) == ("q1", "k1")
+    assert c.get(b"t", m2) is None          # another manifest object: compiled again
+    del m1
+    gc.collect()
+    assert c.get(b"t", M()) is None         # an entry never keeps its manifest alive
+    for i in range(3):
+        c.put(b"%d" % i, m2, i, i)
+    assert len(c) == 2 and c.get(b"0", m2) is None and c.get(b"2", m2) == (2, 2)

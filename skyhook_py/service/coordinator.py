@@ -96,11 +96,11 @@ class ResultCache:
             self.hits += 1
             return hit[0]
 
-    def grow(self, key, nbytes: int):
-        """Count ``nbytes`` more for the entry ``key`` (a form of it kept beside it)."""
+    def grow(self, key, nbytes: int, events=None):
+        """Count ``nbytes`` more for the entry ``key`` (a form of its ``events`` kept beside them)."""
         with self._lock:
             e = self._entries.get(key)
-            if e is None:
+            if e is None or (events is not None and e[0] is not events):
                 return
             e[1] += nbytes
             self.bytes += nbytes

@@ -33,6 +33,7 @@ import dataclasses
 import logging
 import threading
 import time
+import weakref
 
 import pyarrow as pa
 
@@ -70,7 +71,7 @@ class CompiledQueries:
         """(query, query key) compiled against this very manifest object, or None."""
         with self._lock:
             e = self._entries.get(token)
-            if e is None or e[0] is not manifest:
+            if e is None or e[0]() is not manifest:
                 self.misses += 1
                 return None
             self._entries.move_to_end(token)
@@ -78,8 +79,12 @@ class CompiledQueries:
             return e[1], e[2]
 
     def put(self, token: bytes, manifest, query, key):
+        try:   # a weak reference: an entry never keeps an old manifest alive
+            ref = weakref.ref(manifest)
+        except TypeError:
+            ref = lambda: manifest  # noqa: E731
         with self._lock:
-            self._entries[token] = (manifest, query, key)
+            self._entries[token] = (ref, query, key)
             self._entries.move_to_end(token)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -147,7 +152,7 @@ def wire_answer(cache, key, events) -> WireAnswer | None:
             events.wire = answer
         except AttributeError:   # a plain list (not one the cache made): build every time
             return answer
-        cache.grow(key, answer.size)
+        cache.grow(key, answer.size, events)
     return answer
 
 
