@@ -115,6 +115,12 @@ class RequestStatus:
             self.rows_delivered += table.num_rows
             self.bytes_delivered += len(ipc) if ipc is not None else table.nbytes
 
+    def delivered_totals(self, rows: int, nbytes: int):
+        """Like ``delivered`` for several batches at once (a cached answer's)."""
+        with self._lock:
+            self.rows_delivered += rows
+            self.bytes_delivered += nbytes
+
     def finish(self, state: str, message: str = ""):
         """The request ended (the first end recorded wins)."""
         with self._lock:
@@ -234,6 +240,7 @@ class RequestTracker:
         self.history = history
         self.persist = persist     # save(dict) / load(id) -> dict | None, or None
         self._by_id: collections.OrderedDict[str, RequestStatus] = collections.OrderedDict()
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()  # ids, oldest end first
         self._lock = threading.Lock()
 
     def new(self, request_id: str, kind: str = "query", dataset: str = "", query: str = "") -> RequestStatus:
@@ -242,20 +249,23 @@ class RequestTracker:
         s._on_end = lambda: self._ended(s)
         with self._lock:
             self._by_id.pop(request_id, None)
+            self._finished.pop(request_id, None)
             self._by_id[request_id] = s
-            self._trim()
         return s
 
     def _ended(self, s: RequestStatus):
         with self._lock:
-            self._trim()
+            if self._by_id.get(s.request_id) is s:   # not replaced by a newer one of that id
+                self._finished[s.request_id] = None
+                self._trim()
         if self.persist is not None:
             self.persist.save(s.as_dict())
 
     def _trim(self):
-        finished = [k for k, v in self._by_id.items() if v.state != RUNNING]
-        for k in finished[:max(0, len(finished) - self.history)]:
-            del self._by_id[k]
+        # O(1) per ended request: the finished ids are kept in the order they ended
+        while len(self._finished) > self.history:
+            k, _ = self._finished.popitem(last=False)
+            self._by_id.pop(k, None)
 
     def get(self, request_id: str) -> RequestStatus:
         with self._lock:

@@ -61,6 +61,17 @@ class QuerySpec:
     query_id: str = ""
     use_cache: bool = True
     client: str = ""                # who asks (the gRPC peer): admission.py's unit of fairness
+    # what the query asks, as bytes the frontend derives from its request (gRPC:
+    # fastpath.request_token): a repeat with the same token on the same manifest object
+    # skips compiling; None: always compiled
+    token: bytes | None = None
+
+
+class CachedEvents(list):
+    """A cached answer's events; ``wire`` holds its ready-to-send form once built
+    (skyhook_py.service.fastpath)."""
+
+    wire = None
 
 
 class ResultCache:
@@ -86,6 +97,16 @@ class ResultCache:
             self.hits += 1
             return hit[0]
 
+    def grow(self, key, nbytes: int, events=None):
+        """Count ``nbytes`` more for the entry ``key`` (a form of its ``events`` kept beside them)."""
+        with self._lock:
+            e = self._entries.get(key)
+            if e is None or (events is not None and e[0] is not events):
+                return
+            e[1] += nbytes
+            self.bytes += nbytes
+            self._evict()
+
     def put(self, key, events: list, nbytes: int):
         if nbytes > self.max_entry_bytes:
             return
@@ -93,12 +114,15 @@ class ResultCache:
             old = self._entries.pop(key, None)
             if old is not None:
                 self.bytes -= old[1]
-            self._entries[key] = (events, nbytes)
+            self._entries[key] = [CachedEvents(events), nbytes]
             self.bytes += nbytes
-            while self.bytes > self.max_bytes and self._entries:
-                _, (_, n) = self._entries.popitem(last=False)
-                self.bytes -= n
-                self.evictions += 1
+            self._evict()
+
+    def _evict(self):
+        while self.bytes > self.max_bytes and self._entries:
+            _, (_, n) = self._entries.popitem(last=False)
+            self.bytes -= n
+            self.evictions += 1
 
     def clear(self):
         with self._lock:
@@ -125,7 +149,7 @@ class QueryRun:
     """One running query: its compiled form, cancellation flag and event stream."""
 
     def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str,
-                 started: float | None = None):
+                 started: float | None = None, query_key=None):
         self.coordinator = coordinator
         self.spec = spec
         self.manifest = manifest
@@ -135,7 +159,9 @@ class QueryRun:
         self.deadline = None if spec.deadline is None else self.started + spec.deadline
         self._cancelled = threading.Event()
         self.cancel_reason = ""
-        self.cache_key = (manifest.dataset, manifest_identity(manifest), query.key(), spec.pushdown)
+        self.cache_key = (manifest.dataset, manifest_identity(manifest),
+                          query.key() if query_key is None else query_key, spec.pushdown)
+        self._looked_up, self._cached = False, None
         self.status = None   # its query.tracker.RequestStatus (Coordinator.start sets it)
 
     def cancel(self, reason: str = "cancelled"):
@@ -156,7 +182,7 @@ class QueryRun:
         when the query fails fast."""
         try:
             cache = self.coordinator.cache if self.spec.use_cache else None
-            cached = cache.get(self.cache_key) if cache is not None else None
+            cached = self.lookup()
             events = self._replay(cached) if cached is not None else self._execute(cache)
             last_progress = None
             for ev in events:
@@ -175,6 +201,14 @@ class QueryRun:
 
                 self.status.finish(tracker.CANCELLED, "the request ended before its answer")
             self.coordinator._finished(self)
+
+    def lookup(self):
+        """The cached answer's events (counted as a hit or a miss once), or None."""
+        if not self._looked_up:
+            self._looked_up = True
+            if self.spec.use_cache:
+                self._cached = self.coordinator.cache.get(self.cache_key)
+        return self._cached
 
     def _check(self):
         if self._cancelled.is_set():
@@ -273,6 +307,9 @@ class Coordinator:
         self.tracker = RequestTracker(history or DEFAULT_HISTORY, persist=persist)
         self.progress_interval = progress_interval
         self.cache = ResultCache(cache_bytes)
+        from .fastpath import CompiledQueries
+
+        self.compiled = CompiledQueries()
         self.tokens = [t.encode() for t in (tokens or ()) if t]
         self._running: dict[str, QueryRun] = {}
         self._lock = threading.Lock()
@@ -314,6 +351,9 @@ class Coordinator:
         started = time.monotonic()
         deadline = None if spec.deadline is None else started + spec.deadline
         m = self.session.manifest(spec.dataset, deadline=deadline)
+        compiled = self.compiled.get(spec.token, m) if spec.token is not None else None
+        if compiled is not None:   # this very request compiled against this manifest before
+            return self._register(spec, m, *compiled, started)
         aggs = list(spec.aggregations or ())
         columns = spec.columns
         if aggs and not columns:
@@ -325,8 +365,14 @@ class Coordinator:
 
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(m, query, spec.pushdown)  # raises the planner's own message
+        key = query.key()
+        if spec.token is not None:
+            self.compiled.put(spec.token, m, query, key)
+        return self._register(spec, m, query, key, started)
+
+    def _register(self, spec, m, query, key, started) -> QueryRun:
         query_id = spec.query_id or uuid.uuid4().hex
-        run = QueryRun(self, spec, m, query, query_id, started=started)
+        run = QueryRun(self, spec, m, query, query_id, started=started, query_key=key)
         with self._lock:
             if query_id in self._running:
                 raise DuplicateQueryError(f"a query with id {query_id!r} is running already")

@@ -23,6 +23,7 @@ import grpc
 from .. import defaults
 from ..errors import SkyhookError, status_code_name
 from . import coordinator as coord
+from . import fastpath
 
 log = logging.getLogger("skyhook.server")
 
@@ -57,6 +58,7 @@ class SkyhookServicer:
         self.c = coordinator
         self.pb = pb
         self.wire = wire
+        self.pass_bytes = False   # Query may yield serialized messages (fastpath.add_servicer sets it)
 
     def _auth(self, context):
         md = {k: v for k, v in context.invocation_metadata()}
@@ -83,12 +85,18 @@ class SkyhookServicer:
             self._auth(context)
             spec = self.wire.spec_from_proto(request, context.time_remaining())
             spec.client = context.peer() or ""   # admission control's unit (service/admission.py)
+            spec.token = fastpath.request_token(request)   # a repeat skips compiling
             run = self.c.start(spec)   # compiles and checks: errors before any partition
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
         if not context.add_callback(lambda: run.cancel("was abandoned by its client")):
             run.cancel("was abandoned by its client")
         try:
+            cached = run.lookup() if self.pass_bytes and request.output_format == self.pb.ARROW_IPC else None
+            answer = fastpath.wire_answer(self.c.cache, run.cache_key, cached) if cached is not None else None
+            if answer is not None:   # a cache hit: ready-to-send messages
+                yield from fastpath.send_hit(run, answer)
+                return
             for ev in run.events():
                 yield from self.wire.event_to_protos(ev, run.id, request.output_format,
                                                      server_seconds=run.elapsed())
@@ -186,7 +194,8 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
         options=[("grpc.so_reuseport", 0),            # a taken port is an error, not shared
                  ("grpc.max_send_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", 16 << 20)])
-    rpc.add_SkyhookServicer_to_server(SkyhookServicer(coordinator), server)
+    servicer = SkyhookServicer(coordinator)
+    servicer.pass_bytes = fastpath.add_servicer(server, servicer, rpc.add_SkyhookServicer_to_server)
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
             raise SkyhookError("TLS needs both --tls-cert and --tls-key")

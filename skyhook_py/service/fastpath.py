@@ -1,0 +1,221 @@
+"""The coordinator's fast path: repeated queries skip compiling, cached answers skip encoding.
+
+Two caches, both beside the coordinator's result cache (skyhook_py.service.coordinator):
+
+- ``CompiledQueries``: a compiled query (``ir.Query`` and its cache key) by the
+  request's *token* (the QueryRequest's deterministic serialization without the
+  per-call fields: query id, deadline, no-cache flag, output format) and by the
+  manifest object it was compiled against.  The manifest comes from the session's
+  ManifestCache, which hands out the same object while the committed version is
+  unchanged (one omap read per query decides that) and a new object after any commit,
+  so an entry compiled against another manifest object is never used: a repeated
+  query skips only the parse, check and planner check, never the version check.
+- ``WireAnswer``: a cached answer as ready-to-send QueryEvent bodies (Arrow IPC output):
+  the first Progress, the result batches coalesced into as few chunks as the chunk
+  size allows (one for a small answer: one message and one IPC decode on the client
+  instead of one per partition) and the Summary without its per-call fields.  A hit
+  only prepends the query id (a serialized ``QueryEvent(query_id=...)``: protobuf
+  merges concatenated messages) and appends the per-call summary fields (cache_hit,
+  seconds, server_seconds) as a second summary message part, which the parser merges
+  into the first.  Built once, at the first hit, and kept with the cached events
+  (its bytes are counted in the result cache's bound).
+
+``send_hit`` replays a WireAnswer for one QueryRun with the same checks (cancellation,
+deadline) and tracker updates as ``QueryRun.events`` does for a replay.
+
+What it ignores: Ceph, planning, execution; which answers are cached (the coordinator).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+import weakref
+
+import pyarrow as pa
+
+from ..query.results import Progress, ResultBatch, Summary
+
+log = logging.getLogger("skyhook.server")
+
+COMPILED_ENTRIES = 512   # compiled queries kept (each is a few kB of IR)
+
+
+def request_token(request) -> bytes:
+    """The identity of what a QueryRequest asks, without its per-call fields."""
+    from ._grpc_stubs import pb
+
+    r = pb.QueryRequest()
+    r.CopyFrom(request)
+    r.query_id = ""
+    r.output_format = 0
+    r.options.deadline_ms = 0
+    r.options.no_cache = False
+    return r.SerializeToString(deterministic=True)
+
+
+class CompiledQueries:
+    """token -> (manifest, ir.Query, query key), least recently used dropped first."""
+
+    def __init__(self, size: int = COMPILED_ENTRIES):
+        self.size = size
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, token: bytes, manifest):
+        """(query, query key) compiled against this very manifest object, or None."""
+        with self._lock:
+            e = self._entries.get(token)
+            if e is None or e[0]() is not manifest:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(token)
+            self.hits += 1
+            return e[1], e[2]
+
+    def put(self, token: bytes, manifest, query, key):
+        try:   # a weak reference: an entry never keeps an old manifest alive
+            ref = weakref.ref(manifest)
+        except TypeError:
+            ref = lambda: manifest  # noqa: E731
+        with self._lock:
+            self._entries[token] = (ref, query, key)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self):
+        return len(self._entries)
+
+
+@dataclasses.dataclass
+class WireAnswer:
+    """A cached answer, ready to send (see the module's docstring)."""
+
+    bodies: list            # serialized QueryEvent without query_id: progress, result chunks
+    summary_body: bytes     # serialized QueryEvent(summary=...) without the per-call fields
+    summary: Summary        # the recorded one (the tracker reads it)
+    rows: int               # what the tracker counts as delivered
+    nbytes: int
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for b in self.bodies) + len(self.summary_body) + 128
+
+
+def encode_answer(events) -> WireAnswer | None:
+    """The WireAnswer of a cached event list (Arrow IPC), None if it has no Summary."""
+    from . import wire
+    from ._grpc_stubs import pb
+
+    progress = next((ev for ev in events if isinstance(ev, Progress)), None)
+    batches = [ev for ev in events if isinstance(ev, ResultBatch)]
+    summary = next((ev for ev in events if isinstance(ev, Summary)), None)
+    if summary is None:
+        return None
+    bodies = []
+    if progress is not None:
+        bodies += [m.SerializeToString() for m in wire.event_to_protos(progress, "")]
+    if len(batches) > 1:
+        try:
+            merged = [ResultBatch(batches[0].partition, pa.concat_tables([b.table for b in batches]))]
+        except (pa.ArrowInvalid, pa.ArrowTypeError):   # schemas differ: one chunk per batch
+            merged = batches
+    else:
+        merged = batches
+    for b in merged:
+        bodies += [m.SerializeToString() for m in wire.event_to_protos(b, "", pb.ARROW_IPC)]
+    base = dataclasses.replace(summary, cache_hit=False, seconds=0.0)
+    summary_body = next(wire.event_to_protos(base, "", server_seconds=0.0)).SerializeToString()
+    return WireAnswer(bodies, summary_body, summary,
+                      rows=sum(b.table.num_rows for b in batches),
+                      nbytes=sum(len(b.ipc) if b.ipc is not None else b.table.nbytes for b in batches))
+
+
+def wire_answer(cache, key, events) -> WireAnswer | None:
+    """The WireAnswer kept with ``events`` (a cached list), built at the first hit."""
+    answer = getattr(events, "wire", None)
+    if answer is None:
+        try:
+            answer = encode_answer(events)
+        except Exception:  # noqa: BLE001 - the caller replays the events instead
+            log.exception("cannot encode a cached answer; replaying its events")
+            return None
+        if answer is None:
+            return None
+        try:
+            events.wire = answer
+        except AttributeError:   # a plain list (not one the cache made): build every time
+            return answer
+        cache.grow(key, answer.size, events)
+    return answer
+
+
+def send_hit(run, answer: WireAnswer):
+    """The serialized QueryEvents of a cache hit for ``run`` (a coordinator.QueryRun)."""
+    from ..query import tracker
+    from ._grpc_stubs import pb
+
+    t0 = time.perf_counter()
+    prefix = pb.QueryEvent(query_id=run.id).SerializeToString()
+    try:
+        for body in answer.bodies:
+            run._check()
+            yield prefix + body
+        run._check()
+        if run.status is not None:
+            run.status.delivered_totals(answer.rows, answer.nbytes)
+            run.status.completed_from_cache(answer.summary)
+        tail = pb.QueryEvent(summary=pb.Summary(cache_hit=True, seconds=time.perf_counter() - t0,
+                                                server_seconds=run.elapsed())).SerializeToString()
+        yield prefix + answer.summary_body + tail
+    finally:
+        if run.status is not None:
+            run.status.finish(tracker.CANCELLED, "the request ended before its answer")
+        run.coordinator._finished(run)
+
+
+def serialize_event(msg) -> bytes:
+    """The Query method's response serializer: bytes pass through (a WireAnswer's)."""
+    return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+class _Capture:
+    """Stands in for the server while the generated code registers the servicer."""
+
+    def __init__(self):
+        self.generic = []
+        self.registered = []
+
+    def add_generic_rpc_handlers(self, handlers):
+        self.generic.append(handlers)
+
+    def add_registered_method_handlers(self, service, handlers):
+        self.registered.append((service, handlers))
+
+
+def add_servicer(server, servicer, add_fn) -> bool:
+    """Register ``servicer`` with the generated ``add_fn`` (rpc.add_SkyhookServicer_to_server),
+    its Query method with a serializer that passes bytes through.  Returns whether it
+    could (the generated code's shape is known); if not, registers it unchanged."""
+    import grpc
+
+    cap = _Capture()
+    add_fn(servicer, cap)
+    if len(cap.registered) != 1 or "Query" not in cap.registered[0][1]:
+        for h in cap.generic:
+            server.add_generic_rpc_handlers(h)
+        for service, handlers in cap.registered:
+            server.add_registered_method_handlers(service, handlers)
+        return False
+    service, handlers = cap.registered[0]
+    handlers = dict(handlers)
+    handlers["Query"] = handlers["Query"]._replace(response_serializer=serialize_event)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+    return True

@@ -1,0 +1,235 @@
+"""The coordinator's fast path (skyhook_py.service.fastpath) on a real cluster: repeated
+queries skip compiling, cache hits are sent as ready-made messages.  Answers are
+compared with uproot on the original files and with the uncached answer; the tracked
+status of a hit with that of the miss that filled the cache.
+"""
+
+from __future__ import annotations
+
+import awkward as ak
+import numpy as np
+import pyarrow as pa
+import pytest
+import uproot
+
+from skyhook_py.query import tracker
+from skyhook_py.query.results import Progress, ResultBatch, Summary
+from skyhook_py.service.client import Client
+from skyhook_py.service.coordinator import Coordinator
+from skyhook_py.service.server import open_session, start_server
+
+pytestmark = pytest.mark.cluster
+
+TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    from skyhook_py import demo_data
+
+    d = tmp_path_factory.mktemp("fastpath-data")
+    return {"a": demo_data.write_nanoaod(str(d / "a.root"), events=600, seed=11),
+            "b": demo_data.write_nanoaod(str(d / "b.root"), events=400, seed=12)}
+
+
+@pytest.fixture(scope="module")
+def datasets(session, shared_data, files):
+    session.ingest([shared_data / TTBAR], "ttbar", tree="Events", partition_events=32)
+    session.ingest([files["a"]], "grows", tree="Events", partition_events=150)
+    return {"ttbar": shared_data / TTBAR}
+
+
+@pytest.fixture(scope="module")
+def server(ceph_cluster, pool, datasets):
+    s = open_session(ceph_cluster.conf_path, pool, user="client.admin", keyring=str(ceph_cluster.admin_keyring))
+    running = start_server(Coordinator(s, cache_bytes=64 << 20), "127.0.0.1:0")
+    yield running
+    running.stop(close_session=True)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with Client(server.address, timeout=120) as c:
+        yield c
+
+
+def _uproot(path, cols, cut):
+    with uproot.open(path) as f:
+        return f["Events"].arrays(cols, cut=cut)
+
+
+def _equal_to(table: pa.Table, expected, cols):
+    got = ak.from_arrow(table)
+    for c in cols:
+        assert ak.to_list(got[c]) == ak.to_list(expected[c]), c
+
+
+def test_hit_is_one_result_message_equal_to_uproot(client, server, datasets):
+    cols = ["event", "MET_pt", "Muon_pt"]
+    where = "(nMuon >= 1) & (MET_pt > 20)"
+    expected = _uproot(datasets["ttbar"], cols, where)
+    miss = list(client.stream("ttbar", cols, where))
+    miss_id = client.last_query_id
+    hit = list(client.stream("ttbar", cols, where))
+    hit_id = client.last_query_id
+    miss_batches = [e for e in miss if isinstance(e, ResultBatch)]
+    hit_batches = [e for e in hit if isinstance(e, ResultBatch)]
+    assert len(miss_batches) > 1            # one per partition with rows
+    assert len(hit_batches) == 1            # the cached answer, coalesced
+    assert isinstance(hit[0], Progress) and isinstance(hit[-1], Summary)
+    assert hit[0] == miss[0]                # the plan's totals
+    assert hit_batches[0].partition == miss_batches[0].partition
+    _equal_to(hit_batches[0].table, expected, cols)
+    _equal_to(pa.concat_tables([b.table for b in miss_batches]), expected, cols)
+    s_miss, s_hit = miss[-1], hit[-1]
+    assert s_miss.cache_hit is False and s_hit.cache_hit is True
+    assert s_hit.server_seconds > 0 and s_hit.seconds >= 0
+    for f in ("dataset", "manifest_version", "events_total", "events_scanned", "events_matched",
+              "rows_returned", "partitions_total", "partitions_pruned", "partitions_pushed_down",
+              "partitions_fallen_back", "fallen_back_objects", "aggregates"):
+        assert getattr(s_hit, f) == getattr(s_miss, f), f
+    assert s_hit.rows_returned == len(expected)
+    # the hit is tracked like the miss: done, complete, the same rows and bytes delivered
+    a, b = client.status(miss_id), client.status(hit_id)
+    assert a["state"] == b["state"] == tracker.DONE and a["complete"] and b["complete"]
+    assert b["rows_delivered"] == a["rows_delivered"] == len(expected)
+    assert b["bytes_delivered"] == a["bytes_delivered"] > 0
+    assert b["events_processed"] == a["events_processed"] == a["events_total"]
+    assert "cache" in b["message"]
+    assert hit_id not in server.coordinator.running() and miss_id not in server.coordinator.running()
+    # the cache counts the ready-to-send form too, within its bound
+    c = server.coordinator.cache
+    assert c.bytes == sum(n for _, n in c._entries.values()) <= c.max_bytes
+
+
+def test_hit_of_an_empty_answer_keeps_its_columns(client):
+    cols = ["event", "MET_pt"]
+    miss = client.run("ttbar", cols, "MET_pt > 1e9")
+    hit = client.run("ttbar", cols, "MET_pt > 1e9")
+    assert hit.summary.cache_hit is True
+    assert hit.table.num_rows == miss.table.num_rows == 0
+    assert hit.table.schema.equals(miss.table.schema) and hit.table.column_names == cols
+
+
+def test_hit_of_aggregates(client, datasets):
+    aggs = [{"kind": "count", "name": "n"},
+            {"kind": "hist1d", "name": "met", "x": "MET_pt", "bins": 10, "low": 0, "high": 200}]
+    miss = client.run("ttbar", where="nMuon >= 1", aggregations=aggs)
+    hit = client.run("ttbar", where="nMuon >= 1", aggregations=aggs)
+    assert hit.summary.cache_hit is True and miss.summary.cache_hit is False
+    expected = _uproot(datasets["ttbar"], ["MET_pt"], "nMuon >= 1")
+    met = ak.to_numpy(expected["MET_pt"])
+    assert hit.aggregates["n"] == miss.aggregates["n"] == len(met)
+    want, _ = np.histogram(met, bins=10, range=(0, 200))
+    np.testing.assert_array_equal(hit.aggregates["met"].values, want)
+    np.testing.assert_array_equal(hit.aggregates["met"].sumw, miss.aggregates["met"].sumw)
+
+
+def test_other_output_format_of_a_cached_answer(client, datasets):
+    cols = ["event", "MET_pt"]
+    where = "MET_pt > 40"
+    client.run("ttbar", cols, where)                                   # fills the cache
+    got = client.run("ttbar", cols, where, output_format="parquet")    # replayed, encoded again
+    assert got.summary.cache_hit is True
+    _equal_to(got.table, _uproot(datasets["ttbar"], cols, where), cols)
+
+
+def test_repeats_skip_compiling_but_never_serve_an_old_version(client, server, store, files):
+    from skyhook_py import transcode
+
+    compiled = server.coordinator.compiled
+    cols = ["event", "MET_pt"]
+    where = "MET_pt > 35"
+    first = client.run("grows", cols, where, use_cache=False)
+    hits = compiled.hits
+    again = client.run("grows", cols, where, use_cache=False, deadline=60)   # deadline: a per-call field
+    assert compiled.hits == hits + 1 and again.summary.cache_hit is False
+    assert again.table.equals(first.table)
+    _equal_to(first.table, _uproot(files["a"], cols, where), cols)
+    # another selection is another entry, with its own answer
+    other = client.run("grows", cols, "MET_pt > 70", use_cache=False)
+    _equal_to(other.table, _uproot(files["a"], cols, "MET_pt > 70"), cols)
+    # a commit gives a new manifest object: compiled again, the new events answered
+    client.run("grows", cols, where)    # and cached
+    transcode.append(store, [files["b"]], "grows", tree="Events")
+    misses = compiled.misses
+    after = client.run("grows", cols, where)
+    assert compiled.misses == misses + 1 and after.summary.cache_hit is False
+    want_b = _uproot(files["b"], cols, where)
+    assert after.table.num_rows == first.table.num_rows + len(want_b)
+    assert after.table.column("event").to_pylist()[first.table.num_rows:] == ak.to_list(want_b["event"])
+    assert client.run("grows", cols, where).summary.cache_hit is True
+
+
+def test_a_cancelled_hit_is_not_left_running(client, server):
+    cols = ["event", "MET_pt"]
+    client.run("ttbar", cols, "MET_pt > 45")              # cached
+    stream = client.stream("ttbar", cols, "MET_pt > 45")
+    first = next(stream)                                   # the Progress, then stop reading
+    assert isinstance(first, Progress)
+    stream.close()
+    qid = client.last_query_id
+    import time
+
+    end = time.monotonic() + 30
+    while qid in server.coordinator.running() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert qid not in server.coordinator.running()
+    assert client.status(qid)["state"] in (tracker.DONE, tracker.CANCELLED)
+
+
+def test_request_token_ignores_only_the_per_call_fields():
+    from skyhook_py.service import fastpath, wire
+
+    def token(**kw):
+        args = dict(columns=["event", "MET_pt"], where="MET_pt > 30")
+        args.update(kw)
+        return fastpath.request_token(wire.request_to_proto("demo", **args))
+
+    base = token()
+    # the same query asked again, by another call: the same token
+    assert token(query_id="a1") == token(query_id="b2") == base
+    assert token(deadline=5.0) == token(use_cache=False) == token(output_format="parquet") == base
+    # anything that changes what is asked: another token
+    others = [token(where="MET_pt > 31"), token(columns=["event"]), token(columns=["MET_pt", "event"]),
+              token(pushdown="off"), token(limit=3), token(event_range=(0, 10)),
+              token(expressions={"x": "MET_pt * 2"}), token(allow_partial=True),
+              fastpath.request_token(wire.request_to_proto("other", columns=["event", "MET_pt"],
+                                                           where="MET_pt > 30"))]
+    assert len({base, *others}) == len(others) + 1
+
+
+def test_concatenated_parts_parse_as_one_event():
+    """What send_hit relies on: a serialized QueryEvent(query_id) + a body + a second
+    summary part parse as one QueryEvent with the fields of all three."""
+    from skyhook_py.service._grpc_stubs import pb
+
+    body = pb.QueryEvent(summary=pb.Summary(dataset="d", rows_returned=7, events_total=100)).SerializeToString()
+    prefix = pb.QueryEvent(query_id="q1").SerializeToString()
+    tail = pb.QueryEvent(summary=pb.Summary(cache_hit=True, seconds=0.5, server_seconds=0.25)).SerializeToString()
+    ev = pb.QueryEvent.FromString(prefix + body + tail)
+    assert ev.query_id == "q1" and ev.WhichOneof("event") == "summary"
+    s = ev.summary
+    assert (s.dataset, s.rows_returned, s.events_total) == ("d", 7, 100)
+    assert s.cache_hit is True and s.seconds == 0.5 and s.server_seconds == 0.25
+
+
+def test_compiled_entries_hold_their_manifest_weakly():
+    import gc
+
+    from skyhook_py.service.fastpath import CompiledQueries
+
+    class M:   # stands in for a Manifest: only its identity matters here
+        pass
+
+    c = CompiledQueries(size=2)
+    m1, m2 = M(), M()
+    c.put(b"t", m1, "q1", "k1")
+    assert c.get(b"t", m1) == ("q1", "k1")
+    assert c.get(b"t", m2) is None          # another manifest object: compiled again
+    del m1
+    gc.collect()
+    assert c.get(b"t", M()) is None         # an entry never keeps its manifest alive
+    for i in range(3):
+        c.put(b"%d" % i, m2, i, i)
+    assert len(c) == 2 and c.get(b"0", m2) is None and c.get(b"2", m2) == (2, 2)
