@@ -78,6 +78,16 @@ class UnknownDatasetError(SkyhookError, KeyError):
         return self.message
 
 
+class UnknownVersionError(UnknownDatasetError):
+    """A version of a dataset that was never committed, or that gc collected (NOT_FOUND)."""
+
+    def __init__(self, message: str, name: str = ""):
+        self.name = name
+        self.suggestions = []
+        self.message = message
+        KeyError.__init__(self, message)
+
+
 class DatasetExistsError(SkyhookError, FileExistsError):
     """A dataset of that name exists already (use append, or delete it first)."""
 

@@ -269,8 +269,9 @@ def decode_table(data: bytes) -> pa.Table:
 
 # -- datasets -----------------------------------------------------------------------
 
-def description_to_proto(m) -> "pb.DatasetDescription":
-    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription."""
+def description_to_proto(m, history=None) -> "pb.DatasetDescription":
+    """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription;
+    ``history``: the kept versions (storage.versions.VersionInfo)."""
     types = m.column_types()
     msg = pb.DatasetDescription(
         name=m.dataset, version=m.version, num_events=m.num_events,
@@ -286,7 +287,25 @@ def description_to_proto(m) -> "pb.DatasetDescription":
     for s in m.sources:
         msg.sources.add(name=s.name, path=s.path, size=s.size, sha256=getattr(s, "sha256", "") or "",
                         tree=s.tree or "", entries=s.entries, event_start=s.event_start)
+    msg.metadata_json = json.dumps(getattr(m, "metadata", {}) or {})
+    for v in history or ():
+        msg.kept_versions.add(version=v.version, created=v.created, num_events=v.num_events,
+                              num_partitions=v.num_partitions, change=v.change,
+                              metadata_json=json.dumps(v.metadata), current=v.current)
     return msg
+
+
+def entry_to_proto(e: dict) -> "pb.DatasetEntry":
+    """A catalogue listing row (catalogue.listing.entries) as a DatasetEntry."""
+    return pb.DatasetEntry(name=e["name"], version=int(e.get("version") or 0),
+                           metadata_json=json.dumps(e.get("metadata") or {}),
+                           num_events=int(e.get("events") or 0), num_partitions=int(e.get("partitions") or 0),
+                           created=e.get("created") or "")
+
+
+def entry_from_proto(d) -> dict:
+    return {"name": d.name, "version": d.version, "created": d.created, "events": d.num_events,
+            "partitions": d.num_partitions, "metadata": json.loads(d.metadata_json or "{}")}
 
 
 def _json_default(x):
@@ -310,6 +329,8 @@ class DatasetInfo:
     partitions: list        # dicts: object, event_start, event_stop, bytes, stats
     sources: list           # dicts: name, path, size, sha256, tree, entries, event_start
     manifest: dict
+    metadata: dict = dataclasses.field(default_factory=dict)
+    kept_versions: list = dataclasses.field(default_factory=list)   # dicts, oldest first
 
     def column_types(self) -> dict:
         return dict(self.columns)
@@ -324,7 +345,12 @@ def description_from_proto(p) -> DatasetInfo:
                          bytes=x.bytes, stats=json.loads(x.stats_json or "{}")) for x in p.partitions],
         sources=[dict(name=s.name, path=s.path, size=s.size, sha256=s.sha256, tree=s.tree,
                       entries=s.entries, event_start=s.event_start) for s in p.sources],
-        manifest=json.loads(p.manifest_json or "{}"))
+        manifest=json.loads(p.manifest_json or "{}"),
+        metadata=json.loads(p.metadata_json or "{}"),
+        kept_versions=[dict(version=v.version, created=v.created, num_events=v.num_events,
+                            num_partitions=v.num_partitions, change=v.change,
+                            metadata=json.loads(v.metadata_json or "{}"), current=v.current)
+                       for v in p.kept_versions])
 
 
 # -- requests -----------------------------------------------------------------------
@@ -370,7 +396,7 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
                    for name, e in exprs}
     aggs = [aggregation_from_proto(a) for a in p.aggregations]
     return QuerySpec(
-        dataset=p.dataset, language=language, selection=p.selection or None,
+        dataset=list(p.datasets) if p.datasets else p.dataset, language=language, selection=p.selection or None,
         columns=list(p.columns) or None, expressions=expressions if exprs else None,
         event_range=event_range, limit=p.limit if p.HasField("limit") else None,
         aggregations=aggs,
@@ -391,8 +417,10 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
         raise QueryError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, got {output_format!r}")
     if isinstance(columns, str):
         columns = [columns]
+    datasets = [] if isinstance(dataset, str) else list(dataset)
     msg = pb.QueryRequest(
-        dataset=dataset, language=LANGUAGES[language], selection=where or "",
+        dataset=dataset if isinstance(dataset, str) else "", datasets=datasets,
+        language=LANGUAGES[language], selection=where or "",
         output_format=OUTPUT_FORMATS[output_format], query_id=query_id or "",
         options=pb.QueryOptions(allow_partial=allow_partial, pushdown=PUSHDOWN[pushdown],
                                 deadline_ms=int(deadline * 1000) if deadline else 0,
