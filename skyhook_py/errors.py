@@ -266,7 +266,7 @@ EXCEPTION_OF_STATUS = {
 WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
-    AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded)}
+    AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownVersionError)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

@@ -20,7 +20,7 @@ import re
 
 import pyarrow as pa
 
-from ..errors import (ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError,
+from ..errors import (ClusterError, ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError,
                       UnknownVersionError)
 from ..query import ir
 
@@ -437,7 +437,14 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
     obj = manifest_object(manifest.dataset)
     expected = None if expected_version is None else str(expected_version)
     if expected_version is not None:
-        _keep_version_copy(store, manifest.dataset, expected_version)
+        try:
+            _keep_version_copy(store, manifest.dataset, expected_version)
+        except (ConcurrentUpdateError, NotCommittedError):
+            raise
+        except Exception as e:  # noqa: BLE001 - nothing was swapped: a definite failure
+            raise NotCommittedError(
+                f"nothing was committed to dataset {manifest.dataset!r}: keeping a copy of its version "
+                f"{expected_version} failed ({e})") from e
     header, written = pieces.write_pieces(store, manifest)
     try:
         if before_header is not None:
@@ -462,6 +469,11 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
                 f"{expected_version}); nothing was committed, retry the operation") from e
         raise
     update_index(store, manifest.dataset, manifest.version, index_entry(manifest))
+
+
+class NotCommittedError(ClusterError):
+    """A commit that definitely did not happen (its header was not swapped) for a reason
+    other than a lost race, e.g. a key that may not write."""
 
 
 def _keep_version_copy(store, dataset: str, version: int) -> None:

@@ -313,7 +313,8 @@ class Store:
         InterruptedError (nothing applied) if it is not."""
         rados = self._rados_mod
         with rados.WriteOpCtx() as op:
-            op.omap_cmp(key, bytes(expected), rados.LIBRADOS_CMPXATTR_OP_EQ)
+            # python-rados takes the compared value as text
+            op.omap_cmp(key, bytes(expected).decode("utf-8", "surrogateescape"), rados.LIBRADOS_CMPXATTR_OP_EQ)
             self.ioctx.set_omap(op, (key,), (bytes(value),))
             try:
                 self.ioctx.operate_write_op(op, obj)

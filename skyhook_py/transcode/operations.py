@@ -317,7 +317,7 @@ def _commit(store, writer: _Writer, m: Manifest, expected_version):
     _fault("before-commit")
     try:
         mf.commit(store, m, expected_version, before_header=lambda: _fault("after-pieces"))
-    except (DatasetExistsError, ConcurrentUpdateError):
+    except (DatasetExistsError, ConcurrentUpdateError, mf.NotCommittedError):
         writer.discard()   # definite: the loser's partitions are garbage
         raise
     except BaseException as e:
