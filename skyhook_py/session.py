@@ -98,7 +98,7 @@ class Session:
 
         return listing.entries(self.store, patterns, where)
 
-    def set_metadata(self, dataset, set=None, unset=()):  # noqa: A002 - the CLI's word
+    def set_metadata(self, dataset, set=None, unset=()):
         """Set and remove metadata keys of ``dataset``: a new version (its manifest)."""
         from .transcode import operations
 

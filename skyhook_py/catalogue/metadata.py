@@ -65,7 +65,7 @@ def parse_value(text: str):
     if re.fullmatch(r"[-+]?\d+", t):
         return int(t)
     try:
-        if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", t, re.I):
+        if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)", t, re.IGNORECASE):
             return float(t)
     except ValueError:
         pass

@@ -314,9 +314,10 @@ class Coordinator:
         started = time.monotonic()
         aggs = list(spec.aggregations or ())
         columns = [] if aggs and not spec.columns else spec.columns
-        names, built, schema = multi.prepare(self.session, spec.dataset, dict(
-            columns=columns, where=spec.selection, expressions=spec.expressions or None,
-            event_range=spec.event_range, limit=spec.limit, aggregations=aggs, language=spec.language))
+        names, built, schema = multi.prepare(self.session, spec.dataset, {
+            "columns": columns, "where": spec.selection, "expressions": spec.expressions or None,
+            "event_range": spec.event_range, "limit": spec.limit, "aggregations": aggs,
+            "language": spec.language})
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(built[0][1], built[0][2], spec.pushdown)
         query_id = spec.query_id or uuid.uuid4().hex

@@ -20,8 +20,14 @@ import re
 
 import pyarrow as pa
 
-from ..errors import (ClusterError, ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError,
-                      UnknownVersionError)
+from ..errors import (
+    ClusterError,
+    ConcurrentUpdateError,
+    DatasetExistsError,
+    SkyhookError,
+    UnknownDatasetError,
+    UnknownVersionError,
+)
 from ..query import ir
 
 FORMAT = "skyhook-manifest"
@@ -441,7 +447,7 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
             _keep_version_copy(store, manifest.dataset, expected_version)
         except (ConcurrentUpdateError, NotCommittedError):
             raise
-        except Exception as e:  # noqa: BLE001 - nothing was swapped: a definite failure
+        except Exception as e:   # nothing was swapped: a definite failure
             raise NotCommittedError(
                 f"nothing was committed to dataset {manifest.dataset!r}: keeping a copy of its version "
                 f"{expected_version} failed ({e})") from e

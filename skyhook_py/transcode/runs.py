@@ -35,7 +35,7 @@ def ranges(numbers) -> list[list[int]]:
 
 def _branch(tree, *names):
     for n in names:
-        if n in tree.keys():
+        if n in tree:
             return tree[n].array(library="np")
     return None
 
