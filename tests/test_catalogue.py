@@ -239,6 +239,12 @@ def test_old_version_after_append_and_gc(ceph_cluster, pool, session, catalogue,
     code, out, err = cli(ceph_cluster, pool, "query", "growing@v1", "--columns", "MET_pt")
     assert code != 0 and "no longer kept" in err, err
     assert session.query("growing", COLS, CUT).equals(now)
+    from skyhook_py.errors import SkyhookError
+
+    for op in (lambda: session.append([second], "growing@v3"), lambda: session.set_metadata("growing@v3", {"a": 1}),
+               lambda: session.reshard("growing@v3")):
+        with pytest.raises(SkyhookError, match="read-only"):
+            op()
 
 
 def test_delete_removes_kept_versions(session, catalogue, store):

@@ -593,5 +593,7 @@ def update_index(store, dataset: str, version: int | None, entry: dict | None = 
             return
         except InterruptedError:
             continue   # another committer's update came between: read again
-    raise ConcurrentUpdateError(f"the index entry of dataset {dataset!r} kept changing; "
-                                "it is repaired by the dataset's next commit")
+    # not ConcurrentUpdateError: the header swap may be done, and that error means "not
+    # committed" to the callers (who would discard the committed partitions)
+    raise ClusterError(f"the index entry of dataset {dataset!r} kept changing; "
+                       "it is repaired by the dataset's next commit")

@@ -51,7 +51,8 @@ class VersionInfo:
 
 def history(store, dataset: str) -> list[VersionInfo]:
     """What ``describe`` shows of each kept version (reads each kept header)."""
-    cur = mf.load_manifest(store, dataset)
+    cur = mf.load_manifest(store, mf.parse_ref(dataset)[0])
+    dataset = cur.dataset
     out = []
     for v in kept_versions(store, dataset, cur.version):
         m = cur if v == cur.version else mf.load_manifest(store, dataset, version=v)

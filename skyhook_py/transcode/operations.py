@@ -93,6 +93,14 @@ def _dataset_pieces(store, dataset: str) -> list[str]:
             if pieces.piece_dataset(o) == dataset]
 
 
+def _writable(dataset: str, what: str) -> str:
+    """``dataset`` as a writing operation takes it: a name, never ``name@vN``."""
+    if isinstance(dataset, str) and "@" in dataset:
+        raise SkyhookError(f"{dataset!r} names a kept version, which is read-only; {what} acts on "
+                           f"the dataset ({dataset.partition('@')[0]!r}) and commits a new version")
+    return mf.check_dataset_name(dataset)
+
+
 def _version_copies(store, dataset: str) -> dict[int, str]:
     """version -> object of every kept header copy of ``dataset`` (pool listing)."""
     out = {}
@@ -435,7 +443,7 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     skipped (``on_duplicate="skip"``) or refused (``"error"``)."""
     if on_duplicate not in ("skip", "error"):
         raise ValueError(f"on_duplicate must be 'skip' or 'error', not {on_duplicate!r}")
-    old = mf.load_manifest(store, dataset)
+    old = mf.load_manifest(store, _writable(dataset, "append"))
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
     if tree is None and old.num_sources:
@@ -481,7 +489,7 @@ def set_metadata(store, dataset, set_=None, unset=()) -> Manifest:
     """Change ``dataset``'s metadata as a new version (the same partitions and pieces:
     only a header is written).  Returns the current manifest unchanged if nothing
     changes."""
-    old = mf.load_manifest(store, dataset)
+    old = mf.load_manifest(store, _writable(dataset, "a metadata change"))
     new = meta_mod.updated(old.metadata, set_, unset)
     if new == old.metadata:
         return old
@@ -502,7 +510,7 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
             compression=None, workers=2, progress=None) -> Manifest:
     """Rewrite ``dataset`` into new partitions (size, format, compression) as a new version.
     The old version stays readable until the commit; ``gc`` then removes its partitions."""
-    old = mf.load_manifest(store, dataset)
+    old = mf.load_manifest(store, _writable(dataset, "reshard"))
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
     by_source: dict[int, list[Partition]] = {}
@@ -586,7 +594,7 @@ def gc(store, dataset, grace: float = defaults.GC_GRACE, keep_versions: int = 1,
 
     The default keeps the current version only (what gc always did).  Copies are
     removed oldest first, so a killed gc leaves the kept versions a contiguous run."""
-    cur = mf.load_manifest(store, dataset)
+    cur = mf.load_manifest(store, _writable(dataset, "gc"))
     copies = _version_copies(store, dataset)
     kept = versions_mod.kept_versions(store, dataset, cur.version)
     loaded = {cur.version: cur}
