@@ -22,8 +22,11 @@ DATASET_COLUMN = "dataset"
 
 
 def is_multi(spec) -> bool:
-    """True for a pattern or a list of datasets (a single name or ``ds@vN`` is not)."""
-    return not isinstance(spec, str) or listing.has_wildcard(spec)
+    """True for a pattern or a list of datasets (a single name, ``ds@vN`` or a loaded
+    Manifest is not)."""
+    if isinstance(spec, str):
+        return listing.has_wildcard(spec)
+    return isinstance(spec, (list, tuple))
 
 
 def check_compatible(built: list[tuple[str, pa.Schema]]) -> pa.Schema:
