@@ -78,6 +78,16 @@ class UnknownDatasetError(SkyhookError, KeyError):
         return self.message
 
 
+class UnknownVersionError(UnknownDatasetError):
+    """A version of a dataset that was never committed, or that gc collected (NOT_FOUND)."""
+
+    def __init__(self, message: str, name: str = ""):
+        self.name = name
+        self.suggestions = []
+        self.message = message
+        KeyError.__init__(self, message)
+
+
 class DatasetExistsError(SkyhookError, FileExistsError):
     """A dataset of that name exists already (use append, or delete it first)."""
 
@@ -285,7 +295,7 @@ WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
     AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownRequestError,
-    NoWriterError, DatasetExistsError, ConcurrentUpdateError, AdmissionRefused)}
+    NoWriterError, DatasetExistsError, ConcurrentUpdateError, AdmissionRefused, UnknownVersionError)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

@@ -92,6 +92,26 @@ class Session:
 
         return transcode.delete(self.store, dataset)
 
+    # -- the catalogue (skyhook_py.catalogue) --------------------------------------------
+    def catalogue(self, patterns=None, where=None) -> list[dict]:
+        """Datasets whose name matches ``patterns`` (shell wildcards) and whose metadata
+        satisfies ``where`` (e.g. ``"year == 2018 and is_mc"``), with their index entries."""
+        from .catalogue import listing
+
+        return listing.entries(self.store, patterns, where)
+
+    def set_metadata(self, dataset, set=None, unset=()):
+        """Set and remove metadata keys of ``dataset``: a new version (its manifest)."""
+        from .transcode import operations
+
+        return operations.set_metadata(self.store, dataset, set, unset)
+
+    def versions(self, dataset) -> list:
+        """The kept versions of ``dataset`` (storage.versions.VersionInfo), oldest first."""
+        from .storage import versions
+
+        return versions.history(self.store, dataset)
+
     def manifest(self, dataset, deadline: float | None = None):
         """The current manifest, from the session's cache when its version is still the
         committed one (one small omap read per call; storage.manifest.ManifestCache).
@@ -149,7 +169,13 @@ class Session:
         ``deadline``: seconds for the whole query, the manifest read included;
         ``on_progress(Progress)`` sees each progress event.  The result's ``status`` is
         the tracked request (query.tracker.RequestStatus): pass ``status`` (e.g. from a
-        RequestTracker's ``new``) to follow it from another thread while it runs."""
+        RequestTracker's ``new``) to follow it from another thread while it runs.  A
+        pattern or a list of datasets gives one table with a ``dataset`` column."""
+        from .catalogue import multi
+
+        if multi.is_multi(dataset):
+            return multi.run(self, dataset, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast,
+                             on_progress=on_progress, **query_args)
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         m, query = self.build_query(dataset, deadline=abs_deadline, **query_args)
         remaining = None if abs_deadline is None else abs_deadline - time.monotonic()

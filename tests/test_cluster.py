@@ -152,6 +152,35 @@ def test_query_key_is_limited_to_partitions_and_manifests(ceph_cluster):
 
 
 @pytest.mark.cluster
+def test_query_key_reads_the_catalogue_and_kept_versions_but_cannot_write_them(ceph_cluster):
+    """The listing index (catalogue metadata) and the kept header copies share the
+    ``manifest`` prefix: the query key reads them, and cannot change either."""
+    from skyhook_py.storage.manifest import INDEX_OBJECT
+
+    ds = f"capscat-{uuid.uuid4().hex[:8]}"
+    copy, entry = f"manifest.{ds}@v1", b'{"version":2,"metadata":{"year":2018}}'
+    with _store(ceph_cluster, INGEST_USER) as ingest:
+        ingest.write_full(copy, b'{"version":1}')
+        ingest.set_omap(INDEX_OBJECT, {ds: entry})
+        try:
+            with _store(ceph_cluster, QUERY_USER) as query:
+                assert query.read(copy) == b'{"version":1}'
+                assert query.get_omap(INDEX_OBJECT)[ds] == entry
+                assert query.get_omap_keys(INDEX_OBJECT, [ds]) == {ds: entry}
+                for write in (lambda: query.set_omap(INDEX_OBJECT, {ds: b"{}"}),
+                              lambda: query.set_omap_guarded(INDEX_OBJECT, ds, entry, b"{}"),
+                              lambda: query.write_full(copy, b"x"),
+                              lambda: query.remove(copy)):
+                    with pytest.raises(ClusterError) as e:
+                        write()
+                    assert _rados_errno(e.value) == errno.EPERM or "permission" in str(e.value)
+            assert ingest.get_omap(INDEX_OBJECT)[ds] == entry and ingest.read(copy) == b'{"version":1}'
+        finally:
+            ingest.set_omap(INDEX_OBJECT, {}, remove_keys=(ds,))
+            ingest.remove(copy)
+
+
+@pytest.mark.cluster
 def test_ingest_key_writes_but_calls_no_class(ceph_cluster):
     obj = f"part.test-{uuid.uuid4().hex[:8]}.000000000000.000000"
     with _store(ceph_cluster, INGEST_USER) as ingest:

@@ -121,8 +121,15 @@ def _is_index(obj, *rest):
     return obj == INDEX_OBJECT
 
 
-def test_index_update_failure_keeps_committed_ingest(session, store, shared_data, monkeypatch):
+def _inject_index_failure(monkeypatch, store):
+    """The index write fails: a plain set_omap (creating the index) or the guarded
+    update of an entry (storage.manifest.update_index)."""
     _inject(monkeypatch, store, "set_omap", after=False, when=_is_index)
+    _inject(monkeypatch, store, "set_omap_guarded", after=False, when=_is_index)
+
+
+def test_index_update_failure_keeps_committed_ingest(session, store, shared_data, monkeypatch):
+    _inject_index_failure(monkeypatch, store)
     with pytest.warns(UserWarning, match="committed as version"):
         session.ingest([shared_data / "uproot-Zmumu.root"], "c_index", tree="events",
                        partition_events=500)
@@ -142,7 +149,7 @@ def test_manifest_replace_applied_then_timed_out_keeps_ingest(session, store, sh
 def test_reshard_index_failure_keeps_every_partition(session, store, shared_data, monkeypatch):
     session.ingest([shared_data / "uproot-Zmumu.root"], "c_reshard", tree="events",
                    partition_events=500)
-    _inject(monkeypatch, store, "set_omap", after=False, when=_is_index)
+    _inject_index_failure(monkeypatch, store)
     with pytest.warns(UserWarning, match="committed as version 2"):
         session.reshard("c_reshard", partition_events=700)
     monkeypatch.undo()

@@ -88,6 +88,15 @@ class Client:
         r = self._unary(self._stub.ListDatasets, pb.ListDatasetsRequest())
         return {d.name: d.version for d in r.datasets}
 
+    def catalogue(self, patterns=None, where=None) -> list[dict]:
+        """Datasets by name pattern (shell wildcards) and metadata filter, with their
+        version, events, partitions and metadata (as ``Session.catalogue``)."""
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        r = self._unary(self._stub.ListDatasets,
+                        pb.ListDatasetsRequest(patterns=list(patterns or ()), where=where or ""))
+        return [wire.entry_from_proto(d) for d in r.datasets]
+
     def describe(self, name: str, *, max_partitions: int = 0, page_token: str = "",
                  max_sources: int = 0, source_page_token: str = "", stats_columns=()) -> wire.DatasetInfo:
         """The dataset's summary (schema, counts, sizes, versions); with ``max_partitions``

@@ -340,14 +340,29 @@ class Coordinator:
         return [(name, current_version(store, name) or 0) for name in list_datasets(store)]
 
     def describe(self, name: str):
-        """The current manifest of dataset ``name`` (UnknownDatasetError if none)."""
+        """The current manifest of dataset ``name`` (``name@vN``: that kept version;
+        UnknownDatasetError if none)."""
         return self.session.manifest(name)
+
+    def catalogue(self, patterns=None, where=None) -> list[dict]:
+        """Datasets by name pattern and metadata filter (catalogue.listing.entries)."""
+        return self.session.catalogue(patterns or None, where or None)
+
+    def versions(self, name: str) -> list:
+        """The kept versions of dataset ``name`` (storage.versions.VersionInfo)."""
+        from ..storage.manifest import parse_ref
+
+        return self.session.versions(parse_ref(name)[0])
 
     # -- queries -----------------------------------------------------------------------
     def start(self, spec: QuerySpec) -> QueryRun:
         """Compile and check the query (raising before any partition is read) and register
         it under its id; iterate ``run.events()`` to execute it.  The deadline counts from
         here: the manifest read is bounded by it too."""
+        from ..catalogue import multi
+
+        if multi.is_multi(spec.dataset):
+            return self._start_multi(spec)
         started = time.monotonic()
         deadline = None if spec.deadline is None else started + spec.deadline
         m = self.session.manifest(spec.dataset, deadline=deadline)
@@ -383,6 +398,33 @@ class Coordinator:
     def request_status(self, request_id: str):
         """The tracked status of a query or skim (UnknownRequestError if none)."""
         return self.tracker.get(request_id)
+
+    def _start_multi(self, spec: QuerySpec):
+        """A query over several datasets (a pattern or a list): each dataset's query is
+        compiled and checked, and the answers' schemas compared, before anything runs."""
+        from ..catalogue import multi
+        from ..query import planner
+
+        started = time.monotonic()
+        aggs = list(spec.aggregations or ())
+        columns = [] if aggs and not spec.columns else spec.columns
+        names, built, schema = multi.prepare(self.session, spec.dataset, {
+            "columns": columns, "where": spec.selection, "expressions": spec.expressions or None,
+            "event_range": spec.event_range, "limit": spec.limit, "aggregations": aggs,
+            "language": spec.language})
+        if spec.pushdown not in ("auto", "on", "off"):
+            planner.plan(built[0][1], built[0][2], spec.pushdown)
+        query_id = spec.query_id or uuid.uuid4().hex
+        runs = [QueryRun(self, dataclasses.replace(spec, dataset=name), m, q, f"{query_id}/{i}",
+                         started=started) for i, (name, m, q) in enumerate(built)]
+        for r in runs:   # tracked per dataset, as <id>/<i>
+            r.status = self.tracker.new(r.id, "query", r.manifest.dataset, repr(r.query))
+        run = multi.MultiRun(self, runs, names, schema, query_id)
+        with self._lock:
+            if query_id in self._running:
+                raise DuplicateQueryError(f"a query with id {query_id!r} is running already")
+            self._running[query_id] = run
+        return run
 
     def cancel(self, query_id: str) -> bool:
         with self._lock:

@@ -67,16 +67,16 @@ class SkyhookServicer:
     def ListDatasets(self, request, context):
         try:
             self._auth(context)
-            rows = self.c.datasets()
+            rows = self.c.catalogue(list(request.patterns), request.where)
         except Exception as e:  # noqa: BLE001 - every error becomes a status
             _abort(context, e)
-        return self.pb.ListDatasetsResponse(
-            datasets=[self.pb.DatasetEntry(name=n, version=v) for n, v in rows])
+        return self.pb.ListDatasetsResponse(datasets=[self.wire.entry_to_proto(r) for r in rows])
 
     def DescribeDataset(self, request, context):
         try:
             self._auth(context)
-            return self.wire.description_to_proto(self.c.describe(request.name), request)
+            return self.wire.description_to_proto(self.c.describe(request.name), request,
+                                                  self.c.versions(request.name))
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 

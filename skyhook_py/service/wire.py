@@ -271,10 +271,11 @@ def decode_table(data: bytes) -> pa.Table:
 
 # -- datasets -----------------------------------------------------------------------
 
-def description_to_proto(m, request=None) -> "pb.DatasetDescription":
+def description_to_proto(m, request=None, history=None) -> "pb.DatasetDescription":
     """A manifest (skyhook_py.storage.manifest.Manifest) as a DatasetDescription: the
-    bounded summary, plus the page of partitions and sources the request asks for
-    (storage/summary.py; never the whole manifest)."""
+    bounded summary, its catalogue metadata and kept versions (``history``:
+    storage.versions.VersionInfo), plus the page of partitions and sources the request
+    asks for (storage/summary.py; never the whole manifest)."""
     from ..storage import summary as sm
 
     types = m.column_types()
@@ -289,6 +290,11 @@ def description_to_proto(m, request=None) -> "pb.DatasetDescription":
         t = types.get(field.name)
         msg.columns.add(name=field.name, kind=t.kind if t else "", is_list=bool(t and t.is_list),
                         arrow_type=str(field.type))
+    msg.metadata_json = json.dumps(getattr(m, "metadata", {}) or {})
+    for v in history or ():
+        msg.kept_versions.add(version=v.version, created=v.created, num_events=v.num_events,
+                              num_partitions=v.num_partitions, change=v.change,
+                              metadata_json=json.dumps(v.metadata), current=v.current)
     if request is None:
         return msg
     stats_columns = list(request.stats_columns)
@@ -313,6 +319,19 @@ def description_to_proto(m, request=None) -> "pb.DatasetDescription":
         if first + len(page) < d["num_sources"]:
             msg.next_source_page_token = sm.make_token(m, first + len(page))
     return msg
+
+
+def entry_to_proto(e: dict) -> "pb.DatasetEntry":
+    """A catalogue listing row (catalogue.listing.entries) as a DatasetEntry."""
+    return pb.DatasetEntry(name=e["name"], version=int(e.get("version") or 0),
+                           metadata_json=json.dumps(e.get("metadata") or {}),
+                           num_events=int(e.get("events") or 0), num_partitions=int(e.get("partitions") or 0),
+                           created=e.get("created") or "")
+
+
+def entry_from_proto(d) -> dict:
+    return {"name": d.name, "version": d.version, "created": d.created, "events": d.num_events,
+            "partitions": d.num_partitions, "metadata": json.loads(d.metadata_json or "{}")}
 
 
 def _json_default(x):
@@ -343,6 +362,8 @@ class DatasetInfo:
     next_page_token: str = ""
     first_source: int = 0
     next_source_page_token: str = ""
+    metadata: dict = dataclasses.field(default_factory=dict)
+    kept_versions: list = dataclasses.field(default_factory=list)   # dicts, oldest first
 
     def column_types(self) -> dict:
         return dict(self.columns)
@@ -360,7 +381,12 @@ def description_from_proto(p) -> DatasetInfo:
         manifest=json.loads(p.summary_json or p.manifest_json or "{}"),
         num_partitions=p.num_partitions, num_sources=p.num_sources, stored_bytes=p.stored_bytes,
         first_partition=p.first_partition, next_page_token=p.next_page_token,
-        first_source=p.first_source, next_source_page_token=p.next_source_page_token)
+        first_source=p.first_source, next_source_page_token=p.next_source_page_token,
+        metadata=json.loads(p.metadata_json or "{}"),
+        kept_versions=[dict(version=v.version, created=v.created, num_events=v.num_events,
+                            num_partitions=v.num_partitions, change=v.change,
+                            metadata=json.loads(v.metadata_json or "{}"), current=v.current)
+                       for v in p.kept_versions])
 
 
 # -- requests -----------------------------------------------------------------------
@@ -406,7 +432,7 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
                    for name, e in exprs}
     aggs = [aggregation_from_proto(a) for a in p.aggregations]
     return QuerySpec(
-        dataset=p.dataset, language=language, selection=p.selection or None,
+        dataset=list(p.datasets) if p.datasets else p.dataset, language=language, selection=p.selection or None,
         columns=list(p.columns) or None, expressions=expressions if exprs else None,
         event_range=event_range, limit=p.limit if p.HasField("limit") else None,
         aggregations=aggs,
@@ -427,8 +453,10 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
         raise QueryError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, got {output_format!r}")
     if isinstance(columns, str):
         columns = [columns]
+    datasets = [] if isinstance(dataset, str) else list(dataset)
     msg = pb.QueryRequest(
-        dataset=dataset, language=LANGUAGES[language], selection=where or "",
+        dataset=dataset if isinstance(dataset, str) else "", datasets=datasets,
+        language=LANGUAGES[language], selection=where or "",
         output_format=OUTPUT_FORMATS[output_format], query_id=query_id or "",
         options=pb.QueryOptions(allow_partial=allow_partial, pushdown=PUSHDOWN[pushdown],
                                 deadline_ms=int(deadline * 1000) if deadline else 0,

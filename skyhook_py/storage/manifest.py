@@ -20,7 +20,14 @@ import re
 
 import pyarrow as pa
 
-from ..errors import ConcurrentUpdateError, DatasetExistsError, SkyhookError, UnknownDatasetError
+from ..errors import (
+    ClusterError,
+    ConcurrentUpdateError,
+    DatasetExistsError,
+    SkyhookError,
+    UnknownDatasetError,
+    UnknownVersionError,
+)
 from ..query import ir
 
 FORMAT = "skyhook-manifest"
@@ -86,8 +93,11 @@ class Manifest:
     def __init__(self, dataset: str, version: int, schema: pa.Schema, partitions=None,
                  sources=None, encoding: dict | None = None, created: str = "",
                  previous_version: int | None = None, *, pieces=None, base=None,
-                 provenance: dict | None = None):
+                 provenance: dict | None = None, metadata: dict | None = None, change: str = ""):
         self.dataset, self.version, self.schema = dataset, version, schema
+        # catalogue metadata (skyhook_py.catalogue.metadata) and what this version changed
+        self.metadata = dict(metadata or {})
+        self.change = change
         self._partitions = list(partitions) if partitions is not None else None
         self._sources = list(sources) if sources is not None else None
         self._new_sources: list[Source] = []
@@ -236,6 +246,7 @@ class Manifest:
             "dataset": self.dataset, "version": self.version,
             "created": self.created or _now(),
             "previous_version": self.previous_version,
+            "metadata": dict(self.metadata), "change": self.change,
             "encoding": dict(self.encoding),
             "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode("ascii"),
             "columns": {n: {"type": t.kind, "list": t.is_list} for n, t in self.column_types().items()},
@@ -264,18 +275,22 @@ class Manifest:
                 partitions=[Partition(**p) for p in d["partitions"]],
                 sources=[Source(**s) for s in d["sources"]],
                 encoding=dict(d["encoding"]), created=d.get("created", ""),
-                previous_version=d.get("previous_version"), provenance=d.get("provenance"))
+                previous_version=d.get("previous_version"), provenance=d.get("provenance"),
+                metadata=d.get("metadata") or {}, change=d.get("change", ""))
         except (ValueError, KeyError, TypeError) as e:
             raise SkyhookError(f"corrupt {where}: {e}") from e
 
 
 def appended(old: Manifest, new_partitions: list[Partition], new_sources: list[Source],
-             encoding: dict, schema: pa.Schema | None = None) -> Manifest:
+             encoding: dict, schema: pa.Schema | None = None, metadata: dict | None = None,
+             change: str = "") -> Manifest:
     """Version ``old.version + 1``: ``old``'s partitions followed by ``new_partitions``,
-    sharing ``old``'s pieces (only the new partitions are written at the commit)."""
+    sharing ``old``'s pieces (only the new partitions are written at the commit).
+    ``metadata``: the new version's (default: ``old``'s)."""
     m = Manifest(dataset=old.dataset, version=old.version + 1, schema=schema or old.schema,
                  partitions=None, sources=None, encoding=encoding,
-                 previous_version=old.version, base=old, provenance=old.provenance)
+                 previous_version=old.version, base=old, provenance=old.provenance,
+                 metadata=old.metadata if metadata is None else metadata, change=change)
     m._new = list(new_partitions)
     m._new_sources = list(new_sources)
     return m
@@ -330,16 +345,28 @@ def _read_whole(store, obj: str, deadline: float | None = None) -> bytes:
         length *= 4
 
 
-def load_manifest(store, dataset: str, deadline: float | None = None) -> Manifest:
-    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none.
-    Reads the header only (format 2); the pieces are read when asked for.  ``deadline``
-    (a time.monotonic() value) bounds the header read (DeadlineExceeded after)."""
-    obj = manifest_object(dataset)
-    try:
-        data = _read_whole(store, obj, deadline)
-    except FileNotFoundError:
-        raise UnknownDatasetError(dataset, list_datasets(store)) from None
-    where = f"manifest of dataset {dataset!r}"
+def version_object(dataset: str, version: int) -> str:
+    """The immutable copy of ``dataset``'s header at ``version`` (kept for ``ds@vN``)."""
+    return f"manifest.{dataset}@v{int(version)}"
+
+
+VERSION_REF = re.compile(r"v?(\d{1,18})")
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"ds"`` -> ("ds", None); ``"ds@v3"`` (or ``"ds@3"``) -> ("ds", 3)."""
+    if not isinstance(ref, str):
+        raise SkyhookError(f"a dataset name must be text, not {type(ref).__name__}")
+    name, sep, v = ref.partition("@")
+    if not sep:
+        return name, None
+    m = VERSION_REF.fullmatch(v)
+    if m is None or int(m.group(1)) < 1:
+        raise SkyhookError(f"invalid dataset version {ref!r}: write DATASET@vN with N >= 1 (e.g. {name}@v1)")
+    return name, int(m.group(1))
+
+
+def _parse_header(store, data: bytes, where: str) -> Manifest:
     try:
         d = json.loads(data)
         fv = d.get("format_version") if isinstance(d, dict) else None
@@ -349,6 +376,43 @@ def load_manifest(store, dataset: str, deadline: float | None = None) -> Manifes
         return Manifest.from_json(data, where=where)
     from . import pieces
     return pieces.from_header(store, d, where)
+
+
+def load_manifest(store, dataset: str, deadline: float | None = None,
+                  version: int | None = None) -> Manifest:
+    """The current manifest of ``dataset``; UnknownDatasetError (with close matches) if none.
+    Reads the header only (format 2); the pieces are read when asked for.  ``deadline``
+    (a time.monotonic() value) bounds the header read (DeadlineExceeded after).
+
+    ``version`` (or a reference ``"ds@v3"``): that committed version, from the current
+    header if it is the current one, else from its kept copy; UnknownVersionError if it
+    was never committed or gc collected it."""
+    dataset, ref_version = parse_ref(dataset)
+    version = ref_version if version is None else version
+    obj = manifest_object(dataset)
+    try:
+        data = _read_whole(store, obj, deadline)
+    except FileNotFoundError:
+        raise UnknownDatasetError(dataset, list_datasets(store)) from None
+    m = _parse_header(store, data, f"manifest of dataset {dataset!r}")
+    if version is None or m.version == version:
+        return m
+    if version > m.version:
+        raise UnknownVersionError(f"dataset {dataset!r} has no version {version} "
+                                  f"(its current version is {m.version})", dataset)
+    try:
+        data = _read_whole(store, version_object(dataset, version), deadline)
+    except FileNotFoundError:
+        from . import versions
+        kept = versions.kept_versions(store, dataset, m.version)
+        raise UnknownVersionError(
+            f"version {version} of dataset {dataset!r} is no longer kept (gc collected it); "
+            f"kept versions: {', '.join(f'v{v}' for v in kept)}", dataset) from None
+    old = _parse_header(store, data, f"version {version} of dataset {dataset!r}")
+    if old.version != version or old.dataset != dataset:
+        raise SkyhookError(f"corrupt copy {version_object(dataset, version)!r}: it holds version "
+                           f"{old.version} of {old.dataset!r}")
+    return old
 
 
 def current_version(store, dataset: str) -> int | None:
@@ -365,6 +429,12 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
     its version is still ``expected_version`` (None: the dataset must not exist), then
     update the index.
 
+    Before anything is written, the header being replaced (version ``expected_version``)
+    is copied to ``manifest.<dataset>@v<N>`` (version_object), so that ``ds@vN`` stays
+    readable after the swap until gc collects it.  The copy's content is that committed
+    version's header whoever writes it (the header and its omap version are swapped
+    together), so a copy written by a committer that then loses the race is still right.
+
     Losing the race raises ConcurrentUpdateError (DatasetExistsError for a creation
     that lost to another creator); the header was not applied then, and the pieces
     written for it are removed.  After any other failure the outcome is unknown and the
@@ -376,6 +446,15 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
         manifest.created = _now()
     obj = manifest_object(manifest.dataset)
     expected = None if expected_version is None else str(expected_version)
+    if expected_version is not None:
+        try:
+            _keep_version_copy(store, manifest.dataset, expected_version)
+        except (ConcurrentUpdateError, NotCommittedError):
+            raise
+        except Exception as e:   # nothing was swapped: a definite failure
+            raise NotCommittedError(
+                f"nothing was committed to dataset {manifest.dataset!r}: keeping a copy of its version "
+                f"{expected_version} failed ({e})") from e
     header, written = pieces.write_pieces(store, manifest)
     try:
         if before_header is not None:
@@ -399,7 +478,30 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
                 f"dataset {manifest.dataset!r} changed while this operation ran (expected version "
                 f"{expected_version}); nothing was committed, retry the operation") from e
         raise
-    update_index(store, manifest.dataset, manifest.version)
+    update_index(store, manifest.dataset, manifest.version, index_entry(manifest))
+
+
+class NotCommittedError(ClusterError):
+    """A commit that definitely did not happen (its header was not swapped) for a reason
+    other than a lost race, e.g. a key that may not write."""
+
+
+def _keep_version_copy(store, dataset: str, version: int) -> None:
+    """Copy the current header (which must be ``version``) to its immutable name."""
+    try:
+        data = _read_whole(store, manifest_object(dataset))
+    except FileNotFoundError:
+        raise ConcurrentUpdateError(f"dataset {dataset!r} was deleted while this operation ran; "
+                                    "nothing was committed") from None
+    try:
+        got = json.loads(data).get("version")
+    except (ValueError, AttributeError) as e:
+        raise SkyhookError(f"corrupt manifest of dataset {dataset!r}: {e}") from e
+    if got != version:
+        raise ConcurrentUpdateError(
+            f"dataset {dataset!r} changed while this operation ran (expected version {version}, "
+            f"found {got}); nothing was committed, retry the operation")
+    store.write_full(version_object(dataset, version), data)
 
 
 class ManifestCache:
@@ -418,9 +520,13 @@ class ManifestCache:
         self._lock = threading.Lock()
 
     def get(self, store, dataset: str) -> Manifest:
+        dataset, ref = parse_ref(dataset)
         v = current_version(store, dataset)
         if v is None:
             raise UnknownDatasetError(dataset, list_datasets(store))
+        if ref is not None and ref != v:
+            # an older version: not cached (gc may collect it and its partitions)
+            return load_manifest(store, dataset, version=ref)
         with self._lock:
             m = self._entries.get(dataset)
             if m is not None and m.version == v:
@@ -435,12 +541,63 @@ class ManifestCache:
         return m
 
 
-def update_index(store, dataset: str, version: int | None) -> None:
-    """Record (or with None remove) ``dataset`` in the listing index."""
+def index_entry(m: Manifest) -> dict:
+    """What the listing index records of a committed version: enough to list and filter
+    datasets without reading their headers."""
+    return {"version": m.version, "created": m.created, "events": m.num_events,
+            "partitions": m.num_partitions, "metadata": dict(m.metadata)}
+
+
+def decode_index_value(value: bytes) -> dict:
+    """An index value: JSON (index_entry), or a bare version number (before 2026-12)."""
+    try:
+        d = json.loads(value)
+    except ValueError:
+        return {}
+    if isinstance(d, int):
+        return {"version": d}
+    return d if isinstance(d, dict) else {}
+
+
+def read_index(store) -> dict[str, dict]:
+    """Every dataset's index entry (one omap read of ``manifest._datasets``)."""
+    try:
+        return {k: decode_index_value(v) for k, v in store.get_omap(INDEX_OBJECT).items()}
+    except FileNotFoundError:
+        return {}
+
+
+def update_index(store, dataset: str, version: int | None, entry: dict | None = None) -> None:
+    """Record (or with None remove) ``dataset`` in the listing index.
+
+    The entry only moves forward: it is replaced with a guarded omap write (compare the
+    value read, then set) unless it records a newer version already, so two committers
+    whose index updates arrive out of order leave the newer entry.  ``entry``: the
+    version's index_entry (metadata, counts); None records the version alone."""
     if version is None:
         try:
             store.set_omap(INDEX_OBJECT, {}, remove_keys=(dataset,))
         except FileNotFoundError:
             pass
-    else:
-        store.set_omap(INDEX_OBJECT, {dataset: str(version).encode()})
+        return
+    value = json.dumps(dict(entry or {}, version=int(version)), separators=(",", ":"),
+                       sort_keys=True).encode()
+    for _ in range(16):
+        try:
+            cur = store.get_omap_keys(INDEX_OBJECT, (dataset,)).get(dataset)
+        except FileNotFoundError:
+            store.set_omap(INDEX_OBJECT, {dataset: value})   # creates the index object
+            return
+        if cur is not None:
+            recorded = decode_index_value(cur).get("version")
+            if cur == value or (isinstance(recorded, int) and recorded > version):
+                return
+        try:
+            store.set_omap_guarded(INDEX_OBJECT, dataset, cur or b"", value)
+            return
+        except InterruptedError:
+            continue   # another committer's update came between: read again
+    # not ConcurrentUpdateError: the header swap may be done, and that error means "not
+    # committed" to the callers (who would discard the committed partitions)
+    raise ClusterError(f"the index entry of dataset {dataset!r} kept changing; "
+                       "it is repaired by the dataset's next commit")

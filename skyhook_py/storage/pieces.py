@@ -279,6 +279,7 @@ def write_pieces(store, m) -> tuple[bytes, list[str]]:
             "format": "skyhook-manifest", "format_version": 2,
             "dataset": m.dataset, "version": m.version, "created": m.created,
             "previous_version": m.previous_version, "writer": writer,
+            "metadata": dict(m.metadata), "change": m.change,
             "encoding": dict(m.encoding),
             "schema": base64.b64encode(m.schema.serialize().to_pybytes()).decode("ascii"),
             "num_events": m.num_events,
@@ -482,6 +483,7 @@ def from_header(store, d: dict, where: str):
                         partitions=None, sources=None,
                         encoding=dict(d["encoding"]), created=d.get("created", ""),
                         previous_version=d.get("previous_version"),
+                        metadata=d.get("metadata") or {}, change=d.get("change", ""),
                         pieces=Pieces(store, d, where), provenance=d.get("provenance"))
     except (ValueError, KeyError, TypeError) as e:
         raise SkyhookError(f"corrupt {where}: {e}") from e

@@ -333,6 +333,33 @@ class Store:
                 self.ioctx.remove_omap_keys(op, tuple(remove_keys))
             self._call(obj, self.ioctx.operate_write_op, op, obj)
 
+    def get_omap_keys(self, obj: str, keys) -> dict[str, bytes]:
+        """The values of ``keys`` (those present) in ``obj``'s omap; FileNotFoundError if
+        there is no ``obj``."""
+        rados = self._rados_mod
+        keys = tuple(keys)
+        with rados.ReadOpCtx() as op:
+            it, _ = self.ioctx.get_omap_vals_by_keys(op, keys)
+            self._call(obj, self.ioctx.operate_read_op, op, obj)
+            return {k: v for k, v in it}
+
+    def set_omap_guarded(self, obj: str, key: str, expected: bytes, value: bytes) -> None:
+        """Set omap ``key`` of ``obj`` to ``value`` if it is ``expected`` now (b"": absent);
+        InterruptedError (nothing applied) if it is not."""
+        rados = self._rados_mod
+        with rados.WriteOpCtx() as op:
+            # python-rados takes the compared value as text
+            op.omap_cmp(key, bytes(expected).decode("utf-8", "surrogateescape"), rados.LIBRADOS_CMPXATTR_OP_EQ)
+            self.ioctx.set_omap(op, (key,), (bytes(value),))
+            try:
+                self.ioctx.operate_write_op(op, obj)
+            except rados.ObjectNotFound as e:
+                raise FileNotFoundError(errno.ENOENT, f"no object {obj!r} in pool {self.pool!r}") from e
+            except rados.Error as e:
+                if abs(getattr(e, "errno", 0) or 0) == errno.ECANCELED:
+                    raise InterruptedError(errno.ECANCELED, f"{obj!r} key {key!r} changed under us") from e
+                raise ClusterError(f"updating {obj!r}: {e}") from e
+
     def replace_guarded(self, obj: str, data: bytes, version_key: str,
                         expected: str | None, new: str) -> None:
         """Atomically replace ``obj`` if its omap ``version_key`` equals ``expected``.

@@ -1,5 +1,5 @@
 """The dataset subcommands of the ``skyhook`` CLI: ingest, append, reshard, describe,
-list, delete, gc.  Each parser sets ``func(args) -> exit code``; ``get_store(args)``
+list, meta, delete, gc.  Each parser sets ``func(args) -> exit code``; ``get_store(args)``
 (given by the caller) opens the rados_io.Store.  Only argument handling lives here.
 """
 
@@ -39,6 +39,22 @@ def _source_args(p):
                         '{"particles": {"count": "nparticles", "start": "start"}}, "exclude": []}\'')
     p.add_argument("--progress", action=argparse_bool(), default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
+
+
+def _meta_args(p, word: str):
+    p.add_argument(f"--{word}", action="append", default=[], metavar="KEY=VALUE", dest="meta",
+                   help="a metadata key (repeatable): is_mc=true, year=2018, sqrt_s=13, process=DY, "
+                        "cross_section_pb=6077.2, lumi_pb=59740, ... (values: true/false, numbers, JSON, text)")
+    p.add_argument(f"--{word}-file", default=None, metavar="FILE", dest="meta_file",
+                   help="metadata from a YAML or JSON file (one mapping); --" + word + " wins")
+
+
+def _metadata_args(args) -> dict:
+    from ..catalogue import metadata as meta_mod
+
+    out = meta_mod.load_file(args.meta_file) if args.meta_file else {}
+    out.update(meta_mod.parse_assignments(args.meta))
+    return out
 
 
 def argparse_bool():
@@ -94,7 +110,7 @@ def add_dataset_commands(subparsers, get_store):
                            format=args.format or "arrow",
                            compression=None if args.compression in (None, "none") else args.compression,
                            workers=args.workers, strict=args.strict, progress=args.progress,
-                           hdf5_mapping=hdf5_map(args))
+                           hdf5_mapping=hdf5_map(args), metadata=_metadata_args(args))
         print(f"dataset {m.dataset} version {m.version}: {m.num_events:,} events in "
               f"{m.num_partitions} partitions from {len(m.sources)} file(s)")
 
@@ -134,9 +150,40 @@ def add_dataset_commands(subparsers, get_store):
         print(json.dumps(dict(d, sources=srcs), indent=1) if args.json else sm.render(d, srcs))
 
     def do_list(args):
+        from ..catalogue import listing
+
         with get_store(args) as store:
-            names = ops.list_datasets(store)
-        print(json.dumps(names) if args.json else "\n".join(names))
+            if not args.patterns and not args.where and not args.long:
+                names = ops.list_datasets(store)   # as before: the names only
+                print(json.dumps(names) if args.json else "\n".join(names))
+                return
+            rows = listing.entries(store, args.patterns or None, args.where)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        elif args.long:
+            for r in rows:
+                meta = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(r["metadata"].items()))
+                events = "?" if r["events"] is None else f"{r['events']:,}"
+                print(f"{r['name']}  v{r['version']}  {events} events  {meta}".rstrip())
+        else:
+            print("\n".join(r["name"] for r in rows))
+
+    def do_meta(args):
+        set_ = _metadata_args(args)
+        with get_store(args) as store:
+            if not set_ and not args.unset:
+                from ..storage import manifest as mf
+
+                m = mf.load_manifest(store, args.dataset)
+            else:
+                m = ops.set_metadata(store, args.dataset, set_, args.unset)
+                print(f"dataset {m.dataset} version {m.version}: {m.change or 'metadata unchanged'}",
+                      file=sys.stderr)
+        if args.json:
+            print(json.dumps(m.metadata, indent=1, sort_keys=True))
+        else:
+            for k in sorted(m.metadata):
+                print(f"{k} = {json.dumps(m.metadata[k])}")
 
     def do_delete(args):
         with get_store(args) as store:
@@ -145,12 +192,17 @@ def add_dataset_commands(subparsers, get_store):
 
     def do_gc(args):
         with get_store(args) as store:
-            removed = ops.gc(store, args.dataset, grace=args.grace)
-        print(f"removed {len(removed)} unreferenced partition objects of {args.dataset}")
+            removed = ops.gc(store, args.dataset, grace=args.grace, keep_versions=args.keep_versions,
+                             keep_days=args.keep_days)
+        print(f"removed {len(removed)} unreferenced partition objects of {args.dataset}"
+              + (f"; collected version(s) {', '.join(f'v{v}' for v in removed.versions)}"
+                 if removed.versions else "")
+              + f"; versions kept: {', '.join(f'v{v}' for v in removed.kept)}")
 
     p = subparsers.add_parser("ingest", help="create a dataset from ROOT/HDF5 files")
     _source_args(p)
     _encoding_args(p, True)
+    _meta_args(p, "meta")
     p.set_defaults(func=_run(do_ingest))
 
     p = subparsers.add_parser("append", help="add files to a dataset (a new version)")
@@ -166,16 +218,27 @@ def add_dataset_commands(subparsers, get_store):
     p.add_argument("--progress", action=argparse_bool(), default=None)
     p.set_defaults(func=_run(do_reshard))
 
-    p = subparsers.add_parser("describe", help="summary of a dataset (counts, sizes, versions)")
-    p.add_argument("dataset")
+    p = subparsers.add_parser("describe", help="summary of a dataset (counts, sizes, metadata, kept versions)")
+    p.add_argument("dataset", help="NAME, or NAME@vN for a kept older version")
     p.add_argument("--json", action="store_true")
     p.add_argument("--full", action="store_true",
                    help="every source and every column with its min/max (reads all statistics)")
     p.set_defaults(func=_run(do_describe))
 
-    p = subparsers.add_parser("list", help="the datasets in the pool")
+    p = subparsers.add_parser("list", help="the datasets in the pool (by pattern and metadata)")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="shell wildcards on the names, e.g. 'DYJets*'")
+    p.add_argument("--where", default=None, metavar="FILTER",
+                   help="metadata filter, e.g. \"year == 2018 and is_mc and process in ['DY', 'ttbar']\"")
+    p.add_argument("-l", "--long", action="store_true", help="with version, events and metadata")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run(do_list))
+
+    p = subparsers.add_parser("meta", help="show or change a dataset's metadata (a change is a new version)")
+    p.add_argument("dataset")
+    _meta_args(p, "set")
+    p.add_argument("--unset", action="append", default=[], metavar="KEY", help="remove a key (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_run(do_meta))
 
     p = subparsers.add_parser("delete", help="remove a dataset and its partitions")
     p.add_argument("dataset")
@@ -186,4 +249,8 @@ def add_dataset_commands(subparsers, get_store):
     p.add_argument("--grace", type=float, default=defaults.GC_GRACE, metavar="SECONDS",
                    help="keep unnamed partitions written less than SECONDS ago: a concurrent "
                         f"writer's, not committed yet (default {defaults.GC_GRACE})")
+    p.add_argument("--keep-versions", type=int, default=1, metavar="N",
+                   help="keep the N newest versions readable as DATASET@vN (default 1: the current one)")
+    p.add_argument("--keep-days", type=float, default=None, metavar="D",
+                   help="also keep every version that was current in the last D days")
     p.set_defaults(func=_run(do_gc))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 import secrets
 import signal
@@ -35,7 +36,9 @@ from ..storage import checksum
 from ..storage import manifest as mf
 from ..storage import pieces
 from ..storage.manifest import Manifest, Partition, Source
-from . import encoder, partitioner, readers, stats
+from ..catalogue import metadata as meta_mod
+from ..storage import versions as versions_mod
+from . import encoder, partitioner, readers, runs, stats
 
 DEFAULT_PARTITION_BYTES = defaults.PARTITION_BYTES
 READ_STEP_BYTES = 16 << 20   # uncompressed bytes read from a source at a time
@@ -88,6 +91,24 @@ def _dataset_partitions(store, dataset: str) -> list[str]:
 def _dataset_pieces(store, dataset: str) -> list[str]:
     return [o for o in store.list_objects(f"manifest.{dataset}@")
             if pieces.piece_dataset(o) == dataset]
+
+
+def _writable(dataset: str, what: str) -> str:
+    """``dataset`` as a writing operation takes it: a name, never ``name@vN``."""
+    if isinstance(dataset, str) and "@" in dataset:
+        raise SkyhookError(f"{dataset!r} names a kept version, which is read-only; {what} acts on "
+                           f"the dataset ({dataset.partition('@')[0]!r}) and commits a new version")
+    return mf.check_dataset_name(dataset)
+
+
+def _version_copies(store, dataset: str) -> dict[int, str]:
+    """version -> object of every kept header copy of ``dataset`` (pool listing)."""
+    out = {}
+    for o in store.list_objects(f"manifest.{dataset}@v"):
+        got = versions_mod.copy_dataset(o)
+        if got is not None and got[0] == dataset:
+            out[got[1]] = o
+    return out
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -309,14 +330,14 @@ def _commit(store, writer: _Writer, m: Manifest, expected_version):
     _fault("before-commit")
     try:
         mf.commit(store, m, expected_version, before_header=lambda: _fault("after-pieces"))
-    except (DatasetExistsError, ConcurrentUpdateError):
+    except (DatasetExistsError, ConcurrentUpdateError, mf.NotCommittedError):
         writer.discard()   # definite: the loser's partitions are garbage
         raise
     except BaseException as e:
         committed = _is_committed(store, m)
         if committed is True:
             try:
-                mf.update_index(store, m.dataset, m.version)
+                mf.update_index(store, m.dataset, m.version, mf.index_entry(m))
             except Exception as e2:  # noqa: BLE001 - the data is committed; say what lags
                 warnings.warn(f"dataset {m.dataset!r} was committed as version {m.version}, but "
                               f"the dataset index could not be updated ({e2}); the dataset may "
@@ -372,9 +393,13 @@ def _check_common_schema(probed, expected: pa.Schema | None, dataset: str) -> pa
 # -- the operations -----------------------------------------------------------------------
 def ingest(store, paths, dataset, tree=None, partition_events=None,
            partition_bytes=DEFAULT_PARTITION_BYTES, format="arrow", compression=None,
-           workers=2, strict=False, progress=None, hdf5_mapping=None) -> Manifest:
-    """Create ``dataset`` from ROOT/HDF5 files; returns the committed manifest (version 1)."""
+           workers=2, strict=False, progress=None, hdf5_mapping=None, metadata=None) -> Manifest:
+    """Create ``dataset`` from ROOT/HDF5 files; returns the committed manifest (version 1).
+    ``metadata``: catalogue metadata (catalogue/metadata.py); what the files' Runs and
+    LuminosityBlocks trees tell (runs, lumi_blocks, sum_weights, gen_events) is added
+    unless ``metadata`` sets the key."""
     mf.check_dataset_name(dataset)
+    metadata = meta_mod.check(metadata or {})
     encoding = encoder.check_encoding(format, compression)
     partitioner.check_targets(partition_bytes, partition_events)
     if mf.current_version(store, dataset) is not None:
@@ -387,8 +412,14 @@ def ingest(store, paths, dataset, tree=None, partition_events=None,
         writer, parts = _write_sources(store, dataset, schema, sources, 0, encoding, partition_bytes,
                                        partition_events, workers, progress, strict, hdf5_mapping,
                                        f"ingest {dataset}", opened)
+    try:
+        auto = meta_mod.check(runs.from_files([s.path for s in sources]), "the files' run metadata")
+    except meta_mod.MetadataError as e:
+        warnings.warn(f"{e}; not recorded", readers.IngestWarning, stacklevel=2)
+        auto = {}
     m = Manifest(dataset=dataset, version=1, schema=schema, partitions=parts, sources=sources,
-                 encoding=encoding, previous_version=None)
+                 encoding=encoding, previous_version=None, metadata={**auto, **metadata},
+                 change=f"ingest {len(sources)} file(s)")
     _commit(store, writer, m, None)
     return m
 
@@ -417,7 +448,7 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     skipped (``on_duplicate="skip"``) or refused (``"error"``)."""
     if on_duplicate not in ("skip", "error"):
         raise ValueError(f"on_duplicate must be 'skip' or 'error', not {on_duplicate!r}")
-    old = mf.load_manifest(store, dataset)
+    old = mf.load_manifest(store, _writable(dataset, "append"))
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
     if tree is None and old.num_sources:
@@ -426,7 +457,7 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
     with _OpenReaders() as opened:
         probed = _probe_all(paths, tree, strict, hdf5_mapping, workers, opened, known, on_duplicate)
         if not probed:   # nothing new; also repairs an index that a killed commit left behind
-            mf.update_index(store, dataset, old.version)
+            mf.update_index(store, dataset, old.version, mf.index_entry(old))
             return old
         schema = _check_common_schema(probed, old.schema, dataset)
         sources = _number_sources([s for s, _ in probed], old.num_events)
@@ -438,16 +469,53 @@ def append(store, paths, dataset, tree=None, on_duplicate="skip", partition_even
         raise SkyhookError(f"dataset {dataset!r} is stored as {old.encoding}; append with the same "
                            "format and compression, or reshard it first")
     # the new version shares old's manifest pieces: only the new partitions are written
-    m = mf.appended(old, parts, sources, encoding, schema)
+    m = mf.appended(old, parts, sources, encoding, schema,
+                    metadata=_appended_metadata(old.metadata, sources),
+                    change=f"append {len(sources)} file(s), +{sum(s.entries for s in sources):,} events")
     _commit(store, writer, m, old.version)
     return m
+
+
+def _appended_metadata(old: dict, sources) -> dict:
+    """The metadata after an append: the run keys that the dataset has and the new files
+    carry too are combined (ranges merged, counts and sums added); the rest is kept."""
+    new = runs.from_files([s.path for s in sources])
+    out = dict(old)
+    for k, v in new.items():
+        if k in old:
+            out[k] = runs.combine({k: old[k]}, {k: v})[k]
+    try:
+        return meta_mod.check(out)
+    except meta_mod.MetadataError:
+        return dict(old)
+
+
+def set_metadata(store, dataset, set_=None, unset=()) -> Manifest:
+    """Change ``dataset``'s metadata as a new version (the same partitions and pieces:
+    only a header is written).  Returns the current manifest unchanged if nothing
+    changes."""
+    old = mf.load_manifest(store, _writable(dataset, "a metadata change"))
+    new = meta_mod.updated(old.metadata, set_, unset)
+    if new == old.metadata:
+        return old
+    m = mf.appended(old, [], [], old.encoding, metadata=new,
+                    change="metadata " + meta_mod.changes(old.metadata, new))
+    _commit(store, _NoPartitions(), m, old.version)   # the same recovery as any commit
+    return m
+
+
+class _NoPartitions:
+    """The writer of a commit that wrote no partition (a metadata change)."""
+
+    def discard(self):
+        pass
 
 
 def reshard(store, dataset, partition_events=None, partition_bytes=None, format=None,
             compression=None, workers=2, progress=None) -> Manifest:
     """Rewrite ``dataset`` into new partitions (size, format, compression) as a new version.
     The old version stays readable until the commit; ``gc`` then removes its partitions."""
-    old = mf.load_manifest(store, dataset)
+    old = mf.load_manifest(store, _writable(dataset, "reshard"))
     encoding, partition_bytes = _layout_of_new_version(old, format, compression, partition_bytes,
                                                        partition_events)
     by_source: dict[int, list[Partition]] = {}
@@ -476,7 +544,9 @@ def reshard(store, dataset, partition_events=None, partition_bytes=None, format=
         parts = writer.run(jobs)
     m = Manifest(dataset=dataset, version=old.version + 1, schema=old.schema, partitions=parts,
                  sources=old.sources, encoding=encoding, previous_version=old.version,
-                 provenance=old.provenance)
+                 provenance=old.provenance, metadata=old.metadata,
+                 change=f"reshard into {len(parts)} partitions ({encoding['format']}"
+                        f"{', ' + encoding['compression'] if encoding['compression'] else ''})")
     _commit(store, writer, m, old.version)
     return m
 
@@ -499,6 +569,8 @@ def delete(store, dataset) -> list[str]:
         store.remove(obj)
     for obj in _dataset_pieces(store, dataset):
         store.remove(obj)
+    for obj in _version_copies(store, dataset).values():
+        store.remove(obj)
     return parts
 
 
@@ -507,23 +579,64 @@ def delete(store, dataset) -> list[str]:
 WRITTEN_XATTR = "skyhook.written"
 
 
-def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
-    """Remove the partition objects of ``dataset`` that its current manifest does not name
-    (left by killed or failed operations, or superseded by append/reshard) and that were
-    last written at least ``grace`` seconds ago: a writer running concurrently has not
-    named its partitions yet (its commit comes last), and gc deleted them before.
-    A dataset that was never committed (a killed ingest or skim) has no manifest: all
-    its partitions and pieces are unnamed then."""
+class GcResult(list):
+    """The partition objects gc removed (a list, as before), plus ``versions``: the
+    versions whose header copies it collected, and ``kept``: the versions kept."""
+
+    versions: list
+    kept: list
+
+
+def gc(store, dataset, grace: float = defaults.GC_GRACE, keep_versions: int = 1,
+       keep_days: float | None = None) -> GcResult:
+    """Collect old versions of ``dataset`` by the retention policy (the ``keep_versions``
+    newest, and with ``keep_days`` every version that was current in the last
+    ``keep_days`` days; storage/versions.py), then remove the partition objects and
+    manifest pieces that no kept version names (left by killed or failed operations,
+    or superseded by append/reshard and no longer kept) and that were last written at
+    least ``grace`` seconds ago: a writer running concurrently has not named its
+    partitions yet (its commit comes last), and gc deleted them before.
+
+    The default keeps the current version only (what gc always did).  Copies are
+    removed oldest first, so a killed gc leaves the kept versions a contiguous run.  A
+    dataset that was never committed (a killed ingest or skim) has no manifest: all its
+    partitions and pieces are unnamed then."""
     try:
-        m = mf.load_manifest(store, dataset)
-        named = set(m.partition_table()["object"].tolist())
+        cur = mf.load_manifest(store, _writable(dataset, "gc"))
     except UnknownDatasetError:
+        # never committed (a killed ingest or skim): all its partitions and pieces are unnamed
         mf.check_dataset_name(dataset)
         if not _dataset_partitions(store, dataset) and not _dataset_pieces(store, dataset):
             raise
-        m, named = None, set()
+        return _remove_unnamed(store, dataset, set(), set(), grace, [], [])
+    copies = _version_copies(store, dataset)
+    kept = versions_mod.kept_versions(store, dataset, cur.version)
+    loaded = {cur.version: cur}
+    for v in kept:
+        if v not in loaded:
+            loaded[v] = mf.load_manifest(store, dataset, version=v)
+    collect = versions_mod.to_collect([(v, loaded[v].created) for v in kept],
+                                      keep_versions=keep_versions, keep_days=keep_days)
+    keep = [v for v in kept if v not in collect]
+    # copies below the kept run (collected ones, and strays a killed gc left) go too;
+    # the current version's copy (left by a commit that lost its race) stays
+    stale = sorted(v for v in copies if v < min(keep))
+    for v in stale:
+        store.remove(copies[v])
+    named: set[str] = set()
+    kept_pieces: set[str] = set()
+    for v in keep:
+        m = loaded[v]
+        named.update(m.partition_table()["object"].tolist())
+        if m.pieces is not None:
+            kept_pieces |= m.pieces.objects()
+    return _remove_unnamed(store, dataset, named, kept_pieces, grace, stale, keep)
+
+
+def _remove_unnamed(store, dataset, named: set, kept_pieces: set, grace: float, versions, kept) -> GcResult:
     now = time.time()
-    removed = []
+    removed = GcResult()
+    removed.versions, removed.kept = versions, kept
     for obj in _dataset_partitions(store, dataset):
         if obj in named:
             continue
@@ -536,11 +649,9 @@ def gc(store, dataset, grace: float = defaults.GC_GRACE) -> list[str]:
             except (SkyhookError, ValueError):
                 pass   # written before the xattr existed, or unreadable: old
         removed.append(obj)
-    # manifest pieces no longer named by the header (superseded by a merge or a
-    # reshard, or written by a killed commit); the pieces the current version shares
-    # with older ones are named by it and stay
-    kept = (m.pieces.objects() if m.pieces is not None else set()) if m is not None else set()
-    for obj in removed + [o for o in _dataset_pieces(store, dataset) if o not in kept]:
+    # manifest pieces no kept version names (superseded by a merge or a reshard, or
+    # written by a killed commit); the pieces kept versions share are named and stay
+    for obj in list(removed) + [o for o in _dataset_pieces(store, dataset) if o not in kept_pieces]:
         store.remove(obj)
     return removed
 
@@ -565,6 +676,8 @@ def describe(store, dataset) -> dict:
     return {
         "dataset": m.dataset, "version": m.version, "created": m.created,
         "previous_version": m.previous_version, "encoding": m.encoding,
+        "metadata": dict(m.metadata), "change": m.change,
+        "versions": [dataclasses.asdict(v) for v in versions_mod.history(store, m.dataset)],
         "num_events": m.num_events, "num_partitions": m.num_partitions,
         "bytes": sum(sizes),
         "partition_bytes": {"min": min(sizes, default=0), "max": max(sizes, default=0)},
@@ -581,7 +694,6 @@ def render_description(d: dict, max_columns: int = 40) -> str:
         f"{d['bytes'] / 1e6:.2f} MB ({d['encoding']['format']}"
         f"{', ' + d['encoding']['compression'] if d['encoding']['compression'] else ''}); "
         f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
-        f"  sources ({len(d['sources'])}):",
     ]
     prov = d.get("provenance") or {}
     if prov.get("kind") == "skim":
@@ -589,6 +701,17 @@ def render_description(d: dict, max_columns: int = 40) -> str:
         lines.insert(2, f"  skim of {src.get('dataset')!r} v{src.get('version')} where "
                         f"{q.get('where')!r} ({prov.get('events_selected', 0):,} of "
                         f"{prov.get('events_scanned', 0):,} events scanned; made {prov.get('created')})")
+    if d.get("metadata"):
+        lines.append("  metadata:")
+        for k in sorted(d["metadata"]):
+            lines.append(f"    {k:<20} {json.dumps(d['metadata'][k])}")
+    if d.get("versions"):
+        lines.append(f"  versions kept ({len(d['versions'])}):")
+        for v in d["versions"]:
+            lines.append(f"    v{v['version']:<4} {v['created']}  {v['num_events']:>12,} events  "
+                         f"{v['num_partitions']:>6} partitions  {v['change'] or '-'}"
+                         f"{'  (current)' if v['current'] else ''}")
+    lines.append(f"  sources ({len(d['sources'])}):")
     for s in d["sources"]:
         lines.append(f"    {s['name']}  tree {s['tree']}  {s['entries']:,} entries  "
                      f"{s['size'] / 1e6:.2f} MB  sha256 {s['sha256'][:12]}")
