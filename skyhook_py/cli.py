@@ -368,10 +368,16 @@ def _query_to_file(args, columns, expressions, pushdown):
                 bar.total_files, bar.total_events = ev.partitions_total, ev.events_total
                 bar.update(files=ev.partitions_done - bar.files, events=ev.events_done - bar.events)
 
-            m, query = s.build_query(args.dataset, **query_args)
+            from .catalogue import multi
+
+            if multi.is_multi(args.dataset):   # a pattern: one file with a `dataset` column
+                schema, events = multi.stream(s, args.dataset, pushdown=pushdown, **query_args)
+                empty = schema.empty_table
+            else:
+                m, query = s.build_query(args.dataset, **query_args)
+                events, empty = s.stream_query(m, query, pushdown=pushdown), lambda: empty_result(m, query)
             summary, failures, rows, head = sinks.write_events(
-                s.stream_query(m, query, pushdown=pushdown), args.output,
-                empty_table=lambda: empty_result(m, query), on_progress=on_progress, keep_rows=args.show)
+                events, args.output, empty_table=empty, on_progress=on_progress, keep_rows=args.show)
     args.output_written = rows
     _print_result(QueryResult(head, summary, failures), args, written=True)
     return 0

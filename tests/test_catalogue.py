@@ -126,7 +126,7 @@ def test_list_by_pattern_and_where(ceph_cluster, pool, session, catalogue):
     code, out, err = cli(ceph_cluster, pool, "list", "--where", "year == 2018", "--json")
     assert code == 0 and [r["name"] for r in json.loads(out)] == ["DYJets_2018"]
     code, out, err = cli(ceph_cluster, pool, "list", "--where", "year == 2018 and")
-    assert code == 1 and "position 16" not in err and "^" in err and "expected a value" in err
+    assert code == 2 and "position 16" not in err and "^" in err and "expected a value" in err   # a user error
 
 
 def test_metadata_update_is_a_new_version(ceph_cluster, pool, session, catalogue):

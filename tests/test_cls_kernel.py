@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
-from skyhook_py.query import codec, ir, reference
+from skyhook_py.query import codec, reference
 from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col
 
 ROOT = Path(__file__).resolve().parents[1]

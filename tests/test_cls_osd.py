@@ -13,7 +13,6 @@ import json
 import os
 
 import awkward as ak
-import pyarrow as pa
 import pytest
 import uproot
 

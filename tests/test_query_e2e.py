@@ -5,7 +5,6 @@ The oracle is uproot's own ``tree.arrays(columns, cut=...)``: no code of ours is
 involved in computing the expected answer.
 """
 
-import errno
 import subprocess
 import sys
 

@@ -602,3 +602,16 @@ def test_servicex_front_end_tracks_its_requests(session, ttbar):
     assert st.complete and st.rows_delivered == n and st.dataset == "ttbar"
     total = uproot.open(ttbar)["Events"].num_entries
     assert st.as_dict()["statement"].startswith(f"complete: all {total:,} events of ")
+    # the same over HTTP, by the transformation's id
+    import urllib.request
+
+    from skyhook_py.service.servicex import serve
+
+    running = serve(front)
+    try:
+        with urllib.request.urlopen(f"{running.url}/servicex/transformation/{rid}/skyhook-status",
+                                    timeout=30) as r:
+            over_http = json.loads(r.read())
+    finally:
+        running.stop()
+    assert over_http["statement"] == st.as_dict()["statement"] and over_http["rows_delivered"] == n

@@ -96,31 +96,67 @@ def prepare(session, spec, query_args: dict):
     return names, built, schema
 
 
+def merged(names: list[str], schema: pa.Schema, streams):
+    """One event stream from the datasets' streams (``streams`` yields each dataset's
+    events in turn; it may look at the rows sent so far, e.g. for a limit):
+    ResultBatches get the ``dataset`` column, partition numbers count across the
+    datasets, the first dataset's plan opens the stream, one merged Summary ends it."""
+    from ..query.results import PartitionFailure, Progress
+
+    summaries, offset = [], 0
+    for i, events in enumerate(streams):
+        total = 0
+        for ev in events:
+            if isinstance(ev, ResultBatch):
+                ev = ResultBatch(offset + ev.partition, with_dataset(ev.table, i, names).cast(schema))
+            elif isinstance(ev, PartitionFailure):
+                ev = dataclasses.replace(ev, partition=offset + ev.partition)
+            elif isinstance(ev, Summary):
+                summaries.append(ev)
+                total = ev.partitions_total
+                continue
+            elif isinstance(ev, Progress) and i:
+                continue   # later datasets' plans are counted in the merged Summary
+            yield ev
+        offset += total
+    yield merge_summaries(summaries, names)
+
+
+def stream(session, spec, *, pushdown="auto", deadline=None, fail_fast=True, **query_args):
+    """Session.stream_query's form over several datasets: everything is compiled and
+    checked first (``prepare``), then the datasets are scanned one after the other;
+    returns (output schema, events)."""
+    names, built, schema = prepare(session, spec, query_args)
+    limit = query_args.get("limit")
+    sent = [0]
+
+    def streams():
+        for name, m, q in built:
+            if limit is not None:
+                if limit - sent[0] <= 0:
+                    return
+                q = dataclasses.replace(q, limit=limit - sent[0])
+            yield _counting(session.stream_query(m, q, pushdown=pushdown, deadline=deadline,
+                                                 fail_fast=fail_fast), sent)
+
+    return schema, merged(names, schema, streams())
+
+
+def _counting(events, sent: list):
+    for ev in events:
+        if isinstance(ev, ResultBatch):
+            sent[0] += ev.table.num_rows
+        yield ev
+
+
 def run(session, spec, *, pushdown="auto", deadline=None, fail_fast=True, on_progress=None,
         **query_args) -> QueryResult:
     """The answer of a query over several datasets (Session.run's multi-dataset form)."""
-    names, built, schema = prepare(session, spec, query_args)
-    from ..session import collect
+    from ..query.results import collect
 
-    tables, failures, summaries = [], [], []
-    limit = query_args.get("limit")
-    for i, (name, m, q) in enumerate(built):
-        if limit is not None:
-            left = limit - sum(t.num_rows for t in tables)
-            if left <= 0:
-                break
-            q = dataclasses.replace(q, limit=left)
-        r = collect(session.stream_query(m, q, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast),
-                    q, m, on_progress=on_progress)
-        if r.table is not None:
-            tables.append(with_dataset(r.table, i, names))
-        failures.extend(r.failures)
-        summaries.append(r.summary)
-    table = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
-    from ..query.results import PartialQueryResult
-
-    cls = PartialQueryResult if failures else QueryResult
-    return cls(table=table, summary=merge_summaries(summaries, names), failures=failures)
+    schema, events = stream(session, spec, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast,
+                            **query_args)
+    return collect(events, aggregated=False, empty_table=schema.empty_table, on_progress=on_progress)
 
 
 class MultiRun:
@@ -155,22 +191,4 @@ class MultiRun:
             self.coordinator._finished(self)
 
     def _events(self):
-        from ..query.results import PartitionFailure, Progress
-
-        summaries, offset = [], 0
-        for i, r in enumerate(self.runs):
-            total = 0
-            for ev in r.events():
-                if isinstance(ev, ResultBatch):
-                    ev = ResultBatch(offset + ev.partition, with_dataset(ev.table, i, self.names).cast(self.schema))
-                elif isinstance(ev, PartitionFailure):
-                    ev = dataclasses.replace(ev, partition=offset + ev.partition)
-                elif isinstance(ev, Summary):
-                    summaries.append(ev)
-                    total = ev.partitions_total
-                    continue
-                elif isinstance(ev, Progress) and i:
-                    continue   # the first dataset's plan opens the stream; later ones are counted at the end
-                yield ev
-            offset += total
-        yield merge_summaries(summaries, self.names)
+        return merged(self.names, self.schema, (r.events() for r in self.runs))

@@ -184,6 +184,18 @@ class ServiceXFrontend:
             rows = [r for r in rows if _parse_time(r["created_at"]) >= since]
         return {"results": rows}
 
+    def request_status(self, request_id: str) -> dict:
+        """The tracked status of the transformation's query (query.tracker): partitions
+        and events processed of the total, failures, bytes delivered, and at the end
+        whether every event of every partition was processed."""
+        from ..errors import UnknownRequestError
+
+        self._get(request_id)   # an unknown transformation: 404 as for the other endpoints
+        try:
+            return self.tracker.get(request_id).as_dict()
+        except UnknownRequestError:   # submitted, its query not started yet
+            return {"request_id": request_id, "state": "queued"}
+
     def logs(self, request_id: str) -> str:
         return "\n".join(self._get(request_id).log) + "\n"
 
@@ -288,6 +300,9 @@ class ServiceXFrontend:
         t.status = "Canceled" if t.cancelled.is_set() else "Complete"
         t.finish_time = _now()
         t.note(f"{t.status.lower()}: {t.files_completed} files written, {t.files_failed} failed")
+        status = self.tracker.get(t.id).as_dict() if t.id in self.tracker.ids() else None
+        if status is not None:
+            t.note(status["statement"])   # every event processed, or exactly what was not
 
     def _upload(self, t: Transformation, i: int, table, bucket: list):
         start, stop = t.groups[i]
@@ -371,13 +386,15 @@ def _handler(front: ServiceXFrontend):
                 m = re.fullmatch(r"/servicex/datasets/([^/]+)", path)
                 if m and method == "GET":
                     return self._reply(200, front.dataset(m.group(1)))
-                m = re.fullmatch(r"/servicex/transformation/([^/]+)(/results|/cancel|/logs)?", path)
+                m = re.fullmatch(r"/servicex/transformation/([^/]+)(/results|/cancel|/logs|/skyhook-status)?", path)
                 if method == "GET" and m:
                     rid, tail = m.group(1), m.group(2)
                     if tail == "/results":
                         return self._reply(200, front.results(rid, params.get("later_than")))
                     if tail == "/cancel":
                         return self._reply(200, front.cancel(rid))
+                    if tail == "/skyhook-status":
+                        return self._reply(200, front.request_status(rid))
                     if tail == "/logs":
                         return self._send(200, front.logs(rid).encode(), "text/plain; charset=utf-8")
                     return self._reply(200, front.status(rid, self._base_url()))

@@ -14,6 +14,7 @@ Used by ``skyhook describe`` (transcode/cli.py) and the gRPC DescribeDataset
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -39,9 +40,13 @@ def summary(m) -> dict:
         "partition_bytes": {"min": int(sizes.min()) if len(sizes) else 0,
                             "max": int(sizes.max()) if len(sizes) else 0},
         "uncompressed_bytes": None if cb is None else int(sum(cb.values())),
-        "metadata": {"format_version": 2 if pieces is not None else 1,
-                     "segments": len(pieces.segments) if pieces is not None else None},
+        "manifest_layout": {"format_version": 2 if pieces is not None else 1,
+                            "segments": len(pieces.segments) if pieces is not None else None},
+        "metadata": dict(getattr(m, "metadata", None) or {}),   # the catalogue's
+        "change": getattr(m, "change", "") or "",
     }
+    if getattr(m, "provenance", None) is not None:
+        out["provenance"] = m.provenance
     return out
 
 
@@ -130,7 +135,24 @@ def render(d: dict, sources: list | None = None) -> str:
         f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
         f"  {d['num_columns']:,} columns, {d['num_sources']:,} sources",
     ]
+    prov = d.get("provenance") or {}
+    if prov.get("kind") == "skim":
+        q, src = prov.get("query") or {}, prov.get("source") or {}
+        lines.append(f"  skim of {src.get('dataset')!r} v{src.get('version')} where {q.get('where')!r} "
+                     f"({prov.get('events_selected', 0):,} of {prov.get('events_scanned', 0):,} events "
+                     f"scanned; made {prov.get('created')})")
+    if d.get("metadata"):
+        lines.append("  metadata:")
+        for k in sorted(d["metadata"]):
+            lines.append(f"    {k:<20} {json.dumps(d['metadata'][k])}")
+    if d.get("versions"):
+        lines.append(f"  versions kept ({len(d['versions'])}):")
+        for v in d["versions"]:
+            lines.append(f"    v{v['version']:<4} {v['created']}  {v['num_events']:>12,} events  "
+                         f"{v['num_partitions']:>6} partitions  {v['change'] or '-'}"
+                         f"{'  (current)' if v['current'] else ''}")
     if sources:
+        lines.append("  sources:")
         for s in sources:
             lines.append(f"    {s['name']}  tree {s['tree']}  {s['entries']:,} entries  "
                          f"{s['size'] / 1e6:.2f} MB  sha256 {s['sha256'][:12]}")

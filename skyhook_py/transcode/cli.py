@@ -5,6 +5,7 @@ list, meta, delete, gc.  Each parser sets ``func(args) -> exit code``; ``get_sto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import warnings
@@ -142,10 +143,12 @@ def add_dataset_commands(subparsers, get_store):
         # bounded by default: the header and partition table, never every statistic
         from ..storage import manifest as mf
         from ..storage import summary as sm
+        from ..storage import versions as versions_mod
 
         with get_store(args) as store:
             m = mf.load_manifest(store, args.dataset)
             d = sm.summary(m)
+            d["versions"] = [dataclasses.asdict(v) for v in versions_mod.history(store, m.dataset)]
             srcs = sm.source_page(m, 0, 10)
         print(json.dumps(dict(d, sources=srcs), indent=1) if args.json else sm.render(d, srcs))
 
