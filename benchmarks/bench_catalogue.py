@@ -18,8 +18,10 @@ vs ``ds@v1`` (the kept copy).  Writes benchmarks/results/catalogue.{json,md,png}
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,6 +79,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="skyhook-bench-catalogue-"))
+    atexit.register(shutil.rmtree, work, True)   # the work folder goes with the process
     cluster = Cluster(work / "cluster")
     rows, versions = [], {}
     try:

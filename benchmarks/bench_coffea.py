@@ -14,8 +14,10 @@ benchmarks/results/coffea.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -70,6 +72,7 @@ def main(argv=None):
     warnings.simplefilter("ignore")
 
     work = Path(tempfile.mkdtemp(prefix="skyhook-bench-"))
+    atexit.register(shutil.rmtree, work, True)   # the work folder goes with the process
     cluster = Cluster(work / "cluster")
     try:
         cluster.up(osds=1)

@@ -22,10 +22,12 @@ Writes <out>/coordinator.{json,md}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -189,6 +191,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="skyhook-bench-"))
+    atexit.register(shutil.rmtree, work, True)   # the work folder goes with the process
     cluster = Cluster(work / "cluster")
     running = None
     try:

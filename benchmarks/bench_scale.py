@@ -34,9 +34,11 @@ Writes benchmarks/results/<date>-scale/{results.json,report.md,scale.png}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
 import platform
+import shutil
 import statistics
 import struct
 import sys
@@ -523,6 +525,7 @@ def main(argv=None):
     if args.only_real:
         grid, old, merges = [], [], []
     work = Path(tempfile.mkdtemp(prefix="skyhook-scale-"))
+    atexit.register(shutil.rmtree, work, True)   # the work folder goes with the process
     cluster = Cluster(work / "cluster")
     results = {"date": date, "machine": f"{platform.node()} ({platform.processor() or platform.machine()})",
                "v2": [], "v1": [], "real": [], "merge": []}

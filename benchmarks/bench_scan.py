@@ -36,10 +36,11 @@ runner, BlueStore's cache for the OSD) and the network (loopback).
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import json
-import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -161,6 +162,7 @@ class Osd:
 
         self._cpu = proc_cpu_seconds
         self.dir = tempfile.mkdtemp(prefix="skyhook-scan-")
+        atexit.register(shutil.rmtree, self.dir, True)   # the work folder goes with the process
         self.cluster = Cluster(self.dir)
         self.keep = keep
         self.cluster.up(osds=1)

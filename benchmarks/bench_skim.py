@@ -16,8 +16,10 @@ Writes benchmarks/results/skim.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -58,6 +60,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="skyhook-bench-skim-"))
+    atexit.register(shutil.rmtree, work, True)   # the work folder goes with the process
     cluster = Cluster(work / "cluster")
     running = None
     try:
