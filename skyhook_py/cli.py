@@ -124,7 +124,7 @@ def _add_servicex_command(subparsers):
 def cmd_servicex(args):
     from .service.servicex import ServiceXFrontend, serve
     from .errors import SkyhookError
-    from .service.servicex_auth import read_token_file
+    from .service.coordinator import read_token_file
 
     tokens = read_token_file(args.token_file) if args.token_file else None
     if args.token_file and not tokens:

@@ -199,14 +199,14 @@ class Session:
                    **query_args):
         """Write the selected events to a Parquet file as they arrive (one batch in memory
         at a time, never the whole answer); returns the Summary."""
-        from .query.results import write_parquet
+        from .query.sinks import write_events
 
         m, query = self.build_query(dataset, **query_args)
         if query.aggregations:
             raise ValueError("to_parquet writes events; use aggregate() for aggregations")
-        summary, _ = write_parquet(
+        summary, *_ = write_events(
             self.stream_query(m, query, pushdown=pushdown, deadline=deadline, fail_fast=fail_fast),
-            path, empty_table=lambda: empty_result(m, query))
+            path, empty_table=lambda: empty_result(m, query), format="parquet")
         return summary
 
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,

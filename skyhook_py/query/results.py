@@ -207,39 +207,3 @@ def collect(events, *, aggregated: bool, empty_table=None, on_progress=None) -> 
         table = concat_tables(batches) if batches else (empty_table() if empty_table else None)
     partial = bool(failures) or summary.partitions_failed > 0
     return (PartialQueryResult if partial else QueryResult)(table, summary, failures)
-
-
-
-def write_parquet(events, path, *, empty_table=None) -> tuple[Summary | None, list]:
-    """Write the rows of a stream of events to a Parquet file as they arrive (one row
-    group per batch), holding one batch at a time, never the whole answer; returns the
-    Summary and the PartitionFailures.  A stream that fails leaves no file behind."""
-    import os
-
-    import pyarrow.parquet as pq
-
-    writer, summary, failures = None, None, []
-    tmp = f"{os.fspath(path)}.part"
-    try:
-        for ev in events:
-            if isinstance(ev, ResultBatch) and ev.table is not None:
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, ev.table.schema)
-                if ev.table.num_rows:
-                    writer.write_table(ev.table)
-            elif isinstance(ev, PartitionFailure):
-                failures.append(ev)
-            elif isinstance(ev, Summary):
-                summary = ev
-        if writer is None:
-            empty = empty_table() if empty_table else None
-            writer = pq.ParquetWriter(tmp, empty.schema if empty is not None else pa.schema([]))
-        writer.close()
-        writer = None
-        os.replace(tmp, path)
-    finally:
-        if writer is not None:
-            writer.close()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return summary, failures

@@ -68,13 +68,15 @@ class _Writer:
             self._sink.close()
 
 
-def write_events(events, path, *, empty_table=None, on_progress=None, keep_rows: int = 0):
-    """Write the rows of ``events`` to ``path`` (format from the suffix) as they arrive.
+def write_events(events, path, *, empty_table=None, on_progress=None, keep_rows: int = 0,
+                 format: str | None = None):
+    """Write the rows of ``events`` to ``path`` (format from the suffix, or ``format``) as
+    they arrive.
 
     Returns (summary, failures, rows written, head): ``head`` holds the first
     ``keep_rows`` rows (for showing), nothing more is kept.  ``empty_table()`` gives
     the columns of an answer without rows."""
-    kind = format_of(path)
+    kind = format or format_of(path)
     if kind is None:
         raise QueryError(f"cannot tell the output format of {os.fspath(path)!r}: use one of "
                          f"{', '.join(sorted(SUFFIXES))}")

@@ -250,7 +250,9 @@ class Client:
     def to_parquet(self, path, dataset: str, columns=None, where=None, **kwargs) -> Summary:
         """Write the selected events to a Parquet file as they arrive from the stream (one
         batch in memory at a time, never the whole answer); returns the Summary."""
-        summary, _ = results.write_parquet(self.stream(dataset, columns, where, **kwargs), path)
+        from ..query.sinks import write_events
+
+        summary, *_ = write_events(self.stream(dataset, columns, where, **kwargs), path, format="parquet")
         return summary
 
 

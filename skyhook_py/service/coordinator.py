@@ -145,24 +145,14 @@ def manifest_identity(m) -> tuple:
     return m.identity()
 
 
-class QueryRun:
-    """One running query: its compiled form, cancellation flag and event stream."""
+class Cancellable:
+    """A request registered among the coordinator's running ones: its start time and a
+    cancellation flag with the reason (``cancel`` by the client, by Cancel, by going away)."""
 
-    def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str,
-                 started: float | None = None, query_key=None):
-        self.coordinator = coordinator
-        self.spec = spec
-        self.manifest = manifest
-        self.query = query
-        self.id = query_id
+    def _init_cancellable(self, started: float | None = None):
         self.started = time.monotonic() if started is None else started
-        self.deadline = None if spec.deadline is None else self.started + spec.deadline
         self._cancelled = threading.Event()
         self.cancel_reason = ""
-        self.cache_key = (manifest.dataset, manifest_identity(manifest),
-                          query.key() if query_key is None else query_key, spec.pushdown)
-        self._looked_up, self._cached = False, None
-        self.status = None   # its query.tracker.RequestStatus (Coordinator.start sets it)
 
     def cancel(self, reason: str = "cancelled"):
         if not self._cancelled.is_set():
@@ -174,6 +164,24 @@ class QueryRun:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+class QueryRun(Cancellable):
+    """One running query: its compiled form, cancellation flag and event stream."""
+
+    def __init__(self, coordinator, spec: QuerySpec, manifest, query, query_id: str,
+                 started: float | None = None, query_key=None):
+        self.coordinator = coordinator
+        self.spec = spec
+        self.manifest = manifest
+        self.query = query
+        self.id = query_id
+        self._init_cancellable(started)
+        self.deadline = None if spec.deadline is None else self.started + spec.deadline
+        self.cache_key = (manifest.dataset, manifest_identity(manifest),
+                          query.key() if query_key is None else query_key, spec.pushdown)
+        self._looked_up, self._cached = False, None
+        self.status = None   # its query.tracker.RequestStatus (Coordinator.start sets it)
 
     def events(self):
         """Progress, ResultBatch and PartitionFailure events, then the Summary; pulled lazily.

@@ -11,7 +11,7 @@ import json
 
 from ..errors import QueryError
 from ._grpc_stubs import pb
-from .wire import LANGUAGE_NAMES, LANGUAGES, PUSHDOWN, PUSHDOWN_NAMES, expression_from_proto, expression_to_proto
+from .wire import LANGUAGE_NAMES, LANGUAGES, PUSHDOWN, PUSHDOWN_NAMES, expression_from_proto, fill_selection
 
 _STATUS_FIELDS = ("request_id", "kind", "dataset", "manifest_version", "query", "state", "message",
                   "partitions_total", "partitions_planned", "partitions_done", "partitions_failed",
@@ -35,14 +35,7 @@ def skim_request_to_proto(source, dataset, *, where=None, columns=None, expressi
                          partition_bytes=int(partition_bytes or 0),
                          partition_events=int(partition_events or 0), format=format or "",
                          compression=compression or "", request_id=request_id or "")
-    msg.columns.extend(columns or [])
-    for name, e in (expressions or {}).items():
-        msg.expressions.add(name=name, expression=expression_to_proto(e))
-    if event_range is not None:
-        start, stop = event_range
-        msg.event_range.start = int(start or 0)
-        if stop is not None:
-            msg.event_range.stop = int(stop)
+    fill_selection(msg, columns, expressions, event_range)
     return msg
 
 

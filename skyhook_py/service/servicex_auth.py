@@ -32,17 +32,6 @@ class Unauthorized(Exception):
     """Refused credentials (HTTP 401); the message says why."""
 
 
-def read_token_file(path) -> list[str]:
-    """Tokens, one a line; blank lines and '#' comments ignored."""
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                out.append(line)
-    return out
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

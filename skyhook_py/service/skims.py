@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 import uuid
 
 from ..errors import DuplicateQueryError, NoWriterError
 from ..query.results import Progress
+from .coordinator import Cancellable
 
 
 @dataclasses.dataclass
@@ -40,29 +40,16 @@ class SkimSpec:
     request_id: str = ""
 
 
-class SkimRun:
+class SkimRun(Cancellable):
     """One skim in the coordinator (registered among its running requests)."""
 
     def __init__(self, coordinator, spec: SkimSpec, request_id: str):
         self.coordinator, self.spec, self.id = coordinator, spec, request_id
-        self.started = time.monotonic()
-        self._cancelled = threading.Event()
-        self.cancel_reason = ""
+        self._init_cancellable()
         self.status = coordinator.tracker.new(request_id, "skim", spec.source,
                                               f"skim of {spec.source!r} into {spec.dataset!r} "
                                               f"where {spec.where!r}")
         self.status.output = spec.dataset
-
-    def cancel(self, reason: str = "cancelled"):
-        if not self._cancelled.is_set():
-            self.cancel_reason = reason
-            self._cancelled.set()
-
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
     def events(self, interval: float = 0.2):
         """Progress events while the skim runs, then its committed Manifest; raises the

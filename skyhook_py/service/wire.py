@@ -441,6 +441,19 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
         use_cache=not p.options.no_cache)
 
 
+def fill_selection(msg, columns, expressions, event_range):
+    """Set the columns, computed expressions and event range of a QueryRequest or a
+    SkimRequest (the same fields in both)."""
+    msg.columns.extend(columns or [])
+    for name, e in (expressions or {}).items():
+        msg.expressions.add(name=name, expression=expression_to_proto(e))
+    if event_range is not None:
+        start, stop = event_range
+        msg.event_range.start = int(start or 0)
+        if stop is not None:
+            msg.event_range.stop = int(stop)
+
+
 def request_to_proto(dataset, *, columns=None, where=None, expressions=None, language="cut",
                      event_range=None, limit=None, pushdown="auto", aggregations=(),
                      allow_partial=False, deadline=None, query_id="", output_format="arrow",
@@ -466,14 +479,7 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
     for c in columns or []:
         if not isinstance(c, str):
             raise QueryError(f"over gRPC, pass computed columns as expressions={{name: expr}}, not {c!r}")
-    msg.columns.extend(columns or [])
-    for name, e in (expressions or {}).items():
-        msg.expressions.add(name=name, expression=expression_to_proto(e))
-    if event_range is not None:
-        start, stop = event_range
-        msg.event_range.start = int(start or 0)
-        if stop is not None:
-            msg.event_range.stop = int(stop)
+    fill_selection(msg, columns, expressions, event_range)
     if limit is not None:
         msg.limit = int(limit)
     msg.aggregations.extend(aggregation_to_proto(a) for a in aggregations or ())

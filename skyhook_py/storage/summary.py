@@ -125,16 +125,10 @@ def source_page(m, offset: int, limit: int) -> list[dict]:
     return [dataclasses.asdict(s) for s in m.sources[offset:offset + limit]]
 
 
-def render(d: dict, sources: list | None = None) -> str:
-    """The summary as a few lines of text (bounded: no per-partition or per-column lines)."""
-    enc = d["encoding"]
-    lines = [
-        f"dataset {d['dataset']}  version {d['version']}  created {d['created']}",
-        f"  {d['num_events']:,} events in {d['num_partitions']:,} partitions, {d['bytes'] / 1e6:.2f} MB "
-        f"({enc.get('format')}{', ' + enc['compression'] if enc.get('compression') else ''}); "
-        f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
-        f"  {d['num_columns']:,} columns, {d['num_sources']:,} sources",
-    ]
+def history_lines(d: dict) -> list[str]:
+    """Where a description's dataset comes from: skim provenance, catalogue metadata and
+    the kept versions, as lines of text (shared by the bounded and the --full describe)."""
+    lines = []
     prov = d.get("provenance") or {}
     if prov.get("kind") == "skim":
         q, src = prov.get("query") or {}, prov.get("source") or {}
@@ -151,6 +145,20 @@ def render(d: dict, sources: list | None = None) -> str:
             lines.append(f"    v{v['version']:<4} {v['created']}  {v['num_events']:>12,} events  "
                          f"{v['num_partitions']:>6} partitions  {v['change'] or '-'}"
                          f"{'  (current)' if v['current'] else ''}")
+    return lines
+
+
+def render(d: dict, sources: list | None = None) -> str:
+    """The summary as a few lines of text (bounded: no per-partition or per-column lines)."""
+    enc = d["encoding"]
+    lines = [
+        f"dataset {d['dataset']}  version {d['version']}  created {d['created']}",
+        f"  {d['num_events']:,} events in {d['num_partitions']:,} partitions, {d['bytes'] / 1e6:.2f} MB "
+        f"({enc.get('format')}{', ' + enc['compression'] if enc.get('compression') else ''}); "
+        f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
+        f"  {d['num_columns']:,} columns, {d['num_sources']:,} sources",
+    ]
+    lines += history_lines(d)
     if sources:
         lines.append("  sources:")
         for s in sources:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import json
 import os
 import secrets
 import signal
@@ -35,6 +34,7 @@ from ..progress import Progress
 from ..storage import checksum
 from ..storage import manifest as mf
 from ..storage import pieces
+from ..storage.summary import history_lines
 from ..storage.manifest import Manifest, Partition, Source
 from ..catalogue import metadata as meta_mod
 from ..storage import versions as versions_mod
@@ -695,22 +695,7 @@ def render_description(d: dict, max_columns: int = 40) -> str:
         f"{', ' + d['encoding']['compression'] if d['encoding']['compression'] else ''}); "
         f"partitions {d['partition_bytes']['min'] / 1e6:.2f}..{d['partition_bytes']['max'] / 1e6:.2f} MB",
     ]
-    prov = d.get("provenance") or {}
-    if prov.get("kind") == "skim":
-        q, src = prov.get("query") or {}, prov.get("source") or {}
-        lines.insert(2, f"  skim of {src.get('dataset')!r} v{src.get('version')} where "
-                        f"{q.get('where')!r} ({prov.get('events_selected', 0):,} of "
-                        f"{prov.get('events_scanned', 0):,} events scanned; made {prov.get('created')})")
-    if d.get("metadata"):
-        lines.append("  metadata:")
-        for k in sorted(d["metadata"]):
-            lines.append(f"    {k:<20} {json.dumps(d['metadata'][k])}")
-    if d.get("versions"):
-        lines.append(f"  versions kept ({len(d['versions'])}):")
-        for v in d["versions"]:
-            lines.append(f"    v{v['version']:<4} {v['created']}  {v['num_events']:>12,} events  "
-                         f"{v['num_partitions']:>6} partitions  {v['change'] or '-'}"
-                         f"{'  (current)' if v['current'] else ''}")
+    lines += history_lines(d)
     lines.append(f"  sources ({len(d['sources'])}):")
     for s in d["sources"]:
         lines.append(f"    {s['name']}  tree {s['tree']}  {s['entries']:,} entries  "
