@@ -33,6 +33,35 @@ std::vector<AggState> NewAggregates(const Plan& plan) {
   return aggs;
 }
 
+void ResumeAggregates(const Plan& plan, std::vector<AggState>* aggs) {
+  if (plan.resume == nullptr) return;
+  for (size_t a = 0; a < aggs->size(); ++a) {
+    const fb::AggregateResult* r = plan.resume->Get(static_cast<flatbuffers::uoffset_t>(a));
+    AggState& s = (*aggs)[a];
+    s.count = r->count();
+    s.is_integer = r->is_integer();
+    s.is_unsigned = r->is_unsigned();
+    const uint64_t bits = static_cast<uint64_t>(r->int_value());
+    switch (plan.aggregations[a].kind) {
+      case AggKind::Sum:
+      case AggKind::Mean:
+        s.isum = bits;
+        s.fsum = r->float_value();
+        break;
+      case AggKind::Min:
+        if (s.count > 0) s.imin = r->int_value(), s.umin = bits, s.fmin = r->float_value();
+        break;
+      case AggKind::Max:
+        if (s.count > 0) s.imax = r->int_value(), s.umax = bits, s.fmax = r->float_value();
+        break;
+      default:
+        break;
+    }
+    if (r->sumw()) s.sumw.assign(r->sumw()->begin(), r->sumw()->end());
+    if (r->sumw2()) s.sumw2.assign(r->sumw2()->begin(), r->sumw2()->end());
+  }
+}
+
 arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vector<Value>& values,
                               const std::vector<int64_t>& sel, int64_t n_events, AggState* st,
                               CallContext* ctx) {

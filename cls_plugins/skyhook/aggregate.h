@@ -30,6 +30,9 @@ struct AggState {
 // One state per aggregation of the plan, histogram bins allocated.
 std::vector<AggState> NewAggregates(const Plan& plan);
 
+// Sets each state to where the previous slices left it (Plan::resume), if any.
+void ResumeAggregates(const Plan& plan, std::vector<AggState>* aggs);
+
 // Adds the events `sel` (rows of `values`) to one aggregation.
 arrow::Status UpdateAggregate(const Plan& plan, const AggSpec& g, const std::vector<Value>& values,
                               const std::vector<int64_t>& sel, int64_t n_events, AggState* st,

@@ -26,7 +26,14 @@
 #include <rados/objclass.h>
 
 #include "cls_skyhook_ops.h"
+#include "fair_share.h"
 #include "scan_kernel.h"
+
+// Who sent the call.  The public objclass.h does not declare it, but every OSD
+// exports it with C linkage (src/objclass/class_api.cc); its entity_inst_t starts
+// with the sender's entity_name_t {uint8_t type; int64_t num}, num being the
+// client instance's global id.  The buffer is far larger than an entity_inst_t.
+extern "C" int cls_get_request_origin(cls_method_context_t hctx, void* origin);
 
 #pragma GCC visibility push(default)
 CLS_VER(1, 0)
@@ -146,6 +153,27 @@ bool LogAllowed(unsigned long long* suppressed_before) {
     }                                                                                      \
   } while (0)
 
+int64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// The client instance that sent the call (0 when the OSD cannot say).
+uint64_t ClientOf(cls_method_context_t hctx) {
+  alignas(16) unsigned char inst[1024] = {};
+  if (cls_get_request_origin(hctx, inst) != 0) return 0;
+  int64_t num = 0;
+  std::memcpy(&num, inst + 8, sizeof num);
+  return (static_cast<uint64_t>(inst[0]) << 56) ^ static_cast<uint64_t>(num);
+}
+
+// The OSD's CPU shares: every scan call is sliced by what its client earned.
+skyhook::FairShare& Shares() {
+  static skyhook::FairShare shares;
+  return shares;
+}
+
 std::string Describe(uint64_t size, time_t mtime) {
   return "object(" + std::to_string(size) + " bytes, mtime " + std::to_string(mtime) + ")";
 }
@@ -160,9 +188,9 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
   }
   const std::string object = Describe(size, mtime);
   skyhook::Limits limits;
-  if (in->length() > static_cast<unsigned>(limits.max_request_bytes)) {
+  if (in->length() > static_cast<uint64_t>(skyhook::MaxRequestBytes(limits))) {
     SKYHOOK_ERR("skyhook scan: %s: request of %u bytes, more than %lld", object.c_str(), in->length(),
-            static_cast<long long>(limits.max_request_bytes));
+            static_cast<long long>(skyhook::MaxRequestBytes(limits)));
     return -E2BIG;
   }
   // A copy: flatbuffers wants aligned memory, a bufferlist may be fragmented.
@@ -186,8 +214,11 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
       return r;
     }
   }
+  const uint64_t client = ClientOf(hctx);
+  limits.slice_ns = Shares().SliceNs(client, MonotonicNs());
   skyhook::ScanStats stats;
   auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
+  Shares().Charge(client, stats.cpu_ns, MonotonicNs());
   if (!reply.ok()) {
     int err = skyhook::StatusToErrno(reply.status());
     SKYHOOK_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);
@@ -204,11 +235,13 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
     out->append(reinterpret_cast<const char*>((*reply)->data()), reply_bytes);
   }
   CLS_LOG(20, "skyhook scan: %s: rows scanned %lld matched %lld returned %lld, read %lld bytes "
-          "in %lld reads (%lld zero-copy), reply %u bytes, cpu %lld ns", object.c_str(),
+          "in %lld reads (%lld zero-copy), reply %u bytes, cpu %lld ns, slice %lld ns, resume at %lld",
+          object.c_str(),
           static_cast<long long>(stats.rows_scanned), static_cast<long long>(stats.rows_matched),
           static_cast<long long>(stats.rows_returned), static_cast<long long>(stats.bytes_read),
           static_cast<long long>(file->read_calls()), static_cast<long long>(file->zero_copy_reads()),
-          reply_bytes, static_cast<long long>(stats.cpu_ns));
+          reply_bytes, static_cast<long long>(stats.cpu_ns), static_cast<long long>(limits.slice_ns),
+          static_cast<long long>(stats.resume_row));
   return 0;
 }
 

@@ -84,8 +84,12 @@ struct Plan {
   std::vector<AggSpec> aggregations;
   int compression = 0;  // 0 none, 1 LZ4, 2 ZSTD
   int64_t reply_cap = 0;  // min(max_reply_bytes, Limits::max_reply_bytes)
-  int64_t deadline_ms = 0;
-  int64_t hist_bytes = 0;   // sumw + sumw2 of all histograms (16 bytes per cell)  // the caller's wall-clock deadline (ms since the epoch), 0: none
+  int64_t deadline_ms = 0;  // the caller's wall-clock deadline (ms since the epoch), 0: none
+  int64_t hist_bytes = 0;   // sumw + sumw2 of all histograms (16 bytes per cell)
+  int64_t slice_ns = 0;     // the caller's time slice (0: the class's)
+  // the aggregates of the previous slices (checked against `aggregations`), or null;
+  // points into the request, which outlives the scan
+  const flatbuffers::Vector<flatbuffers::Offset<fb::AggregateResult>>* resume = nullptr;
   std::vector<ColumnRef> columns;  // distinct columns named by Column nodes
   std::vector<bool> needed;        // nodes reachable from filter, outputs, aggregations
 };

@@ -72,12 +72,47 @@ arrow::Status CheckAxis(const fb::Axis* axis, const std::string& what, const Lim
   return arrow::Status::OK();
 }
 
+// The aggregates of a resumed request: one per aggregation, same name and kind,
+// histograms with their cells; beyond them the request keeps max_request_bytes.
+arrow::Status CheckResume(const fb::ScanRequest* req, const Plan& plan, size_t len, const Limits& limits) {
+  const auto* resume = req->resume();
+  int64_t state_bytes = 0;
+  if (resume && resume->size() > 0) {
+    if (resume->size() != plan.aggregations.size())
+      return EInval("resume holds " + std::to_string(resume->size()) + " aggregates for " +
+                    std::to_string(plan.aggregations.size()) + " aggregations");
+    for (size_t a = 0; a < plan.aggregations.size(); ++a) {
+      const fb::AggregateResult* r = resume->Get(static_cast<flatbuffers::uoffset_t>(a));
+      const AggSpec& g = plan.aggregations[a];
+      const std::string what = "resume of aggregation '" + g.name + "'";
+      if (!r->name() || r->name()->str() != g.name || r->kind() != g.kind)
+        return EInval(what + ": another name or kind");
+      if (r->count() < 0) return EInval(what + ": a negative count");
+      const bool hist = g.kind == AggKind::Hist1D || g.kind == AggKind::Hist2D;
+      const size_t cells = hist ? (g.x_axis.bins + 2) * (g.kind == AggKind::Hist2D ? g.y_axis.bins + 2 : 1) : 0;
+      const size_t sumw = r->sumw() ? r->sumw()->size() : 0, sumw2 = r->sumw2() ? r->sumw2()->size() : 0;
+      if (sumw != cells || sumw2 != cells)
+        return EInval(what + ": " + std::to_string(sumw) + " bins, expected " + std::to_string(cells));
+      state_bytes += 16 * static_cast<int64_t>(cells) + 64;
+    }
+  }
+  if (static_cast<int64_t>(len) - state_bytes > limits.max_request_bytes)
+    return E2Big("request of " + std::to_string(static_cast<int64_t>(len) - state_bytes) +
+                 " bytes (resume state aside), more than " + std::to_string(limits.max_request_bytes));
+  return arrow::Status::OK();
+}
+
 }  // namespace
 
+int64_t MaxRequestBytes(const Limits& limits) {
+  // a resumed request also carries its histograms' state (Plan::resume)
+  return limits.max_request_bytes + 16 * limits.max_total_hist_cells + 64 * 1024;
+}
+
 arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limits, Plan* plan) {
-  if (len > static_cast<size_t>(limits.max_request_bytes))
+  if (len > static_cast<size_t>(MaxRequestBytes(limits)))
     return E2Big("request of " + std::to_string(len) + " bytes, more than " +
-                 std::to_string(limits.max_request_bytes));
+                 std::to_string(MaxRequestBytes(limits)));
   if (len < 8 || !fb::ScanRequestBufferHasIdentifier(data))
     return EInval("not a ScanRequest (identifier SKH1 missing)");
   flatbuffers::Verifier verifier(data, len, /*max_depth=*/16, /*max_tables=*/200000);
@@ -195,6 +230,9 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
     return E2Big("histograms of " + std::to_string(hist_bytes / 16) + " cells together, more than " +
                  std::to_string(limits.max_total_hist_cells));
   plan->hist_bytes = hist_bytes;
+  ARROW_RETURN_NOT_OK(CheckResume(req, *plan, len, limits));
+  plan->resume = req->resume() && req->resume()->size() > 0 ? req->resume() : nullptr;
+  plan->slice_ns = static_cast<int64_t>(req->slice_us()) * 1000;
   if (hist_bytes > plan->reply_cap)
     return ErrnoStatus(EMSGSIZE, "histograms of " + std::to_string(hist_bytes) +
                                      " bytes cannot fit a reply of " + std::to_string(plan->reply_cap));

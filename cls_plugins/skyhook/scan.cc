@@ -334,13 +334,102 @@ arrow::Status WriteOutputs(const Plan& plan, const EvalState& st, int64_t n_sel,
   return arrow::Status::OK();
 }
 
-// The batch loop.  The cut runs on every row of the range (so that its errors
-// and rows_matched do not depend on the limit); outputs and aggregations only
-// on the selected rows.
+// No rows selected (or none at all: an empty file has no batch): errors that
+// depend only on types and literals are still raised (formats/README.md), so
+// evaluate once over no rows and drop the values.
+arrow::Status FinishScan(const Plan& plan, const PartitionReader& reader, bool evaluated,
+                         const std::vector<bool>& elements, CallContext* ctx) {
+  if (evaluated) return arrow::Status::OK();
+  ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader.schema, ctx->pool()));
+  EvalState none(plan.nodes.size());
+  return EvaluateBatch(plan, *empty, plan.needed, elements, &none, ctx);
+}
+
+// The rows of one chunk (a whole batch, or a slice of one): the cut on every row
+// (so that its errors and rows_matched do not depend on the limit), then outputs
+// and aggregations on the selected rows.  `remaining`: selected rows still wanted
+// (-1: no limit).
+arrow::Status ScanChunk(const Plan& plan, const std::shared_ptr<arrow::RecordBatch>& chunk,
+                        const std::vector<bool>& for_filter, const std::vector<bool>& elements,
+                        ReplyWriter* w, std::vector<AggState>* aggs, ScanStats* stats,
+                        int64_t* remaining, bool* evaluated, CallContext* ctx) {
+  stats->rows_scanned += chunk->num_rows();
+  EvalState all(plan.nodes.size());
+  ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *chunk, for_filter, elements, &all, ctx));
+  stats->rows_matched += static_cast<int64_t>(sel.size());
+  if (*remaining >= 0 && static_cast<int64_t>(sel.size()) > *remaining) sel.resize(static_cast<size_t>(*remaining));
+  if (*remaining >= 0) *remaining -= static_cast<int64_t>(sel.size());
+  if (sel.empty()) return arrow::Status::OK();
+  const int64_t n_sel = static_cast<int64_t>(sel.size());
+  stats->rows_returned += n_sel;
+
+  // Every row selected: the same batch and values.
+  EvalState picked(plan.nodes.size());
+  EvalState* st = &all;
+  std::shared_ptr<arrow::RecordBatch> rows = chunk;
+  if (n_sel != chunk->num_rows()) {
+    st = &picked;
+    ARROW_ASSIGN_OR_RAISE(rows, PickRows(chunk, sel, ctx));
+  }
+  ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, elements, st, ctx));
+  *evaluated = true;
+  ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, w, ctx));
+  std::vector<int64_t> identity(aggs->empty() ? 0 : static_cast<size_t>(n_sel));
+  for (size_t e = 0; e < identity.size(); ++e) identity[e] = static_cast<int64_t>(e);
+  for (size_t a = 0; a < aggs->size(); ++a)
+    ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
+                                        &(*aggs)[a], ctx));
+  return arrow::Status::OK();
+}
+
+// Time slices (formats/README.md "Time slices").  With a quantum, a batch is
+// scanned in chunks sized from the CPU time per row measured so far (the first
+// one from the request's size, so that a request of thousands of nodes starts
+// small); once the quantum is used up, the call stops before the next chunk and
+// says where to resume.  Every call scans at least one chunk: a resumed scan
+// always progresses.
+class Slicer {
+ public:
+  Slicer(int64_t quantum_ns, int64_t first_chunk_node_rows, const Plan& plan, const CallContext& ctx)
+      : quantum_(quantum_ns), ctx_(ctx) {
+    int64_t nodes = 0;
+    for (bool n : plan.needed) nodes += n;
+    first_rows_ = std::max<int64_t>(kMinRows, first_chunk_node_rows / std::max<int64_t>(1, nodes));
+  }
+  // Whether the call stops here (the quantum is spent and a chunk has been scanned).
+  bool Expired() const { return quantum_ > 0 && chunks_ > 0 && ctx_.CpuNs() >= quantum_; }
+  // Rows of the next chunk, at most `left`.
+  int64_t NextRows(int64_t left) {
+    if (quantum_ <= 0) return left;
+    started_ns_ = ctx_.CpuNs();
+    if (ns_per_row_ <= 0) return std::min(left, first_rows_);
+    const double fit = static_cast<double>(quantum_ - started_ns_) / 2 / ns_per_row_;
+    return std::min(left, std::max<int64_t>(kMinRows, static_cast<int64_t>(std::min(fit, 1e15))));
+  }
+  void Done(int64_t rows) {
+    ++chunks_;
+    if (quantum_ > 0 && rows > 0)
+      ns_per_row_ = std::max(1.0, static_cast<double>(ctx_.CpuNs() - started_ns_) / static_cast<double>(rows));
+  }
+
+ private:
+  static constexpr int64_t kMinRows = 16;
+  int64_t quantum_;
+  const CallContext& ctx_;
+  int64_t first_rows_;
+  int64_t chunks_ = 0;
+  int64_t started_ns_ = 0;
+  double ns_per_row_ = 0;
+};
+
+// The batch loop: each record batch cut to the row range, then scanned chunk by
+// chunk (ScanChunk) until the range ends or the time slice does.
 arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter* w,
-                          std::vector<AggState>* aggs, ScanStats* stats, CallContext* ctx) {
+                          std::vector<AggState>* aggs, ScanStats* stats, CallContext* ctx,
+                          int64_t quantum_ns, int64_t first_chunk_node_rows) {
   const std::vector<bool> for_filter = FilterNodes(plan);
   const std::vector<bool> elements = ElementNodes(plan);
+  Slicer slicer(quantum_ns, first_chunk_node_rows, plan, *ctx);
   int64_t remaining = plan.limit;  // -1: no limit
   bool evaluated = false;          // have outputs and aggregations been evaluated on any rows?
   while (true) {
@@ -370,44 +459,21 @@ arrow::Status ScanBatches(const Plan& plan, PartitionReader* reader, ReplyWriter
     int64_t hi = batch->num_rows();
     if (plan.row_stop >= 0) hi = std::min(hi, plan.row_stop - first_row);
     if (hi <= lo) continue;
-    if (lo > 0 || hi < batch->num_rows()) batch = batch->Slice(lo, hi - lo);
-    stats->rows_scanned += batch->num_rows();
-
-    EvalState all(plan.nodes.size());
-    ARROW_ASSIGN_OR_RAISE(std::vector<int64_t> sel, FilterRows(plan, *batch, for_filter, elements, &all, ctx));
-    stats->rows_matched += static_cast<int64_t>(sel.size());
-    if (remaining >= 0 && static_cast<int64_t>(sel.size()) > remaining) sel.resize(static_cast<size_t>(remaining));
-    if (remaining >= 0) remaining -= static_cast<int64_t>(sel.size());
-    if (sel.empty()) continue;
-    const int64_t n_sel = static_cast<int64_t>(sel.size());
-    stats->rows_returned += n_sel;
-
-    // Every row selected: the same batch and values.
-    EvalState picked(plan.nodes.size());
-    EvalState* st = &all;
-    std::shared_ptr<arrow::RecordBatch> rows = batch;
-    if (n_sel != batch->num_rows()) {
-      st = &picked;
-      ARROW_ASSIGN_OR_RAISE(rows, PickRows(batch, sel, ctx));
+    for (int64_t at = lo; at < hi;) {
+      if (remaining == 0 && plan.filter < 0) break;  // counted from metadata above
+      if (slicer.Expired()) {
+        stats->resume_row = first_row + at;
+        return FinishScan(plan, *reader, evaluated, elements, ctx);
+      }
+      const int64_t rows = slicer.NextRows(hi - at);
+      auto chunk = (at == 0 && rows == batch->num_rows()) ? batch : batch->Slice(at, rows);
+      ARROW_RETURN_NOT_OK(ScanChunk(plan, chunk, for_filter, elements, w, aggs, stats, &remaining,
+                                    &evaluated, ctx));
+      slicer.Done(rows);
+      at += rows;
     }
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *rows, plan.needed, elements, st, ctx));
-    evaluated = true;
-    ARROW_RETURN_NOT_OK(WriteOutputs(plan, *st, n_sel, w, ctx));
-    std::vector<int64_t> identity(aggs->empty() ? 0 : static_cast<size_t>(n_sel));
-    for (size_t e = 0; e < identity.size(); ++e) identity[e] = static_cast<int64_t>(e);
-    for (size_t a = 0; a < aggs->size(); ++a)
-      ARROW_RETURN_NOT_OK(UpdateAggregate(plan, plan.aggregations[a], st->values, identity, n_sel,
-                                          &(*aggs)[a], ctx));
   }
-  if (!evaluated) {
-    // No rows selected (or none at all: an empty file has no batch): errors that
-    // depend only on types and literals are still raised (formats/README.md), so
-    // evaluate once over no rows and drop the values.
-    ARROW_ASSIGN_OR_RAISE(auto empty, arrow::RecordBatch::MakeEmpty(reader->schema, ctx->pool()));
-    EvalState none(plan.nodes.size());
-    ARROW_RETURN_NOT_OK(EvaluateBatch(plan, *empty, plan.needed, elements, &none, ctx));
-  }
-  return arrow::Status::OK();
+  return FinishScan(plan, *reader, evaluated, elements, ctx);
 }
 
 // flatbuffers' memory from malloc, so that the finished reply can be handed
@@ -436,7 +502,7 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, cons
   stats->cpu_ns = ThreadCpuNs() - cpu_start;
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
                                    stats->rows_returned, stats->bytes_read, stats->object_bytes,
-                                   stats->cpu_ns);
+                                   stats->cpu_ns, stats->resume_row);
   fbb.Finish(fb::CreateScanReply(fbb, cls_ops::kScanVersion, figures, stream, aggregates), fb::ScanRequestIdentifier());
   if (static_cast<int64_t>(fbb.GetSize()) > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply of " + std::to_string(fbb.GetSize()) + " bytes exceeds " +
@@ -483,7 +549,13 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
 
   ARROW_ASSIGN_OR_RAISE(ReplyWriter w, MakeReplyWriter(plan, &ctx));
   std::vector<AggState> aggs = NewAggregates(plan);
-  ARROW_RETURN_NOT_OK(ScanBatches(plan, reader.get(), &w, &aggs, stats, &ctx));
+  ResumeAggregates(plan, &aggs);
+  // the time slice: the class's (Limits::slice_ns), shortened by the caller's
+  const int64_t quantum = limits.slice_ns <= 0 ? plan.slice_ns
+                          : plan.slice_ns <= 0 ? limits.slice_ns
+                                               : std::min(limits.slice_ns, plan.slice_ns);
+  ARROW_RETURN_NOT_OK(ScanBatches(plan, reader.get(), &w, &aggs, stats, &ctx, quantum,
+                                  limits.first_chunk_node_rows));
   ARROW_RETURN_NOT_OK(w.writer->Close());
   if (w.sink->size() > plan.reply_cap)
     return ErrnoStatus(EMSGSIZE, "reply exceeds " + std::to_string(plan.reply_cap) + " bytes");

@@ -53,7 +53,18 @@ struct Limits {
   int64_t max_call_memory = int64_t{512} << 20;
   // cells (bins + under/overflow) of all histograms of one request together
   int64_t max_total_hist_cells = 4000000;
+  // the time slice of one call in ns of CPU (0: none, the call runs to the end of
+  // its range); the OSD sets it per call (cls_skyhook.cc: shorter for a client
+  // that uses more than its share), a request may ask for a shorter one
+  int64_t slice_ns = 0;
+  // with a slice: the first chunk's rows are this divided by the request's nodes
+  // (at least 16), so that a request of thousands of nodes starts small
+  int64_t first_chunk_node_rows = 1 << 16;
 };
+
+// The largest request a call accepts: max_request_bytes plus the most histogram
+// state a resumed request (ScanRequest.resume) can carry.
+int64_t MaxRequestBytes(const Limits& limits);
 
 // What one call did, for the reply's Figures and for the callers' logs.
 struct ScanStats {
@@ -63,6 +74,7 @@ struct ScanStats {
   int64_t bytes_read = 0;
   int64_t object_bytes = 0;
   int64_t cpu_ns = 0;
+  int64_t resume_row = -1;  // the time slice ended before this row (-1: the range is done)
 };
 
 // A read-only RandomAccessFile over an object of known size, defined by one

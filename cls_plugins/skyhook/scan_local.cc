@@ -1,4 +1,5 @@
 // skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
+//                    [--slice-us N] [--first-chunk-node-rows N]   (time slices, as the OSD sets them)
 //                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE]
 // skyhook_scan_local --list-ops
 //
@@ -83,7 +84,8 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--list-ops") return ListOps();
   if (argc < 4)
     return Fail(EINVAL, "usage: skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE "
-                        "[--max-cpu-ms N] [--cpu-base-ms N] [--max-memory-bytes N] [--max-object-bytes N]");
+                        "[--max-cpu-ms N] [--cpu-base-ms N] [--max-memory-bytes N] [--max-object-bytes N] "
+                        "[--slice-us N] [--first-chunk-node-rows N]");
   skyhook::Limits limits;
   int repeat = 0;
   std::string memcpy_sizes;
@@ -94,6 +96,8 @@ int main(int argc, char** argv) {
     else if (opt == "--cpu-base-ms") limits.cpu_base_ns = v * 1000000LL;
     else if (opt == "--max-memory-bytes") { limits.memory_base = v; limits.memory_per_object_byte = 0; }
     else if (opt == "--max-object-bytes") limits.max_object_bytes = v;
+    else if (opt == "--slice-us") limits.slice_ns = v * 1000LL;
+    else if (opt == "--first-chunk-node-rows") limits.first_chunk_node_rows = v;
     else if (opt == "--repeat") repeat = static_cast<int>(std::max(1LL, v));
     else if (opt == "--memcpy-sizes") memcpy_sizes = argv[i + 1];
     else return Fail(EINVAL, "unknown option " + opt);

@@ -17,6 +17,7 @@ import dataclasses
 import io
 
 import flatbuffers
+import numpy as np
 import pyarrow as pa
 
 from .. import defaults
@@ -57,6 +58,8 @@ class ScanRequest:
     aggregations: tuple
     compression: str
     max_reply_bytes: int
+    deadline_ms: int = 0
+    slice_us: int = 0
     version: int = VERSION
 
 
@@ -158,12 +161,15 @@ def check_histogram_cells(aggregations) -> None:
 
 def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=-1,
                         aggregations=(), compression="none",
-                        max_reply_bytes=DEFAULT_MAX_REPLY, deadline_ms=0) -> bytes:
+                        max_reply_bytes=DEFAULT_MAX_REPLY, deadline_ms=0,
+                        resume=(), slice_us=0) -> bytes:
     """The ScanRequest bytes for these (name, expression) outputs, cut and aggregations.
 
     ``row_stop``/``limit`` of -1 (or None) mean "to the end" and "all".  ``deadline_ms``:
     the caller's deadline in wall-clock ms since the epoch (0: none); the class refuses
-    the request once it has passed and stops its work then (-ETIME).
+    the request once it has passed and stops its work then (-ETIME).  ``resume``: the
+    PartialAggregates of the previous time slices of this scan (formats/README.md "Time
+    slices"); ``slice_us``: the longest slice wanted (0: the class's own).
     """
     row_stop = -1 if row_stop is None else row_stop
     limit = -1 if limit is None else limit
@@ -177,6 +183,8 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
         raise QueryError(f"compression must be one of {sorted(_COMPRESSION)}, got {compression!r}")
     if not 0 < max_reply_bytes < 2**64:
         raise QueryError(f"max_reply_bytes must be positive, got {max_reply_bytes}")
+    if not 0 <= int(slice_us) < 2**32:
+        raise QueryError(f"slice_us must be microseconds in [0, 2**32), got {slice_us}")
 
     outputs = [(str(n), ir.as_expr(e)) for n, e in outputs]
     nodes = _NodeTable()
@@ -215,6 +223,7 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
             fb.AggregationAddYAxis(b, ya)
         agg_offs.append(fb.AggregationEnd(b))
     aggs_vec = _vector(b, fb.ScanRequestStartAggregationsVector, agg_offs)
+    resume_vec = _vector(b, fb.ScanRequestStartResumeVector, _build_aggregate_results(b, resume)) if resume else None
 
     fb.ScanRequestStart(b)
     fb.ScanRequestAddVersion(b, VERSION)
@@ -229,6 +238,10 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
     fb.ScanRequestAddMaxReplyBytes(b, max_reply_bytes)
     if deadline_ms:
         fb.ScanRequestAddDeadlineMs(b, int(deadline_ms))
+    if resume_vec is not None:
+        fb.ScanRequestAddResume(b, resume_vec)
+    if slice_us:
+        fb.ScanRequestAddSliceUs(b, int(slice_us))
     b.Finish(fb.ScanRequestEnd(b), file_identifier=IDENTIFIER)
     return bytes(b.Output())
 
@@ -289,7 +302,8 @@ def decode_scan_request(data: bytes) -> ScanRequest:
             outputs=outputs, where=node(r.Filter()), row_start=r.RowStart(), row_stop=r.RowStop(),
             limit=r.Limit(), aggregations=tuple(aggs),
             compression=_COMPRESSION_NAME.get(r.Compression(), str(r.Compression())),
-            max_reply_bytes=r.MaxReplyBytes(), version=r.Version(),
+            max_reply_bytes=r.MaxReplyBytes(), deadline_ms=r.DeadlineMs(), slice_us=r.SliceUs(),
+            version=r.Version(),
         )
     except SkyhookError:
         raise
@@ -310,23 +324,15 @@ def table_to_ipc_stream(table: pa.Table, compression: str = "none") -> bytes:
     return sink.getvalue()
 
 
-def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
-    """The ScanReply bytes of ``result`` (what the class sends; used by tests and fallback)."""
-    b = flatbuffers.Builder(1024)
-    ipc = b.CreateByteVector(table_to_ipc_stream(result.table, compression))
+def _build_aggregate_results(b: flatbuffers.Builder, partials) -> list:
+    """AggregateResult tables of these PartialAggregates (a reply's, or a resumed request's)."""
     agg_offs = []
-    for p in result.aggregates:
+    for p in partials:
         s = b.CreateString(p.name)
         vecs = []
         for vals, start in ((p.sumw, fb.AggregateResultStartSumwVector),
                             (p.sumw2, fb.AggregateResultStartSumw2Vector)):
-            if vals is None:
-                vecs.append(None)
-                continue
-            start(b, len(vals))
-            for v in reversed(vals):
-                b.PrependFloat64(float(v))
-            vecs.append(b.EndVector())
+            vecs.append(None if vals is None else b.CreateNumpyVector(np.asarray(vals, dtype="<f8")))
         fb.AggregateResultStart(b)
         fb.AggregateResultAddName(b, s)
         fb.AggregateResultAddKind(b, int(p.kind))
@@ -342,6 +348,14 @@ def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
         if vecs[1] is not None:
             fb.AggregateResultAddSumw2(b, vecs[1])
         agg_offs.append(fb.AggregateResultEnd(b))
+    return agg_offs
+
+
+def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
+    """The ScanReply bytes of ``result`` (what the class sends; used by tests and fallback)."""
+    b = flatbuffers.Builder(1024)
+    ipc = b.CreateByteVector(table_to_ipc_stream(result.table, compression))
+    agg_offs = _build_aggregate_results(b, result.aggregates)
     fb.ScanReplyStartAggregatesVector(b, len(agg_offs))
     for o in reversed(agg_offs):
         b.PrependUOffsetTRelative(o)
@@ -349,6 +363,8 @@ def encode_scan_reply(result: ScanResult, compression: str = "none") -> bytes:
     fb.FiguresStart(b)
     for f in _FIGURES:
         getattr(fb, "FiguresAdd" + "".join(w.title() for w in f.split("_")))(b, int(result.figures.get(f, 0)))
+    if result.resume_row >= 0:
+        fb.FiguresAddResumeRow(b, result.resume_row)
     figures = fb.FiguresEnd(b)
     fb.ScanReplyStart(b)
     fb.ScanReplyAddVersion(b, VERSION)
@@ -368,9 +384,11 @@ def decode_scan_reply(data: bytes) -> ScanResult:
             raise ProtocolError(f"ScanReply version {r.Version()}, this client speaks {VERSION}")
         f = r.Figures()
         figures = {k: 0 for k in _FIGURES}
+        resume_row = -1
         if f is not None:
             for k in _FIGURES:
                 figures[k] = getattr(f, "".join(w.title() for w in k.split("_")))()
+            resume_row = f.ResumeRow()
         ipc = r.IpcStreamAsNumpy() if r.IpcStreamLength() else None
         ipc_bytes = None if ipc is None or len(ipc) == 0 else ipc.tobytes()
         if ipc_bytes is None:
@@ -389,7 +407,7 @@ def decode_scan_reply(data: bytes) -> ScanResult:
                 sumw=None if a.SumwIsNone() else a.SumwAsNumpy().tolist(),
                 sumw2=None if a.Sumw2IsNone() else a.Sumw2AsNumpy().tolist(),
             ))
-        return ScanResult(table=table, figures=figures, aggregates=aggs, ipc=ipc_bytes)
+        return ScanResult(table=table, figures=figures, aggregates=aggs, ipc=ipc_bytes, resume_row=resume_row)
     except SkyhookError:
         raise
     except pa.ArrowInvalid as e:

@@ -11,6 +11,11 @@ filling the coordinator's memory.
 Error policy (DESIGN.md non-negotiables): a class errno is never resent; the
 class missing on an OSD (-EOPNOTSUPP) falls back to a plain read; a librados
 timeout or a lost connection is retried a bounded number of times.
+
+Time slices (formats/README.md): the class may answer part of a partition's rows
+and say where to resume; the executor then sends the rest at once (with the
+aggregates so far, so that the class goes on accumulating in order) and joins
+the slices into one answer for the partition.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..storage import checksum
 from . import codec
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
+from .slices import Slices
 
 CLASS_NAME = defaults.CLASS_NAME
 
@@ -70,6 +76,8 @@ class _Failed:
 
 _RETRY = "retry"        # _classify's other outcomes
 _FALLBACK = "fallback"
+_RESUME = "resume"
+
 
 
 class Executor:
@@ -82,6 +90,9 @@ class Executor:
         self.max_reply = max_reply
         self.retries = retries
         self.compression = compression
+        # the longest time slice to ask the class for, in µs of CPU (0: the class's own;
+        # tests set 1 to cut every partition into as many slices as it can)
+        self.slice_us = 0
         # object -> primary OSD, asked of the mon once per object (a round trip each):
         # only scheduling fairness depends on it, so it is refreshed when a call to the
         # object times out or loses its connection (the map has likely changed)
@@ -122,6 +133,17 @@ class Executor:
         wall = None if deadline is None else (time.time() + deadline - time.monotonic()) * 1000
         deadline_ms = max(1, int(wall)) if wall is not None and wall < 2**62 else 0
 
+        slices: dict[int, Slices] = {}          # task position -> its time slices so far
+        sent_limits: dict[int, int] = {}         # task position -> the limit its first call sent
+
+        def resume_request(task, sliced: Slices):
+            whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
+            return codec.encode_scan_request(
+                outputs=query.outputs, where=query.where, row_stop=-1 if whole else task.row_stop,
+                aggregations=query.aggregations, compression=self.compression,
+                max_reply_bytes=self.max_reply, deadline_ms=deadline_ms, slice_us=self.slice_us,
+                **sliced.resume_args())
+
         def request_for(task, remaining):
             # Building a flatbuffer in pure Python costs ~1 ms; every partition read
             # whole shares one request (row_stop -1), so build each distinct one once.
@@ -129,14 +151,14 @@ class Executor:
             row_stop = -1 if whole else task.row_stop
             limit_ = -1 if remaining is None else remaining
             key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply,
-                   deadline_ms)
+                   deadline_ms, self.slice_us)
             req = self._requests.get(key)
             if req is None:
                 req = codec.encode_scan_request(
                     outputs=query.outputs, where=query.where, row_start=task.row_start,
                     row_stop=row_stop, limit=limit_, aggregations=query.aggregations,
                     compression=self.compression, max_reply_bytes=self.max_reply,
-                    deadline_ms=deadline_ms)
+                    deadline_ms=deadline_ms, slice_us=self.slice_us)
                 self._requests.put(key, req)
             return req
 
@@ -149,7 +171,11 @@ class Executor:
             attempts[pos] += 1
             remaining = None if limit is None else max(0, limit - rows_yielded)
             if mode == Mode.PUSHDOWN:
-                req = request_for(task, remaining)
+                if pos in slices:
+                    req = resume_request(task, slices[pos])
+                else:
+                    sent_limits[pos] = -1 if remaining is None else remaining
+                    req = request_for(task, remaining)
                 try:
                     self.store.aio_execute(task.object, CLASS_NAME, "scan", req, self.max_reply,
                                            lambda err, data, pos=pos: done_q.put((pos, err, data)))
@@ -216,8 +242,16 @@ class Executor:
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
             finished_outcome = self._classify(task, mode, err, data, pos, attempts)
+            if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
+                finished_outcome = self._join_slices(pos, finished_outcome, slices, sent_limits[pos])
+                if finished_outcome == _RESUME:
+                    attempts[pos] = 0           # a new call, not a retry
+                    retry_queue.insert(0, pos)  # the rest of the partition, before anything new
+                    continue
             if isinstance(finished_outcome, _Answered):
                 finished_outcome = _check_rows(task, finished_outcome)
+            elif finished_outcome != _RETRY:
+                slices.pop(pos, None)           # failed, or read whole on the client instead
             if finished_outcome == _RETRY:
                 retry_queue.append(pos)
                 yield Retrying(task)
@@ -226,6 +260,22 @@ class Executor:
                 retry_queue.append(pos)
             else:
                 finished[pos] = finished_outcome
+
+    @staticmethod
+    def _join_slices(pos, answered: _Answered, slices: dict, sent_limit: int):
+        """_RESUME when the class stopped at the end of a time slice (the slice is
+        kept); else the partition's answer, its slices joined."""
+        result = answered.result
+        sliced = slices.get(pos)
+        if result.resume_row >= 0:
+            if sliced is None:
+                sliced = slices[pos] = Slices(limit=sent_limit)
+            sliced.results.append(result)
+            return _RESUME
+        if sliced is None:
+            return answered
+        del slices[pos]
+        return _Answered(answered.mode, sliced.joined(result))
 
     def _classify(self, task, mode, err, data, pos, attempts):
         if mode != Mode.PUSHDOWN:   # plain read: data is an _Answered or a _Failed

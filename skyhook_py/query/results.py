@@ -37,6 +37,9 @@ class ScanResult:
     figures: dict
     aggregates: list
     ipc: bytes | None = dataclasses.field(default=None, repr=False, compare=False)  # the OSD's own
+    # -1: the scan covered its row range; else its time slice ended before this row
+    # (formats/README.md "Time slices": the caller resumes there)
+    resume_row: int = -1
 
 
 @dataclasses.dataclass
