@@ -219,6 +219,10 @@ CLASS_ERRNOS: dict[int, ClassErrno] = {
     E.ETIME: ClassErrno("the partition scan exceeded the OSD's time budget", grpc_code="DEADLINE_EXCEEDED"),
     E.ENOMEM: ClassErrno("the partition scan exceeded the OSD's memory budget",
                          grpc_code="RESOURCE_EXHAUSTED"),
+    # the executor resends after a pause (formats/README.md "Time slices"); seen only
+    # when that keeps failing
+    E.EBUSY: ClassErrno("the OSD kept refusing this client's scans: it used more than its share of the "
+                        "OSD while other clients were waiting", grpc_code="UNAVAILABLE"),
     E.EIO: ClassErrno("internal error in the object class (see the OSD log)"),
     E.ENOENT: ClassErrno("the partition object does not exist (dataset damaged or deleted during the query?)",
                          grpc_code="FAILED_PRECONDITION"),

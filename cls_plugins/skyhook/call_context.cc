@@ -15,10 +15,10 @@ int64_t ThreadCpuNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-CallContext::CallContext(int64_t memory_cap, int64_t cpu_budget_ns)
+CallContext::CallContext(int64_t memory_cap, int64_t cpu_budget_ns, int64_t start_ns)
     : proxy_(arrow::system_memory_pool()),
       capped_(&proxy_, memory_cap),
-      start_ns_(ThreadCpuNs()),
+      start_ns_(start_ns),
       budget_ns_(cpu_budget_ns) {}
 
 int64_t CallContext::CpuNs() const { return ThreadCpuNs() - start_ns_; }
@@ -39,11 +39,21 @@ arrow::Status CheckCallerDeadline(int64_t deadline_ms) {
   return arrow::Status::OK();
 }
 
-arrow::Status CallContext::CheckDeadline() const {
+arrow::Status CallContext::CheckDeadline() {
+  if (checks_++ % 8 != 0) return arrow::Status::OK();
+  return CheckClocks();
+}
+
+arrow::Status CallContext::CheckClocks() const {
   ARROW_RETURN_NOT_OK(CheckCallerDeadline(caller_deadline_ms_));
-  if (CpuNs() > budget_ns_)
+  const int64_t used = CpuNs();
+  if (used > budget_ns_)
     return ErrnoStatus(ETIME, "CPU time budget of " + std::to_string(budget_ns_ / 1000000) +
                                       " ms exceeded");
+  if (busy_cap_ns_ > 0 && !progressed_ && used > busy_cap_ns_)
+    return ErrnoStatus(EBUSY, "other clients are waiting and this client has used more than its share: "
+                              "a slice of " + std::to_string(busy_cap_ns_ / 1000) +
+                              " us of CPU cannot scan one chunk of this request; retry later");
   return arrow::Status::OK();
 }
 

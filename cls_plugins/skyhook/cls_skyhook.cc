@@ -193,6 +193,18 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
             static_cast<long long>(skyhook::MaxRequestBytes(limits)));
     return -E2BIG;
   }
+  // This client's slice, decided before any work (a refused call costs next to nothing).
+  const uint64_t client = ClientOf(hctx);
+  const int64_t request_bytes = static_cast<int64_t>(in->length());
+  const skyhook::FairShare::Slice slice = Shares().SliceFor(client, MonotonicNs(), request_bytes);
+  if (slice.refuse) {
+    SKYHOOK_ERR("skyhook scan: %s: other clients are waiting, this client has used more than its share "
+                "and a request of its no larger than this one could not scan a chunk in its slice (%d)",
+                object.c_str(), -EBUSY);
+    return -EBUSY;
+  }
+  limits.slice_ns = slice.ns;
+  if (slice.contended) limits.busy_cap_ns = slice.ns;  // however costly the request, the call stays short
   // A copy: flatbuffers wants aligned memory, a bufferlist may be fragmented.
   std::vector<uint8_t> request(in->length());
   if (!request.empty()) in->begin().copy(in->length(), reinterpret_cast<char*>(request.data()));
@@ -214,11 +226,10 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
       return r;
     }
   }
-  const uint64_t client = ClientOf(hctx);
-  limits.slice_ns = Shares().SliceNs(client, MonotonicNs());
   skyhook::ScanStats stats;
   auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
   Shares().Charge(client, stats.cpu_ns, MonotonicNs());
+  if (!reply.ok() && skyhook::StatusToErrno(reply.status()) == -EBUSY) Shares().NoteBusy(client, request_bytes);
   if (!reply.ok()) {
     int err = skyhook::StatusToErrno(reply.status());
     SKYHOOK_ERR("skyhook scan: %s: %s (%d)", object.c_str(), reply.status().message().c_str(), err);

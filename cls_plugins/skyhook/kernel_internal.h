@@ -105,20 +105,32 @@ arrow::Status AsBadMessage(const arrow::Status& st, const std::string& what);
 // Per-call state: the capped memory pool and the CPU deadline.
 class CallContext {
  public:
-  CallContext(int64_t memory_cap, int64_t cpu_budget_ns);
+  // `start_ns`: the thread CPU time (ThreadCpuNs) when the call began, so that
+  // decoding the request counts too.
+  CallContext(int64_t memory_cap, int64_t cpu_budget_ns, int64_t start_ns);
   arrow::MemoryPool* pool() { return &capped_; }
   // -ETIME once the thread's CPU time exceeds the budget, or the caller's
-  // wall-clock deadline (ms since the epoch, 0: none) has passed.
-  arrow::Status CheckDeadline() const;
+  // wall-clock deadline (ms since the epoch, 0: none) has passed; -EBUSY once the
+  // busy cap is exceeded before any rows were scanned.  Called between nodes, so
+  // the clocks (a syscall each) are read on every 8th call only.
+  arrow::Status CheckDeadline();
   void set_caller_deadline_ms(int64_t ms) { caller_deadline_ms_ = ms; }
+  // A call of a client that uses more than its share while others wait may spend
+  // at most this before it has scanned a chunk (0: no cap; formats/README.md "Time slices").
+  void set_busy_cap_ns(int64_t ns) { busy_cap_ns_ = ns; }
+  void mark_progress() { progressed_ = true; }
   int64_t CpuNs() const;
 
  private:
+  arrow::Status CheckClocks() const;
   arrow::ProxyMemoryPool proxy_;
   arrow::CappedMemoryPool capped_;
   int64_t start_ns_;
   int64_t budget_ns_;
   int64_t caller_deadline_ms_ = 0;
+  int64_t busy_cap_ns_ = 0;
+  bool progressed_ = false;
+  unsigned checks_ = 0;
 };
 
 // Wall-clock milliseconds since the Unix epoch (the caller's deadline's clock).

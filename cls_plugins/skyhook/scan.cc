@@ -390,7 +390,7 @@ arrow::Status ScanChunk(const Plan& plan, const std::shared_ptr<arrow::RecordBat
 // always progresses.
 class Slicer {
  public:
-  Slicer(int64_t quantum_ns, int64_t first_chunk_node_rows, const Plan& plan, const CallContext& ctx)
+  Slicer(int64_t quantum_ns, int64_t first_chunk_node_rows, const Plan& plan, CallContext& ctx)
       : quantum_(quantum_ns), ctx_(ctx) {
     int64_t nodes = 0;
     for (bool n : plan.needed) nodes += n;
@@ -408,6 +408,7 @@ class Slicer {
   }
   void Done(int64_t rows) {
     ++chunks_;
+    ctx_.mark_progress();
     if (quantum_ > 0 && rows > 0)
       ns_per_row_ = std::max(1.0, static_cast<double>(ctx_.CpuNs() - started_ns_) / static_cast<double>(rows));
   }
@@ -415,7 +416,7 @@ class Slicer {
  private:
   static constexpr int64_t kMinRows = 16;
   int64_t quantum_;
-  const CallContext& ctx_;
+  CallContext& ctx_;
   int64_t first_rows_;
   int64_t chunks_ = 0;
   int64_t started_ns_ = 0;
@@ -528,7 +529,8 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
   if (plan.hist_bytes >= memory_cap)
     return ErrnoStatus(ENOMEM, "histograms of " + std::to_string(plan.hist_bytes) +
                                    " bytes exceed the call's memory cap of " + std::to_string(memory_cap));
-  CallContext ctx(memory_cap - plan.hist_bytes, CpuBudgetNs(object_size, limits));
+  CallContext ctx(memory_cap - plan.hist_bytes, CpuBudgetNs(object_size, limits), cpu_start);
+  ctx.set_busy_cap_ns(limits.busy_cap_ns);
   ctx.set_caller_deadline_ms(plan.deadline_ms);
   object->set_pool(ctx.pool());
   object->set_unpooled_cap(limits.memory_per_object_byte * object_size + limits.memory_base);

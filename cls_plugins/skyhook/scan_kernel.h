@@ -59,7 +59,12 @@ struct Limits {
   int64_t slice_ns = 0;
   // with a slice: the first chunk's rows are this divided by the request's nodes
   // (at least 16), so that a request of thousands of nodes starts small
-  int64_t first_chunk_node_rows = 1 << 16;
+  int64_t first_chunk_node_rows = 1 << 18;
+  // a call that has used this much CPU (decoding included) before it scanned its
+  // first chunk stops with -EBUSY (0: never); the OSD sets it for a client that uses
+  // more than its share while others wait, so that its calls stay short however
+  // costly the request
+  int64_t busy_cap_ns = 0;
 };
 
 // The largest request a call accepts: max_request_bytes plus the most histogram

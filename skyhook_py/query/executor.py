@@ -74,6 +74,10 @@ class _Failed:
     message: str
 
 
+# EBUSY answers resent per partition before giving up: with pauses growing to 0.25 s,
+# about 20 s (a deadline ends it sooner)
+BUSY_RETRIES = 100
+
 _RETRY = "retry"        # _classify's other outcomes
 _FALLBACK = "fallback"
 _RESUME = "resume"
@@ -119,6 +123,7 @@ class Executor:
         in_flight: dict[int, tuple] = {}        # task position -> (task, osd, mode)
         per_osd: dict = {}
         attempts = [0] * len(tasks)
+        busy = [0] * len(tasks)                  # EBUSY answers per task (not counted as retries)
         modes = [t.mode for t in tasks]
         finished: dict[int, tuple] = {}          # results waiting for their prefix
         next_submit = 0
@@ -241,7 +246,7 @@ class Executor:
                 continue
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
-            finished_outcome = self._classify(task, mode, err, data, pos, attempts)
+            finished_outcome = self._classify(task, mode, err, data, pos, attempts, busy)
             if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
                 finished_outcome = self._join_slices(pos, finished_outcome, slices, sent_limits[pos])
                 if finished_outcome == _RESUME:
@@ -277,7 +282,7 @@ class Executor:
         del slices[pos]
         return _Answered(answered.mode, sliced.joined(result))
 
-    def _classify(self, task, mode, err, data, pos, attempts):
+    def _classify(self, task, mode, err, data, pos, attempts, busy):
         if mode != Mode.PUSHDOWN:   # plain read: data is an _Answered or a _Failed
             return data
         if err == 0:
@@ -289,6 +294,13 @@ class Executor:
                 return _Failed(E.EBADMSG, f"cannot decode the reply for {task.object!r}: {e}")
         if err == E.EOPNOTSUPP:
             return _FALLBACK
+        if err == E.EBUSY and busy[pos] < BUSY_RETRIES:
+            # this client used more than its share while others wait: pause, then resend
+            # (its share recovers as its usage decays; formats/README.md "Time slices")
+            busy[pos] += 1
+            attempts[pos] -= 1   # a pause, not a failed attempt
+            time.sleep(min(0.01 * 1.5 ** busy[pos], 0.25))
+            return _RETRY
         if err in RETRYABLE_ERRNOS and attempts[pos] <= self.retries:
             self._osd_cache.pop(task.object, None)
             time.sleep(min(0.05 * 2 ** attempts[pos], 1.0))
