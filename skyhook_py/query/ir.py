@@ -20,6 +20,11 @@ from typing import Union
 
 from ..errors import QueryError, UnknownColumnError, closest_matches
 
+# The integers a request can carry: int64 literals (LiteralKind Int) and, appended
+# 2026-12, uint64 literals of [2^63, 2^64) (LiteralKind UInt: int_value holds the bits).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+UINT64_MAX = (1 << 64) - 1
+
 
 class Op(enum.IntEnum):
     """Mirrors ``enum Op`` of formats/skyhook_scan.fbs: same names, same numbers."""
@@ -292,6 +297,13 @@ class Literal(Expr):
         if isinstance(self.value, bool):
             return "bool"
         return "int" if isinstance(self.value, int) else "float"
+
+    @property
+    def is_uint64(self) -> bool:
+        """An int of [2^63, 2^64): no int64 holds it, it travels as a uint64 literal
+        (LiteralKind UInt).  Still a weak int (kind "int"), as NumPy 2 sees ``2**63``: it
+        takes the type of the array beside it, where only uint64 holds it."""
+        return self.kind == "int" and INT64_MAX < self.value <= UINT64_MAX
 
     def key(self):
         # bool/int/float kept apart (True == 1 == 1.0 in Python); NaN equal to itself
