@@ -129,3 +129,298 @@ def test_grpc_values_keep_uint64_exact():
         assert wire.value_from_proto(wire.value_to_proto(v)) == v
     # beyond 64 bits it is a float, as before
     assert wire.value_from_proto(wire.value_to_proto(2**64)) == float(2**64)
+
+
+# -- uint64 literals of [2^63, 2^64) (LiteralKind UInt, appended 2026-12) ---------------------------
+# Before it the request carried int64 literals only and the compiler refused these; now each
+# cut or expression below is compared with NumPy 2 on the same arrays (weak Python ints, NEP 50).
+
+import errno as _errno  # noqa: E402
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+LITERALS = [2**63, 2**63 + 1, 2**64 - 1]
+COMPARISONS = ["==", "!=", "<", "<=", ">", ">="]
+# uint64 arithmetic with a weak int: NumPy keeps uint64 and wraps
+ARITHMETIC = ["+", "-", "*", "//", "%", "**", "/"]
+RUNNER = Path(__file__).resolve().parents[1] / "build" / "bin" / "skyhook_scan_local"
+needs_runner = pytest.mark.skipif(not RUNNER.exists(), reason=f"{RUNNER} is not built (make build)")
+# the local tables: the values of the ROOT file's partitions plus the literals and their
+# neighbours, so that every comparison is tight somewhere
+U_LOCAL = np.concatenate([U, np.array([x + d for x in LITERALS for d in (-1, 0, 1) if 0 <= x + d < 2**64],
+                                      dtype=np.uint64)])
+V_LOCAL = np.concatenate([V, np.array([2**63 - 1, -(2**63), 0, -1, 1, 2**62, -5, 9][:len(U_LOCAL) - len(V)],
+                                      dtype=np.int64)])
+
+def _local_table():
+    import pyarrow as pa
+
+    return pa.table({"u": U_LOCAL, "v": V_LOCAL, "u8": U_LOCAL.astype(np.uint8),
+                     "f": U_LOCAL.astype(np.float32)})
+
+
+def _schema():
+    from skyhook_py.query import ir
+
+    return {"u": ir.ColumnType("uint", False), "v": ir.ColumnType("int", False),
+            "u8": ir.ColumnType("uint", False), "f": ir.ColumnType("float", False)}
+
+
+def _numpy_env():
+    return {"u": U_LOCAL, "v": V_LOCAL, "u8": U_LOCAL.astype(np.uint8), "f": U_LOCAL.astype(np.float32),
+            "where": np.where}
+
+
+def _np_eval(text):
+    """NumPy 2's answer to a cut string or expression, or the exception class it raises."""
+    import warnings
+
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return eval(text, {}, _numpy_env())
+    except (OverflowError, TypeError) as e:
+        return type(e)
+
+
+def _run_local(request: bytes, table, tmp_path) -> tuple[int, bytes]:
+    import pyarrow as pa
+
+    req, obj, out = tmp_path / "request.bin", tmp_path / "obj.arrow", tmp_path / "reply.bin"
+    req.write_bytes(request)
+    with pa.OSFile(str(obj), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+    if out.exists():
+        out.unlink()
+    r = subprocess.run([str(RUNNER), str(req), str(obj), str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode >= 0, f"runner crashed with signal {-r.returncode}: {r.stderr}"
+    return r.returncode, (out.read_bytes() if r.returncode == 0 else r.stderr.encode())
+
+
+def _equal(got, want) -> bool:
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return False
+    if want.dtype.kind == "f":
+        return bool(np.all((got == want) | (np.isnan(got) & np.isnan(want))))
+    return got.tolist() == want.tolist()
+
+
+def _texts(column, ops, lit):
+    return [f"{column} {op} {lit}" for op in ops] + [f"{lit} {op} {column}" for op in ops]
+
+
+def test_uint64_literals_travel_as_uint_kind():
+    from skyhook_py._generated import skyhook_scan_generated as fb
+    from skyhook_py.query import codec, compile as qc, ir
+
+    for lit in LITERALS:
+        q = qc.compile_query(_schema(), where=f"u > {lit}", columns=["u"])
+        data = codec.encode_scan_request(outputs=q.outputs, where=q.where)
+        r = fb.ScanRequest.GetRootAs(data, 0)
+        kinds = {r.Nodes(i).LiteralKind(): r.Nodes(i).IntValue()
+                 for i in range(r.NodesLength()) if r.Nodes(i).Op() == ir.Op.Literal}
+        assert kinds == {fb.LiteralKind.UInt: lit - 2**64}   # the uint64's bits
+        back = codec.decode_scan_request(data)
+        assert ir.same(back.where, q.where) and back.where.args[1].value == lit
+
+
+@needs_runner
+@pytest.mark.parametrize("lit", LITERALS)
+@pytest.mark.parametrize("column", ["u", "v", "u8", "f"])
+def test_literal_cuts_match_numpy_local(lit, column, tmp_path):
+    """Every comparison, both operand orders, as the cut: the reference and the class
+    (local runner) select exactly the rows NumPy selects."""
+    from skyhook_py.query import codec, compile as qc, reference
+
+    table = _local_table()
+    for text in _texts(column, COMPARISONS, lit):
+        want = np.flatnonzero(_np_eval(text))
+        q = qc.compile_query(_schema(), where=text, columns=["u"])
+        ref = reference.scan_table(table, outputs=q.outputs, where=q.where)
+        assert ref.table.column("u").to_pylist() == U_LOCAL[want].tolist(), text
+        status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs, where=q.where), table, tmp_path)
+        assert status == 0, (text, reply)
+        got = codec.decode_scan_reply(reply)
+        assert got.table.column("u").to_pylist() == U_LOCAL[want].tolist(), text
+
+
+@needs_runner
+@pytest.mark.parametrize("lit", LITERALS)
+def test_uint64_arithmetic_matches_numpy_local(lit, tmp_path):
+    """uint64 column OP literal and literal OP column, as output columns and aggregated: NumPy's
+    uint64 results (wrapping), bit for bit, from the reference and from the class."""
+    from skyhook_py.query import codec, compile as qc, reference
+
+    table = _local_table()
+    texts = _texts("u", ARITHMETIC + COMPARISONS, lit) + [f"where(u > {lit}, u, {lit})", f"u + {lit} + {lit}"]
+    exprs = {f"e{i}": t for i, t in enumerate(texts)}
+    aggs = [{"kind": k, "name": f"{k}{i}", "x": t} for i, t in enumerate(texts[:3]) for k in ("sum", "min", "max")]
+    q = qc.compile_query(_schema(), expressions=exprs, aggregations=aggs)
+    ref = reference.scan_table(table, outputs=q.outputs, aggregations=q.aggregations)
+    status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs, aggregations=q.aggregations),
+                               table, tmp_path)
+    assert status == 0, reply
+    got = codec.decode_scan_reply(reply)
+    for name, text in exprs.items():
+        want = _np_eval(text)
+        assert isinstance(want, np.ndarray), (text, want)
+        for who, res in (("reference", ref), ("class", got)):
+            col = res.table.column(name)
+            assert col.type.to_pandas_dtype() == want.dtype, (who, text, col.type, want.dtype)
+            assert _equal(col.to_numpy(), want), (who, text, col.to_pylist(), want.tolist())
+    for i, t in enumerate(texts[:3]):
+        x = _np_eval(t)
+        want = {"sum": int(np.sum(x, dtype=np.uint64)), "min": int(x.min()), "max": int(x.max())}
+        for who, res in (("reference", ref), ("class", got)):
+            by = {a.name: a for a in res.aggregates}
+            for k in want:
+                a = by[f"{k}{i}"]
+                assert a.is_unsigned and a.int_value % 2**64 == want[k], (who, t, k, a)
+
+
+@needs_runner
+@pytest.mark.parametrize("lit", LITERALS)
+def test_int64_and_float_with_wide_literals_match_numpy_local(lit, tmp_path):
+    """int64 column: true division (NumPy's float64 loop) works, other arithmetic is NumPy's
+    OverflowError (a QueryError); a float32 column converts the literal to float32."""
+    from skyhook_py.errors import QueryError
+    from skyhook_py.query import codec, compile as qc, reference
+
+    table = _local_table()
+    ok = [f"v / {lit}", f"{lit} / v", f"arctan2(v, {lit})", f"f + {lit}", f"{lit} - f", f"f * {lit}"]
+    exprs = {f"e{i}": t for i, t in enumerate(ok)}
+    q = qc.compile_query(_schema(), expressions=exprs)
+    ref = reference.scan_table(table, outputs=q.outputs)
+    status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs), table, tmp_path)
+    assert status == 0, reply
+    got = codec.decode_scan_reply(reply)
+    env = dict(_numpy_env(), arctan2=np.arctan2)
+    for name, text in exprs.items():
+        with np.errstate(all="ignore"):
+            want = eval(text, {}, env)
+        for who, res in (("reference", ref), ("class", got)):
+            col = res.table.column(name)
+            assert col.type.to_pandas_dtype() == want.dtype, (who, text, col.type, want.dtype)
+            assert _equal(col.to_numpy(), want), (who, text)
+    for text in _texts("v", ["+", "-", "*", "//", "%", "**"], lit):
+        assert _np_eval(text) is OverflowError, text
+        with pytest.raises(QueryError, match="OverflowError"):
+            qc.compile_query(_schema(), expressions={"e": text})
+
+
+@needs_runner
+@pytest.mark.parametrize("lit", LITERALS)
+def test_narrow_uint_arithmetic_is_refused_like_numpy(lit, tmp_path):
+    """uint8 + 2**63: NumPy raises OverflowError; the compiler cannot tell uint8 from uint64
+    (ColumnType has no width), so both evaluators refuse it: EvaluationError / EINVAL."""
+    from skyhook_py.errors import EvaluationError
+    from skyhook_py.query import codec, compile as qc, reference
+
+    table = _local_table()
+    for text in _texts("u8", ["+", "-", "*", "//", "%"], lit) + [f"where(u8 > 1, u8, {lit})"]:
+        if "where" not in text:   # np.where alone wraps instead; we refuse it (formats/README.md)
+            assert _np_eval(text) is OverflowError, text
+        q = qc.compile_query(_schema(), expressions={"e": text})
+        with pytest.raises(EvaluationError) as e:
+            reference.scan_table(table, outputs=q.outputs)
+        assert e.value.errno == _errno.EINVAL
+        status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs), table, tmp_path)
+        assert status == _errno.EINVAL and b"out of bounds for uint8" in reply, (text, status, reply)
+
+
+@needs_runner
+def test_uint64_literal_between_literals_is_refused_by_both(tmp_path):
+    """The compiler folds literal-only operations exactly (Python ints); a request that
+    still has one with a uint64 literal has no 64-bit type for it: EINVAL in both."""
+    from skyhook_py.errors import EvaluationError
+    from skyhook_py.query import codec, compile as qc, ir, reference
+
+    table = _local_table()
+    q = qc.compile_query(_schema(), where="u > 2**63 + 1 - 1", columns=["u"])
+    assert q.where.args[1].value == 2**63   # folded, then sent as a uint64 literal
+    big = ir.Literal(2**63)
+    for e in (ir.call(ir.Op.Add, big, 1), ir.call(ir.Op.Gt, big, 1), ir.call(ir.Op.Neg, big),
+              ir.call(ir.Op.Where, ir.col("u") > 1, big, 5), ir.call(ir.Op.Sqrt, big)):
+        with pytest.raises(EvaluationError) as err:
+            reference.scan_table(table, outputs=(("x", e),))
+        assert err.value.errno == _errno.EINVAL, e
+        status, reply = _run_local(codec.encode_scan_request(outputs=(("x", e),)), table, tmp_path)
+        assert status == _errno.EINVAL and b"uint64 literal needs an array operand" in reply, (e, reply)
+
+
+@needs_runner
+def test_unknown_literal_kind_is_einval(tmp_path):
+    """What a class built before LiteralKind UInt does with it (checked by hand with the
+    previous build: "node 1: unknown literal kind", exit 22): the next unknown kind, 4,
+    gets the same answer from this one, and the Python decoder refuses it too."""
+    from skyhook_py.errors import ProtocolError
+    from skyhook_py.query import codec
+
+    from skyhook_py._generated import skyhook_scan_generated as fb
+
+    data = bytearray(codec.encode_scan_request(outputs=(("x", ir_gt_uint()),)))
+
+    r = fb.ScanRequest.GetRootAs(bytes(data), 0)
+    lit = next(r.Nodes(i) for i in range(r.NodesLength()) if r.Nodes(i).LiteralKind() == fb.LiteralKind.UInt)
+    o = lit._tab.Offset(10)   # vtable slot 3 (literal_kind): field index 3 -> 4 + 2*3
+    assert o, "literal_kind is stored"
+    pos = lit._tab.Pos + o
+    assert data[pos] == fb.LiteralKind.UInt
+    data[pos] = 4
+    status, reply = _run_local(bytes(data), _local_table(), tmp_path)
+    assert status == _errno.EINVAL and b"unknown literal kind" in reply, reply
+    with pytest.raises(ProtocolError, match="unknown literal kind"):
+        codec.decode_scan_request(bytes(data))
+
+
+def ir_gt_uint():
+    from skyhook_py.query import ir
+
+    return ir.col("u") > ir.Literal(2**63 + 1)
+
+
+# cuts with literals >= 2**63 whose float64 neighbours differ from them (2**64 - 1 is
+# 2**64 in float64, 2**63 + 1 is 2**63): the statistics prune only what NumPy rejects
+WIDE_CUTS = [f"u {op} {lit}" for lit in LITERALS for op in COMPARISONS] + [
+    "u > 2**64 - 2", "u >= 2**63 + 4", "u < 2**63 + 2", "u == 2**63 + 5", "v < 2**63", "v > 2**63",
+    "v != 2**64 - 1", "-u > 0", "-u < 2**63", "-v > 0"]
+
+
+def _partition_manifest():
+    import pyarrow as pa
+
+    from skyhook_py.storage.manifest import Manifest, Partition
+    from skyhook_py.transcode import stats
+
+    schema = pa.schema([("u", pa.uint64()), ("v", pa.int64())])
+    parts = []
+    for i, (pu, pv) in enumerate(zip(np.split(U, 4), np.split(V, 4))):
+        st = stats.table_stats(pa.table({"u": pu, "v": pv}))
+        st = __import__("json").loads(stats.to_json(st))   # as stored (JSON)
+        parts.append(Partition(f"part.u64.w.{i:06d}", 4 * i, 4 * i + 4, 1000, source=0, entry_start=4 * i,
+                               entry_stop=4 * i + 4, stats=st))
+    return Manifest("u64", 1, schema, parts)
+
+
+@pytest.mark.parametrize("cut", WIDE_CUTS)
+def test_pruning_with_literals_past_2_63_is_exact(cut):
+    """No cluster: the planner on the partitions' real statistics keeps every partition
+    with a row NumPy selects, and prunes those whose float64 bounds exclude the literal."""
+    from skyhook_py.query import compile as qc, planner
+
+    m = _partition_manifest()
+    q = qc.compile_query(m.column_types(), where=cut, columns=["u"])
+    kept = {t.partition for t in planner.plan(m, q, "on").tasks}
+    env = {"u": U, "v": V}
+    with np.errstate(all="ignore"):
+        sel = eval(cut, {}, env)
+    for i, part in enumerate(np.split(sel, 4)):
+        if part.any():
+            assert i in kept, f"{cut}: partition {i} holds selected rows but was pruned"
+    # exactness where float64 can tell: partition 3 (values 5..8) is below 2**63 and
+    # partition 2 (2**63 + 1 .. 2**63 + 4) above 2**63 + 4 - 2048 (float64 spacing there)
+    if cut in ("u >= 2**63 + 4", "u == 2**63 + 5", "u > 9223372036854775808", "u >= 9223372036854775809"):
+        assert 3 not in kept, cut
+    if cut == "u < 9223372036854775808":
+        assert 2 not in kept, cut
