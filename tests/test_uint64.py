@@ -80,7 +80,10 @@ def test_uint64_aggregates_match_numpy(session, big_dataset, big_file, pushdown)
 @pytest.mark.cluster
 @pytest.mark.parametrize("cut", ["v < 2**62 + 2", "v <= 2**62 + 1", "v == 2**62 + 3", "v > 2**62 + 2",
                                  "v >= 2**62 + 3", "v == 2**53 + 1", "v > 2**53", "-v > -(2**62) - 2",
-                                 "u > 2**62", "u < 2**62", "v != 2**62 + 1"])
+                                 "u > 2**62", "u < 2**62", "v != 2**62 + 1",
+                                 # literals >= 2**63 (uint64 literals) and a negated uint64
+                                 "u > 2**63", "u == 2**64 - 1", "u < 2**63 + 2", "u >= 2**63 + 4",
+                                 "u <= 2**63", "-u > 0"])
 @pytest.mark.parametrize("pushdown", ["on", "off"])
 def test_pruning_is_sound_past_2_53(session, big_dataset, big_file, cut, pushdown):
     # a literal rounded to the nearest float64 (2**62 + 2 -> 2**62) proved `v < 2**62 + 2`
@@ -424,3 +427,69 @@ def test_pruning_with_literals_past_2_63_is_exact(cut):
         assert 3 not in kept, cut
     if cut == "u < 9223372036854775808":
         assert 2 not in kept, cut
+
+
+def _any_all(fn, jag, lit_cmp):
+    return np.array([fn(lit_cmp(np.asarray(x, dtype=np.uint64))) for x in jag], dtype=bool)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("pushdown", ["on", "off"])
+def test_wide_literal_cuts_through_the_osd(session, big_dataset, big_file, pushdown):
+    """Every comparison with 2**63, 2**63 + 1, 2**64 - 1 as the cut, on the uint64 and the
+    int64 column and on a uint64 collection, in the OSD (pushdown on) and in the client's
+    reference (off): exactly NumPy's rows."""
+    import operator
+
+    a = _numpy(big_file)
+    env = {"u": a["u"], "v": a["v"]}
+    texts = [t for lit in LITERALS for c in ("u", "v") for t in _texts(c, COMPARISONS, lit)]
+    for text in texts:
+        with np.errstate(all="ignore"):
+            want = np.flatnonzero(eval(text, {}, env))
+        r = session.run(big_dataset, columns=["u"], where=text, pushdown=pushdown)
+        assert r.table.column("u").to_pylist() == a["u"][want].tolist(), text
+        if pushdown == "on":
+            assert r.summary.partitions_read == 0, r.summary
+    for fn, name in ((np.any, "any"), (np.all, "all")):
+        for lit in LITERALS:
+            for sym, op in (("==", operator.eq), ("<", operator.lt), (">=", operator.ge)):
+                text = f"{name}(j {sym} {lit})"
+                want = np.flatnonzero(_any_all(fn, a["j"], lambda x, op=op, lit=lit: op(x, lit)))
+                got = session.run(big_dataset, columns=["u"], where=text, pushdown=pushdown).table
+                assert got.column("u").to_pylist() == a["u"][want].tolist(), text
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("pushdown", ["on", "off"])
+def test_wide_literal_arithmetic_through_the_osd(session, big_dataset, big_file, pushdown):
+    """uint64 column (and collection) OP literal, both orders, as output columns and as
+    aggregated values: NumPy's uint64 results, wrapping, bit for bit."""
+    a = _numpy(big_file)
+    u = a["u"]
+    texts = [t for lit in LITERALS for t in _texts("u", ARITHMETIC, lit)]
+    exprs = {f"e{i}": t for i, t in enumerate(texts)}
+    exprs["jsum"] = "j + 2**63"
+    exprs["jmul"] = "(2**64 - 1) * j"
+    r = session.run(big_dataset, expressions=exprs, pushdown=pushdown)
+    for name, text in exprs.items():
+        col = r.table.column(name)
+        if name.startswith("j"):
+            lit = 2**63 if name == "jsum" else 2**64 - 1
+            with np.errstate(all="ignore"):
+                want = [((np.asarray(x, np.uint64) + lit) if name == "jsum" else (lit * np.asarray(x, np.uint64))).tolist()
+                        for x in a["j"]]
+            assert col.to_pylist() == want, text
+            continue
+        with np.errstate(all="ignore"):
+            want = eval(text, {}, {"u": u})
+        assert col.type.to_pandas_dtype() == want.dtype, (text, col.type)
+        assert _equal(col.to_numpy(), want), (text, col.to_pylist(), want.tolist())
+    aggs, want = [], {}
+    for i, text in enumerate(["u + 2**63", "(2**64 - 1) * u", "u - (2**63 + 1)"]):
+        with np.errstate(all="ignore"):
+            x = eval(text, {}, {"u": u})
+        for k, fn in (("sum", lambda x: np.sum(x, dtype=np.uint64)), ("min", np.min), ("max", np.max)):
+            aggs.append({"kind": k, "name": f"{k}{i}", "x": text})
+            want[f"{k}{i}"] = int(fn(x))
+    assert session.aggregate(big_dataset, aggs, pushdown=pushdown) == want
