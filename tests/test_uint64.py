@@ -493,3 +493,25 @@ def test_wide_literal_arithmetic_through_the_osd(session, big_dataset, big_file,
             aggs.append({"kind": k, "name": f"{k}{i}", "x": text})
             want[f"{k}{i}"] = int(fn(x))
     assert session.aggregate(big_dataset, aggs, pushdown=pushdown) == want
+
+
+def test_narrow_uint_width_from_the_manifest_refuses_at_compile_time():
+    """With the manifest's widths (ColumnType.bits) the compiler refuses uint8 + 2**63 as
+    NumPy does (OverflowError) before any partition is read, and answers a comparison of
+    uint8 with 2**63 by its constant; uint64 gets a uint64 literal."""
+    import pyarrow as pa
+
+    from skyhook_py.errors import QueryError
+    from skyhook_py.query import compile as qc, ir
+    from skyhook_py.storage.manifest import column_type
+
+    schema = {n: column_type(t, n) for n, t in
+              [("u", pa.uint64()), ("u8", pa.uint8()), ("j", pa.list_(pa.uint32()))]}
+    assert (schema["u8"].bits, schema["j"].bits) == (8, 32) and schema["u8"] == ir.ColumnType("uint", False)
+    for text in ["u8 + 2**63", "2**64 - 1 - u8", "where(u8 > 1, u8, 2**63)", "(u8 + 1) * 2**63", "j % 2**63"]:
+        with pytest.raises(QueryError, match=r"does not fit in uint(8|32): NumPy raises OverflowError"):
+            qc.compile_query(schema, expressions={"e": text})
+    q = qc.compile_query(schema, where="u8 < 2**63", columns=["u"])
+    assert ir.same(q.where, ir.col("u8") == ir.col("u8"))   # true everywhere, no literal left
+    q = qc.compile_query(schema, expressions={"e": "sum(j) + 2**63", "f": "u + (2**64 - 1)"})
+    assert [e.args[1].is_uint64 for _, e in q.outputs] == [True, True]

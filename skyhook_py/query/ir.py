@@ -509,10 +509,13 @@ class ColumnType:
     """What ``infer`` needs to know of a column: its value kind and whether it is a list.
 
     kind: "bool", "int", "uint" or "float" (the kind of the values, or of the list elements).
+    bits: an integer's width (8, 16, 32, 64) when known (the manifest's Arrow schema);
+    ``literals`` refuses ``uint8_col + 2**63`` with it before any partition is read.
     """
 
     kind: str
     is_list: bool
+    bits: int | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

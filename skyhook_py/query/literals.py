@@ -19,8 +19,10 @@ other branch of ``where``):
   loops): the literal becomes that float (OverflowError past float64);
 - an unsigned integer operand and a literal of [2^63, 2^64): sent as it is (a uint64
   literal); the evaluators compare it exactly and compute in uint64 (wrapping, as
-  NumPy's uint64 arithmetic does) beside uint64, and refuse arithmetic beside a
-  narrower unsigned type (OverflowError), whose width only they know;
+  NumPy's uint64 arithmetic does) beside uint64.  Beside a narrower unsigned type
+  (``ColumnType.bits`` from the manifest) it is out of range: a comparison's constant
+  answer, arithmetic refused here (OverflowError); when the schema gives no width the
+  evaluators refuse that arithmetic themselves (-EINVAL);
 - a comparison with a literal outside the operand's kind's range (any signed integer
   and 2**63, uint and -1 - 2**64): the comparison's constant answer;
 - anything else (signed arithmetic with 2**63, ``2**64`` anywhere but a comparison or
@@ -116,6 +118,28 @@ def _fold(e, memo):
     return out
 
 
+def _uint_bits(e, schema) -> int | None:
+    """The width of an unsigned expression's type when the schema tells (NumPy promotes
+    unsigned operands to the widest; a weak literal takes the other's), else None."""
+    if isinstance(e, ir.Column):
+        t = schema.get(e.name)
+        return None if t is None else t.bits
+    if isinstance(e, ir.Literal):
+        return 0
+    if not isinstance(e, ir.Call):
+        return None
+    if e.op == ir.Op.Sum:
+        return 64   # a uint sum is uint64
+    if e.op in ir.ARITHMETIC or e.op in (ir.Op.Neg, ir.Op.Abs, ir.Op.Where):
+        args = e.args[1:] if e.op == ir.Op.Where else e.args
+    elif e.op in (ir.Op.Mask, ir.Op.Min, ir.Op.Max) or e.op in ir.ELEMENT_ACCESS:
+        args = e.args[:1]
+    else:
+        return None
+    bits = [_uint_bits(a, schema) for a in args]
+    return None if None in bits else (max(bits) or None)
+
+
 def _typing_partner(e: ir.Call, args, i: int):
     """The operand that gives the weak literal ``args[i]`` its type (NEP 50), or None:
     the other operand of a binary operation, the other branch of ``where``."""
@@ -150,7 +174,7 @@ def _resolve(e, schema, where):
             except OverflowError:
                 raise QueryError(f"the integer {v} is too large to convert to float (NumPy: "
                                  f"OverflowError), in {e!r} (the {where})") from None
-        elif kind == "uint" and 0 <= v <= UINT64_MAX:
+        elif kind == "uint" and 0 <= v <= UINT64_MAX and _uint_bits(other, schema) in (64, None):
             pass   # a uint64 literal (LiteralKind UInt): the evaluators type it exactly
         elif e.op in _COMPARE and kind in ("int", "uint"):
             # beyond every value of the operand's type: the comparison has one answer
@@ -159,7 +183,7 @@ def _resolve(e, schema, where):
             answer = _COMPARE[e.op](v, x) if i == 0 else _COMPARE[e.op](x, v)
             return ir.Call(ir.Op.Eq if answer else ir.Op.Ne, (other, other))
         else:
-            width = "uint64" if kind == "uint" else "int64"   # bool + int: int64
+            width = f"uint{_uint_bits(other, schema) or 64}" if kind == "uint" else "int64"   # bool + int: int64
             raise QueryError(f"the integer {v} does not fit in {width}: NumPy raises "
                              f"OverflowError for {e!r} (the {where})")
     if all(a is b for a, b in zip(args, e.args)):
