@@ -515,3 +515,125 @@ def test_narrow_uint_width_from_the_manifest_refuses_at_compile_time():
     assert ir.same(q.where, ir.col("u8") == ir.col("u8"))   # true everywhere, no literal left
     q = qc.compile_query(schema, expressions={"e": "sum(j) + 2**63", "f": "u + (2**64 - 1)"})
     assert [e.args[1].is_uint64 for _, e in q.outputs] == [True, True]
+
+
+# -- random expressions of uint64/int64 columns and wide literals, against NumPy --------------------
+
+WIDE_POOL = [0, 1, 7, 2**32 + 3, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 2, 2**64 - 1]
+
+
+def _u64_strategies():
+    from hypothesis import strategies as st
+
+    def exprs(depth):
+        leaf = st.sampled_from(["u", "w", "u", "w", "v"])
+        if depth == 0:
+            return leaf
+        sub = exprs(depth - 1)
+        lit = st.sampled_from(WIDE_POOL).map(str)
+        binary = st.tuples(sub, st.sampled_from(["+", "-", "*", "//", "%", "**", "/"]),
+                           st.one_of(sub, lit), st.booleans()).map(
+            lambda t: f"({t[2]} {t[1]} {t[0]})" if t[3] else f"({t[0]} {t[1]} {t[2]})")
+        return st.one_of(leaf, binary)
+
+    cut = st.tuples(exprs(2), st.sampled_from(COMPARISONS), st.sampled_from(WIDE_POOL), st.booleans()).map(
+        lambda t: f"{t[2]} {t[1]} {t[0]}" if t[3] else f"{t[0]} {t[1]} {t[2]}")
+    values = st.one_of(st.sampled_from(WIDE_POOL), st.integers(0, 2**64 - 1))
+    table = st.integers(0, 8).flatmap(lambda n: st.tuples(
+        st.lists(values, min_size=n, max_size=n), st.lists(values, min_size=n, max_size=n),
+        st.lists(st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 2**63 - 1, -(2**63)]),
+                 min_size=n, max_size=n)))
+    return exprs(2), cut, table
+
+
+def _hypothesis_given():
+    from hypothesis import HealthCheck, given, settings
+
+    e, c, t = _u64_strategies()
+
+    def deco(fn):
+        return settings(max_examples=150, deadline=None, derandomize=True,
+                        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])(
+            given(expr=e, cut=c, cols=t)(fn))
+    return deco
+
+
+@needs_runner
+@_hypothesis_given()
+def test_random_wide_literal_queries_match_numpy(expr, cut, cols, tmp_path_factory):
+    """NumPy 2 (the oracle, on the same arrays) against the reference and the class (local
+    runner): same values and types, or NumPy's OverflowError where the query is refused
+    (QueryError at compile time, EINVAL from both evaluators)."""
+    import warnings
+
+    import pyarrow as pa
+
+    from skyhook_py.errors import EvaluationError, QueryError
+    from skyhook_py.query import codec, compile as qc, ir, reference
+
+    tmp_path = tmp_path_factory.mktemp("rand")
+    u, w, v = (np.array(c, dtype=dt) for c, dt in zip(cols, (np.uint64, np.uint64, np.int64)))
+    table = pa.table({"u": u, "w": w, "v": v})
+    schema = {"u": ir.ColumnType("uint", False, 64), "w": ir.ColumnType("uint", False, 64),
+              "v": ir.ColumnType("int", False, 64)}
+
+    def numpy(text, env):
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.broadcast_to(np.asarray(eval(text, {}, env)), env["u"].shape)
+        except OverflowError:   # a Python int the operand's type cannot hold
+            return OverflowError
+        except ValueError:      # integers to negative integer powers: EDOM
+            return ValueError
+
+    # the cut on every row, the output on the selected rows only (formats/README.md)
+    want_c = numpy(cut, {"u": u, "w": w, "v": v})
+    want = want_c
+    if isinstance(want_c, np.ndarray):
+        sel = np.flatnonzero(want_c)
+        want = numpy(expr, {"u": u[sel], "w": w[sel], "v": v[sel]})
+        if want is not OverflowError and numpy(expr, {"u": u, "w": w, "v": v}) is OverflowError:
+            want = OverflowError   # type-only errors do not depend on rows
+    try:
+        q = qc.compile_query(schema, where=cut, expressions={"e": expr})
+    except QueryError as err:
+        assert want is OverflowError, (expr, cut, err)
+        return
+    request = codec.encode_scan_request(outputs=q.outputs, where=q.where)
+    status, reply = _run_local(request, table, tmp_path)
+    try:
+        ref = reference.scan_table(table, outputs=q.outputs, where=q.where)
+    except EvaluationError as err:
+        code = {OverflowError: _errno.EINVAL, ValueError: _errno.EDOM}.get(want)
+        assert err.errno == status == code, (expr, cut, want, err, reply)
+        return
+    assert isinstance(want, np.ndarray), (expr, cut, want, "NumPy raised, the query ran")
+    assert status == 0, (expr, cut, reply)
+    got = codec.decode_scan_reply(reply)
+    for who, res in (("reference", ref), ("class", got)):
+        col = res.table.column("e")
+        assert col.type.to_pandas_dtype() == want.dtype, (who, expr, cut, col.type, want.dtype)
+        assert _equal(col.to_numpy(), want), (who, expr, cut, col.to_pylist(), want.tolist())
+
+
+@needs_runner
+def test_uint64_with_int64_is_float64_beside_a_wide_literal(tmp_path):
+    """uint64 + int64 is float64 in NumPy: a literal >= 2**63 beside it is a float, never
+    the constant answer of an int64 comparison (which the compiler gave before it knew the
+    columns' widths: `(u + v) > 2**63` selected nothing)."""
+    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.storage.manifest import column_type
+
+    table = _local_table()
+    schema = {n: column_type(table.schema.field(n).type, n) for n in table.column_names}
+    env = {"u": U_LOCAL, "v": V_LOCAL}
+    for text in ["(u + v) > 2**63", "u - v <= 2**64 - 1", "2**63 + 1 != v * u", "(u + v) + 2**63 > 2**64"]:
+        with np.errstate(all="ignore"):
+            want = U_LOCAL[np.flatnonzero(eval(text, {}, env))].tolist()
+        if text == "(u + v) > 2**63":
+            assert 0 < len(want) < len(U_LOCAL), want   # no constant answer
+        q = qc.compile_query(schema, where=text, columns=["u"])
+        assert reference.scan_table(table, outputs=q.outputs, where=q.where).table.column("u").to_pylist() == want
+        status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs, where=q.where), table, tmp_path)
+        assert status == 0 and codec.decode_scan_reply(reply).table.column("u").to_pylist() == want, text

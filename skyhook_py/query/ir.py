@@ -524,6 +524,8 @@ class Shape:
     is_list: bool
     # the NanoAOD collection a per-object value belongs to ("Muon" for Muon_pt), when known
     collection: str | None = dataclasses.field(default=None, compare=False)
+    # an integer's width when the schema gives the columns' (ColumnType.bits), else None
+    bits: int | None = dataclasses.field(default=None, compare=False)
 
 
 def _collection_of(shapes) -> str | None:
@@ -544,7 +546,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
         t = schema.get(expr.name)
         if t is None:
             raise UnknownColumnError(expr.name, closest_matches(expr.name, schema), where=where)
-        return Shape(t.kind, t.is_list, expr.name.partition("_")[0] if t.is_list else None)
+        return Shape(t.kind, t.is_list, expr.name.partition("_")[0] if t.is_list else None, t.bits)
     if isinstance(expr, Literal):
         return Shape(expr.kind, False)
     assert isinstance(expr, Call)
@@ -572,7 +574,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                     f"{expr.args[0]!r} is {shapes[0].collection or 'not a collection of pairs'}, in the {where}")
             return Shape("bool", True, shapes[1].collection)
         src = shapes[1] if op == Op.CrossSecond else shapes[0]
-        return Shape(src.kind, True, pair_collection(expr))
+        return Shape(src.kind, True, pair_collection(expr), src.bits)
     _check_pairs_align(expr, shapes, where)
     coll = _collection_of(shapes)
     if op in UNARY_MATH or op in MANY_MATH:
@@ -583,7 +585,8 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             kind = "float" if op in FLOAT_RESULT or "float" in kinds else _int_kind(kinds)
         else:
             kind = _int_kind(kinds)
-        return Shape(kind, any_list, coll)
+        kind, bits = _int_width(kind, expr.args, shapes)
+        return Shape(kind, any_list, coll, bits)
     if op in COMPARISON:
         return Shape("bool", any_list, coll)
     if op in LOGICAL or op == Op.Not:
@@ -599,7 +602,8 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             raise QueryError(f"the condition of where() must be bool, got {shapes[0].kind} in the {where}")
         kinds = [shapes[1].kind, shapes[2].kind]
         kind = "float" if "float" in kinds else ("bool" if kinds == ["bool", "bool"] else _int_kind(kinds))
-        return Shape(kind, any_list, coll)
+        kind, bits = _int_width(kind, expr.args[1:], shapes[1:])
+        return Shape(kind, any_list, coll, bits)
     if op == Op.Mask:
         if not shapes[0].is_list:
             raise QueryError(f"cannot mask {expr.args[0]!r}: it is not a collection, in the {where}")
@@ -611,7 +615,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 f"cannot mask {expr.args[0]!r} (collection {value_coll}) with {expr.args[1]!r} (collection "
                 f"{mask_coll}): a mask selects objects of its own collection, in the {where}; "
                 f"reduce the other collection per event instead (e.g. any({expr.args[1]!r}, axis=1))")
-        return Shape(shapes[0].kind, True, value_coll)
+        return Shape(shapes[0].kind, True, value_coll, shapes[0].bits)
     if op in REDUCTIONS or op in ELEMENT_ACCESS:
         if not shapes[0].is_list:
             raise QueryError(
@@ -619,14 +623,14 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 f"in the {where}"
             )
         if op in (Op.Count, Op.CountNonzero):
-            return Shape("int", False)
+            return Shape("int", False, bits=64)
         if op in (Op.Any, Op.All):
             return Shape("bool", False)
         if op == Op.Mean:
             return Shape("float", False)
-        if op == Op.Sum and shapes[0].kind == "bool":
-            return Shape("int", False)
-        return Shape(shapes[0].kind, False)
+        if op == Op.Sum and shapes[0].kind in ("bool", "int", "uint"):
+            return Shape("int" if shapes[0].kind == "bool" else shapes[0].kind, False, bits=64)
+        return Shape(shapes[0].kind, False, bits=shapes[0].bits)
     raise QueryError(f"unsupported operation {op.name}")  # pragma: no cover
 
 
@@ -688,6 +692,24 @@ def _weak_kinds(args, shapes) -> list[str]:
         if isinstance(a, Literal) and s.kind == "float":
             kinds.append("float")
     return kinds
+
+
+def _int_width(kind: str, args, shapes) -> tuple[str, int | None]:
+    """NumPy's promotion of integer arrays with their widths (weak literals take the
+    arrays' type): unsigned with signed gives the signed type wide enough for both, and
+    float64 next to uint64 (``uint64 + int64``); (kind, None) when a width is unknown."""
+    if kind not in ("int", "uint"):
+        return kind, None
+    strong = [s for a, s in zip(args, shapes) if not isinstance(a, Literal) and s.kind != "bool"]
+    if not strong or any(s.bits is None for s in strong):
+        return kind, None
+    u = max((s.bits for s in strong if s.kind == "uint"), default=0)
+    i = max((s.bits for s in strong if s.kind == "int"), default=0)
+    if not i:
+        return "uint", u
+    if u < i:
+        return "int", i
+    return ("int", 2 * u) if u < 64 else ("float", None)
 
 
 def _int_kind(kinds) -> str:

@@ -118,28 +118,6 @@ def _fold(e, memo):
     return out
 
 
-def _uint_bits(e, schema) -> int | None:
-    """The width of an unsigned expression's type when the schema tells (NumPy promotes
-    unsigned operands to the widest; a weak literal takes the other's), else None."""
-    if isinstance(e, ir.Column):
-        t = schema.get(e.name)
-        return None if t is None else t.bits
-    if isinstance(e, ir.Literal):
-        return 0
-    if not isinstance(e, ir.Call):
-        return None
-    if e.op == ir.Op.Sum:
-        return 64   # a uint sum is uint64
-    if e.op in ir.ARITHMETIC or e.op in (ir.Op.Neg, ir.Op.Abs, ir.Op.Where):
-        args = e.args[1:] if e.op == ir.Op.Where else e.args
-    elif e.op in (ir.Op.Mask, ir.Op.Min, ir.Op.Max) or e.op in ir.ELEMENT_ACCESS:
-        args = e.args[:1]
-    else:
-        return None
-    bits = [_uint_bits(a, schema) for a in args]
-    return None if None in bits else (max(bits) or None)
-
-
 def _typing_partner(e: ir.Call, args, i: int):
     """The operand that gives the weak literal ``args[i]`` its type (NEP 50), or None:
     the other operand of a binary operation, the other branch of ``where``."""
@@ -167,14 +145,15 @@ def _resolve(e, schema, where):
                              f"(the {where})")
         i = wide[0]
         v = args[i].value
-        kind = ir.infer(other, schema, where).kind
+        shape = ir.infer(other, schema, where)   # with the widths the schema gives
+        kind = shape.kind
         if kind == "float" or (e.op in ir.FLOAT_RESULT and kind in ("int", "uint")):
             try:
                 args[i] = ir.Literal(float(v))   # NumPy: the weak int becomes the float
             except OverflowError:
                 raise QueryError(f"the integer {v} is too large to convert to float (NumPy: "
                                  f"OverflowError), in {e!r} (the {where})") from None
-        elif kind == "uint" and 0 <= v <= UINT64_MAX and _uint_bits(other, schema) in (64, None):
+        elif kind == "uint" and 0 <= v <= UINT64_MAX and shape.bits in (64, None):
             pass   # a uint64 literal (LiteralKind UInt): the evaluators type it exactly
         elif e.op in _COMPARE and kind in ("int", "uint"):
             # beyond every value of the operand's type: the comparison has one answer
@@ -183,7 +162,7 @@ def _resolve(e, schema, where):
             answer = _COMPARE[e.op](v, x) if i == 0 else _COMPARE[e.op](x, v)
             return ir.Call(ir.Op.Eq if answer else ir.Op.Ne, (other, other))
         else:
-            width = f"uint{_uint_bits(other, schema) or 64}" if kind == "uint" else "int64"   # bool + int: int64
+            width = f"{kind}{shape.bits or 64}" if kind in ("int", "uint") else "int64"   # bool + int: int64
             raise QueryError(f"the integer {v} does not fit in {width}: NumPy raises "
                              f"OverflowError for {e!r} (the {where})")
     if all(a is b for a, b in zip(args, e.args)):
