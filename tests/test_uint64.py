@@ -139,6 +139,7 @@ def test_grpc_values_keep_uint64_exact():
 # cut or expression below is compared with NumPy 2 on the same arrays (weak Python ints, NEP 50).
 
 import errno as _errno  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -526,7 +527,7 @@ def _u64_strategies():
     from hypothesis import strategies as st
 
     def exprs(depth):
-        leaf = st.sampled_from(["u", "w", "u", "w", "v"])
+        leaf = st.sampled_from(["u", "w", "u", "w", "v", "x"])
         if depth == 0:
             return leaf
         sub = exprs(depth - 1)
@@ -542,7 +543,8 @@ def _u64_strategies():
     table = st.integers(0, 8).flatmap(lambda n: st.tuples(
         st.lists(values, min_size=n, max_size=n), st.lists(values, min_size=n, max_size=n),
         st.lists(st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, -1, 2**63 - 1, -(2**63)]),
-                 min_size=n, max_size=n)))
+                 min_size=n, max_size=n),
+        st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n)))
     return exprs(2), cut, table
 
 
@@ -552,7 +554,7 @@ def _hypothesis_given():
     e, c, t = _u64_strategies()
 
     def deco(fn):
-        return settings(max_examples=150, deadline=None, derandomize=True,
+        return settings(max_examples=int(os.environ.get("SKYHOOK_U64_EXAMPLES", 150)), deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])(
             given(expr=e, cut=c, cols=t)(fn))
     return deco
@@ -572,10 +574,10 @@ def test_random_wide_literal_queries_match_numpy(expr, cut, cols, tmp_path_facto
     from skyhook_py.query import codec, compile as qc, ir, reference
 
     tmp_path = tmp_path_factory.mktemp("rand")
-    u, w, v = (np.array(c, dtype=dt) for c, dt in zip(cols, (np.uint64, np.uint64, np.int64)))
-    table = pa.table({"u": u, "w": w, "v": v})
+    u, w, v, x = (np.array(c, dtype=dt) for c, dt in zip(cols, (np.uint64, np.uint64, np.int64, np.uint32)))
+    table = pa.table({"u": u, "w": w, "v": v, "x": x})
     schema = {"u": ir.ColumnType("uint", False, 64), "w": ir.ColumnType("uint", False, 64),
-              "v": ir.ColumnType("int", False, 64)}
+              "v": ir.ColumnType("int", False, 64), "x": ir.ColumnType("uint", False, 32)}
 
     def numpy(text, env):
         try:
@@ -588,12 +590,13 @@ def test_random_wide_literal_queries_match_numpy(expr, cut, cols, tmp_path_facto
             return ValueError
 
     # the cut on every row, the output on the selected rows only (formats/README.md)
-    want_c = numpy(cut, {"u": u, "w": w, "v": v})
+    cols = {"u": u, "w": w, "v": v, "x": x}
+    want_c = numpy(cut, cols)
     want = want_c
     if isinstance(want_c, np.ndarray):
         sel = np.flatnonzero(want_c)
-        want = numpy(expr, {"u": u[sel], "w": w[sel], "v": v[sel]})
-        if want is not OverflowError and numpy(expr, {"u": u, "w": w, "v": v}) is OverflowError:
+        want = numpy(expr, {k: a[sel] for k, a in cols.items()})
+        if want is not OverflowError and numpy(expr, cols) is OverflowError:
             want = OverflowError   # type-only errors do not depend on rows
     try:
         q = qc.compile_query(schema, where=cut, expressions={"e": expr})
