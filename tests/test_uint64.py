@@ -4,6 +4,11 @@ reference, and equal to NumPy on uproot's arrays of a ROOT file written here."""
 
 from __future__ import annotations
 
+import errno as _errno
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -138,11 +143,6 @@ def test_grpc_values_keep_uint64_exact():
 # Before it the request carried int64 literals only and the compiler refused these; now each
 # cut or expression below is compared with NumPy 2 on the same arrays (weak Python ints, NEP 50).
 
-import errno as _errno  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-from pathlib import Path  # noqa: E402
-
 LITERALS = [2**63, 2**63 + 1, 2**64 - 1]
 COMPARISONS = ["==", "!=", "<", "<=", ">", ">="]
 # uint64 arithmetic with a weak int: NumPy keeps uint64 and wraps
@@ -196,7 +196,8 @@ def _run_local(request: bytes, table, tmp_path) -> tuple[int, bytes]:
         w.write_table(table)
     if out.exists():
         out.unlink()
-    r = subprocess.run([str(RUNNER), str(req), str(obj), str(out)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([str(RUNNER), str(req), str(obj), str(out)], capture_output=True, text=True, timeout=120,
+                       check=False)
     assert r.returncode >= 0, f"runner crashed with signal {-r.returncode}: {r.stderr}"
     return r.returncode, (out.read_bytes() if r.returncode == 0 else r.stderr.encode())
 
@@ -216,7 +217,8 @@ def _texts(column, ops, lit):
 
 def test_uint64_literals_travel_as_uint_kind():
     from skyhook_py._generated import skyhook_scan_generated as fb
-    from skyhook_py.query import codec, compile as qc, ir
+    from skyhook_py.query import codec, ir
+    from skyhook_py.query import compile as qc
 
     for lit in LITERALS:
         q = qc.compile_query(_schema(), where=f"u > {lit}", columns=["u"])
@@ -235,7 +237,8 @@ def test_uint64_literals_travel_as_uint_kind():
 def test_literal_cuts_match_numpy_local(lit, column, tmp_path):
     """Every comparison, both operand orders, as the cut: the reference and the class
     (local runner) select exactly the rows NumPy selects."""
-    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query import compile as qc
 
     table = _local_table()
     for text in _texts(column, COMPARISONS, lit):
@@ -254,7 +257,8 @@ def test_literal_cuts_match_numpy_local(lit, column, tmp_path):
 def test_uint64_arithmetic_matches_numpy_local(lit, tmp_path):
     """uint64 column OP literal and literal OP column, as output columns and aggregated: NumPy's
     uint64 results (wrapping), bit for bit, from the reference and from the class."""
-    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query import compile as qc
 
     table = _local_table()
     texts = _texts("u", ARITHMETIC + COMPARISONS, lit) + [f"where(u > {lit}, u, {lit})", f"u + {lit} + {lit}"]
@@ -289,7 +293,8 @@ def test_int64_and_float_with_wide_literals_match_numpy_local(lit, tmp_path):
     """int64 column: true division (NumPy's float64 loop) works, other arithmetic is NumPy's
     OverflowError (a QueryError); a float32 column converts the literal to float32."""
     from skyhook_py.errors import QueryError
-    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query import compile as qc
 
     table = _local_table()
     ok = [f"v / {lit}", f"{lit} / v", f"arctan2(v, {lit})", f"f + {lit}", f"{lit} - f", f"f * {lit}"]
@@ -319,7 +324,8 @@ def test_narrow_uint_arithmetic_is_refused_like_numpy(lit, tmp_path):
     """uint8 + 2**63: NumPy raises OverflowError; the compiler cannot tell uint8 from uint64
     (ColumnType has no width), so both evaluators refuse it: EvaluationError / EINVAL."""
     from skyhook_py.errors import EvaluationError
-    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query import compile as qc
 
     table = _local_table()
     for text in _texts("u8", ["+", "-", "*", "//", "%"], lit) + [f"where(u8 > 1, u8, {lit})"]:
@@ -338,7 +344,8 @@ def test_uint64_literal_between_literals_is_refused_by_both(tmp_path):
     """The compiler folds literal-only operations exactly (Python ints); a request that
     still has one with a uint64 literal has no 64-bit type for it: EINVAL in both."""
     from skyhook_py.errors import EvaluationError
-    from skyhook_py.query import codec, compile as qc, ir, reference
+    from skyhook_py.query import codec, ir, reference
+    from skyhook_py.query import compile as qc
 
     table = _local_table()
     q = qc.compile_query(_schema(), where="u > 2**63 + 1 - 1", columns=["u"])
@@ -358,10 +365,9 @@ def test_unknown_literal_kind_is_einval(tmp_path):
     """What a class built before LiteralKind UInt does with it (checked by hand with the
     previous build: "node 1: unknown literal kind", exit 22): the next unknown kind, 4,
     gets the same answer from this one, and the Python decoder refuses it too."""
+    from skyhook_py._generated import skyhook_scan_generated as fb
     from skyhook_py.errors import ProtocolError
     from skyhook_py.query import codec
-
-    from skyhook_py._generated import skyhook_scan_generated as fb
 
     data = bytearray(codec.encode_scan_request(outputs=(("x", ir_gt_uint()),)))
 
@@ -411,7 +417,8 @@ def _partition_manifest():
 def test_pruning_with_literals_past_2_63_is_exact(cut):
     """No cluster: the planner on the partitions' real statistics keeps every partition
     with a row NumPy selects, and prunes those whose float64 bounds exclude the literal."""
-    from skyhook_py.query import compile as qc, planner
+    from skyhook_py.query import compile as qc
+    from skyhook_py.query import planner
 
     m = _partition_manifest()
     q = qc.compile_query(m.column_types(), where=cut, columns=["u"])
@@ -503,7 +510,8 @@ def test_narrow_uint_width_from_the_manifest_refuses_at_compile_time():
     import pyarrow as pa
 
     from skyhook_py.errors import QueryError
-    from skyhook_py.query import compile as qc, ir
+    from skyhook_py.query import compile as qc
+    from skyhook_py.query import ir
     from skyhook_py.storage.manifest import column_type
 
     schema = {n: column_type(t, n) for n, t in
@@ -554,7 +562,7 @@ def _hypothesis_given():
     e, c, t = _u64_strategies()
 
     def deco(fn):
-        return settings(max_examples=int(os.environ.get("SKYHOOK_U64_EXAMPLES", 150)), deadline=None, derandomize=True,
+        return settings(max_examples=int(os.environ.get("SKYHOOK_U64_EXAMPLES", "150")), deadline=None, derandomize=True,
                         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])(
             given(expr=e, cut=c, cols=t)(fn))
     return deco
@@ -571,7 +579,8 @@ def test_random_wide_literal_queries_match_numpy(expr, cut, cols, tmp_path_facto
     import pyarrow as pa
 
     from skyhook_py.errors import EvaluationError, QueryError
-    from skyhook_py.query import codec, compile as qc, ir, reference
+    from skyhook_py.query import codec, ir, reference
+    from skyhook_py.query import compile as qc
 
     tmp_path = tmp_path_factory.mktemp("rand")
     u, w, v, x = (np.array(c, dtype=dt) for c, dt in zip(cols, (np.uint64, np.uint64, np.int64, np.uint32)))
@@ -625,7 +634,8 @@ def test_uint64_with_int64_is_float64_beside_a_wide_literal(tmp_path):
     """uint64 + int64 is float64 in NumPy: a literal >= 2**63 beside it is a float, never
     the constant answer of an int64 comparison (which the compiler gave before it knew the
     columns' widths: `(u + v) > 2**63` selected nothing)."""
-    from skyhook_py.query import codec, compile as qc, reference
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query import compile as qc
     from skyhook_py.storage.manifest import column_type
 
     table = _local_table()
