@@ -650,3 +650,43 @@ def test_uint64_with_int64_is_float64_beside_a_wide_literal(tmp_path):
         assert reference.scan_table(table, outputs=q.outputs, where=q.where).table.column("u").to_pylist() == want
         status, reply = _run_local(codec.encode_scan_request(outputs=q.outputs, where=q.where), table, tmp_path)
         assert status == 0 and codec.decode_scan_reply(reply).table.column("u").to_pylist() == want, text
+
+
+@needs_runner
+@pytest.mark.parametrize("lit", LITERALS)
+def test_uint_literal_beside_other_types_without_the_compiler(lit, tmp_path):
+    """A request may carry a UInt literal where the compiler would have rewritten it
+    (beside int64, uint8, float32): both evaluators still give NumPy's answer (exact
+    comparisons, float32 conversion) or EINVAL for what NumPy refuses."""
+    import warnings
+
+    from skyhook_py.errors import EvaluationError
+    from skyhook_py.query import codec, reference
+    from skyhook_py.query.ir import Literal, Op, call, col
+
+    table = _local_table()
+    big = Literal(lit)
+    cmp_ops = {"==": Op.Eq, "!=": Op.Ne, "<": Op.Lt, "<=": Op.Le, ">": Op.Gt, ">=": Op.Ge}
+    outputs, texts = [], []
+    for c in ("v", "u8", "f"):
+        for sym, op in cmp_ops.items():
+            outputs += [(f"{c}{sym}", call(op, col(c), big)), (f"{sym}{c}", call(op, big, col(c)))]
+            texts += [f"{c} {sym} {lit}", f"{lit} {sym} {c}"]
+    outputs += [("f+", col("f") + big), ("f*", big * col("f"))]
+    texts += [f"f + {lit}", f"{lit} * f"]
+    ref = reference.scan_table(table, outputs=tuple(outputs))
+    status, reply = _run_local(codec.encode_scan_request(outputs=tuple(outputs)), table, tmp_path)
+    assert status == 0, reply
+    got = codec.decode_scan_reply(reply)
+    for (name, _), text in zip(outputs, texts):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = eval(text, {}, _numpy_env())
+        for who, res in (("reference", ref), ("class", got)):
+            assert _equal(res.table.column(name).to_numpy(), want), (who, text)
+    for e in (col("v") + big, big - col("u8"), call(Op.Where, col("u") > 1, col("v"), big)):
+        status, reply = _run_local(codec.encode_scan_request(outputs=(("e", e),)), table, tmp_path)
+        assert status == _errno.EINVAL and b"out of bounds" in reply, (e, reply)
+        with pytest.raises(EvaluationError) as err:
+            reference.scan_table(table, outputs=(("e", e),))
+        assert err.value.errno == _errno.EINVAL, e
