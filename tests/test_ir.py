@@ -121,15 +121,19 @@ def test_every_op_round_trips_through_the_codec(op):
     assert name == "out" and same(back, e), (back, e)
 
 
-@pytest.mark.parametrize("value", [True, False, 0, -7, 2**63 - 1, -(2**63), 0.5, -0.0, math.inf, math.nan])
+@pytest.mark.parametrize("value", [True, False, 0, -7, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 0.5, -0.0,
+                                   math.inf, math.nan])
 def test_literals_round_trip_with_their_kind(value):
     req = codec.decode_scan_request(codec.encode_scan_request(outputs=[("v", lit(value))]))
     assert same(req.outputs[0][1], lit(value))
 
 
-def test_literal_too_large_for_int64_is_rejected():
-    with pytest.raises(QueryError, match="64 bits"):
-        codec.encode_scan_request(outputs=[("v", col("x") + 2**63)])
+def test_literal_too_large_for_64_bits_is_rejected():
+    # [2^63, 2^64) travels as a uint64 literal (LiteralKind UInt); beyond, nothing can
+    codec.encode_scan_request(outputs=[("v", col("x") + (2**64 - 1))])
+    for v in (2**64, -(2**63) - 1):
+        with pytest.raises(QueryError, match="64 bits"):
+            codec.encode_scan_request(outputs=[("v", col("x") + v)])
 
 
 @pytest.mark.parametrize("kind", list(AggKind), ids=lambda k: k.name)

@@ -28,17 +28,19 @@ Value LiteralValue(const Node& n, int64_t n_events) {
 arrow::Status Compare(const Node& n, const Value& a, const Value& b, const Value* shape, int64_t ne,
                       Value* out, CallContext* ctx) {
   // A weak int literal out of the integer operand's range: a constant result.
+  // A uint64 literal (type U64, ival its bits) fits a uint64 operand only.
   for (int k = 0; k < 2; ++k) {
     const Value& lit = k == 0 ? a : b;
     const Value& arr = k == 0 ? b : a;
-    if (!(lit.scalar && lit.t.weak && lit.t.type == VType::I64) || arr.t.weak ||
+    const bool unsigned_lit = lit.t.type == VType::U64;
+    if (!(lit.scalar && lit.t.weak && (lit.t.type == VType::I64 || unsigned_lit)) || arr.t.weak ||
         !IsInteger(arr.t.type))
       continue;
     bool fits = true, above = false;
     Dispatch(arr.t.type, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      fits = FitsIn<T>(lit.ival);
-      above = lit.ival > 0;
+      fits = unsigned_lit ? FitsInUnsigned<T>(static_cast<uint64_t>(lit.ival)) : FitsIn<T>(lit.ival);
+      above = unsigned_lit || lit.ival > 0;
     });
     if (fits) continue;
     ARROW_ASSIGN_OR_RAISE(Value m, Materialize(arr, arr.t.type, shape, ne, ctx));

@@ -48,6 +48,13 @@ bool FitsIn(int64_t v) {
               v <= static_cast<int64_t>(std::numeric_limits<T>::max());
 }
 
+// Whether a uint64 value fits the integer type T.
+template <typename T>
+bool FitsInUnsigned(uint64_t v) {
+  if constexpr (!std::is_integral_v<T>) return true;
+  else return v <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+}
+
 // np.result_type of two operands with NEP 50 weak literals (typecheck.cc).
 VType Promote(const NodeType& a, const NodeType& b);
 

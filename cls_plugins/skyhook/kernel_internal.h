@@ -46,8 +46,8 @@ struct Node {
   Op op = Op::Literal;
   std::vector<uint32_t> args;
   std::string name;        // Column
-  int literal_kind = 0;    // 0 bool, 1 int, 2 float
-  int64_t int_value = 0;   // Literal Int/Bool, Index position
+  int literal_kind = 0;    // 0 bool, 1 int, 2 float, 3 uint (fb::LiteralKind)
+  int64_t int_value = 0;   // Literal Int/Bool, UInt (the uint64's bits), Index position
   double float_value = 0;  // Literal Float
   int column = -1;         // Column: index into Plan::columns
   NodeType t;              // filled by TypeCheck
@@ -145,7 +145,7 @@ int64_t ThreadCpuNs();
 struct Value {
   NodeType t;
   bool scalar = false;  // a literal: same value for every event
-  int64_t ival = 0;     // scalar Bool/Int payload
+  int64_t ival = 0;     // scalar Bool/Int payload (a U64 scalar: the uint64's bits)
   double fval = 0;      // scalar Float payload
   int64_t n_events = 0;
   int64_t length = 0;   // elements: n_events, or offsets[n_events] for a list

@@ -153,7 +153,8 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       if (!IsUtf8(fn->name())) return EInval(at + ": a column name that is not UTF-8");
       n.name = fn->name()->str();
     } else if (n.op == Op::Literal) {
-      if (static_cast<int>(fn->literal_kind()) > 2) return EInval(at + ": unknown literal kind");
+      if (static_cast<int>(fn->literal_kind()) > static_cast<int>(fb::LiteralKind::MAX))
+        return EInval(at + ": unknown literal kind " + std::to_string(static_cast<int>(fn->literal_kind())));
       n.literal_kind = static_cast<int>(fn->literal_kind());
     }
     n.int_value = fn->int_value();

@@ -37,10 +37,13 @@ VType PromoteStrong(VType a, VType b) {
   return VType::F64;
 }
 
-// NEP 50: a weak literal takes the kind-compatible type of the array operand.
+// NEP 50: a weak literal takes the kind-compatible type of the array operand.  A uint64
+// literal (LiteralKind UInt, a Python int >= 2^63) is a weak int like any other: it
+// takes the array's integer type, where only uint64 holds it (Materialize refuses the
+// rest), and converts to the array's float type.
 VType PromoteWeak(VType weak, VType strong) {
   if (weak == VType::F64) return IsFloat(strong) ? strong : VType::F64;
-  if (weak == VType::I64) return strong == VType::Bool ? VType::I64 : strong;
+  if (weak == VType::I64 || weak == VType::U64) return strong == VType::Bool ? VType::I64 : strong;
   return strong;  // a bool literal
 }
 
@@ -78,6 +81,22 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
                          std::to_string(n.args[k]) + " is bool");
       return arrow::Status::OK();
     };
+    // A uint64 literal takes its type from an array operand; between literals only
+    // (Python's unbounded ints) it has no 64-bit type.  The compiler folds such
+    // operations or refuses them; a request that has one is refused the same way.
+    auto uint_literal_alone = [&](size_t from) -> arrow::Status {
+      bool all_weak = from < a.size(), any_uint = false;
+      for (size_t k = from; k < a.size(); ++k) {
+        all_weak &= a[k].weak;
+        any_uint |= a[k].weak && a[k].type == VType::U64;
+      }
+      if (all_weak && any_uint)
+        return Invalid(Describe(*plan, i) + ": a uint64 literal needs an array operand "
+                       "(an operation of literals only is computed by the compiler)");
+      return arrow::Status::OK();
+    };
+    if (n.op != Op::Literal && n.op != Op::Column)
+      ARROW_RETURN_NOT_OK(uint_literal_alone(InfoOf(n.op).type == TypeRule::Choice ? 1 : 0));
     bool any_list = false, all_weak = true;
     for (auto& t : a) {
       any_list |= t.is_list;
@@ -93,7 +112,10 @@ arrow::Status TypeCheck(Plan* plan, const Limits&) {
         break;
       case TypeRule::LiteralType:
         out.weak = true;
-        out.type = n.literal_kind == 0 ? VType::Bool : n.literal_kind == 1 ? VType::I64 : VType::F64;
+        out.type = n.literal_kind == 0   ? VType::Bool
+                   : n.literal_kind == 1 ? VType::I64
+                   : n.literal_kind == 3 ? VType::U64
+                                         : VType::F64;
         break;
       case TypeRule::Promote:
       case TypeRule::PromoteFloat:

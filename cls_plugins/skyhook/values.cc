@@ -78,6 +78,19 @@ arrow::Result<Value> Materialize(const Value& v, VType to, const Value* shape, i
       To c;
       if (v.t.type == VType::F64 || v.t.type == VType::F32) {
         c = static_cast<To>(v.fval);
+      } else if (v.t.type == VType::U64) {  // a uint64 literal: ival holds its bits
+        const uint64_t u = static_cast<uint64_t>(v.ival);
+        if constexpr (std::is_integral_v<To>) {
+          if (IsInteger(to) && !FitsInUnsigned<To>(u)) {
+            st = Invalid("the literal " + std::to_string(u) + " is out of bounds for " +
+                         VTypeName(to) + " (NumPy raises OverflowError)");
+            return;
+          }
+          c = static_cast<To>(u);
+        } else {
+          // NumPy converts the Python int to a C double, then to the array's float type
+          c = static_cast<To>(static_cast<double>(u));
+        }
       } else {
         if constexpr (std::is_integral_v<To>) {
           if (IsInteger(to) && !FitsIn<To>(v.ival)) {

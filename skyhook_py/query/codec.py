@@ -109,6 +109,9 @@ def _build_node(b: flatbuffers.Builder, e: ir.Expr, index: dict) -> int:
         if e.kind == "float":
             fb.NodeAddLiteralKind(b, fb.LiteralKind.Float)
             fb.NodeAddFloatValue(b, v)
+        elif e.is_uint64:   # [2^63, 2^64): the uint64's bits in the int64 field
+            fb.NodeAddLiteralKind(b, fb.LiteralKind.UInt)
+            fb.NodeAddIntValue(b, int(v) - (1 << 64))
         else:
             if not _INT64_MIN <= int(v) <= _INT64_MAX:
                 raise QueryError(f"integer literal {v} does not fit in 64 bits")
@@ -271,8 +274,12 @@ def decode_scan_request(data: bytes) -> ScanRequest:
                     exprs.append(ir.Literal(n.FloatValue()))
                 elif kind == fb.LiteralKind.Bool:
                     exprs.append(ir.Literal(bool(n.IntValue())))
-                else:
+                elif kind == fb.LiteralKind.UInt:
+                    exprs.append(ir.Literal(n.IntValue() % (1 << 64)))
+                elif kind == fb.LiteralKind.Int:
                     exprs.append(ir.Literal(n.IntValue()))
+                else:   # the class answers EINVAL "unknown literal kind"
+                    raise ProtocolError(f"node {i}: unknown literal kind {kind}")
             else:
                 args = [int(a) for a in (n.ArgsAsNumpy() if n.ArgsLength() else [])]
                 if any(a >= i for a in args):

@@ -20,6 +20,11 @@ from typing import Union
 
 from ..errors import QueryError, UnknownColumnError, closest_matches
 
+# The integers a request can carry: int64 literals (LiteralKind Int) and, appended
+# 2026-12, uint64 literals of [2^63, 2^64) (LiteralKind UInt: int_value holds the bits).
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+UINT64_MAX = (1 << 64) - 1
+
 
 class Op(enum.IntEnum):
     """Mirrors ``enum Op`` of formats/skyhook_scan.fbs: same names, same numbers."""
@@ -293,6 +298,13 @@ class Literal(Expr):
             return "bool"
         return "int" if isinstance(self.value, int) else "float"
 
+    @property
+    def is_uint64(self) -> bool:
+        """An int of [2^63, 2^64): no int64 holds it, it travels as a uint64 literal
+        (LiteralKind UInt).  Still a weak int (kind "int"), as NumPy 2 sees ``2**63``: it
+        takes the type of the array beside it, where only uint64 holds it."""
+        return self.kind == "int" and INT64_MAX < self.value <= UINT64_MAX
+
     def key(self):
         # bool/int/float kept apart (True == 1 == 1.0 in Python); NaN equal to itself
         v = self.value
@@ -497,10 +509,13 @@ class ColumnType:
     """What ``infer`` needs to know of a column: its value kind and whether it is a list.
 
     kind: "bool", "int", "uint" or "float" (the kind of the values, or of the list elements).
+    bits: an integer's width (8, 16, 32, 64) when known (the manifest's Arrow schema);
+    ``literals`` refuses ``uint8_col + 2**63`` with it before any partition is read.
     """
 
     kind: str
     is_list: bool
+    bits: int | None = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,6 +524,8 @@ class Shape:
     is_list: bool
     # the NanoAOD collection a per-object value belongs to ("Muon" for Muon_pt), when known
     collection: str | None = dataclasses.field(default=None, compare=False)
+    # an integer's width when the schema gives the columns' (ColumnType.bits), else None
+    bits: int | None = dataclasses.field(default=None, compare=False)
 
 
 def _collection_of(shapes) -> str | None:
@@ -529,7 +546,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
         t = schema.get(expr.name)
         if t is None:
             raise UnknownColumnError(expr.name, closest_matches(expr.name, schema), where=where)
-        return Shape(t.kind, t.is_list, expr.name.partition("_")[0] if t.is_list else None)
+        return Shape(t.kind, t.is_list, expr.name.partition("_")[0] if t.is_list else None, t.bits)
     if isinstance(expr, Literal):
         return Shape(expr.kind, False)
     assert isinstance(expr, Call)
@@ -557,7 +574,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                     f"{expr.args[0]!r} is {shapes[0].collection or 'not a collection of pairs'}, in the {where}")
             return Shape("bool", True, shapes[1].collection)
         src = shapes[1] if op == Op.CrossSecond else shapes[0]
-        return Shape(src.kind, True, pair_collection(expr))
+        return Shape(src.kind, True, pair_collection(expr), src.bits)
     _check_pairs_align(expr, shapes, where)
     coll = _collection_of(shapes)
     if op in UNARY_MATH or op in MANY_MATH:
@@ -568,7 +585,8 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             kind = "float" if op in FLOAT_RESULT or "float" in kinds else _int_kind(kinds)
         else:
             kind = _int_kind(kinds)
-        return Shape(kind, any_list, coll)
+        kind, bits = _int_width(kind, expr.args, shapes)
+        return Shape(kind, any_list, coll, bits)
     if op in COMPARISON:
         return Shape("bool", any_list, coll)
     if op in LOGICAL or op == Op.Not:
@@ -584,7 +602,8 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
             raise QueryError(f"the condition of where() must be bool, got {shapes[0].kind} in the {where}")
         kinds = [shapes[1].kind, shapes[2].kind]
         kind = "float" if "float" in kinds else ("bool" if kinds == ["bool", "bool"] else _int_kind(kinds))
-        return Shape(kind, any_list, coll)
+        kind, bits = _int_width(kind, expr.args[1:], shapes[1:])
+        return Shape(kind, any_list, coll, bits)
     if op == Op.Mask:
         if not shapes[0].is_list:
             raise QueryError(f"cannot mask {expr.args[0]!r}: it is not a collection, in the {where}")
@@ -596,7 +615,7 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 f"cannot mask {expr.args[0]!r} (collection {value_coll}) with {expr.args[1]!r} (collection "
                 f"{mask_coll}): a mask selects objects of its own collection, in the {where}; "
                 f"reduce the other collection per event instead (e.g. any({expr.args[1]!r}, axis=1))")
-        return Shape(shapes[0].kind, True, value_coll)
+        return Shape(shapes[0].kind, True, value_coll, shapes[0].bits)
     if op in REDUCTIONS or op in ELEMENT_ACCESS:
         if not shapes[0].is_list:
             raise QueryError(
@@ -604,14 +623,14 @@ def infer(expr: Expr, schema: dict[str, ColumnType], where: str = "expression") 
                 f"in the {where}"
             )
         if op in (Op.Count, Op.CountNonzero):
-            return Shape("int", False)
+            return Shape("int", False, bits=64)
         if op in (Op.Any, Op.All):
             return Shape("bool", False)
         if op == Op.Mean:
             return Shape("float", False)
-        if op == Op.Sum and shapes[0].kind == "bool":
-            return Shape("int", False)
-        return Shape(shapes[0].kind, False)
+        if op == Op.Sum and shapes[0].kind in ("bool", "int", "uint"):
+            return Shape("int" if shapes[0].kind == "bool" else shapes[0].kind, False, bits=64)
+        return Shape(shapes[0].kind, False, bits=shapes[0].bits)
     raise QueryError(f"unsupported operation {op.name}")  # pragma: no cover
 
 
@@ -673,6 +692,24 @@ def _weak_kinds(args, shapes) -> list[str]:
         if isinstance(a, Literal) and s.kind == "float":
             kinds.append("float")
     return kinds
+
+
+def _int_width(kind: str, args, shapes) -> tuple[str, int | None]:
+    """NumPy's promotion of integer arrays with their widths (weak literals take the
+    arrays' type): unsigned with signed gives the signed type wide enough for both, and
+    float64 next to uint64 (``uint64 + int64``); (kind, None) when a width is unknown."""
+    if kind not in ("int", "uint"):
+        return kind, None
+    strong = [s for a, s in zip(args, shapes) if not isinstance(a, Literal) and s.kind != "bool"]
+    if not strong or any(s.bits is None for s in strong):
+        return kind, None
+    u = max((s.bits for s in strong if s.kind == "uint"), default=0)
+    i = max((s.bits for s in strong if s.kind == "int"), default=0)
+    if not i:
+        return "uint", u
+    if u < i:
+        return "int", i
+    return ("int", 2 * u) if u < 64 else ("float", None)
 
 
 def _int_kind(kinds) -> str:

@@ -8,12 +8,29 @@ NumPy sees it, and NumPy 2 then treats the Python int as a *weak* scalar (NEP 50
 - beside a float array it becomes a float (OverflowError past float64);
 - in integer arithmetic with an array it is an OverflowError.
 
-The request format and both evaluators carry int64 literals only, so this pass
-(run once by ``compile.compile_query``, so that the class and the reference see the
-same IR) folds integer-only arithmetic exactly, then rewrites or refuses every
-literal that does not fit in int64: nothing out of range reaches the wire as a
-wrapped integer.  What it ignores: floats (folded nowhere; IEEE arithmetic is the
-same on both sides) and literals that fit (left to the evaluators).
+The request format carries int64 literals and uint64 literals of [2^63, 2^64)
+(LiteralKind UInt), so this pass (run once by ``compile.compile_query``, so that the
+class and the reference see the same IR) folds integer-only arithmetic exactly, then
+rewrites or refuses every literal that does not fit in int64, as NumPy 2 would treat
+it beside the operand that types it (the other operand of a binary operation, the
+other branch of ``where``):
+
+- a float operand, or an integer one in ``/``, ``arctan2``, ``hypot`` (NumPy's float64
+  loops): the literal becomes that float (OverflowError past float64);
+- an unsigned integer operand and a literal of [2^63, 2^64): sent as it is (a uint64
+  literal); the evaluators compare it exactly and compute in uint64 (wrapping, as
+  NumPy's uint64 arithmetic does) beside uint64.  Beside a narrower unsigned type
+  (``ColumnType.bits`` from the manifest) it is out of range: a comparison's constant
+  answer, arithmetic refused here (OverflowError); when the schema gives no width the
+  evaluators refuse that arithmetic themselves (-EINVAL);
+- a comparison with a literal outside the operand's kind's range (any signed integer
+  and 2**63, uint and -1 - 2**64): the comparison's constant answer;
+- anything else (signed arithmetic with 2**63, ``2**64`` anywhere but a comparison or
+  a float): refused, as NumPy raises OverflowError.
+
+Nothing out of range reaches the wire as a wrapped integer.  What it ignores: floats
+(folded nowhere; IEEE arithmetic is the same on both sides) and literals that fit
+(left to the evaluators).
 """
 
 from __future__ import annotations
@@ -23,8 +40,7 @@ import operator
 from ..errors import QueryError
 from . import ir
 
-INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-UINT64_MAX = (1 << 64) - 1
+INT64_MIN, INT64_MAX, UINT64_MAX = ir.INT64_MIN, ir.INT64_MAX, ir.UINT64_MAX
 MAX_BITS = 4096   # an integer literal longer than this is refused (10**10**10 would take GBs)
 
 _FOLD = {ir.Op.Add: operator.add, ir.Op.Sub: operator.sub, ir.Op.Mul: operator.mul}
@@ -102,8 +118,20 @@ def _fold(e, memo):
     return out
 
 
+def _typing_partner(e: ir.Call, args, i: int):
+    """The operand that gives the weak literal ``args[i]`` its type (NEP 50), or None:
+    the other operand of a binary operation, the other branch of ``where``."""
+    if len(args) == 2:
+        other = args[1 - i]
+    elif e.op == ir.Op.Where and i in (1, 2):
+        other = args[3 - i]
+    else:
+        return None
+    return None if isinstance(other, ir.Literal) else other
+
+
 def _resolve(e, schema, where):
-    """Rewrite or refuse every int literal outside int64 in ``e``."""
+    """Rewrite or refuse every int literal outside int64 in ``e`` (the module docstring)."""
     if _wide(e):
         raise QueryError(f"the integer {e.value} does not fit in 64 bits, in the {where}")
     if not isinstance(e, ir.Call):
@@ -111,31 +139,31 @@ def _resolve(e, schema, where):
     args = [a if _wide(a) else _resolve(a, schema, where) for a in e.args]
     wide = [i for i, a in enumerate(args) if _wide(a)]
     if wide:
-        others = [a for a in args if not isinstance(a, ir.Literal)]
-        if len(wide) != 1 or len(args) != 2 or len(others) != 1:
+        other = _typing_partner(e, args, wide[0]) if len(wide) == 1 else None
+        if other is None:
             raise QueryError(f"the integer {args[wide[0]].value} does not fit in 64 bits, in {e!r} "
                              f"(the {where})")
         i = wide[0]
-        v, other = args[i].value, args[1 - i]
-        kind = ir.infer(other, schema, where).kind
-        if kind == "float":
+        v = args[i].value
+        shape = ir.infer(other, schema, where)   # with the widths the schema gives
+        kind = shape.kind
+        if kind == "float" or (e.op in ir.FLOAT_RESULT and kind in ("int", "uint")):
             try:
-                args[i] = ir.Literal(float(v))   # NumPy: the weak int becomes the array's float
+                args[i] = ir.Literal(float(v))   # NumPy: the weak int becomes the float
             except OverflowError:
                 raise QueryError(f"the integer {v} is too large to convert to float (NumPy: "
                                  f"OverflowError), in {e!r} (the {where})") from None
-        elif e.op in _COMPARE:
-            lo, hi = (0, UINT64_MAX) if kind == "uint" else (INT64_MIN, INT64_MAX)
-            if lo <= v <= hi:   # a uint64 value beyond int64: cannot be sent
-                raise QueryError(f"the integer {v} does not fit in int64, which the request "
-                                 f"carries; in {e!r} (the {where})")
-            # beyond every value of the array: the comparison has one answer (NumPy 2
-            # compares exactly); written without any literal
+        elif kind == "uint" and 0 <= v <= UINT64_MAX and shape.bits in (64, None):
+            pass   # a uint64 literal (LiteralKind UInt): the evaluators type it exactly
+        elif e.op in _COMPARE and kind in ("int", "uint"):
+            # beyond every value of the operand's type: the comparison has one answer
+            # (NumPy 2 compares exactly); written without any literal
             x = 0
             answer = _COMPARE[e.op](v, x) if i == 0 else _COMPARE[e.op](x, v)
             return ir.Call(ir.Op.Eq if answer else ir.Op.Ne, (other, other))
         else:
-            raise QueryError(f"the integer {v} does not fit in {kind}64: NumPy raises "
+            width = f"{kind}{shape.bits or 64}" if kind in ("int", "uint") else "int64"   # bool + int: int64
+            raise QueryError(f"the integer {v} does not fit in {width}: NumPy raises "
                              f"OverflowError for {e!r} (the {where})")
     if all(a is b for a, b in zip(args, e.args)):
         return e

@@ -125,6 +125,30 @@ class _ColumnStats:
             self._got[name] = self.manifest.column_stats(name)
         return self._got[name]
 
+    def value_dtype(self, expr) -> np.dtype | None:
+        """The NumPy type of ``expr``'s values (list elements for a collection), where
+        ``_vinterval`` bounds it; None when unknown."""
+        import pyarrow as pa
+
+        if isinstance(expr, Column):
+            try:
+                t = self.manifest.schema.field(expr.name).type
+            except (KeyError, AttributeError):
+                return None
+            while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+                t = t.value_type
+            try:
+                return np.dtype(t.to_pandas_dtype())
+            except (NotImplementedError, TypeError):
+                return None
+        if isinstance(expr, Literal) and not isinstance(expr.value, bool):
+            return np.dtype(np.float64)   # a Python number: negated exactly, no wrap
+        if isinstance(expr, Call) and expr.op == Op.Count:
+            return np.dtype(np.int64)
+        if isinstance(expr, Call) and expr.op == Op.Neg:
+            return self.value_dtype(expr.args[0])
+        return None
+
 
 def _vtruth(expr, stats, n):
     if isinstance(expr, Literal) and isinstance(expr.value, bool):
@@ -181,7 +205,13 @@ def _vinterval(expr, stats, n):
         return (lo, hi, np.zeros(n, bool), ~(np.isnan(lo) | np.isnan(hi)))
     if isinstance(expr, Call) and expr.op == Op.Neg:
         i = _vinterval(expr.args[0], stats, n)
-        return None if i is None else (-i[1], -i[0], i[2], i[3])
+        t = stats.value_dtype(expr.args[0])
+        if i is None or t is None or t.kind in "ub":
+            return None   # -u wraps modulo 2**bits (NumPy): [-hi, -lo] would be wrong
+        lo, hi, nan, known = i
+        if t.kind == "i":   # -INT_MIN wraps to INT_MIN: bounded only when the min is above it
+            known = known & (lo > float(np.iinfo(t).min))
+        return (-hi, -lo, nan, known)
     return None
 
 

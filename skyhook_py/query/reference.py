@@ -129,7 +129,14 @@ def _as_array(v: _Val, dtype: np.dtype, what: str) -> np.ndarray | object:
 
 
 def _literal_dtype(x) -> np.dtype:
+    if _is_uint64_literal(x):
+        return np.dtype(np.uint64)   # LiteralKind UInt, as the class types it
     return np.dtype({"bool": np.bool_, "int": np.int64, "float": np.float64}[_kind(x)])
+
+
+def _is_uint64_literal(x) -> bool:
+    """A weak int of [2^63, 2^64) (a uint64 literal on the wire)."""
+    return type(x) is int and ir.INT64_MAX < x <= ir.UINT64_MAX
 
 
 # -- shapes -----------------------------------------------------------------------
@@ -248,6 +255,12 @@ class _Evaluator:
         args = [self(a) for a in e.args]
         op = e.op
         what = f"{e!r}"
+        # a uint64 literal takes its type from an array operand; between literals only
+        # it has none (the compiler folds or refuses those; the class refuses them too)
+        typed = args[1:] if op == Op.Where else args
+        if all(v.weak for v in typed) and any(_is_uint64_literal(v.values) for v in typed):
+            raise EvaluationError(f"a uint64 literal needs an array operand, in {what} (an "
+                                  "operation of literals only is computed by the compiler)")
         if op in (ir.ARITHMETIC | ir.COMPARISON | ir.BINARY_MATH | ir.UNARY_MATH | ir.MANY_MATH) \
                 or op == Op.Neg:
             for a, v in zip(e.args, args):

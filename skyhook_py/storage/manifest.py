@@ -316,7 +316,7 @@ def column_type(t: pa.DataType, name: str = "?") -> ir.ColumnType:
         kind = "float"
     else:
         raise SkyhookError(f"column {name!r} has type {t}, which Skyhook cannot query")
-    return ir.ColumnType(kind, is_list)
+    return ir.ColumnType(kind, is_list, v.bit_width if kind in ("int", "uint") else None)
 
 
 def _now() -> str:
