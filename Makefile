@@ -30,14 +30,16 @@ lint:
 	.venv/bin/ruff check --select TID251 skyhook_py
 
 # ASan+UBSan build of the kernel and skyhook_scan_local into build-asan/ (clang, installed
-# here if missing; never needed by `make test`), then run over the sanitizer corpus
+# here if missing; `make test` builds build-fuzz/ instead, see tests/test_reliability.py),
+# then run over the sanitizer corpus
 # (corrupted partitions x malformed requests, benchmarks/sanitize_corpus.py)
 sanitize: setup
 	scripts/setup.sh sanitize
 	nice -n 10 $(PY) -m benchmarks.sanitize_corpus --runner build-asan/bin/skyhook_scan_local
 
 # libFuzzer over requests (a seed partition each) and over partitions (a seed request
-# each) for FUZZ_SECONDS per mode; crashes land in build-fuzz/findings/
+# each) for FUZZ_SECONDS per mode; crashes land in build-fuzz/findings/.  `make test` runs
+# it for 60 s per mode (tests/test_reliability.py, SKYHOOK_FUZZ_SECONDS)
 FUZZ_SECONDS ?= 300
 fuzz: setup
 	scripts/setup.sh fuzz
