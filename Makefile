@@ -20,9 +20,10 @@ test: setup
 test-multihost: setup
 	$(PY) -m pytest -q -m multihost tests
 
-# the tests that need no cluster
+# the tests that need no cluster (and not the reliability suite, whose fuzz run and
+# sanitizer builds take minutes)
 test-unit: setup
-	$(PY) -m pytest -q -m "not cluster" tests
+	$(PY) -m pytest -q -m "not cluster and not reliability" tests
 
 # the layering rules of pyproject.toml: rados only in skyhook_py/storage/rados_io.py,
 # grpc only in skyhook_py/service/ (also run by tests/test_layering.py)

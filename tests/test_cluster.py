@@ -285,7 +285,7 @@ def test_ingest_key_runs_every_writing_operation(ceph_cluster, tmp_path):
         assert T.append(ingest, [b], ds).version == 2
         m3 = T.reshard(ingest, ds, partition_events=500)
         assert m3.version == 3
-        assert set(p.object for p in m1.partitions) <= set(T.gc(ingest, ds, grace=0))
+        assert {p.object for p in m1.partitions} <= set(T.gc(ingest, ds, grace=0))
         assert T.describe(ingest, ds)["num_events"] == 1000
         assert sorted(T.delete(ingest, ds)) == sorted(p.object for p in m3.partitions)
         assert ds not in T.list_datasets(ingest)

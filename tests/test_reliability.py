@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks import malformed, reliability
-from conftest import NAMESPACE, _report
 from skyhook_py.errors import CLASS_ERRNOS
+
+from conftest import NAMESPACE, _report
 
 ROOT = Path(__file__).resolve().parent.parent
 MALFORMED = int(os.environ.get("SKYHOOK_RELIABILITY_MALFORMED", "10000"))
@@ -177,10 +178,50 @@ def test_libfuzzer_finds_nothing_in_bounded_time(request):
     runs = {}
     for mode in ("request", "object"):
         log = (ROOT / "build-fuzz" / f"{mode}.log").read_text(errors="replace")
-        done = re.findall(r"^Done (\d+) runs", log, re.M)
+        done = re.findall(r"^Done (\d+) runs", log, re.MULTILINE)
         runs[mode] = int(done[-1]) if done else 0
     _report(request.config, f"reliability: fuzz set-up {built:.0f} s, {FUZZ_SECONDS} s per mode took "
                             f"{fuzzed:.0f} s: runs {runs}, exit {r.returncode}, new findings {new}")
     assert new == [], f"libFuzzer findings in {findings}: {new}\n{r.stderr[-3000:]}"
     assert r.returncode == 0, r.stderr[-3000:]
     assert all(n > 0 for n in runs.values()), runs   # both modes really ran
+
+
+# -- the checks themselves can fail ------------------------------------------------------
+def test_crash_check_counts_a_restarted_osd_and_a_new_caught_signal(tmp_path):
+    class FakeCluster:
+        dir = tmp_path
+        pids = {"mon.a": 10, "osd.0": 11, "osd.1": 12}
+
+        def _daemon_pids(self):
+            return dict(self.pids)
+
+    c = FakeCluster()
+    (tmp_path / "log").mkdir()
+    osd_log = tmp_path / "log" / "osd.0.log"
+    osd_log.write_text("*** Caught signal (Aborted) **\n")   # an earlier module's crash
+    before = (c._daemon_pids(), reliability.caught_signals(c))
+    assert reliability.crash_check(c, *before)["osd_crashes"] == 0
+    osd_log.write_text(osd_log.read_text() + "*** Caught signal (Segmentation fault) **\n")
+    c.pids = {"mon.a": 10, "osd.0": 11, "osd.1": 99}
+    got = reliability.crash_check(c, *before)
+    assert got["daemons_restarted_or_gone"] == ["osd.1"] and got["logs_with_caught_signal"] == ["log/osd.0.log"]
+    assert got["osd_crashes"] == 2
+
+
+def test_unused_axis_classifier():
+    from skyhook_py.query import codec
+    from skyhook_py.query.ir import AggKind, Aggregation, Axis, col
+
+    def bad_axis():   # what a foreign client could send (test_cls_hardening._unchecked_axis)
+        a = object.__new__(Axis)
+        for k, v in (("bins", 0), ("low", 0.0), ("high", 1.0)):
+            object.__setattr__(a, k, v)
+        return a
+
+    good = Axis(5, 0, 1)
+    unused = codec.encode_scan_request(aggregations=[Aggregation(AggKind.Count, "n", x_axis=bad_axis()),
+                                                     Aggregation(AggKind.Hist1D, "h", col("x"), x_axis=good,
+                                                                 y_axis=bad_axis())])
+    used = codec.encode_scan_request(aggregations=[Aggregation(AggKind.Hist1D, "h", col("x"), x_axis=bad_axis())])
+    assert _only_unused_axes_refused(unused) and not _only_unused_axes_refused(used)
