@@ -137,10 +137,9 @@ def test_malformed_requests_never_crash_hang_or_answer_wrongly(ceph_cluster, bef
 @pytest.mark.filterwarnings("ignore::skyhook_py.transcode.readers.IngestWarning")   # Zmumu's char* column
 def test_corrupted_objects_never_give_a_silent_wrong_answer(ceph_cluster, before, session, store, shared_data,
                                                             request):
-    # Zmumu over the four encodings: 1,000+ objects take minutes (the full run does both
-    # sources); the NanoAOD source is covered by tests/test_corruption_cluster.py
-    res = reliability.corruption_phase(session, store, shared_data, CORRUPT, SEED, sources=None,
-                                       prefix="relci")
+    # both sources of tests/test_corruption_cluster.py (NanoAOD, Zmumu) x four encodings,
+    # as the full run; each object scanned by pushdown and by plain read (rows, aggregates)
+    res = reliability.corruption_phase(session, store, shared_data, CORRUPT, SEED, prefix="relci")
     out = res["outcomes"]
     _report(request.config, f"reliability: {res['objects']:,} corrupted objects ({res['scans']:,} scans) in "
                             f"{res['seconds']} s: {out}")
