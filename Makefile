@@ -20,9 +20,10 @@ test: setup
 test-multihost: setup
 	$(PY) -m pytest -q -m multihost tests
 
-# the tests that need no cluster
+# the tests that need no cluster (and not the reliability suite, whose fuzz run and
+# sanitizer builds take minutes)
 test-unit: setup
-	$(PY) -m pytest -q -m "not cluster" tests
+	$(PY) -m pytest -q -m "not cluster and not reliability" tests
 
 # the layering rules of pyproject.toml: rados only in skyhook_py/storage/rados_io.py,
 # grpc only in skyhook_py/service/ (also run by tests/test_layering.py)
@@ -30,14 +31,16 @@ lint:
 	.venv/bin/ruff check --select TID251 skyhook_py
 
 # ASan+UBSan build of the kernel and skyhook_scan_local into build-asan/ (clang, installed
-# here if missing; never needed by `make test`), then run over the sanitizer corpus
+# here if missing; `make test` builds build-fuzz/ instead, see tests/test_reliability.py),
+# then run over the sanitizer corpus
 # (corrupted partitions x malformed requests, benchmarks/sanitize_corpus.py)
 sanitize: setup
 	scripts/setup.sh sanitize
 	nice -n 10 $(PY) -m benchmarks.sanitize_corpus --runner build-asan/bin/skyhook_scan_local
 
 # libFuzzer over requests (a seed partition each) and over partitions (a seed request
-# each) for FUZZ_SECONDS per mode; crashes land in build-fuzz/findings/
+# each) for FUZZ_SECONDS per mode; crashes land in build-fuzz/findings/.  `make test` runs
+# it for 60 s per mode (tests/test_reliability.py, SKYHOOK_FUZZ_SECONDS)
 FUZZ_SECONDS ?= 300
 fuzz: setup
 	scripts/setup.sh fuzz

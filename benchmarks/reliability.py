@@ -21,6 +21,9 @@ Against a throwaway 3-OSD cluster started here (skyhook_py.cluster, loopback):
         [--out benchmarks/results/2026-12-04-reliability]
 
 Writes report.md, results.json and reliability.png into --out.
+
+The phase functions are importable: tests/test_reliability.py (marker `reliability`,
+part of `make test`) runs CI-sized versions of phases 1, 2 and 4 on the tests' cluster.
 """
 
 from __future__ import annotations
@@ -167,14 +170,18 @@ def malformed_phase(store, objects: dict, tables: dict, n: int, seed: int) -> di
 
 
 # -- 2. corrupted objects ---------------------------------------------------------------
-def corruption_phase(session, store, shared_data: Path, n: int, seed: int) -> dict:
+def corruption_phase(session, store, shared_data: Path, n: int, seed: int, sources=None,
+                     encodings=None, prefix: str = "rel") -> dict:
+    """``n`` corrupted objects over datasets of ``sources`` (names of
+    test_corruption_cluster.SOURCES, default all) x ``encodings`` (default its ENCODINGS),
+    ingested here as ``<prefix>_<source>_<format>_<compression>``."""
     import test_corruption_cluster as tc
 
     datasets = []
-    for source in sorted(tc.SOURCES):
+    for source in sorted(sources or tc.SOURCES):
         path, tree, partition_events, rows_q, aggs_q = tc.SOURCES[source]
-        for fmt, comp in tc.ENCODINGS:
-            name = f"rel_{source}_{fmt}_{comp or 'none'}"
+        for fmt, comp in (encodings or tc.ENCODINGS):
+            name = f"{prefix}_{source}_{fmt}_{comp or 'none'}"
             session.ingest([shared_data / path], name, tree=tree, partition_events=partition_events,
                            format=fmt, compression=comp)
             m = session.manifest(name)
@@ -310,17 +317,27 @@ def poison_phase(session, store_args: dict, dataset: str, seconds: float) -> dic
 
 
 # -- 4. crashes -------------------------------------------------------------------------
-def crash_check(cluster, pids_before: dict) -> dict:
-    pids = cluster._daemon_pids()
-    changed = sorted(k for k in pids_before if pids.get(k) != pids_before[k])
-    caught = []
+def caught_signals(cluster) -> dict[str, int]:
+    """Lines with "Caught signal" (a daemon's fatal-signal handler) per log of ``cluster``."""
+    out = {}
     for log in Path(cluster.dir).rglob("*.log"):
         try:
             text = log.read_text(errors="replace")
         except OSError:
             continue
         if "Caught signal" in text:
-            caught.append(log.name)
+            out[str(log.relative_to(cluster.dir))] = text.count("Caught signal")
+    return out
+
+
+def crash_check(cluster, pids_before: dict, signals_before: dict | None = None) -> dict:
+    """Daemons whose pid changed or vanished since ``pids_before``, and logs with more
+    "Caught signal" lines than ``signals_before`` (caught_signals() at the start; none
+    by default): a shared cluster's earlier crashes are not counted again."""
+    pids = cluster._daemon_pids()
+    changed = sorted(k for k in pids_before if pids.get(k) != pids_before[k])
+    before = signals_before or {}
+    caught = sorted(k for k, v in caught_signals(cluster).items() if v > before.get(k, 0))
     return {"daemons_restarted_or_gone": changed, "logs_with_caught_signal": caught,
             "osd_crashes": len([c for c in changed if c.startswith("osd.")]) + len(caught)}
 

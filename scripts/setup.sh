@@ -7,7 +7,8 @@
 #   scripts/setup.sh sanitize the ASan+UBSan build of the kernel and skyhook_scan_local
 #                             in build-asan/ (installs clang if missing)
 #   scripts/setup.sh fuzz     the libFuzzer target in build-fuzz/ (installs clang if missing)
-#   (clang is only ever installed for these two; `make test` never needs it)
+#   (clang is only ever installed for these two; `make test` runs both through the
+#   reliability suite, tests/test_reliability.py and tests/test_sanitizers.py)
 #
 # Environment: PYTHON (the interpreter for .venv, default python3.11: python3-rados is
 # built for CPython 3.11), JOBS (parallel compile jobs, default 2).
@@ -125,11 +126,17 @@ build_cpp() {
 }
 
 install_clang() {
-    command -v clang++ >/dev/null && return
-    say "installing clang (for the sanitizer and fuzzer builds only)"
+    # clang alone is not enough: the ASan/UBSan and libFuzzer runtimes are in
+    # libclang-rt-14-dev, only a Recommends of clang (and we install without recommends)
+    if command -v clang++ >/dev/null &&
+       [ -f "$(clang++ -print-file-name=libclang_rt.fuzzer-x86_64.a)" ] &&
+       [ -f "$(clang++ -print-file-name=libclang_rt.asan-x86_64.a)" ]; then
+        return
+    fi
+    say "installing clang and its sanitizer/libFuzzer runtimes (for the sanitizer and fuzzer builds only)"
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends clang libclang-rt-14-dev
 }
 
 build_sanitized() {   # $1: build folder, $2...: cmake options

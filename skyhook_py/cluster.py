@@ -42,7 +42,7 @@ from pathlib import Path
 from . import defaults, netns
 from .errors import ClusterError
 from .paths import class_library, default_cluster_dir
-from .storage.caps import ingest_caps, query_caps
+from .storage.caps import ingest_caps, pool_tag, query_caps
 
 log = logging.getLogger("skyhook.cluster")
 
@@ -856,13 +856,16 @@ rados osd op timeout = 30
     def create_pool(self, name: str, size: int | None = None, pg_num: int = TEST_PG_NUM,
                     min_size: int = 1, wait: bool = True):
         """Create a replicated pool of ``size`` copies (default: min(3, number of OSDs),
-        or of hosts for a multi-host cluster: one copy per host)."""
+        or of hosts for a multi-host cluster: one copy per host), tagged with
+        ``pool_tag(name)``, which the ingest key's caps match (storage/caps.py)."""
         size = size or min(3, len(self.hosts) or len(self.osd_ids))
         self.ceph("osd", "pool", "create", name, str(pg_num), str(pg_num), "replicated",
                   "--size", str(size))
         if min_size != 1:  # ceph.conf's default min size is 1
             self.ceph("osd", "pool", "set", name, "min_size", str(min_size))
-        self.ceph("osd", "pool", "application", "enable", name, "skyhook")
+        app, key, value = pool_tag(name)
+        self.ceph("osd", "pool", "application", "enable", name, app)
+        self.ceph("osd", "pool", "application", "set", name, app, key, value)
         if wait:
             self.wait_pool_active(name)
 

@@ -202,6 +202,95 @@ def test_ingest_key_writes_but_calls_no_class(ceph_cluster):
         assert not ingest.exists(obj)
 
 
+def _snapshot_attempts(cluster: Cluster, user: str, keyring: Path, pool: str) -> dict[str, int | None]:
+    """What ``user`` gets when it writes one object and tries a self-managed and a pool
+    snapshot in ``pool``: 0 for success, else the errno."""
+    from skyhook_py.storage.rados_io import _import_rados
+
+    rados = _import_rados()
+    out: dict[str, int | None] = {}
+    r = rados.Rados(conffile=str(cluster.conf_path), name=user,
+                    conf={"keyring": str(keyring), "rados_mon_op_timeout": "10", "rados_osd_op_timeout": "10"})
+    r.connect()
+    try:
+        io = r.open_ioctx(pool)
+        io.set_namespace(NAMESPACE)
+        for what, call in (("write", lambda: io.write_full("part.snap-probe.000000000000.000000", b"x")),
+                           ("self-managed snapshot", io.create_self_managed_snap),
+                           ("pool snapshot", lambda: io.create_snap("by-ingest-key"))):
+            try:
+                call()
+                out[what] = 0
+            except rados.Error as e:
+                out[what] = getattr(e, "errno", None) or -1
+        io.close()
+    finally:
+        r.shutdown()
+    return out
+
+
+@pytest.mark.cluster
+def test_ingest_key_cannot_create_snapshots(ceph_cluster, tmp_path):
+    """Issue 12: a self-managed snapshot made with the ingest key switched the whole pool
+    to unmanaged-snaps mode, after which an admin's `ceph osd pool mksnap` failed.  The
+    ingest grant matches the pool by its tag (storage/caps.py): it still writes, its
+    snapshot attempts get EPERM, and the admin's pool snapshots keep working."""
+    from skyhook_py.storage.caps import ingest_caps
+
+    tag = uuid.uuid4().hex[:6]
+    mine, other, old = (f"t-snap-{k}-{tag}" for k in ("mine", "other", "old"))
+    users = []
+    for p in (mine, other, old):
+        ceph_cluster.create_pool(p, pg_num=8)
+    try:
+        def user(name: str, caps: dict[str, str]) -> tuple[str, Path]:
+            u, kr = f"client.t-{name}-{tag}", tmp_path / f"{name}.keyring"
+            ceph_cluster.ceph("auth", "get-or-create", u, *[a for kv in caps.items() for a in kv], "-o", str(kr))
+            users.append(u)
+            return u, kr
+
+        ingest = user("ingest", ingest_caps(pool=mine))
+        got = _snapshot_attempts(ceph_cluster, *ingest, mine)
+        assert got == {"write": 0, "self-managed snapshot": errno.EPERM, "pool snapshot": errno.EPERM}, got
+        # the tag scopes the key to its own pool: another skyhook pool is out of reach
+        assert _snapshot_attempts(ceph_cluster, *ingest, other)["write"] == errno.EPERM
+        # the admin's pool snapshots still work on the ingest key's pool
+        ceph_cluster.ceph("osd", "pool", "mksnap", mine, "admin-snap")
+        ceph_cluster.ceph("osd", "pool", "rmsnap", mine, "admin-snap")
+        # the check can fail: the former grant (`allow rw pool=P namespace=NS`) creates the
+        # snapshot, and the admin's mksnap on that pool is refused from then on
+        former = user("former", {"mon": "allow r", "osd": f"allow rw pool={old} namespace={NAMESPACE}"})
+        assert _snapshot_attempts(ceph_cluster, *former, old)["self-managed snapshot"] == 0
+        with pytest.raises(ClusterError, match="mksnap"):
+            ceph_cluster.ceph("osd", "pool", "mksnap", old, "admin-snap")
+    finally:
+        for u in users:
+            ceph_cluster.ceph("auth", "del", u)
+        for p in (mine, other, old):
+            ceph_cluster.delete_pool(p)
+
+
+@pytest.mark.cluster
+def test_ingest_key_runs_every_writing_operation(ceph_cluster, tmp_path):
+    """The tag-matched ingest grant (storage/caps.py) is enough for everything the ingest
+    path does: ingest, append, reshard, gc (lists the namespace), describe, delete."""
+    from skyhook_py import demo_data
+    from skyhook_py import transcode as T
+
+    a = demo_data.write_nanoaod(str(tmp_path / "a.root"), events=600, seed=1)
+    b = demo_data.write_nanoaod(str(tmp_path / "b.root"), events=400, seed=2)
+    ds = f"caps-ops-{uuid.uuid4().hex[:6]}"
+    with _store(ceph_cluster, INGEST_USER) as ingest:
+        m1 = T.ingest(ingest, [a], ds, partition_events=250)
+        assert T.append(ingest, [b], ds).version == 2
+        m3 = T.reshard(ingest, ds, partition_events=500)
+        assert m3.version == 3
+        assert {p.object for p in m1.partitions} <= set(T.gc(ingest, ds, grace=0))
+        assert T.describe(ingest, ds)["num_events"] == 1000
+        assert sorted(T.delete(ingest, ds)) == sorted(p.object for p in m3.partitions)
+        assert ds not in T.list_datasets(ingest)
+
+
 @pytest.mark.cluster
 def test_the_class_is_loaded(ceph_cluster):
     from skyhook_py.paths import class_library

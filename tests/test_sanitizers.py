@@ -2,14 +2,14 @@
 runner and a libFuzzer target"): a small corpus of corrupted partitions and malformed
 requests gives errors only, never a sanitizer report, a signal or a hang.
 
-Needs clang (`scripts/setup.sh sanitize` installs it; `make test` never does): without
-clang and without a build-asan/ the test is skipped, saying so.  The full-size runs are
-`make sanitize` and `make fuzz` (benchmarks/sanitize_corpus.py, scripts/fuzz.sh).
+Part of the reliability suite (marker `reliability`, run by `make test` and CI): the
+fixture runs `scripts/setup.sh sanitize` (or `fuzz`, see san_runner), which installs
+clang with apt when it is missing and builds; it never skips.  The full-size runs are `make sanitize`
+and `make fuzz` (benchmarks/sanitize_corpus.py, scripts/fuzz.sh).
 """
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,19 +20,22 @@ SAN_RUNNER = ROOT / "build-asan" / "bin" / "skyhook_scan_local"
 # the fuzzer's build (`make fuzz`) has an ASan + UBSan skyhook_scan_local too
 FUZZ_RUNNER = ROOT / "build-fuzz" / "bin" / "skyhook_scan_local"
 
+pytestmark = pytest.mark.reliability
+
 
 @pytest.fixture(scope="module")
 def san_runner() -> Path:
-    if not SAN_RUNNER.exists() and FUZZ_RUNNER.exists():
-        return FUZZ_RUNNER
-    if not SAN_RUNNER.exists():
-        if shutil.which("clang++") is None:
-            pytest.skip("no clang++ and no build-asan/: the sanitizer build needs clang "
-                        "(`scripts/setup.sh sanitize` installs it)")
-        r = subprocess.run(["nice", "-n", "10", str(ROOT / "scripts" / "setup.sh"), "sanitize"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=3600)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return SAN_RUNNER
+    """An up-to-date sanitized skyhook_scan_local: build-asan/'s when it exists, else
+    build-fuzz/'s (the same sanitizers; in `make test` tests/test_reliability.py has just
+    built it, which saves a second build).  Always through setup.sh (installs clang with
+    apt when missing; an incremental build takes seconds), so a stale runner never tests
+    old code; a failed install or build fails the test."""
+    mode, runner = ("sanitize", SAN_RUNNER) if SAN_RUNNER.exists() else ("fuzz", FUZZ_RUNNER)
+    r = subprocess.run(["nice", "-n", "10", str(ROOT / "scripts" / "setup.sh"), mode],
+                       cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert runner.exists(), f"scripts/setup.sh {mode} built no {runner}"
+    return runner
 
 
 def test_sanitizer_build_is_instrumented(san_runner):

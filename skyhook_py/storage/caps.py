@@ -1,7 +1,8 @@
 """The cephx capabilities of Skyhook's two keys, spelled once.
 
 The query key reads partitions and manifests and calls the two read-only methods of
-the class; the ingest key reads and writes the namespace and calls no class.  Used by
+the class; the ingest key reads and writes the namespace, calls no class and cannot
+create snapshots (see ``ingest_caps``).  Used by
 the local cluster (``skyhook_py.cluster``); deploy/create-keys.sh and the Ansible
 playbook grant the same strings.  Pure functions: nothing here talks to Ceph.
 """
@@ -30,6 +31,30 @@ def query_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
     }
 
 
+# The pool's application tag that the ingest key's grant matches (``pool_tag``): set on
+# the pool by whoever creates it (skyhook_py.cluster, deploy/create-keys.sh), e.g.
+# `ceph osd pool application set P skyhook pool P`.
+APPLICATION = "skyhook"
+TAG_KEY = "pool"
+
+
+def pool_tag(pool: str = POOL) -> tuple[str, str, str]:
+    """(application, key, value) of the tag that ``ingest_caps(pool)`` grants writes in."""
+    return APPLICATION, TAG_KEY, pool
+
+
 def ingest_caps(pool: str = POOL, namespace: str = NAMESPACE) -> dict[str, str]:
-    """The ingest path: read and write objects of the namespace, no class calls."""
-    return {"mon": "allow r", "osd": f"allow rw pool={pool} namespace={namespace}"}
+    """The ingest path: read and write objects of the namespace, no class calls, no
+    snapshots.
+
+    The pool is matched by its application tag (``pool_tag``), not by ``pool=P``: the
+    monitor lets any key whose OSD grant has `w` and names the pool (or no pool at all,
+    `allow rw`) create self-managed snapshots in it (OSDMonitor's
+    is_unmanaged_snap_op_permitted; the namespace and object_prefix of the grant do not
+    count).  One such snapshot switches the whole pool to unmanaged-snaps mode for good,
+    after which an admin's `ceph osd pool mksnap` fails (EINVAL).  A grant that matches
+    the pool by tag writes the same objects but is never "writable" for that check, so
+    the key's snapshot attempts get EPERM (tests/test_cluster.py asserts both).
+    """
+    app, key, value = pool_tag(pool)
+    return {"mon": "allow r", "osd": f"allow rw namespace={namespace} tag {app} {key}={value}"}
