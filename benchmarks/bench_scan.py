@@ -114,8 +114,8 @@ def thresholds(path: Path) -> dict[float, float]:
 
 
 def request(columns: list[str], threshold: float) -> bytes:
-    from skyhook_py import codec
-    from skyhook_py.ir import col
+    from skyhook_py.query import codec
+    from skyhook_py.query.ir import col
 
     return codec.encode_scan_request(outputs=[(c, col(c)) for c in columns],
                                      where=col("MET_pt") > threshold, max_reply_bytes=MAX_REPLY)
@@ -138,7 +138,7 @@ def run_local(req: bytes, path: Path, sizes: list[int], repeats: int, tmp: Path)
     scan = _LINE.search(lines[0])
     cpu = re.search(r"cpu_median_ms ([\d.]+)", lines[1])
     copy = _LINE.search(lines[2])
-    from skyhook_py import codec
+    from skyhook_py.query import codec
 
     reply = codec.decode_scan_reply((tmp / "reply.bin").read_bytes())
     return {"scan_ms": float(scan.group(2)), "scan_min_ms": float(scan.group(3)),
@@ -175,7 +175,7 @@ class Osd:
             self.store.write_full(self.objects[comp], path.read_bytes())
 
     def run(self, comp: str, req: bytes, repeats: int) -> dict:
-        from skyhook_py import codec
+        from skyhook_py.query import codec
 
         obj = self.objects[comp]
         for _ in range(2):  # warm BlueStore's cache and the class

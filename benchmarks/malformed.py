@@ -135,6 +135,16 @@ def _mutate(req: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def heavy_request(column: str = "x", terms: int = 2048, **kw) -> bytes:
+    """A valid request far costlier than a partition needs (issue 12's poison pill):
+    ``terms`` sines of ``column`` summed in a balanced tree (2,048: about 8,000 distinct
+    nodes, depth 12).  ``kw``: more encode_scan_request arguments (e.g. deadline_ms)."""
+    ts = [call(Op.Sin, col(column) + lit(float(i))) for i in range(terms)]
+    while len(ts) > 1:
+        ts = [ts[i] + ts[i + 1] if i + 1 < len(ts) else ts[i] for i in range(0, len(ts), 2)]
+    return codec.encode_scan_request(aggregations=[Aggregation(AggKind.Sum, "s", ts[0])], **kw)
+
+
 def malformed_requests(n: int, seed: int = 0) -> list[bytes]:
     """``n`` malformed requests: mutations of valid_requests() (many still decode, most
     must be refused), plus hostile but well-formed ones (huge histograms, deep trees)."""

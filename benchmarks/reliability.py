@@ -46,6 +46,7 @@ import numpy as np
 from benchmarks import malformed
 from skyhook_py.errors import ClusterError, ObjectClassError, SkyhookError
 from skyhook_py.query import codec, reference, slices
+from skyhook_py.query.ir import AggKind, Aggregation, col
 
 ROOT = malformed.ROOT
 MAX_REPLY = 16 << 20   # sync execute: a longer reply is ERANGE, never an overflow (FACTS.md)
@@ -226,29 +227,21 @@ def corruption_phase(session, store, shared_data: Path, n: int, seed: int, sourc
 
 
 # -- 3. poison pills --------------------------------------------------------------------
-def heavy_request(column: str, deadline_ms: int) -> bytes:
-    """tests/test_cls_hardening.py's heavy request (2,048 sines summed in a tree, about
-    8,000 distinct nodes) over ``column``: valid, and far more CPU than a partition needs."""
-    from skyhook_py.query.ir import AggKind, Aggregation, Op, call, col, lit
-
-    terms = [call(Op.Sin, col(column) + lit(float(i))) for i in range(2048)]
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return codec.encode_scan_request(aggregations=[Aggregation(AggKind.Sum, "s", terms[0])],
-                                     deadline_ms=deadline_ms)
-
-
-def _send_poison(store_args: dict, part_objects: list, seconds: float, results) -> None:
+def _send_poison(store_args: dict, part_objects: list, seconds: float, results, benign: bool = False) -> None:
     """The attacker: its own process (its own librados instance and interpreter, so that
     building requests cannot slow the good client through the GIL), 4 threads sending,
-    back to back, half heavy requests and half malformed ones straight to the class."""
+    back to back, half heavy requests and half malformed ones straight to the class.
+    ``benign``: the control, the same 4 threads sending a cheap valid request instead
+    (what any busy neighbour costs on this machine)."""
     from skyhook_py.storage.rados_io import Store
 
     store = Store(**store_args)
     # built once: an 8,000-node request takes seconds to build in Python
-    heavy = heavy_request("M", 0)
+    heavy = malformed.heavy_request("M")
     bad_reqs = malformed.malformed_requests(500, seed=99)
+    if benign:
+        cheap = codec.encode_scan_request(where=col("M") > 80.0, aggregations=[Aggregation(AggKind.Count, "n")])
+        heavy, bad_reqs = cheap, [cheap]
     sent = collections.Counter()
     took = collections.defaultdict(list)    # outcome -> wall seconds of each poison call
     lock = threading.Lock()
@@ -280,8 +273,9 @@ def _send_poison(store_args: dict, part_objects: list, seconds: float, results) 
     results.put((dict(sent), {k: round(_pct(v, 50) * 1e3, 2) for k, v in sorted(took.items())}))
 
 
-def poison_phase(session, store_args: dict, dataset: str, seconds: float) -> dict:
-    """Good queries alone, then while another process sends poison (``_send_poison``)."""
+def poison_phase(session, store_args: dict, dataset: str, seconds: float, control: bool = False) -> dict:
+    """Good queries alone, then while another process sends poison (``_send_poison``);
+    ``control``: also while it sends cheap valid requests as fast (a benign flood)."""
     import multiprocessing
 
     def good_latencies(stop_at):
@@ -292,23 +286,35 @@ def poison_phase(session, store_args: dict, dataset: str, seconds: float) -> dic
             lat.append(time.monotonic() - s)
         return lat
 
+    def under_attack(benign):
+        ctx = multiprocessing.get_context("spawn")
+        results = ctx.Queue()
+        attacker = ctx.Process(target=_send_poison, args=(store_args, part_objects, seconds + 10, results, benign))
+        attacker.start()
+        time.sleep(5)   # the attacker is connected and its calls are flowing before the good client starts
+        _log(f"poison: good client while 4 threads of another process send {'cheap valid requests' if benign else 'poison'}")
+        try:
+            lat = good_latencies(time.monotonic() + seconds)
+            sent, call_p50 = results.get(timeout=seconds + 120)
+        finally:
+            attacker.join(timeout=60)
+            if attacker.is_alive():
+                attacker.kill()
+        time.sleep(1.5)   # the attacker's calls are more than a second old: the good client is alone again
+        return lat, sent, call_p50
+
     _log("poison: good client alone")
     alone = good_latencies(time.monotonic() + seconds)
     part_objects = [p.object for p in session.manifest(dataset).partitions]
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    attacker = ctx.Process(target=_send_poison, args=(store_args, part_objects, seconds + 10, results))
-    attacker.start()
-    time.sleep(5)   # the attacker is connected and the poison is flowing before the good client starts
-    _log("poison: good client while 4 threads of another process send poison")
-    try:
-        under = good_latencies(time.monotonic() + seconds)
-        sent, call_p50 = results.get(timeout=seconds + 120)
-    finally:
-        attacker.join(timeout=60)
-        if attacker.is_alive():
-            attacker.kill()
-    return {"seconds_each": seconds, "poison_threads": 4, "poison_sent": sent, "poison_call_p50_ms": call_p50,
+    control_res = {}
+    if control:
+        benign_lat, benign_sent, benign_p50 = under_attack(benign=True)
+        control_res = {"under_benign_flood": {"queries": len(benign_lat), "p50_ms": _pct(benign_lat, 50) * 1e3,
+                                              "p99_ms": _pct(benign_lat, 99) * 1e3, "sent": benign_sent,
+                                              "call_p50_ms": benign_p50},
+                       "latencies_benign": benign_lat}
+    under, sent, call_p50 = under_attack(benign=False)
+    return {**control_res, "seconds_each": seconds, "poison_threads": 4, "poison_sent": sent, "poison_call_p50_ms": call_p50,
             "alone": {"queries": len(alone), "p50_ms": _pct(alone, 50) * 1e3, "p99_ms": _pct(alone, 99) * 1e3},
             "under_poison": {"queries": len(under), "p50_ms": _pct(under, 50) * 1e3,
                              "p99_ms": _pct(under, 99) * 1e3},
@@ -492,7 +498,10 @@ def write_poison_report(out: Path, res: dict):
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str))
     p = res["poison"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, key in (("alone", "latencies_alone"), ("under poison", "latencies_under")):
+    for name, key in (("alone", "latencies_alone"), ("under a benign flood", "latencies_benign"),
+                      ("under poison", "latencies_under")):
+        if key not in p:
+            continue
         xs = np.sort(np.asarray(p[key]) * 1e3)
         ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), label=name)
     ax.set_xscale("log")
@@ -518,6 +527,9 @@ def write_poison_report(out: Path, res: dict):
         "| | queries | p50 (ms) | p99 (ms) |",
         "|---|---|---|---|",
         f"| alone | {a['queries']} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} |",
+        *([f"| under a benign flood (control: the same 4 threads sending a cheap valid count) | "
+           f"{p['under_benign_flood']['queries']} | {p['under_benign_flood']['p50_ms']:.2f} | "
+           f"{p['under_benign_flood']['p99_ms']:.2f} |"] if "under_benign_flood" in p else []),
         f"| under poison | {u['queries']} | {u['p50_ms']:.2f} | {u['p99_ms']:.2f} |",
         f"| ratio | | {p['p50_ratio']:.2f} | {p['p99_ratio']:.2f} |",
         "",
@@ -559,7 +571,8 @@ def main(argv=None) -> int:
             session.ingest([shared_data_dir() / "uproot-Zmumu.root"], "rel_zmumu_arrow_none", tree="events",
                            partition_events=5000)
             _log("poison pills")
-            res["poison"] = poison_phase(session, query_args, "rel_zmumu_arrow_none", args.poison_seconds)
+            res["poison"] = poison_phase(session, query_args, "rel_zmumu_arrow_none", args.poison_seconds,
+                                         control=True)
             res["crashes"] = crash_check(cluster, pids)
             query.close()
             admin.close()

@@ -18,8 +18,9 @@ import pytest
 from skyhook_py.errors import ObjectClassError, QueryError
 from skyhook_py.query import codec
 from skyhook_py.query.compile import compile_query
-from skyhook_py.query.ir import AggKind, Aggregation, Axis, ColumnType, Op, call, col, lit
+from skyhook_py.query.ir import AggKind, Aggregation, Axis, ColumnType, col
 
+from benchmarks import malformed
 from test_cls_kernel import RUNNER, run_raw, scan_errno, write_ipc
 
 pytestmark = pytest.mark.skipif(not RUNNER.exists(), reason="the class is not built")
@@ -28,13 +29,9 @@ HEAVY_ROWS = 50_000
 
 
 def _heavy_request(**kw) -> bytes:
-    """About 8,000 distinct nodes (2,048 sines summed in a tree of depth 12): ~2 s of CPU
-    over HEAVY_ROWS rows, far more than a 400 KB partition legitimately needs."""
-    terms = [call(Op.Sin, col("x") + lit(float(i))) for i in range(2048)]
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return codec.encode_scan_request(aggregations=[Aggregation(AggKind.Sum, "s", terms[0])], **kw)
+    """About 8,000 distinct nodes: ~2 s of CPU over HEAVY_ROWS rows, far more than a
+    400 KB partition legitimately needs."""
+    return malformed.heavy_request("x", **kw)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from skyhook_py.errors import ObjectClassError
 from skyhook_py.query import codec, slices
 from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col, lit
 
+from benchmarks import malformed
 from test_differential import queries, tables
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,14 +182,14 @@ def test_resume_state_that_does_not_match_is_einval(tmp_path):
 @pytest.mark.cluster
 def test_executor_resumes_sliced_partitions(session, shared_data, monkeypatch):
     """The whole query path, through the OSDs, with partitions cut into many slices: the
-    same answer as without slices.  A cut of some 1,800 nodes makes the class's first
-    chunk about 145 rows (2**18 / nodes), and a 1 µs slice ends every call after it."""
+    same answer as without slices.  A cut of some 7,200 nodes makes the class's first
+    chunk about 145 rows (2**20 / nodes), and a 1 µs slice ends every call after it."""
     session.ingest([shared_data / "uproot-HZZ.root"], "hzz_slices", tree="events", partition_events=1000)
-    terms = [f"MET_px * {k}" for k in range(1, 601)]   # ~1,800 distinct nodes, balanced
+    terms = [f"MET_px * {k}" for k in range(1, 2401)]   # ~7,200 distinct nodes, balanced
     while len(terms) > 1:
         terms = [f"({terms[i]} + {terms[i + 1]})" if i + 1 < len(terms) else terms[i]
                  for i in range(0, len(terms), 2)]
-    long_cut = f"({terms[0]} > 180300 * 5) & (NJet >= 1)"
+    long_cut = f"({terms[0]} > 2881200 * 5) & (NJet >= 1)"
     q = dict(columns=["MET_px", "Jet_Px"], where=long_cut, pushdown="on")
     whole = session.run("hzz_slices", **q)
     joined = []
@@ -200,14 +201,6 @@ def test_executor_resumes_sliced_partitions(session, shared_data, monkeypatch):
     assert len(joined) == 3 and min(joined) >= 3, joined   # 1000, 1000, 421 rows in chunks of ~145
     assert sliced.table.num_rows > 0 and repr(sliced.table.to_pylist()) == repr(whole.table.to_pylist())
     assert sliced.summary.events_scanned == whole.summary.events_scanned == 2421
-
-
-def _heavy_request(column: str, terms: int = 512) -> bytes:
-    """Valid, and far more CPU per row than a partition needs: a sum of many sines."""
-    ts = [call(Op.Sin, col(column) + lit(float(i))) for i in range(terms)]
-    while len(ts) > 1:
-        ts = [ts[i] + ts[i + 1] if i + 1 < len(ts) else ts[i] for i in range(0, len(ts), 2)]
-    return codec.encode_scan_request(aggregations=[Aggregation(AggKind.Sum, "s", ts[0])])
 
 
 @pytest.mark.cluster
@@ -225,7 +218,7 @@ def test_a_hog_gets_short_slices_while_another_client_waits(ceph_cluster, store,
     hog = Store(str(ceph_cluster.conf_path), pool, namespace=store.namespace,
                 keyring=str(ceph_cluster.admin_keyring))
     try:
-        req = _heavy_request("x")
+        req = malformed.heavy_request("x", terms=512)
 
         def slice_cpu(n):
             """CPU ms of each call answered in part; EBUSY answers as 0."""

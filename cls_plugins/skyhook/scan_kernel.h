@@ -59,7 +59,7 @@ struct Limits {
   int64_t slice_ns = 0;
   // with a slice: the first chunk's rows are this divided by the request's nodes
   // (at least 16), so that a request of thousands of nodes starts small
-  int64_t first_chunk_node_rows = 1 << 18;
+  int64_t first_chunk_node_rows = 1 << 20;
   // a call that has used this much CPU (decoding included) before it scanned its
   // first chunk stops with -EBUSY (0: never); the OSD sets it for a client that uses
   // more than its share while others wait, so that its calls stay short however
