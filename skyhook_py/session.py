@@ -18,7 +18,7 @@ from . import defaults, errors
 from .errors import SkyhookError
 from .query import aggregates as agg
 from .query import ir, planner, results
-from .query.compile import compile_query
+from .query.compile import CompiledQueries, arguments_token, compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 from .storage.pieces import PieceMissingError, reload_after_missing_piece
@@ -34,6 +34,10 @@ class Session:
         self.conf = conf
         self.executor = Executor(store)
         self._manifests = None
+        # compiled queries by their arguments and plans by query, each against the
+        # manifest object it was made for (a new version is a new object: made again)
+        self._compiled = CompiledQueries()
+        self._plans = CompiledQueries()
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
@@ -137,9 +141,15 @@ class Session:
         the manifest read."""
         m = (self.manifest(dataset_or_manifest, deadline=deadline) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
-        query = compile_query(m.column_types(), language=language, where=where, columns=columns,
-                              expressions=expressions, event_range=event_range, limit=limit,
-                              aggregations=aggregations)
+        args = dict(language=language, where=where, columns=columns, expressions=expressions,
+                    event_range=event_range, limit=limit, aggregations=aggregations)
+        token = arguments_token(**args)
+        hit = None if token is None else self._compiled.get(token, m)
+        if hit is not None:   # these very arguments, compiled against this very manifest
+            return m, hit[0]
+        query = compile_query(m.column_types(), **args)
+        if token is not None:
+            self._compiled.put(token, m, query)
         return m, query
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
@@ -236,13 +246,19 @@ class Session:
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         # planning reads the manifest pieces it needs (partition table, statistics): they
         # count against the query's deadline like the partitions do
-        with reads_bounded_by(abs_deadline):
-            try:
-                p = planner.plan(manifest, query, pushdown)
-            except PieceMissingError as e:
-                # the header read was older than a gc: replan once on the current version
-                manifest = reload_after_missing_piece(self.store, manifest, e)
-                p = planner.plan(manifest, query, pushdown)
+        plan_key = (query.key(), pushdown)
+        planned = self._plans.get(plan_key, manifest)
+        if planned is not None:   # the same query planned against this very manifest
+            p = planned[0]
+        else:
+            with reads_bounded_by(abs_deadline):
+                try:
+                    p = planner.plan(manifest, query, pushdown)
+                except PieceMissingError as e:
+                    # the header read was older than a gc: replan once on the current version
+                    manifest = reload_after_missing_piece(self.store, manifest, e)
+                    p = planner.plan(manifest, query, pushdown)
+            self._plans.put(plan_key, manifest, p)
         if status is not None:
             status.planned(manifest, query, p)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,

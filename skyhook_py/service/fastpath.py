@@ -28,20 +28,17 @@ What it ignores: Ceph, planning, execution; which answers are cached (the coordi
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import threading
 import time
-import weakref
 
 import pyarrow as pa
 
+from ..query.compile import COMPILED_ENTRIES, CompiledQueries  # noqa: F401 - by request token here
 from ..query.results import Progress, ResultBatch, Summary
 
 log = logging.getLogger("skyhook.server")
 
-COMPILED_ENTRIES = 512   # compiled queries kept (each is a few kB of IR)
 
 
 def request_token(request) -> bytes:
@@ -55,42 +52,6 @@ def request_token(request) -> bytes:
     r.options.deadline_ms = 0
     r.options.no_cache = False
     return r.SerializeToString(deterministic=True)
-
-
-class CompiledQueries:
-    """token -> (manifest, ir.Query, query key), least recently used dropped first."""
-
-    def __init__(self, size: int = COMPILED_ENTRIES):
-        self.size = size
-        self._entries: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, token: bytes, manifest):
-        """(query, query key) compiled against this very manifest object, or None."""
-        with self._lock:
-            e = self._entries.get(token)
-            if e is None or e[0]() is not manifest:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(token)
-            self.hits += 1
-            return e[1], e[2]
-
-    def put(self, token: bytes, manifest, query, key):
-        try:   # a weak reference: an entry never keeps an old manifest alive
-            ref = weakref.ref(manifest)
-        except TypeError:
-            ref = lambda: manifest  # noqa: E731
-        with self._lock:
-            self._entries[token] = (ref, query, key)
-            self._entries.move_to_end(token)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def __len__(self):
-        return len(self._entries)
 
 
 @dataclasses.dataclass
@@ -143,7 +104,7 @@ def wire_answer(cache, key, events) -> WireAnswer | None:
     if answer is None:
         try:
             answer = encode_answer(events)
-        except Exception:  # noqa: BLE001 - the caller replays the events instead
+        except Exception:
             log.exception("cannot encode a cached answer; replaying its events")
             return None
         if answer is None:
