@@ -141,8 +141,8 @@ class Session:
         the manifest read."""
         m = (self.manifest(dataset_or_manifest, deadline=deadline) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
-        args = dict(language=language, where=where, columns=columns, expressions=expressions,
-                    event_range=event_range, limit=limit, aggregations=aggregations)
+        args = {"language": language, "where": where, "columns": columns, "expressions": expressions,
+                "event_range": event_range, "limit": limit, "aggregations": aggregations}
         token = arguments_token(**args)
         hit = None if token is None else self._compiled.get(token, m)
         if hit is not None:   # these very arguments, compiled against this very manifest
@@ -220,16 +220,20 @@ class Session:
         return summary
 
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
-                     fail_fast=True, cancelled=None, status=None):
+                     fail_fast=True, cancelled=None, status=None, idle_after=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary.
-        ``status`` (a query.tracker.RequestStatus) is kept up to date as they happen."""
+        ``status`` (a query.tracker.RequestStatus) is kept up to date as they happen.
+        ``idle_after`` (seconds): also an executor.Idle whenever nothing happened for
+        that long (for a consumer that holds events back)."""
         if status is None:
-            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, None)
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, None,
+                                          idle_after)
             return
         from .query import tracker
 
         try:
-            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, status)
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, status,
+                                          idle_after)
         except GeneratorExit:
             status.finish(tracker.CANCELLED, "the consumer stopped reading the answer")
             raise
@@ -241,7 +245,8 @@ class Session:
             raise
         status.finish(tracker.DONE)
 
-    def _stream_query(self, manifest, query, pushdown, deadline, fail_fast, cancelled, status):
+    def _stream_query(self, manifest, query, pushdown, deadline, fail_fast, cancelled, status,
+                      idle_after=None):
         t0 = time.perf_counter()
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         # planning reads the manifest pieces it needs (partition table, statistics): they
@@ -267,7 +272,7 @@ class Session:
         yield Progress(0, len(p.tasks), 0, p.events_total)
         partials = []
         for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
-                                    limit=query.limit, cancelled=cancelled):
+                                    limit=query.limit, cancelled=cancelled, idle_after=idle_after):
             if isinstance(ev, Retrying):
                 s.retries += 1
                 continue
