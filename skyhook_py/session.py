@@ -26,6 +26,10 @@ from .storage.rados_io import reads_bounded_by
 
 DEFAULT_POOL = defaults.POOL
 DEFAULT_NAMESPACE = defaults.NAMESPACE
+# plans kept per session, and the largest kept (a plan holds a task per partition; a
+# larger query's planning is small beside its execution)
+PLANS_KEPT = 64
+PLAN_TASKS_KEPT = 4096
 
 
 class Session:
@@ -37,7 +41,7 @@ class Session:
         # compiled queries by their arguments and plans by query, each against the
         # manifest object it was made for (a new version is a new object: made again)
         self._compiled = CompiledQueries()
-        self._plans = CompiledQueries()
+        self._plans = CompiledQueries(PLANS_KEPT)
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
@@ -263,7 +267,8 @@ class Session:
                     # the header read was older than a gc: replan once on the current version
                     manifest = reload_after_missing_piece(self.store, manifest, e)
                     p = planner.plan(manifest, query, pushdown)
-            self._plans.put(plan_key, manifest, p)
+            if len(p.tasks) <= PLAN_TASKS_KEPT:
+                self._plans.put(plan_key, manifest, p)
         if status is not None:
             status.planned(manifest, query, p)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
