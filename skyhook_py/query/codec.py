@@ -378,12 +378,19 @@ def _table_fields(data, pos: int, nfields: int) -> tuple:
     vt_size = _U16.unpack_from(data, vt)[0]
     if vt_size < 4 or vt + vt_size > n:
         raise ValueError(f"vtable of {vt_size} bytes at {vt} outside the {n}-byte reply")
-    out = []
-    for i in range(nfields):
-        o = 4 + 2 * i
-        rel = _U16.unpack_from(data, vt + o)[0] if o + 2 <= vt_size else 0
-        out.append(pos + rel if rel else None)
-    return tuple(out)
+    present = min(nfields, (vt_size - 4) // 2)   # a vtable may be shorter: later fields absent
+    rel = _vtable_struct(present).unpack_from(data, vt + 4)
+    return tuple(pos + r if r else None for r in rel) + (None,) * (nfields - present)
+
+
+_VTABLE_STRUCTS: dict = {}
+
+
+def _vtable_struct(count: int) -> struct.Struct:
+    st = _VTABLE_STRUCTS.get(count)
+    if st is None:
+        st = _VTABLE_STRUCTS[count] = struct.Struct(f"<{count}H")
+    return st
 
 
 def _field_uoffset(data, at: int) -> int:
