@@ -78,6 +78,9 @@ class _Context:
     def invocation_metadata(self):
         return ()
 
+    def peer(self):   # admission control's unit (service/admission.py)
+        return "ipv4:127.0.0.1:1"
+
     def time_remaining(self):
         return None
 

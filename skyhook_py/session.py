@@ -18,7 +18,7 @@ from . import defaults, errors
 from .errors import SkyhookError
 from .query import aggregates as agg
 from .query import ir, planner, results
-from .query.compile import compile_query
+from .query.compile import CompiledQueries, arguments_token, compile_query
 from .query.executor import Executor, PartitionDone, Retrying
 from .query.results import PartitionFailure, Progress, QueryResult, ResultBatch, Summary
 from .storage.pieces import PieceMissingError, reload_after_missing_piece
@@ -26,6 +26,10 @@ from .storage.rados_io import reads_bounded_by
 
 DEFAULT_POOL = defaults.POOL
 DEFAULT_NAMESPACE = defaults.NAMESPACE
+# plans kept per session, and the largest kept (a plan holds a task per partition; a
+# larger query's planning is small beside its execution)
+PLANS_KEPT = 64
+PLAN_TASKS_KEPT = 4096
 
 
 class Session:
@@ -34,6 +38,10 @@ class Session:
         self.conf = conf
         self.executor = Executor(store)
         self._manifests = None
+        # compiled queries by their arguments and plans by query, each against the
+        # manifest object it was made for (a new version is a new object: made again)
+        self._compiled = CompiledQueries()
+        self._plans = CompiledQueries(PLANS_KEPT)
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
@@ -137,9 +145,15 @@ class Session:
         the manifest read."""
         m = (self.manifest(dataset_or_manifest, deadline=deadline) if isinstance(dataset_or_manifest, str)
              else dataset_or_manifest)
-        query = compile_query(m.column_types(), language=language, where=where, columns=columns,
-                              expressions=expressions, event_range=event_range, limit=limit,
-                              aggregations=aggregations)
+        args = {"language": language, "where": where, "columns": columns, "expressions": expressions,
+                "event_range": event_range, "limit": limit, "aggregations": aggregations}
+        token = arguments_token(**args)
+        hit = None if token is None else self._compiled.get(token, m)
+        if hit is not None:   # these very arguments, compiled against this very manifest
+            return m, hit[0]
+        query = compile_query(m.column_types(), **args)
+        if token is not None:
+            self._compiled.put(token, m, query)
         return m, query
 
     def query(self, dataset, columns=None, where=None, *, expressions=None, event_range=None,
@@ -210,16 +224,20 @@ class Session:
         return summary
 
     def stream_query(self, manifest, query: ir.Query, *, pushdown="auto", deadline=None,
-                     fail_fast=True, cancelled=None, status=None):
+                     fail_fast=True, cancelled=None, status=None, idle_after=None):
         """Yield Progress, ResultBatch and PartitionFailure events, then the Summary.
-        ``status`` (a query.tracker.RequestStatus) is kept up to date as they happen."""
+        ``status`` (a query.tracker.RequestStatus) is kept up to date as they happen.
+        ``idle_after`` (seconds): also an executor.Idle whenever nothing happened for
+        that long (for a consumer that holds events back)."""
         if status is None:
-            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, None)
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, None,
+                                          idle_after)
             return
         from .query import tracker
 
         try:
-            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, status)
+            yield from self._stream_query(manifest, query, pushdown, deadline, fail_fast, cancelled, status,
+                                          idle_after)
         except GeneratorExit:
             status.finish(tracker.CANCELLED, "the consumer stopped reading the answer")
             raise
@@ -231,18 +249,26 @@ class Session:
             raise
         status.finish(tracker.DONE)
 
-    def _stream_query(self, manifest, query, pushdown, deadline, fail_fast, cancelled, status):
+    def _stream_query(self, manifest, query, pushdown, deadline, fail_fast, cancelled, status,
+                      idle_after=None):
         t0 = time.perf_counter()
         abs_deadline = None if deadline is None else time.monotonic() + deadline
         # planning reads the manifest pieces it needs (partition table, statistics): they
         # count against the query's deadline like the partitions do
-        with reads_bounded_by(abs_deadline):
-            try:
-                p = planner.plan(manifest, query, pushdown)
-            except PieceMissingError as e:
-                # the header read was older than a gc: replan once on the current version
-                manifest = reload_after_missing_piece(self.store, manifest, e)
-                p = planner.plan(manifest, query, pushdown)
+        plan_key = (query.key(), pushdown)
+        planned = self._plans.get(plan_key, manifest)
+        if planned is not None:   # the same query planned against this very manifest
+            p = planned[0]
+        else:
+            with reads_bounded_by(abs_deadline):
+                try:
+                    p = planner.plan(manifest, query, pushdown)
+                except PieceMissingError as e:
+                    # the header read was older than a gc: replan once on the current version
+                    manifest = reload_after_missing_piece(self.store, manifest, e)
+                    p = planner.plan(manifest, query, pushdown)
+            if len(p.tasks) <= PLAN_TASKS_KEPT:
+                self._plans.put(plan_key, manifest, p)
         if status is not None:
             status.planned(manifest, query, p)
         s = Summary(dataset=manifest.dataset, manifest_version=manifest.version,
@@ -251,7 +277,7 @@ class Session:
         yield Progress(0, len(p.tasks), 0, p.events_total)
         partials = []
         for ev in self.executor.run(manifest, p, query, deadline=abs_deadline, fail_fast=fail_fast,
-                                    limit=query.limit, cancelled=cancelled):
+                                    limit=query.limit, cancelled=cancelled, idle_after=idle_after):
             if isinstance(ev, Retrying):
                 s.retries += 1
                 continue

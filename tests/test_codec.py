@@ -83,3 +83,28 @@ def test_reply_with_wrong_identifier_or_garbage_is_a_protocol_error():
         codec.decode_scan_reply(b"")
     with pytest.raises(codec.ProtocolError):
         codec.decode_scan_reply(good[:8] + b"\xff" * 40)
+
+
+def test_truncated_or_corrupted_replies_are_protocol_errors_or_decode():
+    """The reply reader checks every offset itself (decode_scan_reply reads the vtables
+    directly): a truncated or corrupted reply decodes or raises ProtocolError, nothing else."""
+    import random
+
+    table = pa.table({"x": pa.array([1.5, None], pa.float32())})
+    good = codec.encode_scan_reply(codec.ScanResult(
+        table, {"rows_scanned": 7, "rows_matched": 2, "cpu_ns": 5},
+        [codec.PartialAggregate("n", ir.AggKind.Count, count=2)]))
+    back = codec.decode_scan_reply(good)
+    assert back.table.equals(table) and back.figures["rows_scanned"] == 7 and back.figures["bytes_read"] == 0
+    cases = [good[:n] for n in range(len(good))]
+    rng = random.Random(11)
+    for _ in range(400):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 4)):
+            b[rng.randrange(8, len(b))] = rng.randrange(256)
+        cases.append(bytes(b))
+    for data in cases:
+        try:
+            codec.decode_scan_reply(data)
+        except codec.ProtocolError:
+            pass

@@ -8,11 +8,18 @@ Every frontend goes through ``compile_query``: the Python API and the CLI
 and uproot-raw queries are compiled by their language, whose translator needs the
 schema anyway (``e.Muon.pt`` means ``Muon_pt``) and checks the query itself.
 
+``CompiledQueries`` keeps compiled queries (and what is derived from them, e.g. a plan)
+by a caller's key and by the manifest object they were made against: the Session keys
+them by its arguments, the gRPC coordinator by request token.
+
 What it ignores: where the schema comes from (the manifest), planning and execution.
 """
 
 from __future__ import annotations
 
+import collections
+import threading
+import weakref
 from typing import Mapping
 
 from ..errors import QueryError
@@ -126,3 +133,70 @@ def as_aggregation(a) -> ir.Aggregation:
         raise QueryError(f"unknown keys in aggregation {name!r}: {sorted(d)}")
     return ir.Aggregation(kinds[kind], name, x=exprs["x"], y=exprs["y"], weight=exprs["weight"],
                           x_axis=x_axis, y_axis=y_axis)
+
+
+COMPILED_ENTRIES = 512   # compiled queries kept (each is a few kB of IR)
+
+
+class CompiledQueries:
+    """token -> values made against one manifest object (e.g. the ``ir.Query`` and its
+    cache key), least recently used dropped first.
+
+    The manifest comes from a ManifestCache, which hands out the same object while the
+    committed version is unchanged (its one omap read per query decides that) and a new
+    object after any commit, so an entry made against another manifest object is never
+    used: a hit skips the work, never the version check.  Entries hold their manifest by
+    weak reference, so they never keep an old one alive."""
+
+    def __init__(self, size: int = COMPILED_ENTRIES):
+        self.size = size
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, token, manifest):
+        """The values put for ``token`` against this very manifest object, or None."""
+        with self._lock:
+            e = self._entries.get(token)
+            if e is None or e[0]() is not manifest:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(token)
+            self.hits += 1
+            return e[1]
+
+    def put(self, token, manifest, *values):
+        try:   # a weak reference: an entry never keeps an old manifest alive
+            ref = weakref.ref(manifest)
+        except TypeError:
+            ref = lambda: manifest
+        with self._lock:
+            self._entries[token] = (ref, values)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self):
+        return len(self._entries)
+
+
+def arguments_token(**args):
+    """A hashable key of compile_query's arguments when they are plain text and numbers
+    (names, cut strings, ranges), None otherwise (IR values, aggregations as dicts):
+    such a query is compiled every time.  Every value carries its type, so that ``1``,
+    ``1.0`` and ``True`` never share a key."""
+    try:
+        return tuple((name, _frozen(v)) for name, v in sorted(args.items()))
+    except TypeError:
+        return None
+
+
+def _frozen(v):
+    if v is None or type(v) in (str, int, float):
+        return (type(v).__name__, v)
+    if type(v) in (list, tuple):
+        return ("seq", tuple(_frozen(x) for x in v))
+    if type(v) is dict:
+        return ("map", tuple((_frozen(k), _frozen(x)) for k, x in v.items()))
+    raise TypeError(type(v).__name__)

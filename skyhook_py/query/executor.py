@@ -60,6 +60,13 @@ class Retrying:
     task: object
 
 
+@dataclasses.dataclass
+class Idle:
+    """No call completed for ``idle_after`` seconds (yielded only when ``run`` is given
+    ``idle_after``: a consumer that holds events back, e.g. to send them in one
+    message, uses it to send them on time)."""
+
+
 # -- what one call or read completes with (internal) ----------------------------------
 
 @dataclasses.dataclass
@@ -115,9 +122,11 @@ class Executor:
 
     # -- running ------------------------------------------------------------------
     def run(self, manifest, plan, query, *, deadline: float | None = None,
-            fail_fast: bool = True, limit: int | None = None, cancelled=None):
+            fail_fast: bool = True, limit: int | None = None, cancelled=None,
+            idle_after: float | None = None):
         """Yield ResultBatch / PartitionFailure / Progress events, a PartitionDone per
-        task (for the summary) and a Retrying per resent call."""
+        task (for the summary), a Retrying per resent call and, with ``idle_after``
+        (seconds), an Idle whenever no call completed for that long."""
         tasks = list(plan.tasks)
         done_q: queue.Queue = queue.Queue()
         in_flight: dict[int, tuple] = {}        # task position -> (task, osd, mode)
@@ -240,9 +249,12 @@ class Executor:
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 raise DeadlineExceeded(f"query deadline exceeded with {len(tasks) - next_yield} partitions to go")
+            wait = min(timeout, 1.0) if timeout is not None else 1.0
             try:
-                pos, err, data = done_q.get(timeout=min(timeout, 1.0) if timeout is not None else 1.0)
+                pos, err, data = done_q.get(timeout=wait if idle_after is None else min(wait, idle_after))
             except queue.Empty:
+                if idle_after is not None:
+                    yield Idle()
                 continue
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1

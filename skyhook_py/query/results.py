@@ -177,7 +177,12 @@ def require_complete(result: QueryResult) -> QueryResult:
 
 def concat_tables(tables: list) -> pa.Table:
     """Concatenate result batches of several partitions (a column can be null-typed in
-    one partition and typed in another, hence the permissive promotion)."""
+    one partition and typed in another, hence the permissive promotion; when every
+    schema is the same, as usual, the plain concatenation is the same table, without
+    the promotion's cost)."""
+    first = tables[0].schema if tables else None
+    if first is not None and all(t.schema.equals(first, check_metadata=True) for t in tables):
+        return pa.concat_tables(tables)
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowInvalid:

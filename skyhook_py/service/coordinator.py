@@ -32,6 +32,7 @@ import uuid
 
 from .. import defaults
 from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
+from ..query.executor import Idle
 from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
 
 DEFAULT_CACHE_BYTES = defaults.CACHE_BYTES
@@ -182,6 +183,9 @@ class QueryRun(Cancellable):
                           query.key() if query_key is None else query_key, spec.pushdown)
         self._looked_up, self._cached = False, None
         self.status = None   # its query.tracker.RequestStatus (Coordinator.start sets it)
+        # seconds: events() also yields an executor.Idle whenever nothing happened for
+        # that long (the servicer, which holds result batches back to send them together)
+        self.idle_after = None
 
     def events(self):
         """Progress, ResultBatch and PartitionFailure events, then the Summary; pulled lazily.
@@ -258,10 +262,14 @@ class QueryRun(Cancellable):
         recorded, size, failed, any_rows = ([] if cache is not None else None), 0, False, False
         stream = session.stream_query(self.manifest, self.query, pushdown=self.spec.pushdown,
                                       deadline=remaining, fail_fast=not self.spec.allow_partial,
-                                      cancelled=self.cancelled, status=self.status)
+                                      cancelled=self.cancelled, status=self.status,
+                                      idle_after=self.idle_after)
         try:
             for ev in stream:
                 self._check()
+                if isinstance(ev, Idle):   # not part of the answer: never recorded
+                    yield ev
+                    continue
                 if isinstance(ev, ResultBatch):
                     any_rows = True
                 elif isinstance(ev, PartitionFailure):
@@ -299,7 +307,7 @@ class Coordinator:
 
     def __init__(self, session, *, cache_bytes: int = DEFAULT_CACHE_BYTES, tokens=None,
                  progress_interval: float = 0.1, writer=None, history: int | None = None,
-                 admission=None):
+                 admission=None, coalesce_seconds: float | None = None):
         from ..query.tracker import DEFAULT_HISTORY, RequestTracker
         from .admission import Admission
 
@@ -314,8 +322,13 @@ class Coordinator:
             persist = PersistedRequests(writer, history or DEFAULT_HISTORY)
         self.tracker = RequestTracker(history or DEFAULT_HISTORY, persist=persist)
         self.progress_interval = progress_interval
+        # a miss's result batches arriving within this many seconds go out as one message
+        # (fastpath.coalesced; 0: one message per partition)
+        if coalesce_seconds is None:
+            from .fastpath import COALESCE_SECONDS as coalesce_seconds
+        self.coalesce_seconds = coalesce_seconds
         self.cache = ResultCache(cache_bytes)
-        from .fastpath import CompiledQueries
+        from ..query.compile import CompiledQueries
 
         self.compiled = CompiledQueries()
         self.tokens = [t.encode() for t in (tokens or ()) if t]

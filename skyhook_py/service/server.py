@@ -97,7 +97,13 @@ class SkyhookServicer:
             if answer is not None:   # a cache hit: ready-to-send messages
                 yield from fastpath.send_hit(run, answer)
                 return
-            for ev in run.events():
+            events = run.events()
+            window = getattr(self.c, "coalesce_seconds", 0)
+            if window and self.pass_bytes and request.output_format == self.pb.ARROW_IPC:
+                # a miss: the batches that arrive close together go out as one message
+                run.idle_after = window
+                events = fastpath.coalesced(events, window)
+            for ev in events:
                 yield from self.wire.event_to_protos(ev, run.id, request.output_format,
                                                      server_seconds=run.elapsed())
         except Exception as e:  # noqa: BLE001
