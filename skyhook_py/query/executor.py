@@ -8,9 +8,11 @@ partition order as soon as the prefix is complete, and new calls are only sent
 when the consumer has taken results: a slow consumer slows the scan instead of
 filling the coordinator's memory.
 
-Error policy (DESIGN.md non-negotiables): a class errno is never resent; the
-class missing on an OSD (-EOPNOTSUPP) falls back to a plain read; a librados
-timeout or a lost connection is retried a bounded number of times.
+Error policy (DESIGN.md non-negotiables): a class errno is never resent, except
+-EBUSY (this client used more than its share of the OSD while others wait: resent
+after a pause, formats/README.md "Time slices"); the class missing on an OSD
+(-EOPNOTSUPP) falls back to a plain read; a librados timeout or a lost connection is
+retried a bounded number of times.
 
 Time slices (formats/README.md): the class may answer part of a partition's rows
 and say where to resume; the executor then sends the rest at once (with the
