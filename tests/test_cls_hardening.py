@@ -128,6 +128,18 @@ def test_axis_whose_width_overflows_is_refused(heavy, tmp_path):
     assert scan_errno(heavy, tmp_path, codec.encode_scan_request(aggregations=[h])) == errno.EINVAL
 
 
+def test_a_bad_axis_the_aggregation_does_not_use_is_refused_by_both_evaluators(heavy, tmp_path):
+    """Item 6: a 0-bin x axis on a Count, or a bad y axis on a Hist1D, was ignored by the
+    class and refused by the Python decoder (7 of 10,000 malformed requests); both refuse."""
+    good = Axis(5, 0, 1)
+    for aggs in ([Aggregation(AggKind.Count, "n", x_axis=_unchecked_axis(0, 0.0, 1.0))],
+                 [Aggregation(AggKind.Hist1D, "h", col("x"), x_axis=good, y_axis=_unchecked_axis(3, 1.0, 0.0))]):
+        req = codec.encode_scan_request(aggregations=aggs)
+        assert scan_errno(heavy, tmp_path, req) == errno.EINVAL
+        with pytest.raises(QueryError):
+            codec.decode_scan_request(req)
+
+
 def test_hist2d_event_x_collection_y_and_weight_agree_with_reference(tmp_path):
     """Item 6: x event-level, y and weight collections broadcast together, as awkward does."""
     from skyhook_py.query import reference

@@ -213,6 +213,13 @@ arrow::Status DecodeRequest(const uint8_t* data, size_t len, const Limits& limit
       ARROW_RETURN_NOT_OK(check_node(g.x, what + " x", g.kind == AggKind::Count));
       ARROW_RETURN_NOT_OK(check_node(g.y, what + " y", g.kind != AggKind::Hist2D));
       ARROW_RETURN_NOT_OK(check_node(g.weight, what + " weight", true));
+      // An axis the aggregation does not use is still checked when present: the Python
+      // decoder refuses a bad axis whatever the kind, and the two must agree (issue 12, 6).
+      AxisSpec unused;
+      if (g.kind != AggKind::Hist1D && g.kind != AggKind::Hist2D && fa->x_axis())
+        ARROW_RETURN_NOT_OK(CheckAxis(fa->x_axis(), what + " x axis", limits, &unused));
+      if (g.kind != AggKind::Hist2D && fa->y_axis())
+        ARROW_RETURN_NOT_OK(CheckAxis(fa->y_axis(), what + " y axis", limits, &unused));
       if (g.kind == AggKind::Hist1D || g.kind == AggKind::Hist2D) {
         ARROW_RETURN_NOT_OK(CheckAxis(fa->x_axis(), what + " x axis", limits, &g.x_axis));
         int64_t cells = g.x_axis.bins + 2;
