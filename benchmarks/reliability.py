@@ -236,12 +236,11 @@ def _send_poison(store_args: dict, part_objects: list, seconds: float, results, 
     from skyhook_py.storage.rados_io import Store
 
     store = Store(**store_args)
-    # built once: an 8,000-node request takes seconds to build in Python
-    heavy = malformed.heavy_request("M")
-    bad_reqs = malformed.malformed_requests(500, seed=99)
     if benign:
         cheap = codec.encode_scan_request(where=col("M") > 80.0, aggregations=[Aggregation(AggKind.Count, "n")])
         heavy, bad_reqs = cheap, [cheap]
+    else:   # built once: an 8,000-node request takes seconds to build in Python
+        heavy, bad_reqs = malformed.heavy_request("M"), malformed.malformed_requests(500, seed=99)
     sent = collections.Counter()
     took = collections.defaultdict(list)    # outcome -> wall seconds of each poison call
     lock = threading.Lock()
@@ -453,6 +452,20 @@ def write_report(out: Path, res: dict):
     (out / "report.md").write_text("\n".join(lines))
 
 
+def _latency_cdf(ax, p: dict):
+    """The poison phase's good-query latencies (seconds), one CDF per condition."""
+    for name, key in (("alone", "latencies_alone"), ("under a benign flood", "latencies_benign"),
+                      ("under poison", "latencies_under")):
+        if key in p:
+            xs = np.sort(np.asarray(p[key]) * 1e3)
+            ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("good query latency (ms)")
+    ax.set_ylabel("fraction of queries")
+    ax.legend()
+    ax.set_title(f"poison pills: p50 x{p['p50_ratio']:.2f}, p99 x{p['p99_ratio']:.2f}")
+
+
 def _plot(path: Path, res: dict):
     import matplotlib
 
@@ -474,15 +487,7 @@ def _plot(path: Path, res: dict):
         left += v
     ax[1].legend(fontsize=8)
     ax[1].set_title(f"{res['corruption']['objects']:,} corrupted objects: scans")
-    p = res["poison"]
-    for name, key in (("alone", "latencies_alone"), ("under poison", "latencies_under")):
-        xs = np.sort(np.asarray(p[key]) * 1e3)
-        ax[2].plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), label=name)
-    ax[2].set_xscale("log")
-    ax[2].set_xlabel("good query latency (ms)")
-    ax[2].set_ylabel("fraction of queries")
-    ax[2].legend()
-    ax[2].set_title(f"poison pills: p99 x{p['p99_ratio']:.2f}")
+    _latency_cdf(ax[2], res["poison"])
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
@@ -501,17 +506,7 @@ def write_poison_report(out: Path, res: dict):
                               for k, v in p.items()}}
     (out / "results.json").write_text(json.dumps(kept, default=str))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, key in (("alone", "latencies_alone"), ("under a benign flood", "latencies_benign"),
-                      ("under poison", "latencies_under")):
-        if key not in p:
-            continue
-        xs = np.sort(np.asarray(p[key]) * 1e3)
-        ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("good query latency (ms)")
-    ax.set_ylabel("fraction of queries")
-    ax.legend()
-    ax.set_title(f"poison pills: p50 x{p['p50_ratio']:.2f}, p99 x{p['p99_ratio']:.2f}")
+    _latency_cdf(ax, p)
     fig.tight_layout()
     fig.savefig(out / "poison.png", dpi=90)
     a, u = p["alone"], p["under_poison"]

@@ -122,6 +122,20 @@ def session(store):
     return Session(store, store.conf)
 
 
+def serve_coordinator(ceph_cluster, pool, max_in_flight=None, **coordinator_kw):
+    """Yields a running gRPC coordinator (its own admin session on ``pool``, a free port)
+    and stops it after: the body of the service tests' module-scoped ``server`` fixtures."""
+    from skyhook_py.service.coordinator import Coordinator
+    from skyhook_py.service.server import open_session, start_server
+
+    s = open_session(ceph_cluster.conf_path, pool, user="client.admin", keyring=str(ceph_cluster.admin_keyring))
+    if max_in_flight is not None:
+        s.executor.max_in_flight = max_in_flight
+    running = start_server(Coordinator(s, **coordinator_kw), "127.0.0.1:0")
+    yield running
+    running.stop(close_session=True)
+
+
 TTBAR = "nanoAOD_2015_CMS_Open_Data_ttbar.root"
 
 

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import uproot
 
+from conftest import serve_coordinator
+
 OTHER = os.environ.get("SKYHOOK_CLIENT_PYTHON")
 pytestmark = [pytest.mark.cluster,
               pytest.mark.skipif(not OTHER, reason="set SKYHOOK_CLIENT_PYTHON to another venv's python")]
@@ -46,13 +48,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def server(ceph_cluster, pool, ttbar):
-    from skyhook_py.service.coordinator import Coordinator
-    from skyhook_py.service.server import open_session, start_server
-
-    s = open_session(ceph_cluster.conf_path, pool, user="client.admin", keyring=str(ceph_cluster.admin_keyring))
-    running = start_server(Coordinator(s, cache_bytes=16 << 20), "127.0.0.1:0")
-    yield running
-    running.stop(close_session=True)
+    yield from serve_coordinator(ceph_cluster, pool, cache_bytes=16 << 20)
 
 
 def test_client_from_another_environment(server, ttbar):

@@ -25,7 +25,8 @@ from skyhook_py.service.client import Client
 from skyhook_py.service.coordinator import AuthenticationError, Coordinator, QueryCancelled
 from skyhook_py.query.executor import DeadlineExceeded
 from skyhook_py.query.results import Progress, ResultBatch, Summary
-from skyhook_py.service.server import open_session, start_server
+from skyhook_py.service.server import start_server
+from conftest import serve_coordinator
 
 pytestmark = pytest.mark.cluster
 
@@ -58,10 +59,7 @@ def datasets(session, shared_data, files):
 @pytest.fixture(scope="module")
 def server(ceph_cluster, pool, datasets):
     """A coordinator on its own cluster connection, listening on a free port."""
-    s = open_session(ceph_cluster.conf_path, pool, user="client.admin", keyring=str(ceph_cluster.admin_keyring))
-    running = start_server(Coordinator(s, cache_bytes=64 << 20), "127.0.0.1:0")
-    yield running
-    running.stop(close_session=True)
+    yield from serve_coordinator(ceph_cluster, pool, cache_bytes=64 << 20)
 
 
 @pytest.fixture(scope="module")

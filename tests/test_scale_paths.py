@@ -26,11 +26,10 @@ from skyhook_py.errors import ConcurrentUpdateError, SkyhookError, UnknownColumn
 from skyhook_py.query import sinks
 from skyhook_py.query.results import ResultBatch, Summary
 from skyhook_py.service.client import Client
-from skyhook_py.service.coordinator import Coordinator
-from skyhook_py.service.server import open_session, start_server
 from skyhook_py.storage import manifest as mf
 from skyhook_py.storage import pieces
 from skyhook_py.transcode import operations as ops
+from conftest import serve_coordinator
 
 pytestmark = pytest.mark.cluster
 REPO = str(Path(__file__).resolve().parents[1])
@@ -59,11 +58,7 @@ def big(session, files):
 def server(ceph_cluster, pool, big):
     """A coordinator whose result cache is small (1 MB: answers over 256 kB are not
     recorded) and whose executor keeps at most 2 partitions in flight."""
-    s = open_session(ceph_cluster.conf_path, pool, user="client.admin", keyring=str(ceph_cluster.admin_keyring))
-    s.executor.max_in_flight = 2
-    running = start_server(Coordinator(s, cache_bytes=1 << 20), "127.0.0.1:0")
-    yield running
-    running.stop(close_session=True)
+    yield from serve_coordinator(ceph_cluster, pool, max_in_flight=2, cache_bytes=1 << 20)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import dataclasses
 import errno
 import os
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,10 +29,9 @@ from skyhook_py.query import codec, slices
 from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col, lit
 
 from benchmarks import malformed
+from test_cls_kernel import RUNNER, ScanFailed, run_raw, write_ipc
 from test_differential import queries, tables
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNNER = ROOT / "build" / "bin" / "skyhook_scan_local"
 IN_CI = os.environ.get("CI") is not None
 
 needs_runner = pytest.mark.skipif(not RUNNER.exists(), reason=f"{RUNNER} not built yet (make build)")
@@ -42,25 +40,9 @@ needs_runner = pytest.mark.skipif(not RUNNER.exists(), reason=f"{RUNNER} not bui
 TINY_SLICES = ("--slice-us", "1", "--first-chunk-node-rows", "1")
 
 
-class ScanFailed(Exception):
-    def __init__(self, code, message):
-        self.errno = code
-        super().__init__(f"errno {code}: {message}")
-
-
 def local_call(obj: Path, *options):
     """call(request) -> reply bytes, through the local runner of the class's kernel."""
-    def run(request: bytes) -> bytes:
-        with tempfile.TemporaryDirectory() as d:
-            req, out = Path(d, "req"), Path(d, "out")
-            req.write_bytes(request)
-            r = subprocess.run([str(RUNNER), str(req), str(obj), str(out), *options],
-                               capture_output=True, text=True, timeout=60)
-            if r.returncode != 0:
-                assert r.returncode > 0, f"runner died with signal {-r.returncode}: {r.stderr}"
-                raise ScanFailed(r.returncode, r.stderr.strip())
-            return out.read_bytes()
-    return run
+    return lambda request: run_raw(request, obj, obj.parent, *options)
 
 
 def answer(call, request: bytes):
@@ -81,12 +63,6 @@ def assert_same_answer(sliced, whole, what=""):
     # repr: exact floats, NaN equal to NaN, -0.0 unlike 0.0
     assert repr(a.table.to_pylist()) == repr(b.table.to_pylist()), f"rows differ{what}"
     assert repr(a.aggregates) == repr(b.aggregates), f"aggregates differ:\n{a.aggregates}\n{b.aggregates}{what}"
-
-
-def write_ipc(table: pa.Table, path: Path, batch_rows: int) -> Path:
-    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
-        w.write_table(table, max_chunksize=batch_rows)
-    return path
 
 
 def float_events(n=3000, seed=7) -> pa.Table:

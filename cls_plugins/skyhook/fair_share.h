@@ -51,8 +51,6 @@ class FairShare {
   // Records `cpu_ns` spent on a call of `client`.
   void Charge(uint64_t client, int64_t cpu_ns, int64_t now_ns);
 
-  const Policy& policy() const { return policy_; }
-
  private:
   struct Usage {
     double ns = 0;          // decayed CPU time, as of `at`

@@ -152,29 +152,26 @@ class Executor:
         slices: dict[int, Slices] = {}          # task position -> its time slices so far
         sent_limits: dict[int, int] = {}         # task position -> the limit its first call sent
 
-        def resume_request(task, sliced: Slices):
+        def row_stop(task):
+            # every partition read whole shares one request (row_stop -1)
             whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
+            return -1 if whole else task.row_stop
+
+        def encode(task, row_start, limit, resume=()):   # (limit: this call's, -1 for none)
             return codec.encode_scan_request(
-                outputs=query.outputs, where=query.where, row_stop=-1 if whole else task.row_stop,
-                aggregations=query.aggregations, compression=self.compression,
-                max_reply_bytes=self.max_reply, deadline_ms=deadline_ms, slice_us=self.slice_us,
-                **sliced.resume_args())
+                outputs=query.outputs, where=query.where, row_start=row_start,
+                row_stop=row_stop(task), limit=limit, aggregations=query.aggregations,
+                compression=self.compression, max_reply_bytes=self.max_reply,
+                deadline_ms=deadline_ms, slice_us=self.slice_us, resume=resume)
 
         def request_for(task, remaining):
-            # Building a flatbuffer in pure Python costs ~1 ms; every partition read
-            # whole shares one request (row_stop -1), so build each distinct one once.
-            whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
-            row_stop = -1 if whole else task.row_stop
+            # Building a flatbuffer in pure Python costs ~1 ms: each distinct one once.
             limit_ = -1 if remaining is None else remaining
-            key = (query_key, task.row_start, row_stop, limit_, self.compression, self.max_reply,
-                   deadline_ms, self.slice_us)
+            key = (query_key, task.row_start, row_stop(task), limit_, self.compression,
+                   self.max_reply, deadline_ms, self.slice_us)
             req = self._requests.get(key)
             if req is None:
-                req = codec.encode_scan_request(
-                    outputs=query.outputs, where=query.where, row_start=task.row_start,
-                    row_stop=row_stop, limit=limit_, aggregations=query.aggregations,
-                    compression=self.compression, max_reply_bytes=self.max_reply,
-                    deadline_ms=deadline_ms, slice_us=self.slice_us)
+                req = encode(task, task.row_start, limit_)
                 self._requests.put(key, req)
             return req
 
@@ -187,8 +184,8 @@ class Executor:
             attempts[pos] += 1
             remaining = None if limit is None else max(0, limit - rows_yielded)
             if mode == Mode.PUSHDOWN:
-                if pos in slices:
-                    req = resume_request(task, slices[pos])
+                if pos in slices:   # the rest of a sliced scan: never cached (it carries state)
+                    req = encode(task, **slices[pos].resume_args())
                 else:
                     sent_limits[pos] = -1 if remaining is None else remaining
                     req = request_for(task, remaining)
