@@ -48,22 +48,17 @@ namespace {
 namespace ops = skyhook::cls_ops;
 using ops::kStatsXattr;
 
-// The bytes of one cls_cxx_read as an Arrow buffer, without a copy: the
-// bufferlist (one contiguous segment) stays alive as long as the buffer.
-class BufferlistBuffer : public arrow::Buffer {
+// One segment of a cls_cxx_read as an Arrow buffer, without a copy: the
+// bufferptr (a reference on the object store's memory) lives as long as the buffer.
+class BufferptrBuffer : public arrow::Buffer {
  public:
-  explicit BufferlistBuffer(ceph::bufferlist bl)
-      : arrow::Buffer(nullptr, 0), bl_(std::move(bl)) {
-    const ceph::bufferptr& p = bl_.front();
-    data_ = reinterpret_cast<const uint8_t*>(p.c_str());
-    size_ = capacity_ = p.length();
-  }
+  explicit BufferptrBuffer(ceph::bufferptr p)
+      : arrow::Buffer(reinterpret_cast<const uint8_t*>(p.c_str()), p.length()), p_(std::move(p)) {}
 
  private:
-  ceph::bufferlist bl_;
+  ceph::bufferptr p_;
 };
 
-// The object, read with cls_cxx_read; every return value is checked.
 class ClsObject : public skyhook::PositionalFile {
  public:
   ClsObject(cls_method_context_t hctx, int64_t size) : PositionalFile(size), hctx_(hctx) {}
@@ -76,24 +71,28 @@ class ClsObject : public skyhook::PositionalFile {
     return arrow::Status::OK();
   }
 
-  // Zero copy when the object store answered with one segment whose address
-  // keeps the object's 8-byte alignment (Arrow's buffers start 8-aligned in the
-  // file); otherwise a copy into the call's pool.
-  arrow::Result<std::shared_ptr<arrow::Buffer>> DoReadBuffer(int64_t position, int64_t nbytes,
-                                                             arrow::MemoryPool* pool,
-                                                             bool* pooled) override {
+  // Each segment the object store answered with is handed out zero-copy when
+  // its address keeps the object's 8-byte alignment (Arrow's buffers start
+  // 8-aligned in the file); a misaligned one is copied into the call's pool.
+  // BlueStore answers cached data in the pieces it was first read in.
+  arrow::Status DoReadPieces(int64_t position, int64_t nbytes, arrow::MemoryPool* pool,
+                             std::vector<Piece>* pieces) override {
     ceph::bufferlist bl;
     ARROW_RETURN_NOT_OK(Read(position, nbytes, &bl));
-    if (bl.get_num_buffers() == 1 &&
-        (reinterpret_cast<uintptr_t>(bl.front().c_str()) - static_cast<uintptr_t>(position)) % 8 == 0) {
-      *pooled = false;
-      ++zero_copy_reads_;
-      return std::make_shared<BufferlistBuffer>(std::move(bl));
+    int64_t at = position;
+    for (const ceph::bufferptr& p : bl.buffers()) {
+      if (p.length() == 0) continue;
+      if ((reinterpret_cast<uintptr_t>(p.c_str()) - static_cast<uintptr_t>(at)) % 8 == 0) {
+        ++zero_copy_reads_;
+        pieces->push_back({at, std::make_shared<BufferptrBuffer>(p), false});
+      } else {
+        ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(p.length(), pool));
+        std::memcpy(buf->mutable_data(), p.c_str(), p.length());
+        pieces->push_back({at, std::shared_ptr<arrow::Buffer>(std::move(buf)), true});
+      }
+      at += p.length();
     }
-    *pooled = true;
-    ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(nbytes, pool));
-    bl.begin().copy(static_cast<unsigned>(nbytes), reinterpret_cast<char*>(buf->mutable_data()));
-    return std::shared_ptr<arrow::Buffer>(std::move(buf));
+    return arrow::Status::OK();
   }
 
  public:

@@ -316,14 +316,16 @@ class IpcPartition : public PartitionReader {
     // kTailGuess bytes (a 148-column schema takes about 20 KB), else a second.
     // Never more than a quarter of a small object: reads stay selective.
     const int64_t guess = std::max<int64_t>(10, std::min(size / 4, ipc_layout::kTailGuess));
-    ARROW_ASSIGN_OR_RAISE(auto tail, file_->Prefetch(size - guess, guess, true));
+    ARROW_RETURN_NOT_OK(file_->Prefetch(size - guess, guess, true));
+    ARROW_ASSIGN_OR_RAISE(auto tail, file_->ReadAt(size - guess, guess));
     const uint8_t* trailer = tail->data() + guess - 10;
     int32_t footer_len;
     std::memcpy(&footer_len, trailer, 4);
     if (std::memcmp(trailer + 4, "ARROW1", 6) != 0 || footer_len <= 0 || footer_len > size - 10 - 8)
       return arrow::Status::OK();
     if (footer_len + 10 > guess) {
-      ARROW_ASSIGN_OR_RAISE(tail, file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
+      ARROW_RETURN_NOT_OK(file_->Prefetch(size - 10 - footer_len, footer_len + 10, true));
+      ARROW_ASSIGN_OR_RAISE(tail, file_->ReadAt(size - 10 - footer_len, footer_len + 10));
     }
     const int64_t at = tail->size() - 10 - footer_len;
     blocks_ = ipc_layout::FooterBlocks(*arrow::SliceBuffer(tail, at, footer_len));
@@ -340,7 +342,8 @@ class IpcPartition : public PartitionReader {
     if (b.offset < 8 || b.meta_length < 8 || b.body_length < 0 || b.offset > size ||
         b.meta_length > size - b.offset || b.body_length > size - b.offset - b.meta_length)
       return arrow::Status::OK();
-    ARROW_ASSIGN_OR_RAISE(auto meta, file_->Prefetch(b.offset, b.meta_length, false));
+    ARROW_RETURN_NOT_OK(file_->Prefetch(b.offset, b.meta_length, false));
+    ARROW_ASSIGN_OR_RAISE(auto meta, file_->ReadAt(b.offset, b.meta_length));
     std::vector<ipc_layout::BufferSpec> buffers;
     int64_t fb_start = 0, fb_length = 0;
     if (!ipc_layout::MessageBuffers(*meta, &buffers, &fb_start, &fb_length)) return arrow::Status::OK();
@@ -364,7 +367,7 @@ class IpcPartition : public PartitionReader {
       size_t h = g + 1;
       for (; h < ranges.size() && ranges[h].first - end <= ipc_layout::kCoalesceGap; ++h)
         end = std::max(end, ranges[h].second);
-      ARROW_RETURN_NOT_OK(file_->Prefetch(start, end - start, false).status());
+      ARROW_RETURN_NOT_OK(file_->Prefetch(start, end - start, false));
       g = h;
     }
     *message = arrow::SliceBuffer(meta, fb_start, fb_length);

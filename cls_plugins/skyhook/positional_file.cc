@@ -43,11 +43,34 @@ const arrow::Buffer* PositionalFile::Held(int64_t position, int64_t n, int64_t* 
   return nullptr;
 }
 
-arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::Prefetch(int64_t position,
-                                                                       int64_t nbytes, bool keep) {
-  ARROW_ASSIGN_OR_RAISE(auto buf, ReadAt(position, nbytes, /*allow_short_read=*/false));
-  held_.push_back({position, buf, keep});
-  return buf;
+arrow::Status PositionalFile::Prefetch(int64_t position, int64_t nbytes, bool keep) {
+  ARROW_RETURN_NOT_OK(Clamp(position, nbytes, /*allow_short_read=*/false).status());
+  if (nbytes == 0) return arrow::Status::OK();
+  std::vector<Region> parts;
+  if (HeldParts(position, nbytes, &parts)) {  // read already (a small object's trailer read holds it all)
+    for (Region& r : parts) held_.push_back({r.start, std::move(r.data), keep});
+    return arrow::Status::OK();
+  }
+  std::vector<Piece> pieces;
+  ARROW_RETURN_NOT_OK(ReadPieces(position, nbytes, &pieces));
+  for (Piece& p : pieces) held_.push_back({p.start, std::move(p.data), keep});
+  return arrow::Status::OK();
+}
+
+bool PositionalFile::HeldParts(int64_t position, int64_t n, std::vector<Region>* parts) const {
+  while (n > 0) {  // each step: the held range with the most bytes from `position`
+    const Region* best = nullptr;
+    for (const Region& r : held_)
+      if (position >= r.start && position < r.start + r.data->size() &&
+          (!best || r.start + r.data->size() > best->start + best->data->size()))
+        best = &r;
+    if (!best) return false;
+    const int64_t k = std::min(n, best->start + best->data->size() - position);
+    parts->push_back({position, arrow::SliceBuffer(best->data, position - best->start, k), best->keep});
+    position += k;
+    n -= k;
+  }
+  return true;
 }
 
 void PositionalFile::ForgetPrefetched(bool all) {
@@ -128,39 +151,91 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t pos
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::AllocateBuffer(0, pool_));
     return std::shared_ptr<arrow::Buffer>(std::move(empty));
   }
-  // With checksums the read is widened to whole blocks, verified, and sliced (zero copy).
-  int64_t start = position, stop = position + n, first = 0, last = -1;
-  if (checksums_.block > 0) {
-    const int64_t block = checksums_.block;
-    first = position / block;
-    last = (position + n - 1) / block;
-    if (last >= static_cast<int64_t>(checksums_.crcs.size()))
-      return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
-    start = first * block;
-    stop = std::min(size_, (last + 1) * block);
+  std::vector<Region> parts;
+  if (HeldParts(position, n, &parts)) {  // spans pieces already read: copied from them
+    ARROW_ASSIGN_OR_RAISE(auto joined, arrow::AllocateBuffer(n, pool_));
+    for (const Region& r : parts)
+      std::memcpy(joined->mutable_data() + (r.start - position), r.data->data(), static_cast<size_t>(r.data->size()));
+    return std::shared_ptr<arrow::Buffer>(std::move(joined));
   }
-  bool pooled = true;
-  ARROW_ASSIGN_OR_RAISE(auto buf, DoReadBuffer(start, stop - start, pool_, &pooled));
-  ++read_calls_;
-  bytes_read_ += stop - start;
-  if (!pooled) {
-    unpooled_bytes_ += stop - start;
-    if (unpooled_bytes_ > unpooled_cap_)
-      return ErrnoStatus(ENOMEM, "reads of " + std::to_string(unpooled_bytes_) +
-                                     " bytes exceed the call's memory budget");
+  std::vector<Piece> pieces;
+  ARROW_RETURN_NOT_OK(ReadPieces(position, n, &pieces));
+  for (const Piece& p : pieces)  // one piece holds it all: zero copy
+    if (position >= p.start && position + n <= p.start + p.data->size())
+      return p.start == position && p.data->size() == n ? p.data : arrow::SliceBuffer(p.data, position - p.start, n);
+  ARROW_ASSIGN_OR_RAISE(auto joined, arrow::AllocateBuffer(n, pool_));
+  for (const Piece& p : pieces) {
+    const int64_t lo = std::max(position, p.start), hi = std::min(position + n, p.start + p.data->size());
+    if (hi > lo)
+      std::memcpy(joined->mutable_data() + (lo - position), p.data->data() + (lo - p.start),
+                  static_cast<size_t>(hi - lo));
   }
-  if (last >= first) ARROW_RETURN_NOT_OK(VerifyBlocks(buf->data(), first, last));
-  return start == position && stop - start == n ? buf : arrow::SliceBuffer(buf, position - start, n);
+  return std::shared_ptr<arrow::Buffer>(std::move(joined));
 }
 
-arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::DoReadBuffer(int64_t position,
-                                                                           int64_t nbytes,
-                                                                           arrow::MemoryPool* pool,
-                                                                           bool* pooled) {
-  *pooled = true;
+arrow::Status PositionalFile::ReadPieces(int64_t position, int64_t n, std::vector<Piece>* pieces) {
+  // With checksums the read is widened to whole blocks and verified.
+  int64_t start = position, stop = position + n;
+  if (checksums_.block > 0) {
+    const int64_t block = checksums_.block;
+    if ((position + n - 1) / block >= static_cast<int64_t>(checksums_.crcs.size()))
+      return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
+    start = position / block * block;
+    stop = std::min(size_, ((position + n - 1) / block + 1) * block);
+  }
+  ARROW_RETURN_NOT_OK(DoReadPieces(start, stop - start, pool_, pieces));
+  ++read_calls_;
+  bytes_read_ += stop - start;
+  int64_t at = start;
+  for (const Piece& p : *pieces) {
+    if (p.start != at || p.data->size() <= 0) return ErrnoStatus(EIO, "the object store's read came back with a gap");
+    at += p.data->size();
+    if (!p.pooled) unpooled_bytes_ += p.data->size();
+  }
+  if (at != stop) return ErrnoStatus(EIO, "the object store's read came back short");
+  if (unpooled_bytes_ > unpooled_cap_)
+    return ErrnoStatus(ENOMEM, "reads of " + std::to_string(unpooled_bytes_) +
+                                   " bytes exceed the call's memory budget");
+  return checksums_.block > 0 ? VerifyPieces(*pieces) : arrow::Status::OK();
+}
+
+arrow::Status PositionalFile::VerifyPieces(const std::vector<Piece>& pieces) const {
+  if (pieces.size() == 1) {
+    const int64_t block = checksums_.block, start = pieces[0].start;
+    return VerifyBlocks(pieces[0].data->data(), start / block, (start + pieces[0].data->size() - 1) / block);
+  }
+  const int64_t block = checksums_.block;
+  int64_t b = pieces.front().start / block;  // the block being summed
+  int64_t in_block = 0;                       // its bytes summed so far
+  uint32_t crc = 0;
+  for (const Piece& p : pieces) {
+    const uint8_t* d = p.data->data();
+    for (int64_t left = p.data->size(); left > 0;) {
+      const int64_t len = std::min(block, size_ - b * block);
+      const int64_t k = std::min(left, len - in_block);
+      crc = Crc32c(crc, d, static_cast<size_t>(k));
+      d += k;
+      left -= k;
+      in_block += k;
+      if (in_block == len) {
+        if (crc != checksums_.crcs[static_cast<size_t>(b)])
+          return ErrnoStatus(EBADMSG, "checksum mismatch in block " + std::to_string(b) + " (bytes " +
+                                          std::to_string(b * block) + ".." + std::to_string(b * block + len) + ")");
+        ++b;
+        in_block = 0;
+        crc = 0;
+      }
+    }
+  }
+  return arrow::Status::OK();
+}
+
+arrow::Status PositionalFile::DoReadPieces(int64_t position, int64_t nbytes, arrow::MemoryPool* pool,
+                                           std::vector<Piece>* pieces) {
   ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(nbytes, pool));
   ARROW_RETURN_NOT_OK(DoReadAt(position, nbytes, buf->mutable_data()));
-  return std::shared_ptr<arrow::Buffer>(std::move(buf));
+  pieces->push_back({position, std::shared_ptr<arrow::Buffer>(std::move(buf)), true});
+  return arrow::Status::OK();
 }
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t position,

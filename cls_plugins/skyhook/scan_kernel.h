@@ -98,15 +98,17 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   int64_t bytes_read() const { return bytes_read_; }
   int64_t read_calls() const { return read_calls_; }
   void set_pool(arrow::MemoryPool* pool) { pool_ = pool; }
-  // The most bytes DoReadBuffer may hand out outside the pool (ENOMEM past it).
+  // The most bytes DoReadPieces may hand out outside the pool (ENOMEM past it).
   void set_unpooled_cap(int64_t bytes) { unpooled_cap_ = bytes; }
   // The object's block checksums (checksum.h): from now on every positional
   // read is widened to whole blocks, verified (EBADMSG on a mismatch) and
   // counted in bytes_read as widened.
   void set_checksums(BlockChecksums checksums) { checksums_ = std::move(checksums); }
   // Reads [position, position + nbytes) now (whole, or fails) and keeps it for
-  // later reads; `keep`: it survives ForgetPrefetched.
-  arrow::Result<std::shared_ptr<arrow::Buffer>> Prefetch(int64_t position, int64_t nbytes, bool keep);
+  // later reads; `keep`: it survives ForgetPrefetched.  The range is held in the
+  // pieces the object store returned (each served zero-copy); a later read that
+  // spans two pieces is copied from them.
+  arrow::Status Prefetch(int64_t position, int64_t nbytes, bool keep);
   // Drops the prefetched ranges not kept, or all (what Arrow still uses stays
   // alive in its slices).  All, before the pool they came from goes away.
   void ForgetPrefetched(bool all = false);
@@ -138,27 +140,42 @@ class PositionalFile : public arrow::io::RandomAccessFile {
  protected:
   // Reads exactly `nbytes` (already within the size) at `position` into `out`.
   virtual arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) = 0;
-  // The same as a buffer.  By default a buffer of `pool` filled by DoReadAt; the
-  // OSD side instead hands out the memory cls_cxx_read returned (zero copy), and
-  // says so with *pooled = false.
-  virtual arrow::Result<std::shared_ptr<arrow::Buffer>> DoReadBuffer(int64_t position, int64_t nbytes,
-                                                                     arrow::MemoryPool* pool,
-                                                                     bool* pooled);
+  // One piece of a read: `data` holds the object's bytes from `start`;
+  // `pooled`: allocated from the call's pool (else memory the object store lent).
+  struct Piece {
+    int64_t start;
+    std::shared_ptr<arrow::Buffer> data;
+    bool pooled;
+  };
+  // The same as consecutive pieces.  By default one buffer of `pool` filled by
+  // DoReadAt; the OSD side instead hands out the segments cls_cxx_read returned
+  // (zero copy), copying only those that break the object's 8-byte alignment.
+  virtual arrow::Status DoReadPieces(int64_t position, int64_t nbytes, arrow::MemoryPool* pool,
+                                     std::vector<Piece>* pieces);
 
  private:
   arrow::Result<int64_t> Clamp(int64_t position, int64_t nbytes, bool allow_short_read) const;
   // The prefetched range holding all of [position, position + n), or null.
   const arrow::Buffer* Held(int64_t position, int64_t n, int64_t* start) const;
+  // DoReadPieces of [position, position + n) widened to whole checksum blocks,
+  // verified, counted; the pieces cover the widened range.
+  arrow::Status ReadPieces(int64_t position, int64_t n, std::vector<Piece>* pieces);
   // DoReadAt of whole blocks, verified; returns the bytes read from the object.
   arrow::Result<int64_t> ReadVerified(int64_t position, int64_t n, uint8_t* out);
   // EBADMSG unless blocks [first, last] of the object, held at data (object offset
   // first * block), match their recorded crc32c.
   arrow::Status VerifyBlocks(const uint8_t* data, int64_t first, int64_t last) const;
+  // The same over consecutive pieces starting at a block boundary (a block may
+  // span two pieces: crc32c continues across them).
+  arrow::Status VerifyPieces(const std::vector<Piece>& pieces) const;
   struct Region {
     int64_t start;
     std::shared_ptr<arrow::Buffer> data;
     bool keep;
   };
+  // Slices of prefetched ranges that together cover [position, position + n),
+  // in order; false when they do not.
+  bool HeldParts(int64_t position, int64_t n, std::vector<Region>* parts) const;
   std::vector<Region> held_;
   int64_t size_;
   int64_t position_ = 0;

@@ -2,6 +2,7 @@
 //                    [--slice-us N] [--first-chunk-node-rows N]   (time slices, as the OSD sets them)
 //                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE]
 // skyhook_scan_local --list-ops
+// skyhook_scan_local --crc32c FILE
 //
 // Runs the object class's scan kernel on a local file, exactly as the OSD
 // would run it on an object: same request, same reply, same errors.  Exit
@@ -23,6 +24,9 @@
 // --list-ops: prints the kernel's operator table (op_table.h), one line per
 // operator in enum order, "<value>\t<Name>\t<arity>\t<kind>", and exits 0; the
 // Python tests compare it with skyhook_py's operator table.
+//
+// --crc32c FILE: prints the kernel's crc32c (checksum.h) of FILE's bytes in
+// decimal, for the tests to compare with an independent implementation.
 
 #include <fcntl.h>
 #include <time.h>
@@ -39,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "checksum.h"
 #include "op_table.h"
 #include "scan_kernel.h"
 
@@ -73,6 +78,14 @@ int ListOps() {
   return std::fflush(stdout) == 0 ? 0 : EIO;
 }
 
+int PrintCrc32c(const char* path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return EIO;
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::printf("%u\n", skyhook::Crc32c(0, bytes.data(), bytes.size()));
+  return std::fflush(stdout) == 0 ? 0 : EIO;
+}
+
 int Fail(int err, const std::string& message) {
   std::fprintf(stderr, "skyhook_scan_local: %s\n", message.c_str());
   return err;
@@ -82,6 +95,7 @@ int Fail(int err, const std::string& message) {
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--list-ops") return ListOps();
+  if (argc == 3 && std::string(argv[1]) == "--crc32c") return PrintCrc32c(argv[2]);
   if (argc < 4)
     return Fail(EINVAL, "usage: skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE "
                         "[--max-cpu-ms N] [--cpu-base-ms N] [--max-memory-bytes N] [--max-object-bytes N] "
