@@ -73,6 +73,15 @@ bool PositionalFile::HeldParts(int64_t position, int64_t n, std::vector<Region>*
   return true;
 }
 
+arrow::Status PositionalFile::ReadUnverified(int64_t position, int64_t nbytes, uint8_t* out) {
+  ARROW_RETURN_NOT_OK(Clamp(position, nbytes, /*allow_short_read=*/false).status());
+  if (nbytes == 0) return arrow::Status::OK();
+  ARROW_RETURN_NOT_OK(DoReadAt(position, nbytes, out));
+  ++read_calls_;
+  bytes_read_ += nbytes;
+  return arrow::Status::OK();
+}
+
 void PositionalFile::ForgetPrefetched(bool all) {
   held_.erase(std::remove_if(held_.begin(), held_.end(),
                              [all](const Region& r) { return all || !r.keep; }),

@@ -107,7 +107,7 @@ arrow::Result<std::unique_ptr<PartitionReader>> OpenPartition(
   uint8_t magic[6] = {0};
   if (object_size < 12) return ErrnoStatus(EBADMSG, "object of " + std::to_string(object_size) +
                                                         " bytes is neither Arrow IPC nor Parquet");
-  ARROW_RETURN_NOT_OK(object->ReadAt(0, 6, false, magic).status());
+  ARROW_RETURN_NOT_OK(object->ReadUnverified(0, 6, magic));
   if (std::memcmp(magic, "ARROW1", 6) == 0) return OpenIpcPartition(object, ctx);
   if (std::memcmp(magic, "PAR1", 4) == 0) return OpenParquetPartition(object, ctx);
   return ErrnoStatus(EBADMSG, "object is neither an Arrow IPC file nor a Parquet file");

@@ -418,7 +418,7 @@ def load_manifest(store, dataset: str, deadline: float | None = None,
 def current_version(store, dataset: str) -> int | None:
     """The committed version of ``dataset`` (omap key), None if the dataset does not exist."""
     try:
-        v = store.get_omap(manifest_object(dataset)).get(VERSION_KEY)
+        v = store.get_omap_keys(manifest_object(dataset), (VERSION_KEY,)).get(VERSION_KEY)
     except FileNotFoundError:
         return None
     return int(v) if v is not None else None
