@@ -1,6 +1,6 @@
 // skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
 //                    [--slice-us N] [--first-chunk-node-rows N]   (time slices, as the OSD sets them)
-//                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE]
+//                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE] [--reads pread|mapped]
 // skyhook_scan_local --list-ops
 // skyhook_scan_local --crc32c FILE
 //
@@ -20,6 +20,10 @@
 // runner copies that many bytes from as many separate source buffers into one
 // destination, timed, and prints the median and minimum of those copies too, so
 // that scan and memcpy are measured in the same run under the same load.
+//
+// --reads mapped: the file is mapped once and every read is a zero-copy slice of
+// it, as the OSD hands out BlueStore's cached data (cls_skyhook.cc DoReadPieces);
+// the default, pread, copies each read.
 //
 // --list-ops: prints the kernel's operator table (op_table.h), one line per
 // operator in enum order, "<value>\t<Name>\t<arity>\t<kind>", and exits 0; the
@@ -43,19 +47,34 @@
 #include <string>
 #include <vector>
 
+#include <arrow/io/file.h>
+
 #include "checksum.h"
 #include "op_table.h"
 #include "scan_kernel.h"
 
 namespace {
 
-// The object, read with pread like cls_cxx_read reads it in the OSD.
+// The object, read with pread (a copy per read), or with `mapped` (the whole
+// file mapped: reads are zero-copy slices, as the OSD hands out BlueStore's
+// cached data).
 class LocalObject : public skyhook::PositionalFile {
  public:
-  LocalObject(int fd, int64_t size) : PositionalFile(size), fd_(fd) {}
+  LocalObject(int fd, int64_t size, std::shared_ptr<arrow::Buffer> mapped = nullptr)
+      : PositionalFile(size), fd_(fd), mapped_(std::move(mapped)) {}
 
  protected:
+  arrow::Status DoReadPieces(int64_t position, int64_t nbytes, arrow::MemoryPool* pool,
+                             std::vector<Piece>* pieces) override {
+    if (!mapped_) return PositionalFile::DoReadPieces(position, nbytes, pool, pieces);
+    pieces->push_back({position, arrow::SliceBuffer(mapped_, position, nbytes), false});
+    return arrow::Status::OK();
+  }
   arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) override {
+    if (mapped_) {
+      std::memcpy(out, mapped_->data() + position, static_cast<size_t>(nbytes));
+      return arrow::Status::OK();
+    }
     while (nbytes > 0) {
       ssize_t n = pread(fd_, out, static_cast<size_t>(nbytes), position);
       if (n < 0 && errno == EINTR) continue;
@@ -69,6 +88,7 @@ class LocalObject : public skyhook::PositionalFile {
 
  private:
   int fd_;
+  std::shared_ptr<arrow::Buffer> mapped_;
 };
 
 int ListOps() {
@@ -103,6 +123,7 @@ int main(int argc, char** argv) {
   skyhook::Limits limits;
   int repeat = 0;
   std::string memcpy_sizes;
+  bool mapped = false;
   for (int i = 4; i + 1 < argc; i += 2) {
     std::string opt = argv[i];
     long long v = std::atoll(argv[i + 1]);
@@ -114,6 +135,8 @@ int main(int argc, char** argv) {
     else if (opt == "--first-chunk-node-rows") limits.first_chunk_node_rows = v;
     else if (opt == "--repeat") repeat = static_cast<int>(std::max(1LL, v));
     else if (opt == "--memcpy-sizes") memcpy_sizes = argv[i + 1];
+    else if (opt == "--reads" && std::string(argv[i + 1]) == "mapped") mapped = true;
+    else if (opt == "--reads" && std::string(argv[i + 1]) == "pread") mapped = false;
     else return Fail(EINVAL, "unknown option " + opt);
   }
   std::ifstream rf(argv[1], std::ios::binary);
@@ -124,6 +147,14 @@ int main(int argc, char** argv) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return Fail(EIO, "fstat failed");
   if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
+  std::shared_ptr<arrow::Buffer> whole;  // --reads mapped: the file, mapped once
+  if (mapped) {
+    auto f = arrow::io::MemoryMappedFile::Open(argv[2], arrow::io::FileMode::READ);
+    if (!f.ok()) return Fail(EIO, "cannot map " + std::string(argv[2]) + ": " + f.status().ToString());
+    auto b = (*f)->ReadAt(0, st.st_size);
+    if (!b.ok()) return Fail(EIO, "cannot map " + std::string(argv[2]) + ": " + b.status().ToString());
+    whole = *b;
+  }
   // the memcpy reference: separate source buffers (as the buffers of a batch are), one destination
   std::vector<std::vector<uint8_t>> sources;
   std::vector<uint8_t> dest;
@@ -154,7 +185,7 @@ int main(int argc, char** argv) {
     copy_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   };
   for (int run = 1; run < repeat; ++run) {  // the last run is the one that answers
-    auto object = std::make_shared<LocalObject>(fd, st.st_size);
+    auto object = std::make_shared<LocalObject>(fd, st.st_size, whole);
     skyhook::ScanStats stats;
     const double c0 = cpu_now();
     auto t0 = std::chrono::steady_clock::now();
@@ -163,7 +194,7 @@ int main(int argc, char** argv) {
     cpu_ms.push_back(cpu_now() - c0);
     if (!sources.empty()) copy_once();
   }
-  auto object = std::make_shared<LocalObject>(fd, st.st_size);
+  auto object = std::make_shared<LocalObject>(fd, st.st_size, whole);
   skyhook::ScanStats stats;
   const double c0 = cpu_now();
   auto t0 = std::chrono::steady_clock::now();
