@@ -54,6 +54,9 @@ ADMIN_USER = "client.admin"
 MON_ID = "a"
 DEFAULT_PG_NUM = 32
 TEST_PG_NUM = 8
+# BlueStore's cache per OSD (fixed: see the [osd] section written by _write_conf); the
+# OSD's memory target is this plus 512 MiB
+OSD_CACHE_BYTES = 512 * 2**20
 
 # Timeouts (seconds).  Every Ceph command runs under one: a command that waits for a
 # mon that is gone would otherwise block forever.
@@ -167,8 +170,12 @@ class Cluster:
     the data stays until ``purge()``.
     """
 
-    def __init__(self, dir: str | os.PathLike | None = None):
+    def __init__(self, dir: str | os.PathLike | None = None, osd_cache_bytes: int | None = None):
+        """``osd_cache_bytes``: BlueStore's cache per OSD, fixed at creation (default
+        OSD_CACHE_BYTES; the benchmarks give it room for their datasets, as the other
+        systems they compare with have the host's page cache)."""
         self.dir = Path(dir).expanduser().resolve() if dir else default_cluster_dir().resolve()
+        self.osd_cache_bytes = osd_cache_bytes
         self.conf_path = self.dir / "ceph.conf"
         self.keys_dir = self.dir / "keys"
         self.run_dir = self.dir / "run"
@@ -397,6 +404,7 @@ mon osd adjust heartbeat grace = false
 osd mon report interval = 1
 # 3 copies of every PG on each OSD: radosgw's pools need room (pool creation answers ERANGE)
 mon max pg per osd = 1000"""
+        cache = state.get("osd_cache_bytes", OSD_CACHE_BYTES)
         text = f"""# Written by skyhook_py.cluster for a throwaway local cluster; see deploy/README.md.
 [global]
 fsid = {state['fsid']}
@@ -441,13 +449,13 @@ osd objectstore = bluestore
 bluestore block create = true
 # 4 GiB sparse files: blocks are allocated only when written
 bluestore block size = 4294967296
-osd memory target = 1073741824
+osd memory target = {cache + 512 * 2**20}
 # Debian's ceph-osd is built without tcmalloc, so the cache autotuner cannot see the heap
 # and leaves BlueStore's caches at osd_memory_cache_min: 64 MiB for data, 19 MB held in
 # practice, so a 60 MB scanned working set was read from the block file (and its checksums
 # verified) on every query.  A fixed cache, mostly for data, keeps it warm.
 bluestore cache autotune = false
-bluestore cache size = 536870912
+bluestore cache size = {cache}
 bluestore cache meta ratio = 0.1
 bluestore cache kv ratio = 0.1
 # Cached object data is kept in pieces of at most one blob: with the default 64 KiB
@@ -518,6 +526,7 @@ rados osd op timeout = 30
             "port_min": base + 1, "port_max": base + nports, "osds": {},
             "ceph_class_dir": str(_ceph_class_dir()),
             "class_default_list": _ceph_default_class_list(),
+            "osd_cache_bytes": self.osd_cache_bytes or OSD_CACHE_BYTES,
         }
         if hosts:
             key = str(self.dir)
