@@ -1,6 +1,7 @@
 // skyhook_scan_local REQUEST_FILE OBJECT_FILE OUT_FILE [--max-cpu-ms N] [--max-memory-bytes N]
 //                    [--slice-us N] [--first-chunk-node-rows N]   (time slices, as the OSD sets them)
 //                    [--max-object-bytes N] [--repeat N] [--memcpy-sizes FILE] [--reads pread|mapped]
+//                    [--pieces N] [--checksums FILE]
 // skyhook_scan_local --list-ops
 // skyhook_scan_local --crc32c FILE
 //
@@ -23,7 +24,10 @@
 //
 // --reads mapped: the file is mapped once and every read is a zero-copy slice of
 // it, as the OSD hands out BlueStore's cached data (cls_skyhook.cc DoReadPieces);
-// the default, pread, copies each read.
+// the default, pread, copies each read.  --pieces N: mapped, and every read comes
+// back cut at multiples of N bytes, as BlueStore answers cached data in pieces.
+// --checksums FILE: the partition's block checksums (the `skyhook.crc32c` xattr's
+// bytes), verified as the OSD verifies them.
 //
 // --list-ops: prints the kernel's operator table (op_table.h), one line per
 // operator in enum order, "<value>\t<Name>\t<arity>\t<kind>", and exits 0; the
@@ -44,6 +48,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,14 +65,20 @@ namespace {
 // cached data).
 class LocalObject : public skyhook::PositionalFile {
  public:
-  LocalObject(int fd, int64_t size, std::shared_ptr<arrow::Buffer> mapped = nullptr)
-      : PositionalFile(size), fd_(fd), mapped_(std::move(mapped)) {}
+  // `piece_bytes` > 0 (with `mapped`): each read comes back cut at multiples of
+  // it, as BlueStore answers cached data in pieces (tests of the pieces' logic)
+  LocalObject(int fd, int64_t size, std::shared_ptr<arrow::Buffer> mapped = nullptr, int64_t piece_bytes = 0)
+      : PositionalFile(size), fd_(fd), mapped_(std::move(mapped)), piece_bytes_(piece_bytes) {}
 
  protected:
   arrow::Status DoReadPieces(int64_t position, int64_t nbytes, arrow::MemoryPool* pool,
                              std::vector<Piece>* pieces) override {
     if (!mapped_) return PositionalFile::DoReadPieces(position, nbytes, pool, pieces);
-    pieces->push_back({position, arrow::SliceBuffer(mapped_, position, nbytes), false});
+    for (int64_t at = position, end = position + nbytes; at < end;) {
+      const int64_t next = piece_bytes_ > 0 ? std::min(end, (at / piece_bytes_ + 1) * piece_bytes_) : end;
+      pieces->push_back({at, arrow::SliceBuffer(mapped_, at, next - at), false});
+      at = next;
+    }
     return arrow::Status::OK();
   }
   arrow::Status DoReadAt(int64_t position, int64_t nbytes, uint8_t* out) override {
@@ -89,6 +100,7 @@ class LocalObject : public skyhook::PositionalFile {
  private:
   int fd_;
   std::shared_ptr<arrow::Buffer> mapped_;
+  int64_t piece_bytes_;
 };
 
 int ListOps() {
@@ -124,6 +136,8 @@ int main(int argc, char** argv) {
   int repeat = 0;
   std::string memcpy_sizes;
   bool mapped = false;
+  int64_t piece_bytes = 0;
+  std::string checksums_path;
   for (int i = 4; i + 1 < argc; i += 2) {
     std::string opt = argv[i];
     long long v = std::atoll(argv[i + 1]);
@@ -137,6 +151,8 @@ int main(int argc, char** argv) {
     else if (opt == "--memcpy-sizes") memcpy_sizes = argv[i + 1];
     else if (opt == "--reads" && std::string(argv[i + 1]) == "mapped") mapped = true;
     else if (opt == "--reads" && std::string(argv[i + 1]) == "pread") mapped = false;
+    else if (opt == "--pieces") { mapped = true; piece_bytes = v; }
+    else if (opt == "--checksums") checksums_path = argv[i + 1];
     else return Fail(EINVAL, "unknown option " + opt);
   }
   std::ifstream rf(argv[1], std::ios::binary);
@@ -147,6 +163,15 @@ int main(int argc, char** argv) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return Fail(EIO, "fstat failed");
   if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
+  std::optional<skyhook::BlockChecksums> sums;  // --checksums: the xattr's bytes, as the OSD reads them
+  if (!checksums_path.empty()) {
+    std::ifstream cf(checksums_path, std::ios::binary);
+    if (!cf) return Fail(ENOENT, "cannot read " + checksums_path);
+    std::vector<uint8_t> raw((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
+    auto parsed = skyhook::ParseBlockChecksums(raw.data(), raw.size(), st.st_size);
+    if (!parsed.ok()) return Fail(EBADMSG, parsed.status().message());
+    sums = std::move(*parsed);
+  }
   std::shared_ptr<arrow::Buffer> whole;  // --reads mapped: the file, mapped once
   if (mapped) {
     auto f = arrow::io::MemoryMappedFile::Open(argv[2], arrow::io::FileMode::READ);
@@ -185,7 +210,8 @@ int main(int argc, char** argv) {
     copy_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   };
   for (int run = 1; run < repeat; ++run) {  // the last run is the one that answers
-    auto object = std::make_shared<LocalObject>(fd, st.st_size, whole);
+    auto object = std::make_shared<LocalObject>(fd, st.st_size, whole, piece_bytes);
+    if (sums) object->set_checksums(*sums);
     skyhook::ScanStats stats;
     const double c0 = cpu_now();
     auto t0 = std::chrono::steady_clock::now();
@@ -194,7 +220,8 @@ int main(int argc, char** argv) {
     cpu_ms.push_back(cpu_now() - c0);
     if (!sources.empty()) copy_once();
   }
-  auto object = std::make_shared<LocalObject>(fd, st.st_size, whole);
+  auto object = std::make_shared<LocalObject>(fd, st.st_size, whole, piece_bytes);
+    if (sums) object->set_checksums(*sums);
   skyhook::ScanStats stats;
   const double c0 = cpu_now();
   auto t0 = std::chrono::steady_clock::now();
