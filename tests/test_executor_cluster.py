@@ -57,3 +57,29 @@ def test_allow_partial_reports_failed_partition(session, victim):
     # every other partition answered
     ok = session.run("zmumu_ok", columns=["M"], where="M > 80", pushdown="on")
     assert r.table.num_rows < ok.table.num_rows
+
+
+def test_reply_caps_follow_the_columns_and_an_overflow_is_sent_again(session, victim, ceph_cluster, monkeypatch):
+    """Each call's reply buffer is sized from the dataset's bytes per event of the output
+    columns (executor._reply_cap_estimator); a call whose answer overflows its cap
+    (EMSGSIZE) is sent once more with the full cap, not reported and not counted as a
+    retry: the answer is the one a full cap gives."""
+    from skyhook_py.query import executor, planner
+
+    m = session.manifest("zmumu_ok")
+    _, q = session.build_query(m, columns=["M", "E1", "px1"], where="M > 80")
+    p = planner.plan(m, q, "on")
+    cap = executor._reply_cap_estimator(m, q, session.executor.max_reply)
+    sizes = m.column_bytes()
+    for t in p.tasks:
+        c = cap(t)
+        want = 2 * sum(sizes[k] for k in ("M", "E1", "px1")) / m.num_events * (t.row_stop - t.row_start)
+        assert c >= want and c & (c - 1) == 0 and executor.MIN_REPLY_CAP <= c <= session.executor.max_reply
+
+    full = session.run("zmumu_ok", columns=["M", "E1", "px1"], where="M > 80", pushdown="on")
+    overflows = _scan_error_lines(ceph_cluster, 90)   # EMSGSIZE
+    monkeypatch.setattr(executor, "_reply_cap_estimator", lambda m, q, full_cap: lambda task: 512)
+    small = session.run("zmumu_ok", columns=["M", "E1", "px1"], where="M > 80", pushdown="on")
+    assert small.table.equals(full.table)
+    assert small.summary.retries == 0 and small.summary.partitions_failed == 0
+    assert _scan_error_lines(ceph_cluster, 90) - overflows == small.summary.partitions_pushed_down
