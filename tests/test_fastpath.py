@@ -72,8 +72,9 @@ def test_hit_is_one_result_message_equal_to_uproot(client, server, datasets):
     hit_batches = [e for e in hit if isinstance(e, ResultBatch)]
     assert len(miss_batches) >= 1           # batches arriving close together: one message
     assert len(hit_batches) == 1            # the cached answer, coalesced
-    assert isinstance(hit[0], Progress) and isinstance(hit[-1], Summary)
-    assert hit[0] == miss[0]                # the plan's totals
+    # a hit is its rows and the Summary (which has the totals): no Progress message
+    assert [type(e) for e in hit] == [ResultBatch, Summary]
+    assert (hit[-1].partitions_total, hit[-1].events_total) == (miss[-1].partitions_total, miss[-1].events_total)
     assert hit_batches[0].partition == miss_batches[0].partition
     _equal_to(hit_batches[0].table, expected, cols)
     _equal_to(pa.concat_tables([b.table for b in miss_batches]), expected, cols)
@@ -161,8 +162,8 @@ def test_a_cancelled_hit_is_not_left_running(client, server):
     cols = ["event", "MET_pt"]
     client.run("ttbar", cols, "MET_pt > 45")              # cached
     stream = client.stream("ttbar", cols, "MET_pt > 45")
-    first = next(stream)                                   # the Progress, then stop reading
-    assert isinstance(first, Progress)
+    first = next(stream)                                   # the rows, then stop reading
+    assert isinstance(first, ResultBatch)
     stream.close()
     qid = client.last_query_id
     import time
@@ -237,17 +238,43 @@ def _batch(partition, values):
     return ResultBatch(partition, pa.table({"x": pa.array(values, pa.int64())}))
 
 
-def test_coalesced_merges_close_batches_in_order_and_sends_progress_after_them():
+def test_coalesced_merges_close_batches_in_order_and_a_fast_query_sends_rows_and_summary_only():
     from skyhook_py.service.fastpath import coalesced
 
     first = Progress(0, 3, 0, 30)
     events = [first, _batch(0, [1, 2]), Progress(1, 3, 10, 30), _batch(1, [3]),
               Progress(2, 3, 20, 30), _batch(2, [4, 5]), Summary(rows_returned=5)]
     out = list(coalesced(iter(events), window=60.0))
-    assert out[0] is first                          # nothing held yet: goes out at once
-    assert isinstance(out[1], ResultBatch) and out[1].partition == 0
-    assert out[1].table.column("x").to_pylist() == [1, 2, 3, 4, 5]
-    assert out[2] == Progress(2, 3, 20, 30)         # the latest progress, after the rows
+    assert isinstance(out[0], ResultBatch) and out[0].partition == 0
+    assert out[0].table.column("x").to_pylist() == [1, 2, 3, 4, 5]
+    assert isinstance(out[1], Summary) and len(out) == 2   # the Summary supersedes the progress
+
+
+def test_coalesced_sends_the_plan_and_progress_of_a_slow_query():
+    """Within the window the plan's Progress is held; once the window has passed it goes
+    out (the client learns the query's size and id), and a progress that arrives while
+    batches are held goes out after them."""
+    import time
+
+    from skyhook_py.query.executor import Idle
+    from skyhook_py.service.fastpath import coalesced
+
+    first = Progress(0, 3, 0, 30)
+
+    def events():
+        yield first
+        yield Idle()                     # too early: still held
+        time.sleep(0.03)
+        yield Idle()                     # the window has passed: the plan goes out
+        yield _batch(0, [1])
+        yield Progress(1, 3, 10, 30)     # held after the batch
+        time.sleep(0.03)
+        yield Idle()
+        yield Summary(rows_returned=1)
+
+    out = list(coalesced(events(), window=0.02))
+    assert out[0] is first
+    assert isinstance(out[1], ResultBatch) and out[2] == Progress(1, 3, 10, 30)
     assert isinstance(out[3], Summary) and len(out) == 4
 
 

@@ -58,7 +58,7 @@ def request_token(request) -> bytes:
 class WireAnswer:
     """A cached answer, ready to send (see the module's docstring)."""
 
-    bodies: list            # serialized QueryEvent without query_id: progress, result chunks
+    bodies: list            # serialized QueryEvent without query_id: the result chunks
     summary_body: bytes     # serialized QueryEvent(summary=...) without the per-call fields
     summary: Summary        # the recorded one (the tracker reads it)
     rows: int               # what the tracker counts as delivered
@@ -74,14 +74,12 @@ def encode_answer(events) -> WireAnswer | None:
     from . import wire
     from ._grpc_stubs import pb
 
-    progress = next((ev for ev in events if isinstance(ev, Progress)), None)
+    # no Progress: a hit answers at once, and the Summary has the totals
     batches = [ev for ev in events if isinstance(ev, ResultBatch)]
     summary = next((ev for ev in events if isinstance(ev, Summary)), None)
     if summary is None:
         return None
     bodies = []
-    if progress is not None:
-        bodies += [m.SerializeToString() for m in wire.event_to_protos(progress, "")]
     if len(batches) > 1:
         try:
             merged = [ResultBatch(batches[0].partition, pa.concat_tables([b.table for b in batches]))]
@@ -152,30 +150,43 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
     arrive within ``window`` seconds of the first one held merged into one ResultBatch
     (the first batch's partition, rows in partition order; no more than ``chunk_bytes``
     held).  A Progress that arrives while batches are held goes out after them; a
-    failure or the summary sends what is held first.  executor.Idle events (nothing
-    happened for a while) send what is held once it is ``window`` old, and are dropped."""
+    failure sends what is held first.  executor.Idle events (nothing happened for a
+    while) send what is held once it is ``window`` old, and are dropped.
+
+    The plan's first Progress is held too, for ``window`` seconds: a query that ends
+    within it sends only its rows and the Summary (which has the totals), one message
+    fewer (~0.3 ms of CPU between the two ends, a tenth of a small query).  The Summary
+    also supersedes a held Progress."""
     from ..query.executor import Idle
     from .wire import CHUNK_BYTES
 
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     held, held_bytes, since, progress = [], 0, 0.0, None
+    first, started = None, time.monotonic()
 
-    def flush():
-        nonlocal held, held_bytes, progress
+    def flush(final=False):
+        nonlocal held, held_bytes, progress, first
         out = held
         if len(held) > 1:
             try:
                 out = [ResultBatch(held[0].partition, pa.concat_tables([b.table for b in held]))]
             except (pa.ArrowInvalid, pa.ArrowTypeError):   # schemas differ: one chunk per batch
                 out = held
-        if progress is not None:
-            out = out + [progress]
-        held, held_bytes, progress = [], 0, None
+        if not final:
+            if progress is not None:   # the latest progress supersedes the plan's
+                out = out + [progress]
+            elif first is not None:
+                out = [first] + out
+        held, held_bytes, progress, first = [], 0, None, None
         return out
 
-    for ev in events:
+    for i, ev in enumerate(events):
+        if i == 0 and isinstance(ev, Progress):
+            first = ev
+            continue
         if isinstance(ev, Idle):
-            if held and time.monotonic() - since >= window:
+            now = time.monotonic()
+            if (held and now - since >= window) or (first is not None and now - started >= window):
                 yield from flush()
             continue
         if isinstance(ev, ResultBatch):
@@ -186,13 +197,15 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
             if held_bytes >= chunk_bytes or time.monotonic() - since >= window:
                 yield from flush()
             continue
-        if held and isinstance(ev, Progress):
+        if isinstance(ev, Progress) and (held or first is not None):
             progress = ev
             continue
-        if held:
+        if isinstance(ev, Summary):
+            yield from flush(final=True)
+        elif held or first is not None or progress is not None:
             yield from flush()
         yield ev
-    if held:
+    if held or first is not None or progress is not None:
         yield from flush()
 
 
