@@ -17,7 +17,7 @@ from skyhook_py.query import codec
 from skyhook_py.query.ir import AggKind, Aggregation, Axis, Op, call, col
 from skyhook_py.storage import checksum
 
-from test_cls_kernel import DATA, RUNNER, write_ipc  # noqa: F401  (DATA: the shared data folder)
+from test_cls_kernel import DATA, RUNNER, write_ipc
 
 pytestmark = pytest.mark.skipif(not RUNNER.exists(), reason=f"{RUNNER} not built yet (make build)")
 

@@ -59,6 +59,7 @@ class BufferptrBuffer : public arrow::Buffer {
   ceph::bufferptr p_;
 };
 
+// The object, read with cls_cxx_read; every return value is checked.
 class ClsObject : public skyhook::PositionalFile {
  public:
   ClsObject(cls_method_context_t hctx, int64_t size) : PositionalFile(size), hctx_(hctx) {}

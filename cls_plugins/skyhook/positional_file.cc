@@ -47,7 +47,7 @@ arrow::Status PositionalFile::Prefetch(int64_t position, int64_t nbytes, bool ke
   ARROW_RETURN_NOT_OK(Clamp(position, nbytes, /*allow_short_read=*/false).status());
   if (nbytes == 0) return arrow::Status::OK();
   std::vector<Region> parts;
-  if (HeldParts(position, nbytes, &parts)) {  // read already (a small object's trailer read holds it all)
+  if (Cover(held_, position, nbytes, &parts)) {  // read already (a small object's trailer read holds it all)
     for (Region& r : parts) held_.push_back({r.start, std::move(r.data), keep});
     return arrow::Status::OK();
   }
@@ -57,10 +57,11 @@ arrow::Status PositionalFile::Prefetch(int64_t position, int64_t nbytes, bool ke
   return arrow::Status::OK();
 }
 
-bool PositionalFile::HeldParts(int64_t position, int64_t n, std::vector<Region>* parts) const {
-  while (n > 0) {  // each step: the held range with the most bytes from `position`
+bool PositionalFile::Cover(const std::vector<Region>& from, int64_t position, int64_t n,
+                           std::vector<Region>* parts) {
+  while (n > 0) {  // each step: the range with the most bytes from `position`
     const Region* best = nullptr;
-    for (const Region& r : held_)
+    for (const Region& r : from)
       if (position >= r.start && position < r.start + r.data->size() &&
           (!best || r.start + r.data->size() > best->start + best->data->size()))
         best = &r;
@@ -71,6 +72,15 @@ bool PositionalFile::HeldParts(int64_t position, int64_t n, std::vector<Region>*
     n -= k;
   }
   return true;
+}
+
+arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::Join(int64_t position, int64_t n,
+                                                                   const std::vector<Region>& parts) const {
+  if (parts.size() == 1) return parts[0].data;  // zero copy
+  ARROW_ASSIGN_OR_RAISE(auto joined, arrow::AllocateBuffer(n, pool_));
+  for (const Region& r : parts)
+    std::memcpy(joined->mutable_data() + (r.start - position), r.data->data(), static_cast<size_t>(r.data->size()));
+  return std::shared_ptr<arrow::Buffer>(std::move(joined));
 }
 
 arrow::Status PositionalFile::ReadUnverified(int64_t position, int64_t nbytes, uint8_t* out) {
@@ -115,34 +125,19 @@ arrow::Result<int64_t> PositionalFile::ReadVerified(int64_t position, int64_t n,
     std::memcpy(out, edge_.data() + (position - edge_start_), static_cast<size_t>(n));
     return 0;
   }
-  const int64_t block = checksums_.block;
-  const int64_t first = position / block, last = (position + n - 1) / block;
-  if (last >= static_cast<int64_t>(checksums_.crcs.size()))
-    return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
-  const int64_t start = first * block, stop = std::min(size_, (last + 1) * block);
+  int64_t start = 0, stop = 0;
+  ARROW_RETURN_NOT_OK(Widen(position, n, &start, &stop));
   // The widened range, from the call's pool (counted against its memory cap).
-  ARROW_ASSIGN_OR_RAISE(auto buf, arrow::AllocateBuffer(stop - start, pool_));
+  ARROW_ASSIGN_OR_RAISE(std::shared_ptr<arrow::Buffer> buf, arrow::AllocateBuffer(stop - start, pool_));
   ARROW_RETURN_NOT_OK(DoReadAt(start, stop - start, buf->mutable_data()));
   ++read_calls_;
-  ARROW_RETURN_NOT_OK(VerifyBlocks(buf->data(), first, last));
+  ARROW_RETURN_NOT_OK(VerifyPieces({{start, buf, true}}));
   std::memcpy(out, buf->data() + (position - start), static_cast<size_t>(n));
-  if (stop - start <= 2 * block) {  // small reads come in runs (trailer, footer, metadata)
+  if (stop - start <= 2 * checksums_.block) {  // small reads come in runs (trailer, footer, metadata)
     edge_.assign(buf->data(), buf->data() + (stop - start));
     edge_start_ = start;
   }
   return stop - start;
-}
-
-arrow::Status PositionalFile::VerifyBlocks(const uint8_t* data, int64_t first, int64_t last) const {
-  const int64_t block = checksums_.block, start = first * block;
-  for (int64_t b = first; b <= last; ++b) {
-    const int64_t at = b * block, len = std::min(block, size_ - at);
-    if (Crc32c(0, data + (at - start), static_cast<size_t>(len)) !=
-        checksums_.crcs[static_cast<size_t>(b)])
-      return ErrnoStatus(EBADMSG, "checksum mismatch in block " + std::to_string(b) + " (bytes " +
-                                      std::to_string(at) + ".." + std::to_string(at + len) + ")");
-  }
-  return arrow::Status::OK();
 }
 
 arrow::Result<int64_t> PositionalFile::ReadAt(int64_t position, int64_t nbytes, void* out) {
@@ -153,45 +148,38 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::ReadAt(int64_t pos
                                                                      int64_t nbytes,
                                                                      bool allow_short_read) {
   ARROW_ASSIGN_OR_RAISE(int64_t n, Clamp(position, nbytes, allow_short_read));
-  for (const Region& r : held_)  // a zero-copy slice of a prefetched range
-    if (n > 0 && position >= r.start && position + n <= r.start + r.data->size())
-      return arrow::SliceBuffer(r.data, position - r.start, n);
   if (n == 0) {
     ARROW_ASSIGN_OR_RAISE(auto empty, arrow::AllocateBuffer(0, pool_));
     return std::shared_ptr<arrow::Buffer>(std::move(empty));
   }
+  // Slices of the prefetched ranges, else of a new read; copied only when they are
+  // several (the range spans pieces).
   std::vector<Region> parts;
-  if (HeldParts(position, n, &parts)) {  // spans pieces already read: copied from them
-    ARROW_ASSIGN_OR_RAISE(auto joined, arrow::AllocateBuffer(n, pool_));
-    for (const Region& r : parts)
-      std::memcpy(joined->mutable_data() + (r.start - position), r.data->data(), static_cast<size_t>(r.data->size()));
-    return std::shared_ptr<arrow::Buffer>(std::move(joined));
+  if (!Cover(held_, position, n, &parts)) {
+    std::vector<Piece> pieces;
+    ARROW_RETURN_NOT_OK(ReadPieces(position, n, &pieces));
+    std::vector<Region> read;
+    for (Piece& p : pieces) read.push_back({p.start, std::move(p.data), false});
+    parts.clear();
+    Cover(read, position, n, &parts);  // the read covers the range (ReadPieces checked)
   }
-  std::vector<Piece> pieces;
-  ARROW_RETURN_NOT_OK(ReadPieces(position, n, &pieces));
-  for (const Piece& p : pieces)  // one piece holds it all: zero copy
-    if (position >= p.start && position + n <= p.start + p.data->size())
-      return p.start == position && p.data->size() == n ? p.data : arrow::SliceBuffer(p.data, position - p.start, n);
-  ARROW_ASSIGN_OR_RAISE(auto joined, arrow::AllocateBuffer(n, pool_));
-  for (const Piece& p : pieces) {
-    const int64_t lo = std::max(position, p.start), hi = std::min(position + n, p.start + p.data->size());
-    if (hi > lo)
-      std::memcpy(joined->mutable_data() + (lo - position), p.data->data() + (lo - p.start),
-                  static_cast<size_t>(hi - lo));
-  }
-  return std::shared_ptr<arrow::Buffer>(std::move(joined));
+  return Join(position, n, parts);
+}
+
+arrow::Status PositionalFile::Widen(int64_t position, int64_t n, int64_t* start, int64_t* stop) const {
+  const int64_t block = checksums_.block;
+  const int64_t first = position / block, last = (position + n - 1) / block;
+  if (last >= static_cast<int64_t>(checksums_.crcs.size()))
+    return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
+  *start = first * block;
+  *stop = std::min(size_, (last + 1) * block);
+  return arrow::Status::OK();
 }
 
 arrow::Status PositionalFile::ReadPieces(int64_t position, int64_t n, std::vector<Piece>* pieces) {
   // With checksums the read is widened to whole blocks and verified.
   int64_t start = position, stop = position + n;
-  if (checksums_.block > 0) {
-    const int64_t block = checksums_.block;
-    if ((position + n - 1) / block >= static_cast<int64_t>(checksums_.crcs.size()))
-      return ErrnoStatus(EBADMSG, "read past the checksummed blocks");
-    start = position / block * block;
-    stop = std::min(size_, ((position + n - 1) / block + 1) * block);
-  }
+  if (checksums_.block > 0) ARROW_RETURN_NOT_OK(Widen(position, n, &start, &stop));
   ARROW_RETURN_NOT_OK(DoReadPieces(start, stop - start, pool_, pieces));
   ++read_calls_;
   bytes_read_ += stop - start;
@@ -209,10 +197,6 @@ arrow::Status PositionalFile::ReadPieces(int64_t position, int64_t n, std::vecto
 }
 
 arrow::Status PositionalFile::VerifyPieces(const std::vector<Piece>& pieces) const {
-  if (pieces.size() == 1) {
-    const int64_t block = checksums_.block, start = pieces[0].start;
-    return VerifyBlocks(pieces[0].data->data(), start / block, (start + pieces[0].data->size() - 1) / block);
-  }
   const int64_t block = checksums_.block;
   int64_t b = pieces.front().start / block;  // the block being summed
   int64_t in_block = 0;                       // its bytes summed so far

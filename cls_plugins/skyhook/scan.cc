@@ -311,19 +311,25 @@ void GatherValues(const uint8_t* in, const std::vector<int64_t>& sel, uint8_t* o
   for (size_t i = 0; i < sel.size(); ++i) dst[i] = src[sel[i]];
 }
 
-bool GatherFixedWidth(const uint8_t* in, int width, const std::vector<int64_t>& sel, uint8_t* out) {
+void GatherFixedWidth(const uint8_t* in, int width, const std::vector<int64_t>& sel, uint8_t* out) {
   switch (width) {
-    case 1: GatherValues<uint8_t>(in, sel, out); return true;
-    case 2: GatherValues<uint16_t>(in, sel, out); return true;
-    case 4: GatherValues<uint32_t>(in, sel, out); return true;
-    case 8: GatherValues<uint64_t>(in, sel, out); return true;
-    default: return false;
+    case 1: return GatherValues<uint8_t>(in, sel, out);
+    case 2: return GatherValues<uint16_t>(in, sel, out);
+    case 4: return GatherValues<uint32_t>(in, sel, out);
+    default: return GatherValues<uint64_t>(in, sel, out);
   }
 }
 
+// No nulls and a values buffer: what every branch of GatherColumn reads.
+bool DenseValues(const arrow::ArrayData& d) {
+  return d.GetNullCount() == 0 && d.buffers.size() == 2 && d.buffers[1];
+}
+
+// Numbers of 1, 2, 4 or 8 bytes (not bools, which are bits).
 bool PlainNumber(const arrow::ArrayData& d) {
-  return d.type->id() != arrow::Type::BOOL && arrow::is_primitive(d.type->id()) && d.GetNullCount() == 0 &&
-         d.buffers.size() == 2 && d.buffers[1];
+  if (d.type->id() == arrow::Type::BOOL || !arrow::is_primitive(d.type->id())) return false;
+  const int w = d.type->byte_width();
+  return (w == 1 || w == 2 || w == 4 || w == 8) && DenseValues(d);
 }
 
 arrow::Result<std::shared_ptr<arrow::Array>> GatherColumn(const std::shared_ptr<arrow::Array>& column,
@@ -334,10 +340,10 @@ arrow::Result<std::shared_ptr<arrow::Array>> GatherColumn(const std::shared_ptr<
   if (PlainNumber(d)) {
     const int w = d.type->byte_width();
     ARROW_ASSIGN_OR_RAISE(auto out, NewBuffer(std::max<int64_t>(1, n * w), ctx));
-    if (GatherFixedWidth(d.buffers[1]->data() + d.offset * w, w, sel, out->mutable_data()))
-      return arrow::MakeArray(arrow::ArrayData::Make(d.type, n, {nullptr, std::move(out)}, 0));
+    GatherFixedWidth(d.buffers[1]->data() + d.offset * w, w, sel, out->mutable_data());
+    return arrow::MakeArray(arrow::ArrayData::Make(d.type, n, {nullptr, std::move(out)}, 0));
   }
-  if (d.type->id() == arrow::Type::BOOL && d.GetNullCount() == 0 && d.buffers.size() == 2 && d.buffers[1]) {
+  if (d.type->id() == arrow::Type::BOOL && DenseValues(d)) {
     ARROW_ASSIGN_OR_RAISE(auto out, NewBuffer(std::max<int64_t>(1, (n + 7) / 8), ctx));
     uint8_t* bits = out->mutable_data();
     std::memset(bits, 0, static_cast<size_t>(out->size()));
@@ -346,8 +352,8 @@ arrow::Result<std::shared_ptr<arrow::Array>> GatherColumn(const std::shared_ptr<
       if (arrow::bit_util::GetBit(in, d.offset + sel[static_cast<size_t>(i)])) arrow::bit_util::SetBit(bits, i);
     return arrow::MakeArray(arrow::ArrayData::Make(d.type, n, {nullptr, std::move(out)}, 0));
   }
-  if (d.type->id() == arrow::Type::LIST && d.GetNullCount() == 0 && d.buffers.size() == 2 && d.buffers[1] &&
-      d.child_data.size() == 1 && PlainNumber(*d.child_data[0])) {
+  if (d.type->id() == arrow::Type::LIST && DenseValues(d) && d.child_data.size() == 1 &&
+      PlainNumber(*d.child_data[0])) {
     const arrow::ArrayData& child = *d.child_data[0];
     const int w = child.type->byte_width();
     const int32_t* offsets = d.GetValues<int32_t>(1);  // applies d.offset; checked by ValidateBatch

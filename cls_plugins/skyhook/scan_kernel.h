@@ -168,20 +168,23 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   arrow::Status ReadPieces(int64_t position, int64_t n, std::vector<Piece>* pieces);
   // DoReadAt of whole blocks, verified; returns the bytes read from the object.
   arrow::Result<int64_t> ReadVerified(int64_t position, int64_t n, uint8_t* out);
-  // EBADMSG unless blocks [first, last] of the object, held at data (object offset
-  // first * block), match their recorded crc32c.
-  arrow::Status VerifyBlocks(const uint8_t* data, int64_t first, int64_t last) const;
-  // The same over consecutive pieces starting at a block boundary (a block may
-  // span two pieces: crc32c continues across them).
+  // [position, position + n) widened to whole checksum blocks: [*start, *stop).
+  arrow::Status Widen(int64_t position, int64_t n, int64_t* start, int64_t* stop) const;
+  // EBADMSG unless the blocks held by consecutive pieces (from a block boundary)
+  // match their recorded crc32c; a block may span two pieces: crc32c continues.
   arrow::Status VerifyPieces(const std::vector<Piece>& pieces) const;
   struct Region {
     int64_t start;
     std::shared_ptr<arrow::Buffer> data;
     bool keep;
   };
-  // Slices of prefetched ranges that together cover [position, position + n),
-  // in order; false when they do not.
-  bool HeldParts(int64_t position, int64_t n, std::vector<Region>* parts) const;
+  // Slices of the ranges `from` that together cover [position, position + n), in
+  // order; false when they do not.
+  static bool Cover(const std::vector<Region>& from, int64_t position, int64_t n,
+                    std::vector<Region>* parts);
+  // [position, position + n) from Cover's parts: the one slice, or a copy joining them.
+  arrow::Result<std::shared_ptr<arrow::Buffer>> Join(int64_t position, int64_t n,
+                                                     const std::vector<Region>& parts) const;
   std::vector<Region> held_;
   int64_t size_;
   int64_t position_ = 0;

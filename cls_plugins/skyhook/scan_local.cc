@@ -110,10 +110,17 @@ int ListOps() {
   return std::fflush(stdout) == 0 ? 0 : EIO;
 }
 
-int PrintCrc32c(const char* path) {
+// The whole file, or false when it cannot be read.
+bool ReadFile(const std::string& path, std::vector<uint8_t>* bytes) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return EIO;
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in) return false;
+  bytes->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return true;
+}
+
+int PrintCrc32c(const char* path) {
+  std::vector<uint8_t> bytes;
+  if (!ReadFile(path, &bytes)) return EIO;
   std::printf("%u\n", skyhook::Crc32c(0, bytes.data(), bytes.size()));
   return std::fflush(stdout) == 0 ? 0 : EIO;
 }
@@ -155,9 +162,8 @@ int main(int argc, char** argv) {
     else if (opt == "--checksums") checksums_path = argv[i + 1];
     else return Fail(EINVAL, "unknown option " + opt);
   }
-  std::ifstream rf(argv[1], std::ios::binary);
-  if (!rf) return Fail(ENOENT, std::string("cannot read ") + argv[1]);
-  std::vector<uint8_t> request((std::istreambuf_iterator<char>(rf)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> request;
+  if (!ReadFile(argv[1], &request)) return Fail(ENOENT, std::string("cannot read ") + argv[1]);
   int fd = open(argv[2], O_RDONLY);
   if (fd < 0) return Fail(ENOENT, std::string("cannot open ") + argv[2]);
   struct stat st {};
@@ -165,9 +171,8 @@ int main(int argc, char** argv) {
   if (!skyhook::InitializeKernel().ok()) return Fail(EIO, "arrow::compute::Initialize failed");
   std::optional<skyhook::BlockChecksums> sums;  // --checksums: the xattr's bytes, as the OSD reads them
   if (!checksums_path.empty()) {
-    std::ifstream cf(checksums_path, std::ios::binary);
-    if (!cf) return Fail(ENOENT, "cannot read " + checksums_path);
-    std::vector<uint8_t> raw((std::istreambuf_iterator<char>(cf)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> raw;
+    if (!ReadFile(checksums_path, &raw)) return Fail(ENOENT, "cannot read " + checksums_path);
     auto parsed = skyhook::ParseBlockChecksums(raw.data(), raw.size(), st.st_size);
     if (!parsed.ok()) return Fail(EBADMSG, parsed.status().message());
     sums = std::move(*parsed);

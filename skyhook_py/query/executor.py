@@ -34,7 +34,7 @@ import pyarrow as pa
 from .. import defaults
 from ..errors import RETRYABLE_ERRNOS, ClusterError, DeadlineExceeded, ObjectClassError, class_errno_message  # noqa: F401
 from ..storage import checksum
-from . import codec, ir
+from . import codec
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
 from .slices import Slices
@@ -148,8 +148,8 @@ class Executor:
         # (none for a deadline beyond what 63 bits of ms hold, e.g. a gRPC "no deadline")
         wall = None if deadline is None else (time.time() + deadline - time.monotonic()) * 1000
         deadline_ms = max(1, int(wall)) if wall is not None and wall < 2**62 else 0
-        first_cap = _reply_cap_estimator(manifest, query, self.max_reply)
-        caps: dict[int, int] = {}               # task position -> its reply cap, once raised
+        cap_for = _reply_cap_estimator(manifest, query, self.max_reply)
+        caps = [cap_for(t) for t in tasks]       # task position -> its calls' reply cap
 
         slices: dict[int, Slices] = {}          # task position -> its time slices so far
         sent_limits: dict[int, int] = {}         # task position -> the limit its first call sent
@@ -158,9 +158,6 @@ class Executor:
             # every partition read whole shares one request (row_stop -1)
             whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
             return -1 if whole else task.row_stop
-
-        def cap_of(pos):
-            return caps.get(pos) or first_cap(tasks[pos])
 
         def encode(task, cap, row_start, limit, resume=()):   # (limit: this call's, -1 for none)
             return codec.encode_scan_request(
@@ -189,7 +186,7 @@ class Executor:
             attempts[pos] += 1
             remaining = None if limit is None else max(0, limit - rows_yielded)
             if mode == Mode.PUSHDOWN:
-                cap = cap_of(pos)
+                cap = caps[pos]
                 if pos in slices:   # the rest of a sliced scan: never cached (it carries state)
                     req = encode(task, cap, **slices[pos].resume_args())
                 else:
@@ -263,7 +260,7 @@ class Executor:
                 continue
             task, osd, mode = in_flight.pop(pos)
             per_osd[osd] -= 1
-            if mode == Mode.PUSHDOWN and err == E.EMSGSIZE and cap_of(pos) < self.max_reply:
+            if mode == Mode.PUSHDOWN and err == E.EMSGSIZE and caps[pos] < self.max_reply:
                 caps[pos] = self.max_reply   # the estimate was short: once more, with the full cap
                 attempts[pos] -= 1
                 retry_queue.insert(0, pos)
@@ -381,16 +378,10 @@ MIN_REPLY_CAP = 1 << 20
 
 def _reply_cap_estimator(manifest, query, full: int):
     """task -> the reply cap of its first call."""
-    try:
-        sizes = manifest.column_bytes()
-        events = manifest.num_events
-    except Exception:  # noqa: BLE001 - no estimate: the full cap
-        sizes = None
+    sizes, events = manifest.column_bytes(), manifest.num_events
     if not sizes or not events:
         return lambda task: full
-    needed = set()
-    for _, e in query.outputs:
-        needed |= ir.as_expr(e).columns()
+    needed = frozenset().union(*(e.columns() for _, e in query.outputs))
     per_event = sum(sizes.get(c, 0) for c in needed) / events
     fixed = 64 * 1024 + sum(16 * a.x_axis.bins * (a.y_axis.bins if a.y_axis else 1) + 256
                             for a in query.aggregations if a.x_axis is not None)
