@@ -99,6 +99,49 @@ def test_hit_is_one_result_message_equal_to_uproot(client, server, datasets):
     assert c.bytes == sum(n for _, n in c._entries.values()) <= c.max_bytes
 
 
+def _raw_messages(server, request):
+    """The QueryEvent messages of one Query call, as the wire carries them."""
+    import grpc
+
+    from skyhook_py.service._grpc_stubs import rpc
+
+    with grpc.insecure_channel(server.address) as channel:
+        return list(rpc.SkyhookStub(channel).Query(request, timeout=120))
+
+
+@pytest.mark.parametrize("summary_with_rows", [True, False])
+def test_summary_rides_with_the_last_rows_only_for_a_client_that_reads_it(server, datasets, summary_with_rows):
+    """A request with QueryOptions.summary_with_rows gets the Summary in the message of
+    its last result chunk (QueryEvent.final_summary), on a miss and on a hit: one message
+    fewer.  One without (an older client) gets a Summary message of its own, and never a
+    final_summary.  Both parse to the same events, equal to uproot."""
+    from skyhook_py.service import wire
+
+    cols = ["event", "MET_pt", "Muon_eta"]
+    where = "(nMuon >= 1) & (MET_pt > 25)"
+    expected = _uproot(datasets["ttbar"], cols, where)
+    request = wire.request_to_proto("ttbar", columns=cols, where=where, summary_with_rows=summary_with_rows)
+    request.options.no_cache = True
+    miss = _raw_messages(server, request)
+    request.options.no_cache = False
+    _raw_messages(server, request)   # fills the cache
+    hit = _raw_messages(server, request)
+    for msgs, cached in ((miss, False), (hit, True)):
+        kinds = [m.WhichOneof("event") for m in msgs]
+        finals = [m.HasField("final_summary") for m in msgs]
+        if summary_with_rows:
+            assert "summary" not in kinds and finals[-1] and sum(finals) == 1
+            assert kinds[-1] == "result"
+        else:
+            assert kinds[-1] == "summary" and not any(finals)
+        events = [ev for m in msgs for ev in wire.events_from_proto(m)]
+        assert isinstance(events[-1], Summary) and events[-1].cache_hit is cached
+        assert events[-1].rows_returned == len(expected) > 0
+        rows = pa.concat_tables([e.table for e in events if isinstance(e, ResultBatch)])
+        _equal_to(rows, expected, cols)
+    assert len(hit) == (1 if summary_with_rows else 2)
+
+
 def test_hit_of_an_empty_answer_keeps_its_columns(client):
     cols = ["event", "MET_pt"]
     miss = client.run("ttbar", cols, "MET_pt > 1e9")
@@ -248,6 +291,14 @@ def test_coalesced_merges_close_batches_in_order_and_a_fast_query_sends_rows_and
     assert isinstance(out[0], ResultBatch) and out[0].partition == 0
     assert out[0].table.column("x").to_pylist() == [1, 2, 3, 4, 5]
     assert isinstance(out[1], Summary) and len(out) == 2   # the Summary supersedes the progress
+    # for a client that reads final_summary: the merged batch and the Summary as one LastBatch
+    from skyhook_py.service.fastpath import LastBatch
+
+    one = list(coalesced(iter(events), window=60.0, summary_with_rows=True))
+    assert len(one) == 1 and isinstance(one[0], LastBatch)
+    assert one[0].batch.table.column("x").to_pylist() == [1, 2, 3, 4, 5] and one[0].summary.rows_returned == 5
+    # an answer without rows keeps its Summary message
+    assert [type(e) for e in coalesced(iter([first, Summary()]), window=60.0, summary_with_rows=True)] == [Summary]
 
 
 def test_coalesced_sends_the_plan_and_progress_of_a_slow_query():

@@ -42,6 +42,14 @@ class ScanResult:
     resume_row: int = -1
 
 
+def table_bytes(table: pa.Table) -> int:
+    """The bytes of ``table``'s buffers, for sizing chunks and caches: pyarrow's
+    ``Table.nbytes`` finds the byte ranges a table references (18 µs for a small 10-column
+    table, a cost paid per batch); this sums whole buffers (0.5 µs), which can only
+    overcount a table sliced from a larger one."""
+    return table.get_total_buffer_size()
+
+
 @dataclasses.dataclass
 class Progress:
     partitions_done: int

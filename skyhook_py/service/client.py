@@ -216,9 +216,7 @@ class Client:
         call = self._stub.Query(request, metadata=self._metadata, timeout=call_timeout)
         try:
             for msg in call:
-                ev = wire.event_from_proto(msg)
-                if ev is not None:
-                    yield ev
+                yield from wire.events_from_proto(msg)
         except grpc.RpcError as e:
             raise remote_error(e) from None
         finally:

@@ -33,7 +33,7 @@ import uuid
 from .. import defaults
 from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
 from ..query.executor import Idle
-from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary, table_bytes
 
 DEFAULT_CACHE_BYTES = defaults.CACHE_BYTES
 
@@ -136,7 +136,7 @@ class ResultCache:
 
 def _event_bytes(ev) -> int:
     if isinstance(ev, ResultBatch):
-        return ev.table.nbytes + len(ev.ipc or b"") + 64
+        return table_bytes(ev.table) + len(ev.ipc or b"") + 64
     return 256
 
 

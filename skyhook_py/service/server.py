@@ -92,18 +92,24 @@ class SkyhookServicer:
         if not context.add_callback(lambda: run.cancel("was abandoned by its client")):
             run.cancel("was abandoned by its client")
         try:
-            cached = run.lookup() if self.pass_bytes and request.output_format == self.pb.ARROW_IPC else None
+            fast = self.pass_bytes and request.output_format == self.pb.ARROW_IPC
+            with_rows = request.options.summary_with_rows   # the client reads final_summary
+            cached = run.lookup() if fast else None
             answer = fastpath.wire_answer(self.c.cache, run.cache_key, cached) if cached is not None else None
             if answer is not None:   # a cache hit: ready-to-send messages
-                yield from fastpath.send_hit(run, answer)
+                yield from fastpath.send_hit(run, answer, with_rows)
                 return
             events = run.events()
             window = getattr(self.c, "coalesce_seconds", 0)
-            if window and self.pass_bytes and request.output_format == self.pb.ARROW_IPC:
+            if window and fast:
                 # a miss: the batches that arrive close together go out as one message
                 run.idle_after = window
-                events = fastpath.coalesced(events, window)
+                events = fastpath.coalesced(events, window, summary_with_rows=with_rows)
             for ev in events:
+                if isinstance(ev, fastpath.LastBatch):
+                    yield from self.wire.last_chunk_to_protos(ev.batch, ev.summary, run.id, request.output_format,
+                                                              server_seconds=run.elapsed())
+                    continue
                 yield from self.wire.event_to_protos(ev, run.id, request.output_format,
                                                      server_seconds=run.elapsed())
         except Exception as e:  # noqa: BLE001

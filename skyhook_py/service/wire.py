@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..errors import QueryError
 from ..query import ir
-from ..query.results import PartitionFailure, Progress, ResultBatch, Summary
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary, table_bytes
 from ._grpc_stubs import pb
 
 LANGUAGES = {"cut": pb.CUT, "qastle": pb.QASTLE, "uproot-raw": pb.UPROOT_RAW}
@@ -208,7 +208,7 @@ def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server
     if isinstance(ev, Progress):
         yield pb.QueryEvent(query_id=query_id, progress=pb.Progress(**dataclasses.asdict(ev)))
     elif isinstance(ev, ResultBatch):
-        if ev.ipc is not None and output_format == pb.ARROW_IPC and ev.table.nbytes <= CHUNK_BYTES:
+        if ev.ipc is not None and output_format == pb.ARROW_IPC and table_bytes(ev.table) <= CHUNK_BYTES:
             # one chunk either way: forward the OSD's IPC stream, do not encode it again
             yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
                 partition=ev.partition, data=ev.ipc, num_rows=ev.table.num_rows))
@@ -223,6 +223,24 @@ def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server
         yield pb.QueryEvent(query_id=query_id, summary=summary_to_proto(ev, server_seconds))
     else:  # pragma: no cover - a new event kind needs a message first
         raise TypeError(f"no message for event {type(ev).__name__}")
+
+
+def last_chunk_to_protos(batch: ResultBatch, summary: Summary, query_id: str,
+                         output_format: int = pb.ARROW_IPC, server_seconds: float = 0.0):
+    """The messages of an answer's last batch, the Summary in the last one
+    (QueryEvent.final_summary: for a request that set QueryOptions.summary_with_rows)."""
+    msgs = list(event_to_protos(batch, query_id, output_format))
+    msgs[-1].final_summary.CopyFrom(summary_to_proto(summary, server_seconds))
+    return msgs
+
+
+def events_from_proto(p):
+    """The domain events of one QueryEvent: its event, then its final_summary if it has one."""
+    ev = event_from_proto(p)
+    if ev is not None:
+        yield ev
+    if p.HasField("final_summary"):
+        yield summary_from_proto(p.final_summary)
 
 
 def event_from_proto(p):
@@ -241,10 +259,11 @@ def event_from_proto(p):
 
 
 def _pieces(table: pa.Table):
-    if table.num_rows == 0 or table.nbytes <= CHUNK_BYTES:
+    nbytes = table_bytes(table)
+    if table.num_rows == 0 or nbytes <= CHUNK_BYTES:
         yield table
         return
-    rows = max(1, int(table.num_rows * CHUNK_BYTES / table.nbytes))
+    rows = max(1, int(table.num_rows * CHUNK_BYTES / nbytes))
     for start in range(0, table.num_rows, rows):
         yield table.slice(start, rows)
 
@@ -457,7 +476,7 @@ def fill_selection(msg, columns, expressions, event_range):
 def request_to_proto(dataset, *, columns=None, where=None, expressions=None, language="cut",
                      event_range=None, limit=None, pushdown="auto", aggregations=(),
                      allow_partial=False, deadline=None, query_id="", output_format="arrow",
-                     use_cache=True) -> "pb.QueryRequest":
+                     use_cache=True, summary_with_rows=True) -> "pb.QueryRequest":
     if language not in LANGUAGES:
         raise QueryError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
     if pushdown not in PUSHDOWN:
@@ -473,7 +492,7 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
         output_format=OUTPUT_FORMATS[output_format], query_id=query_id or "",
         options=pb.QueryOptions(allow_partial=allow_partial, pushdown=PUSHDOWN[pushdown],
                                 deadline_ms=int(deadline * 1000) if deadline else 0,
-                                no_cache=not use_cache))
+                                no_cache=not use_cache, summary_with_rows=summary_with_rows))
     if where is not None and not isinstance(where, str):
         raise QueryError("over gRPC the selection travels as text; pass where= as a string")
     for c in columns or []:
