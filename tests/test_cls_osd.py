@@ -129,6 +129,55 @@ def test_hostile_requests_do_not_take_the_osd_down(store, partition, tmp_path):
     assert reply.table.num_columns == 200
 
 
+def test_columns_passed_through_go_out_by_reference_with_the_local_answer(store, ceph_cluster, tmp_path):
+    """At 100 % the reply's large column buffers are the object store's own memory,
+    sent by reference (scan.cc EncodeReply, cls_skyhook.cc): the OSD's answer equals
+    the local runner's (which copies every byte), and the OSD logs the bytes it sent
+    by reference (debug objclass 20)."""
+    import glob
+    import re
+
+    import numpy as np
+    import pyarrow as pa
+
+    from skyhook_py.storage import checksum
+
+    rng = np.random.default_rng(9)
+    n = 120_000
+    counts = rng.integers(0, 4, n)
+    table = pa.table({
+        "event": pa.array(np.arange(n, dtype=np.uint64)),
+        "x": pa.array(rng.normal(size=n).astype(np.float32)),
+        "pt": pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
+                                       pa.array(rng.exponential(30, int(counts.sum())).astype(np.float32))),
+    })
+    path = write_ipc(table, tmp_path / "lend.arrow", batch_rows=40_000)
+    data = path.read_bytes()
+    obj = "part.lend.0123456789ab.000000"
+    store.write_full(obj, data, xattrs={checksum.XATTR: checksum.xattr_value(data)})
+    request = codec.encode_scan_request(outputs=[("e", col("event")), ("x", col("x")), ("pt", col("pt"))])
+    want = codec.decode_scan_reply(run_raw(request, path, tmp_path))
+
+    def lent_lines():
+        out = []
+        for log in glob.glob(str(ceph_cluster.dir / "log" / "osd.*.log")):
+            with open(log, errors="replace") as f:
+                out += [int(m.group(1)) for m in re.finditer(r"reply \d+ bytes \((\d+) by reference\)", f.read())]
+        return out
+
+    ceph_cluster.ceph("tell", "osd.*", "config", "set", "debug_objclass", "20")
+    try:
+        before = len(lent_lines())
+        for _ in range(2):   # the second call finds the object in BlueStore's cache
+            got = codec.decode_scan_reply(call_scan(store, request, obj=obj, max_reply=64 << 20))
+            assert_same_table(got.table, want.table)
+            assert got.table.num_rows == n
+    finally:
+        ceph_cluster.ceph("tell", "osd.*", "config", "set", "debug_objclass", "0")
+    lent = lent_lines()[before:]
+    assert len(lent) == 2 and max(lent) > n * 8, lent
+
+
 def test_rewritten_object_is_read_with_its_new_schema(store, tmp_path):
     """The OSD keeps parsed IPC footers between calls (ipc_partition.cc FooterCache):
     an object rewritten with another schema, or with the same schema and other values,

@@ -96,3 +96,66 @@ def test_a_corrupted_byte_is_caught_across_pieces(partition, tmp_path, pieces):
     assert status == errno.EBADMSG
     status, _ = scan(request, bad, tmp_path, "--pieces", pieces)
     assert status == 0   # the flip is in a float's value: only the checksums see it
+
+
+def lendable_partition(tmp_path, n=150_000):
+    """A partition whose column buffers are large enough to be lent (scan.cc kLendBytes):
+    numbers, bools and a list, in 50,000-row batches, with its block checksums."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 4, n)
+    table = pa.table({
+        "event": pa.array(np.arange(n, dtype=np.uint64)),
+        "x": pa.array(rng.normal(size=n).astype(np.float32)),
+        "flag": pa.array(rng.random(n) < 0.5),
+        "pt": pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)),
+                                       pa.array(rng.exponential(30, int(counts.sum())).astype(np.float32))),
+    })
+    path = write_ipc(table, tmp_path / "big.arrow", batch_rows=50_000)
+    sums = tmp_path / "big.crc"
+    sums.write_bytes(checksum.xattr_value(path.read_bytes(), block=BLOCK))
+    return table, path, sums
+
+
+# every row of four columns, and a row range of two
+LEND_REQUESTS = [([("e", col("event")), ("x", col("x")), ("f", col("flag")), ("pt", col("pt"))], None),
+                 ([("x", col("x")), ("pt", col("pt"))], (10_000, 120_000))]
+LEND_OPTIONS = [("--reads", "mapped"), ("--reads", "mapped", "--checksums"), ("--pieces", 1 << 20)]
+
+
+def lent_run(runner, request: bytes, path, sums, options, tmp_path) -> tuple[bytes, int, str]:
+    """The runner's reply, the bytes it lent and its stderr (``--checksums`` gets ``sums``)."""
+    req, out = tmp_path / "req", tmp_path / "out"
+    req.write_bytes(request)
+    out.unlink(missing_ok=True)
+    args = [str(o) for o in options] + ([str(sums)] if options[-1] == "--checksums" else [])
+    p = subprocess.run([str(runner), str(req), str(path), str(out), *args, "--repeat", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out.read_bytes(), int(p.stderr.split("lent_bytes ")[1].split()[0]), p.stderr
+
+
+def test_columns_passed_through_are_lent_not_copied_and_give_the_pread_answer(tmp_path):
+    """Mapped reads stand for the OSD's cached data: the reply leaves the large column
+    buffers it passes through out of its block (the class sends them as references
+    on the object store's memory, scan.cc EncodeReply) and the runner fills them in.
+    The answer must be pread's (which copies everything), with lists, bools, a cut
+    slice of rows and block checksums, and the runner must report lent bytes."""
+    table, path, sums = lendable_partition(tmp_path)
+    n = table.num_rows
+    for outputs, event_range in LEND_REQUESTS:
+        kw = {} if event_range is None else {"row_start": event_range[0], "row_stop": event_range[1]}
+        request = codec.encode_scan_request(outputs=outputs, **kw)
+        status, want = scan(request, path, tmp_path)
+        assert status == 0
+        t_want, f_want, _ = answer(want)
+        lo, hi = event_range or (0, n)
+        assert t_want.num_rows == hi - lo
+        assert t_want.column(outputs[0][0]).to_numpy().tolist() == \
+            table.column(outputs[0][1].name).slice(lo, hi - lo).to_numpy().tolist()
+        for options in LEND_OPTIONS:
+            got, lent, err = lent_run(RUNNER, request, path, sums, options, tmp_path)
+            assert lent > 100_000, (options, err)
+            t_got, f_got, _ = answer(got)
+            assert t_got.equals(t_want) and f_got == f_want, options

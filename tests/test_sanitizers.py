@@ -56,6 +56,24 @@ def test_sanitizer_runs_report_errors_only(san_runner):
     assert any(k.startswith("errno ") for k in summary["outcomes"])
 
 
+def test_lent_reply_pieces_under_the_sanitizers(san_runner, tmp_path):
+    """The reply's lent pieces (columns passed through by reference, then filled in by
+    the runner) under ASan and UBSan: no report, and pread's answer."""
+    from skyhook_py.query import codec
+    from test_read_pieces import LEND_OPTIONS, LEND_REQUESTS, answer, lendable_partition, lent_run, scan
+
+    _, path, sums = lendable_partition(tmp_path, n=60_000)
+    for outputs, event_range in LEND_REQUESTS:
+        kw = {} if event_range is None else {"row_start": event_range[0], "row_stop": min(event_range[1], 50_000)}
+        request = codec.encode_scan_request(outputs=outputs, **kw)
+        status, want = scan(request, path, tmp_path)
+        assert status == 0
+        for options in LEND_OPTIONS:
+            got, lent, err = lent_run(san_runner, request, path, sums, options, tmp_path)
+            assert "Sanitizer" not in err and "runtime error" not in err, err[-2000:]
+            assert lent > 0 and answer(got)[:2] == answer(want)[:2], options
+
+
 def test_a_sanitizer_report_is_a_finding(tmp_path):
     # the classifier itself: a runner that trips ASan is a finding, an errno is not
     from benchmarks import sanitize_corpus

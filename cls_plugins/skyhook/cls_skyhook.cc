@@ -54,10 +54,31 @@ class BufferptrBuffer : public arrow::Buffer {
  public:
   explicit BufferptrBuffer(ceph::bufferptr p)
       : arrow::Buffer(reinterpret_cast<const uint8_t*>(p.c_str()), p.length()), p_(std::move(p)) {}
+  const ceph::bufferptr& ptr() const { return p_; }
 
  private:
   ceph::bufferptr p_;
 };
+
+// The BufferptrBuffer `b` is a slice of (through Arrow's parent links), or null.
+const BufferptrBuffer* LentBy(const arrow::Buffer& b) {
+  const arrow::Buffer* root = &b;
+  while (root->parent()) root = root->parent().get();
+  return dynamic_cast<const BufferptrBuffer*>(root);
+}
+
+// `b` (a slice of a BufferptrBuffer) as a bufferptr on the same object store
+// memory, appended to `out`: the reply refers to it, no copy.  False (nothing
+// appended) if `b` is not inside its root: a bufferptr out of range would abort
+// the OSD (ceph_assert), an error only fails the call.
+bool AppendRef(const arrow::Buffer& b, ceph::bufferlist* out) {
+  const BufferptrBuffer* root = LentBy(b);
+  if (root == nullptr) return false;
+  const int64_t at = b.data() - root->data();
+  if (at < 0 || b.size() < 0 || at + b.size() > root->size()) return false;
+  out->append(ceph::bufferptr(root->ptr(), static_cast<unsigned>(at), static_cast<unsigned>(b.size())));
+  return true;
+}
 
 // The object, read with cls_cxx_read; every return value is checked.
 class ClsObject : public skyhook::PositionalFile {
@@ -98,6 +119,7 @@ class ClsObject : public skyhook::PositionalFile {
 
  public:
   int64_t zero_copy_reads() const { return zero_copy_reads_; }
+  bool Lent(const arrow::Buffer& b) const override { return LentBy(b) != nullptr; }
 
  private:
   arrow::Status Read(int64_t position, int64_t nbytes, ceph::bufferlist* bl) {
@@ -227,7 +249,7 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
     }
   }
   skyhook::ScanStats stats;
-  auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats);
+  auto reply = skyhook::RunScan(request.data(), request.size(), file, limits, &stats, /*lend=*/true);
   Shares().Charge(client, stats.cpu_ns, MonotonicNs());
   if (!reply.ok() && skyhook::StatusToErrno(reply.status()) == -EBUSY) Shares().NoteBusy(client, request_bytes);
   if (!reply.ok()) {
@@ -236,22 +258,40 @@ int Scan(cls_method_context_t hctx, ceph::bufferlist* in, ceph::bufferlist* out)
     return err;
   }
   const auto reply_bytes = static_cast<unsigned>((*reply)->size());
+  unsigned lent_bytes = 0;
   if (auto* whole = dynamic_cast<skyhook::ReplyBuffer*>(reply->get())) {
-    // the reply's malloc block becomes the bufferlist's: no copy
+    // the reply's malloc block becomes the bufferlist's, and the stream's lent
+    // pieces (columns passed through) go in as references on the object store's
+    // memory: no copy.
+    const std::vector<skyhook::ReplyBuffer::LentPiece> lent = whole->lent();
     size_t block_bytes = 0, offset = 0;
     char* block = reinterpret_cast<char*>(whole->Release(&block_bytes, &offset));
     ceph::bufferptr all(ceph::buffer::claim_malloc(static_cast<unsigned>(block_bytes), block));
-    out->append(ceph::bufferptr(all, static_cast<unsigned>(offset), reply_bytes));
+    unsigned at = 0;  // in the reply
+    for (const auto& l : lent) {
+      const auto lent_at = static_cast<unsigned>(l.at);
+      if (lent_at > at) out->append(ceph::bufferptr(all, static_cast<unsigned>(offset) + at, lent_at - at));
+      if (!AppendRef(*l.data, out)) {
+        SKYHOOK_ERR("skyhook scan: %s: a reply piece lies outside the read it was lent from (%d)",
+                    object.c_str(), -EIO);
+        out->clear();
+        return -EIO;
+      }
+      at = lent_at + static_cast<unsigned>(l.data->size());
+      lent_bytes += static_cast<unsigned>(l.data->size());
+    }
+    if (reply_bytes > at) out->append(ceph::bufferptr(all, static_cast<unsigned>(offset) + at, reply_bytes - at));
   } else {
     out->append(reinterpret_cast<const char*>((*reply)->data()), reply_bytes);
   }
   CLS_LOG(20, "skyhook scan: %s: rows scanned %lld matched %lld returned %lld, read %lld bytes "
-          "in %lld reads (%lld zero-copy), reply %u bytes, cpu %lld ns, slice %lld ns, resume at %lld",
+          "in %lld reads (%lld zero-copy), reply %u bytes (%u by reference), cpu %lld ns, slice %lld ns, "
+          "resume at %lld",
           object.c_str(),
           static_cast<long long>(stats.rows_scanned), static_cast<long long>(stats.rows_matched),
           static_cast<long long>(stats.rows_returned), static_cast<long long>(stats.bytes_read),
           static_cast<long long>(file->read_calls()), static_cast<long long>(file->zero_copy_reads()),
-          reply_bytes, static_cast<long long>(stats.cpu_ns), static_cast<long long>(limits.slice_ns),
+          reply_bytes, lent_bytes, static_cast<long long>(stats.cpu_ns), static_cast<long long>(limits.slice_ns),
           static_cast<long long>(stats.resume_row));
   return 0;
 }

@@ -165,7 +165,8 @@ std::shared_ptr<arrow::Schema> OutputSchema(const Plan& plan) {
 // buffers are kept by reference (zero copy: for a column passed through, a
 // slice of the buffer read from the object), small writes (message metadata,
 // padding) are copied into chunks.  EncodeReply copies the pieces once, into
-// the ScanReply.  Buffers kept come from the call's pool and live as long as this.
+// the ScanReply, except those it may lend (RunScan's `lend`).  Buffers kept
+// come from the call's pool and live as long as this.
 class GatherStream : public arrow::io::OutputStream {
  public:
   explicit GatherStream(arrow::MemoryPool* pool) : pool_(pool) {}
@@ -192,11 +193,16 @@ class GatherStream : public arrow::io::OutputStream {
   bool closed() const override { return closed_; }
   arrow::Result<int64_t> Tell() const override { return size_; }
   int64_t size() const { return size_; }
-  // Copies the stream to `out` (size() bytes).
-  void CopyTo(uint8_t* out) const {
+  // Copies the stream to `out` (size() bytes), except the pieces `lend` takes:
+  // those are added to `lent` with their offset in the stream, and their bytes
+  // in `out` are left unwritten.
+  template <typename Lend>
+  void CopyTo(uint8_t* out, const Lend& lend, std::vector<ReplyBuffer::LentPiece>* lent) const {
+    int64_t at = 0;
     for (const auto& p : pieces_) {
-      std::memcpy(out, p->data(), static_cast<size_t>(p->size()));
-      out += p->size();
+      if (lend(*p)) lent->push_back({at, p});
+      else std::memcpy(out + at, p->data(), static_cast<size_t>(p->size()));
+      at += p->size();
     }
   }
 
@@ -579,16 +585,29 @@ class MallocAllocator : public flatbuffers::Allocator {
   void deallocate(uint8_t* p, size_t) override { std::free(p); }
 };
 
+// Stream pieces smaller than this are copied even when they could be lent: each
+// lent piece is one more buffer for the messenger to send.
+constexpr int64_t kLendBytes = 16 * 1024;
+
 // The ScanReply: figures, the IPC stream, the aggregates; EMSGSIZE past the
-// cap.  The stream's pieces are copied once, into the reply's vector.
+// cap.  The stream's pieces are copied once, into the reply's vector, except
+// (with `lend`) the large ones the object store lent: the reply keeps those by
+// reference and their place in its block is left unwritten (its pages untouched).
 arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, const GatherStream& ipc,
                                                           const std::vector<AggState>& aggs,
+                                                          const PositionalFile& object, bool lend,
                                                           ScanStats* stats, int64_t cpu_start) {
   MallocAllocator alloc;
   flatbuffers::FlatBufferBuilder fbb(static_cast<size_t>(ipc.size()) + 1024 + 64 * aggs.size(), &alloc);
   uint8_t* stream_bytes = nullptr;
   auto stream = fbb.CreateUninitializedVector(static_cast<size_t>(ipc.size()), &stream_bytes);
-  ipc.CopyTo(stream_bytes);  // now: later calls may move the builder's memory
+  // The builder grows downwards: the stream's distance from the buffer's end
+  // survives its later reallocations, and locates the stream in the reply.
+  const int64_t stream_from_end = fbb.GetCurrentBufferPointer() + fbb.GetSize() - stream_bytes;
+  std::vector<ReplyBuffer::LentPiece> lent;
+  // now: later calls may move the builder's memory
+  ipc.CopyTo(stream_bytes, [&](const arrow::Buffer& b) { return lend && b.size() >= kLendBytes && object.Lent(b); },
+             &lent);
   auto aggregates = EncodeAggregates(fbb, plan, aggs);
   stats->cpu_ns = ThreadCpuNs() - cpu_start;
   auto figures = fb::CreateFigures(fbb, stats->rows_scanned, stats->rows_matched,
@@ -600,13 +619,16 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> EncodeReply(const Plan& plan, cons
                                      std::to_string(plan.reply_cap));
   size_t block_bytes = 0, offset = 0;
   uint8_t* block = fbb.ReleaseRaw(block_bytes, offset);
-  return std::make_shared<ReplyBuffer>(block, block_bytes, offset);
+  auto reply = std::make_shared<ReplyBuffer>(block, block_bytes, offset);
+  const int64_t stream_at = static_cast<int64_t>(block_bytes - offset) - stream_from_end;
+  for (auto& l : lent) reply->AddLent(stream_at + l.at, std::move(l.data));
+  return reply;
 }
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_t request_len,
                                                    const std::shared_ptr<PositionalFile>& object,
                                                    const Limits& limits, ScanStats* stats,
-                                                   int64_t cpu_start) {
+                                                   int64_t cpu_start, bool lend) {
   Plan plan;
   ARROW_RETURN_NOT_OK(DecodeRequest(request, request_len, limits, &plan));
   ARROW_RETURN_NOT_OK(CheckCallerDeadline(plan.deadline_ms));  // expired while queued
@@ -658,18 +680,18 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> Scan(const uint8_t* request, size_
                                    " bytes, built twice) exceeds the call's memory cap of " +
                                    std::to_string(memory_cap));
   stats->bytes_read = object->bytes_read();
-  return EncodeReply(plan, *w.sink, aggs, stats, cpu_start);
+  return EncodeReply(plan, *w.sink, aggs, *object, lend, stats, cpu_start);
 }
 
 }  // namespace
 
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
                                                       const std::shared_ptr<PositionalFile>& object,
-                                                      const Limits& limits, ScanStats* stats) {
+                                                      const Limits& limits, ScanStats* stats, bool lend) {
   const int64_t start = ThreadCpuNs();
   arrow::Result<std::shared_ptr<arrow::Buffer>> result;
   try {
-    result = Scan(request, request_len, object, limits, stats, start);
+    result = Scan(request, request_len, object, limits, stats, start, lend);
   } catch (const std::bad_alloc&) {
     result = ErrnoStatus(ENOMEM, "allocation failed");
   } catch (const std::exception& e) {

@@ -15,6 +15,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -118,6 +119,10 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   // Drops the prefetched ranges not kept, or all (what Arrow still uses stays
   // alive in its slices).  All, before the pool they came from goes away.
   void ForgetPrefetched(bool all = false);
+  // Whether `buffer` is (a slice of) memory the object store lent for a read,
+  // valid after the call: a reply may then refer to it instead of copying it
+  // (RunScan's `lend`).  The OSD's object and the local runner's mapped file say so.
+  virtual bool Lent(const arrow::Buffer& buffer) const { return false; }
 
   arrow::Status Close() override { closed_ = true; return arrow::Status::OK(); }
   bool closed() const override { return closed_; }
@@ -209,6 +214,20 @@ class ReplyBuffer : public arrow::Buffer {
   ~ReplyBuffer() override { std::free(block_); }
   ReplyBuffer(const ReplyBuffer&) = delete;
   ReplyBuffer& operator=(const ReplyBuffer&) = delete;
+  // A piece of the reply's IPC stream left out of the block (RunScan's `lend`):
+  // the reply's bytes [at, at + data->size()) are data's, not the block's.
+  struct LentPiece {
+    int64_t at;
+    std::shared_ptr<arrow::Buffer> data;
+  };
+  void AddLent(int64_t at, std::shared_ptr<arrow::Buffer> data) { lent_.push_back({at, std::move(data)}); }
+  // In reply order; empty for a reply that is whole in its block.
+  const std::vector<LentPiece>& lent() const { return lent_; }
+  // Copies the lent pieces into their places: the block is then the whole reply.
+  void Fill() {
+    for (const auto& l : lent_) std::memcpy(block_ + offset_ + l.at, l.data->data(), static_cast<size_t>(l.data->size()));
+    lent_.clear();
+  }
   // The block (to be freed with free()), its size and where the reply starts
   // in it; this buffer is then empty.
   uint8_t* Release(size_t* block_bytes, size_t* offset) {
@@ -224,13 +243,19 @@ class ReplyBuffer : public arrow::Buffer {
  private:
   uint8_t* block_;
   size_t block_bytes_, offset_;
+  std::vector<LentPiece> lent_;
 };
 
 // Runs one `scan` call: request bytes in, ScanReply bytes out (a ReplyBuffer).  The object is
-// shared because Arrow's readers may keep it (shared_from_this).
+// shared because Arrow's readers may keep it (shared_from_this).  `lend`: the stream's
+// large pieces that are the object store's memory (PositionalFile::Lent: a column
+// passed through) are not copied into the reply's block but left as its lent pieces,
+// for a caller that sends the reply as a list of buffers (the class's bufferlist);
+// otherwise the reply is whole.
 arrow::Result<std::shared_ptr<arrow::Buffer>> RunScan(const uint8_t* request, size_t request_len,
                                                       const std::shared_ptr<PositionalFile>& object,
-                                                      const Limits& limits, ScanStats* stats);
+                                                      const Limits& limits, ScanStats* stats,
+                                                      bool lend = false);
 
 // A Status that carries `err` (a positive errno value) and a message naming the cause.
 arrow::Status ErrnoStatus(int err, std::string message);
