@@ -430,7 +430,8 @@ def run(args, clusters: dict | None = None) -> dict:
         baseline=BASELINE, cut_column=CUT_COLUMN, pool=args.pool, pool_size=1,
         hosts=hosts, links=[s["link"] for s in setups],
         s3=args.s3_endpoint or ("radosgw on host0 (started by the harness)" if getattr(args, "hosts", None)
-                                else "radosgw on loopback (started by the harness)")),
+                                else "radosgw on loopback (started by the harness)"),
+        seaweedfs=args.seaweedfs_endpoint or "weed on the client's loopback (started by the harness)"),
         "systems": {}, "datasets": [], "points": [], "notes": []}
     notes = results["notes"]
     log(f"sweep {args.sweep}: {len(points)} points x {len(names)} systems x {cfg['repeats']} runs; workdir {workdir}")

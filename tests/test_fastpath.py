@@ -275,6 +275,35 @@ def test_compiled_entries_hold_their_manifest_weakly():
     assert len(c) == 2 and c.get(b"0", m2) is None and c.get(b"2", m2) == (2, 2)
 
 
+def test_an_osd_answer_under_4_mib_is_forwarded_as_it_came_and_a_larger_one_is_cut():
+    """wire.event_to_protos: a partition's Arrow IPC stream from the OSD up to
+    FORWARD_BYTES (under gRPC's default 4 MiB message limit) goes out as it came, one
+    message, not cut and encoded again; a larger one is cut into chunks of about
+    CHUNK_BYTES, each under the limit.  Both decode to the same rows."""
+    import numpy as np
+
+    from skyhook_py.service import wire
+    from skyhook_py.service.wire import CHUNK_BYTES, FORWARD_BYTES
+
+    def batch(rows):
+        t = pa.table({"x": pa.array(np.arange(rows, dtype=np.float64))})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema) as w:
+            w.write_table(t)
+        return ResultBatch(3, t, sink.getvalue().to_pybytes())
+
+    mid = batch(300_000)                     # 2.4 MB: over a chunk, under the forward limit
+    assert CHUNK_BYTES < len(mid.ipc) <= FORWARD_BYTES
+    msgs = list(wire.event_to_protos(mid, "q"))
+    assert len(msgs) == 1 and msgs[0].result.data == mid.ipc and msgs[0].result.num_rows == 300_000
+    big = batch(600_000)                     # 4.8 MB: cut
+    assert len(big.ipc) > FORWARD_BYTES
+    msgs = list(wire.event_to_protos(big, "q"))
+    assert len(msgs) > 1 and all(len(m.SerializeToString()) < 4 << 20 for m in msgs)
+    got = pa.concat_tables([wire.decode_table(m.result.data) for m in msgs])
+    assert got.equals(big.table)
+
+
 # -- a miss's batches sent together (fastpath.coalesced), without a cluster --------------
 
 def _batch(partition, values):
