@@ -90,7 +90,16 @@ def worker(args):
             for msg in servicer.Query(request, ctx):
                 bc._serialize(msg)
 
+        from skyhook_py.storage.manifest import current_version
+
+        request.query_id = "size"
+        hit_bytes = sum(len(bc._serialize(m)) for m in servicer.Query(request, ctx))
         lat = {
+            # the parts of a hit that are not ours: a bare gRPC call carrying the hit's
+            # bytes, and the manifest version check (one omap read) every query makes
+            "grpc_floor": grpc_floor(bc, hit_bytes, args.repeats),
+            "version_check": bc.percentiles(*bc.timed(
+                lambda: current_version(server_session.store, "bench"), args.repeats)),
             "in_process": bc.percentiles(*bc.timed(lambda: session.query("bench", **query), args.repeats)),
             "grpc_no_cache": bc.percentiles(*bc.timed(
                 lambda: client.query("bench", use_cache=False, **query), args.repeats)),
@@ -105,6 +114,32 @@ def worker(args):
         running.stop(close_session=True)
         session.close()
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def grpc_floor(bc, payload_bytes: int, repeats: int) -> dict:
+    """A bare gRPC unary-stream call in this process (the handler yields one message
+    of ``payload_bytes``, no work), on a channel set up as skyhook's Client sets its
+    own: what gRPC Python alone costs per call, client and server together."""
+    from concurrent import futures
+
+    import grpc
+    import grpc.experimental
+
+    body = b"x" * payload_bytes
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "floor.Floor", {"Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,)))}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
+            call = channel.unary_stream("/floor.Floor/Call")
+            for _ in range(50):
+                list(call(b"", timeout=60))
+            return bc.percentiles(*bc.timed(lambda: list(call(b"", timeout=60)), repeats))
+    finally:
+        server.stop(0)
 
 
 # -- the driver: cluster, dataset, alternating rounds, report --------------------------
@@ -122,6 +157,8 @@ FIGURES = [  # (key, label, target, direction)
     ("server_hit_cpu", "server's work for a cache hit, p50 CPU ms", None, None),
     ("tput", "client processes on cache hits (32 unless --clients), queries/s", 1000.0, ">="),
     ("tput_per_cpu", "the same, queries per server CPU-second", None, None),
+    ("grpc_floor", "a bare gRPC call carrying a hit's bytes, no work (gRPC Python alone), p50 wall ms", None, None),
+    ("version_check", "the manifest version check (one omap read), p50 wall ms", None, None),
 ]
 
 
@@ -135,6 +172,8 @@ def figures(r: dict) -> dict:
     f["overhead_cpu"] = f["grpc_no_cache_cpu"] - f["in_process_cpu"]
     f["tput"] = r["throughput"]["queries_per_s"]
     f["tput_per_cpu"] = r["throughput"]["queries_per_server_cpu_s"]
+    for p in ("grpc_floor", "version_check"):   # not in runs before 2026-12-05
+        f[p] = lat[p]["p50_ms"] if p in lat else float("nan")
     return f
 
 
