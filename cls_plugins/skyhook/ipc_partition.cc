@@ -30,7 +30,6 @@ namespace {
 namespace ipc_layout {
 
 constexpr int64_t kCoalesceGap = 64 * 1024;  // gap bytes read to save a positional read
-constexpr int64_t kTailGuess = 64 * 1024;    // bytes read at the end for trailer + footer
 
 struct Block {  // File.fbs struct Block
   int64_t offset;
@@ -363,9 +362,8 @@ class IpcPartition : public PartitionReader {
     ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
     if (size < 6 + 8 + 10) return arrow::Status::OK();
     // One read for trailer and footer when the footer is within the last
-    // kTailGuess bytes (a 148-column schema takes about 20 KB), else a second.
-    // Never more than a quarter of a small object: reads stay selective.
-    const int64_t guess = std::max<int64_t>(10, std::min(size / 4, ipc_layout::kTailGuess));
+    // TailBytes (OpenPartition has read them for the magic), else a second.
+    const int64_t guess = TailBytes(size);
     ARROW_RETURN_NOT_OK(file_->Prefetch(size - guess, guess, true));
     ARROW_ASSIGN_OR_RAISE(auto tail, file_->ReadAt(size - guess, guess));
     const uint8_t* trailer = tail->data() + guess - 10;
@@ -438,6 +436,10 @@ class IpcPartition : public PartitionReader {
 };
 
 }  // namespace
+
+int64_t TailBytes(int64_t object_size) {
+  return std::max<int64_t>(10, std::min<int64_t>(object_size / 4, 64 * 1024));
+}
 
 arrow::Result<std::unique_ptr<PartitionReader>> OpenIpcPartition(std::shared_ptr<PositionalFile> file,
                                                                  CallContext* ctx) {

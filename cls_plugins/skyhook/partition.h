@@ -30,6 +30,11 @@ class PartitionReader {
 };
 
 
+// The bytes at the end of an object of `object_size` that one read fetches for the
+// format's trailing magic, the trailer and the footer (a 148-column IPC footer is
+// about 20 KB): 64 KiB, never more than a quarter of a small object.
+int64_t TailBytes(int64_t object_size);
+
 // The readers, opened (footer and schema read); EBADMSG when the bytes are not one.
 arrow::Result<std::unique_ptr<PartitionReader>> OpenIpcPartition(std::shared_ptr<PositionalFile> file,
                                                                  CallContext* ctx);

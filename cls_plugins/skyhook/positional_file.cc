@@ -83,15 +83,6 @@ arrow::Result<std::shared_ptr<arrow::Buffer>> PositionalFile::Join(int64_t posit
   return std::shared_ptr<arrow::Buffer>(std::move(joined));
 }
 
-arrow::Status PositionalFile::ReadUnverified(int64_t position, int64_t nbytes, uint8_t* out) {
-  ARROW_RETURN_NOT_OK(Clamp(position, nbytes, /*allow_short_read=*/false).status());
-  if (nbytes == 0) return arrow::Status::OK();
-  ARROW_RETURN_NOT_OK(DoReadAt(position, nbytes, out));
-  ++read_calls_;
-  bytes_read_ += nbytes;
-  return arrow::Status::OK();
-}
-
 void PositionalFile::ForgetPrefetched(bool all) {
   held_.erase(std::remove_if(held_.begin(), held_.end(),
                              [all](const Region& r) { return all || !r.keep; }),

@@ -107,9 +107,15 @@ arrow::Result<std::unique_ptr<PartitionReader>> OpenPartition(
   uint8_t magic[6] = {0};
   if (object_size < 12) return ErrnoStatus(EBADMSG, "object of " + std::to_string(object_size) +
                                                         " bytes is neither Arrow IPC nor Parquet");
-  ARROW_RETURN_NOT_OK(object->ReadUnverified(0, 6, magic));
+  // The format by the trailing magic, which both formats end with, read with the
+  // tail the reader needs next (trailer and footer): one trip into the object
+  // store fewer than reading the leading magic on its own, and verified.
+  const int64_t tail = TailBytes(object_size);
+  ARROW_RETURN_NOT_OK(object->Prefetch(object_size - tail, tail, /*keep=*/true));
+  ARROW_ASSIGN_OR_RAISE(int64_t got, object->ReadAt(object_size - 6, 6, magic));
+  if (got != 6) return ErrnoStatus(EBADMSG, "cannot read the object's trailing magic");
   if (std::memcmp(magic, "ARROW1", 6) == 0) return OpenIpcPartition(object, ctx);
-  if (std::memcmp(magic, "PAR1", 4) == 0) return OpenParquetPartition(object, ctx);
+  if (std::memcmp(magic + 2, "PAR1", 4) == 0) return OpenParquetPartition(object, ctx);
   return ErrnoStatus(EBADMSG, "object is neither an Arrow IPC file nor a Parquet file");
 }
 

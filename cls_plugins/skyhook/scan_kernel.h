@@ -110,12 +110,6 @@ class PositionalFile : public arrow::io::RandomAccessFile {
   // pieces the object store returned (each served zero-copy); a later read that
   // spans two pieces is copied from them.
   arrow::Status Prefetch(int64_t position, int64_t nbytes, bool keep);
-  // Reads [position, position + nbytes) into `out` without widening it to
-  // checksum blocks or verifying it: only for bytes whose corruption cannot
-  // change an answer, the format magic (a wrong one picks a reader that fails
-  // on the verified footer: EBADMSG either way).  Saves reading and summing a
-  // whole block for 6 bytes.
-  arrow::Status ReadUnverified(int64_t position, int64_t nbytes, uint8_t* out);
   // Drops the prefetched ranges not kept, or all (what Arrow still uses stays
   // alive in its slices).  All, before the pool they came from goes away.
   void ForgetPrefetched(bool all = false);
