@@ -195,3 +195,29 @@ def test_scale_benchmark_real_ingest_smoke(session, store, tmp_path):
     assert "| 20 |" in text and "real ingest" in text
     bs.plot(results, tmp_path / "scale.png")
     assert (tmp_path / "scale.png").stat().st_size > 0
+
+
+def test_link_targets_count_the_harness_seaweedfs_as_on_the_clients_host():
+    """With --hosts the harness's SeaweedFS runs on the client's loopback (0 bytes on the
+    shaped link): a target "through the link" must not be measured against it, unless
+    the run was given a SeaweedFS endpoint of its own."""
+    def run(seaweedfs=None, hosts=3):
+        def res(seconds):
+            return {"seconds": {"median": seconds}, "bytes_delivered": {"median": 1000}}
+        point = {"link": "1gbit", "axes": ["grid"], "ncols": 10, "selectivity": 1.0,
+                 "results": {"skyhook": res(0.45), "s3-seaweedfs": res(0.19), "uproot-s3": res(0.40),
+                             "uproot": res(0.39)}}
+        cfg = {"hosts": hosts, "links": ["1gbit"]}
+        if seaweedfs:
+            cfg["seaweedfs"] = seaweedfs
+        systems = {"skyhook": {"kind": "skyhook"}, "s3-seaweedfs": {"kind": "alternative"},
+                   "uproot-s3": {"kind": "alternative"}, "uproot": {"kind": "alternative"}}
+        return report.link_targets({"config": cfg, "systems": systems, "points": [point]}, "1gbit")
+
+    (row,) = run()
+    assert "(uproot-s3)" in row["text"] and row["text"].startswith("1.12×") and row["met"] is False
+    assert "(s3-seaweedfs)" in row["text"].split("incl. local copies")[1]   # still shown, as local
+    (row,) = run(seaweedfs="http://10.0.0.1:8333")       # a SeaweedFS of its own: through the link
+    assert "(s3-seaweedfs)" in row["text"] and row["text"].startswith("2.37×")
+    (row,) = run(hosts=None)                             # one host: everything is on loopback
+    assert row["text"].startswith("2.37×")
