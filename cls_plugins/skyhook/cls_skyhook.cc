@@ -62,9 +62,7 @@ class BufferptrBuffer : public arrow::Buffer {
 
 // The BufferptrBuffer `b` is a slice of (through Arrow's parent links), or null.
 const BufferptrBuffer* LentBy(const arrow::Buffer& b) {
-  const arrow::Buffer* root = &b;
-  while (root->parent()) root = root->parent().get();
-  return dynamic_cast<const BufferptrBuffer*>(root);
+  return dynamic_cast<const BufferptrBuffer*>(&skyhook::RootOf(b));
 }
 
 // `b` (a slice of a BufferptrBuffer) as a bufferptr on the same object store

@@ -361,10 +361,9 @@ class IpcPartition : public PartitionReader {
   arrow::Status ReadFooter() {
     ARROW_ASSIGN_OR_RAISE(int64_t size, file_->GetSize());
     if (size < 6 + 8 + 10) return arrow::Status::OK();
-    // One read for trailer and footer when the footer is within the last
-    // TailBytes (OpenPartition has read them for the magic), else a second.
+    // Trailer and footer come from the last TailBytes, which OpenPartition holds
+    // (it read them for the format's magic); a longer footer takes a second read.
     const int64_t guess = TailBytes(size);
-    ARROW_RETURN_NOT_OK(file_->Prefetch(size - guess, guess, true));
     ARROW_ASSIGN_OR_RAISE(auto tail, file_->ReadAt(size - guess, guess));
     const uint8_t* trailer = tail->data() + guess - 10;
     int32_t footer_len;

@@ -88,6 +88,13 @@ struct ScanStats {
 // range against the size, allocates from the call's memory pool and counts
 // the bytes read (Figures.bytes_read) and the positional reads issued.
 //
+// The buffer `b` was sliced from, through Arrow's parent links (`b` itself if none).
+inline const arrow::Buffer& RootOf(const arrow::Buffer& b) {
+  const arrow::Buffer* root = &b;
+  while (root->parent()) root = root->parent().get();
+  return *root;
+}
+
 // Prefetch reads a range now and serves later reads that fall inside it as
 // zero-copy slices, without another positional read: the IPC reader asks for
 // the needed buffers one by one, and in the OSD every positional read is a

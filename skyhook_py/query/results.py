@@ -50,6 +50,12 @@ def table_bytes(table: pa.Table) -> int:
     return table.get_total_buffer_size()
 
 
+def delivered_bytes(table: pa.Table, ipc: bytes | None = None) -> int:
+    """What a delivered batch counts as bytes: its IPC stream when it has one (what
+    travels), else its buffers.  One rule for a miss and for the hit that replays it."""
+    return len(ipc) if ipc is not None else table_bytes(table)
+
+
 @dataclasses.dataclass
 class Progress:
     partitions_done: int

@@ -26,7 +26,7 @@ import threading
 import time
 
 from ..errors import UnknownRequestError
-from ..query.results import table_bytes
+from ..query.results import delivered_bytes
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 DEFAULT_HISTORY = 1000
@@ -114,7 +114,7 @@ class RequestStatus:
     def delivered(self, table, ipc: bytes | None = None):
         with self._lock:
             self.rows_delivered += table.num_rows
-            self.bytes_delivered += len(ipc) if ipc is not None else table_bytes(table)
+            self.bytes_delivered += delivered_bytes(table, ipc)
 
     def delivered_totals(self, rows: int, nbytes: int):
         """Like ``delivered`` for several batches at once (a cached answer's)."""

@@ -11,15 +11,16 @@ Two caches, both beside the coordinator's result cache (skyhook_py.service.coord
   so an entry compiled against another manifest object is never used: a repeated
   query skips only the parse, check and planner check, never the version check.
 - ``WireAnswer``: a cached answer as ready-to-send QueryEvent bodies (Arrow IPC output):
-  the first Progress, the result batches coalesced into as few chunks as the chunk
-  size allows (one for a small answer: one message and one IPC decode on the client
-  instead of one per partition) and the Summary without its per-call fields.  A hit
-  only prepends the query id (a serialized ``QueryEvent(query_id=...)``: protobuf
-  merges concatenated messages) and appends the per-call summary fields (cache_hit,
+  the result batches coalesced into as few chunks as the chunk size allows (one for a
+  small answer: one message and one IPC decode on the client instead of one per
+  partition) and the Summary without its per-call fields; no Progress (a hit answers
+  at once, and the Summary has the totals).  A hit only prepends the query id (a
+  serialized ``QueryEvent(query_id=...)``: protobuf merges concatenated messages) and appends the per-call summary fields (cache_hit,
   seconds, server_seconds) as a second summary message part, which the parser merges
-  into the first.  For a client that reads ``final_summary`` (QueryOptions.summary_with_rows)
-  the summary goes in the last chunk's message: a small hit is one message.  Built once, at the first hit, and kept with the cached events
-  (its bytes are counted in the result cache's bound).
+  into the first.  For a client that reads ``final_summary``
+  (QueryOptions.summary_with_rows) the summary goes in the last chunk's message: a
+  small hit is one message.  Built once, at the first hit, and kept with the cached
+  events (its bytes are counted in the result cache's bound).
 
 ``send_hit`` replays a WireAnswer for one QueryRun with the same checks (cancellation,
 deadline) and tracker updates as ``QueryRun.events`` does for a replay.
@@ -36,7 +37,7 @@ import time
 import pyarrow as pa
 
 from ..query.compile import COMPILED_ENTRIES, CompiledQueries  # noqa: F401 - by request token here
-from ..query.results import Progress, ResultBatch, Summary, table_bytes
+from ..query.results import Progress, ResultBatch, Summary, delivered_bytes, table_bytes
 
 log = logging.getLogger("skyhook.server")
 
@@ -96,7 +97,7 @@ def encode_answer(events) -> WireAnswer | None:
     return WireAnswer(bodies, pb.QueryEvent(summary=summary_msg).SerializeToString(),
                       pb.QueryEvent(final_summary=summary_msg).SerializeToString(), summary,
                       rows=sum(b.table.num_rows for b in batches),
-                      nbytes=sum(len(b.ipc) if b.ipc is not None else b.table.nbytes for b in batches))
+                      nbytes=sum(delivered_bytes(b.table, b.ipc) for b in batches))
 
 
 def wire_answer(cache, key, events) -> WireAnswer | None:
