@@ -53,7 +53,7 @@ SWEEPS = {
 }
 SELECTIVITIES = [0.001, 0.01, 0.1, 1.0]
 NCOLUMNS = [1, 10, 100]
-ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
+ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-plain-replies", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
                "s3-seaweedfs", "uproot-s3", "uproot"]
 BASELINE = "skyhook"           # every ratio is against this system, measured in the same run
 CUT_COLUMN = "MET_pt"
@@ -356,6 +356,8 @@ def make_systems(names, ctx, workdir: Path, notes: list[str]) -> dict:
                 out[name] = S.SkyhookSession(ctx, "auto")
             elif name == "skyhook-on":
                 out[name] = S.SkyhookSession(ctx, "on")
+            elif name == "skyhook-plain-replies":
+                out[name] = S.SkyhookSession(ctx, "auto", reply_compression="none")
             elif name == "rados-plain":
                 out[name] = S.SkyhookSession(ctx, "off")
             elif name == "skyhook-grpc":

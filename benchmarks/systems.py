@@ -109,29 +109,37 @@ class System:
 
 # -- Skyhook in-process ------------------------------------------------------------
 
-def open_session(ctx: Context):
-    """A Session on the bench pool as client.admin (the harness owns the pool)."""
+def open_session(ctx: Context, reply_compression: str | None = None):
+    """A Session on the bench pool as client.admin (the harness owns the pool);
+    ``reply_compression``: the Session's default unless given."""
     from skyhook_py.storage.rados_io import Store
     from skyhook_py.session import Session
 
     # Session(store, conf) rather than Session.open: open() hands librados a Path
-    return Session(Store(str(ctx.conf), ctx.pool, ctx.namespace), str(ctx.conf))
+    store = Store(str(ctx.conf), ctx.pool, ctx.namespace)
+    if reply_compression is None:
+        return Session(store, str(ctx.conf))
+    return Session(store, str(ctx.conf), reply_compression)
 
 
 class SkyhookSession(System):
     kind = "skyhook"
 
-    def __init__(self, ctx: Context, pushdown: str):
+    def __init__(self, ctx: Context, pushdown: str, reply_compression: str | None = None):
         self.pushdown = pushdown
         self.name = {"auto": "skyhook", "on": "skyhook-on", "off": "rados-plain"}[pushdown]
         self.label = {"auto": "Skyhook (auto)", "on": "Skyhook (pushdown on)",
                       "off": "RADOS plain read (Skyhook pushdown=off)"}[pushdown]
+        if reply_compression is not None:   # a variant of Skyhook's own, not an alternative
+            self.name += "-" + {"none": "plain-replies"}.get(reply_compression, reply_compression + "-replies")
+            self.label += f", replies {reply_compression}
         if pushdown == "off":
             self.kind = "alternative"
         self.description = (f"skyhook_py.Session.run(pushdown={pushdown!r}) in the client process"
+                            + (f", Session(reply_compression={reply_compression!r})" if reply_compression else "")
                             + ("; whole partition objects read, cut evaluated on the client by the "
                                "reference evaluator" if pushdown == "off" else ""))
-        self.session = open_session(ctx)
+        self.session = open_session(ctx, reply_compression)
 
     def run(self, query: BenchQuery) -> Measurement:
         r = self.session.run(query.dataset, columns=list(query.columns), where=query.cut,

@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
     q.add_argument("--pushdown", choices=["auto", "on", "off"], default="auto")
     q.add_argument("--server", help="run through a coordinator at this gRPC address")
+    _add_reply_compression(q)
     q.add_argument("--token", default=os.environ.get("SKYHOOK_TOKEN"), help="bearer token for --server")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_query)
@@ -162,7 +163,17 @@ def _add_serve_command(subparsers):
                    help=f"cephx user of the writer identity (default {defaults.INGEST_USER})")
     p.add_argument("--cache-mb", type=int, default=defaults.CACHE_BYTES >> 20, help="result cache size")
     p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
+    _add_reply_compression(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _add_reply_compression(p):
+    from . import defaults
+    from .query.reply_compression import MODES
+
+    p.add_argument("--reply-compression", choices=MODES, default=defaults.REPLY_COMPRESSION,
+                   help="how the OSDs compress their answers: auto (default) uses LZ4 from an OSD whose "
+                        "answers arrive slower than 150 MB/s (a slow link); none, lz4, zstd: always that")
 
 
 def cmd_serve(args):
@@ -178,7 +189,8 @@ def cmd_serve(args):
     running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
                     keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
                     tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
-                    block=False, writer_user=args.writer_user, writer_keyring=args.writer_keyring)
+                    block=False, writer_user=args.writer_user, writer_keyring=args.writer_keyring,
+                    reply_compression=args.reply_compression)
     print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
           f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
           f"{'bearer tokens required' if tokens else 'no authentication'}; skims "
@@ -189,9 +201,11 @@ def cmd_serve(args):
 
 
 def _session(args):
+    from . import defaults
     from .session import Session
 
-    return Session.open(conf=args.conf, pool=args.pool, user=args.user, keyring=args.keyring)
+    return Session.open(conf=args.conf, pool=args.pool, user=args.user, keyring=args.keyring,
+                        reply_compression=getattr(args, "reply_compression", defaults.REPLY_COMPRESSION))
 
 
 def _store(args):

@@ -17,6 +17,7 @@ GRPC_MAX_MESSAGE_BYTES = 64 << 20
 LISTEN = "127.0.0.1:50051"       # the coordinator's address
 QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-only query key)
 INGEST_USER = "client.skyhook-ingest"  # the cephx user that may write partitions and manifests
+REPLY_COMPRESSION = "auto"       # the class's replies: LZ4 from an OSD whose link is slow
 CACHE_BYTES = 256 << 20          # the coordinator's result cache
 PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
 GC_GRACE = 900                   # seconds: gc keeps unnamed partitions younger than this

@@ -33,10 +33,11 @@ PLAN_TASKS_KEPT = 4096
 
 
 class Session:
-    def __init__(self, store, conf: str):
+    def __init__(self, store, conf: str, reply_compression: str = defaults.REPLY_COMPRESSION):
         self.store = store
         self.conf = conf
-        self.executor = Executor(store)
+        # reply_compression: none, lz4, zstd, or auto (query/reply_compression.py)
+        self.executor = Executor(store, reply_compression=reply_compression)
         self._manifests = None
         # compiled queries by their arguments and plans by query, each against the
         # manifest object it was made for (a new version is a new object: made again)
@@ -45,7 +46,7 @@ class Session:
 
     @classmethod
     def open(cls, conf=None, pool=None, namespace=None, user="client.admin", keyring=None,
-             op_timeout: float = defaults.OP_TIMEOUT):
+             op_timeout: float = defaults.OP_TIMEOUT, reply_compression: str = defaults.REPLY_COMPRESSION):
         from .paths import resolve_conf
         from .storage.rados_io import Store
 
@@ -53,7 +54,7 @@ class Session:
         store = Store(conf, defaults.pool(pool),
                       namespace or DEFAULT_NAMESPACE, name=user, keyring=keyring,
                       op_timeout=op_timeout)
-        return cls(store, conf)
+        return cls(store, conf, reply_compression)
 
     def close(self):
         self.executor.close()

@@ -37,6 +37,7 @@ from ..storage import checksum
 from . import codec
 from .planner import Mode
 from .results import PartitionFailure, Progress, ResultBatch
+from .reply_compression import ReplyCompression
 from .slices import Slices
 
 CLASS_NAME = defaults.CLASS_NAME
@@ -96,13 +97,14 @@ _RESUME = "resume"
 class Executor:
     def __init__(self, store, max_in_flight: int = 16, per_osd: int = 4,
                  max_reply: int = codec.DEFAULT_MAX_REPLY, retries: int = 3,
-                 compression: str = "none"):
+                 reply_compression: str = "auto"):
         self.store = store
         self.max_in_flight = max_in_flight
         self.per_osd = per_osd
         self.max_reply = max_reply
         self.retries = retries
-        self.compression = compression
+        # per OSD: LZ4 replies while its link is slow (query/reply_compression.py)
+        self.reply_compression = ReplyCompression(reply_compression)
         # the longest time slice to ask the class for, in µs of CPU (0: the class's own;
         # tests set 1 to cut every partition into as many slices as it can)
         self.slice_us = 0
@@ -151,6 +153,8 @@ class Executor:
         cap_for = _reply_cap_estimator(manifest, query, self.max_reply)
         caps = [cap_for(t) for t in tasks]       # task position -> its calls' reply cap
 
+        compressions: dict[int, str] = {}      # task position -> its last call's reply compression
+        sent_at: dict[int, float] = {}          # task position -> its last call's send time, then wall time
         slices: dict[int, Slices] = {}          # task position -> its time slices so far
         sent_limits: dict[int, int] = {}         # task position -> the limit its first call sent
 
@@ -159,21 +163,21 @@ class Executor:
             whole = task.row_start == 0 and task.row_stop == _partition_rows(manifest, task)
             return -1 if whole else task.row_stop
 
-        def encode(task, cap, row_start, limit, resume=()):   # (limit: this call's, -1 for none)
+        def encode(task, cap, row_start, limit, compression, resume=()):   # (limit: this call's, -1 for none)
             return codec.encode_scan_request(
                 outputs=query.outputs, where=query.where, row_start=row_start,
                 row_stop=row_stop(task), limit=limit, aggregations=query.aggregations,
-                compression=self.compression, max_reply_bytes=cap,
+                compression=compression, max_reply_bytes=cap,
                 deadline_ms=deadline_ms, slice_us=self.slice_us, resume=resume)
 
-        def request_for(task, cap, remaining):
+        def request_for(task, cap, remaining, compression):
             # Building a flatbuffer in pure Python costs ~1 ms: each distinct one once.
             limit_ = -1 if remaining is None else remaining
-            key = (query_key, task.row_start, row_stop(task), limit_, self.compression,
+            key = (query_key, task.row_start, row_stop(task), limit_, compression,
                    cap, deadline_ms, self.slice_us)
             req = self._requests.get(key)
             if req is None:
-                req = encode(task, cap, task.row_start, limit_)
+                req = encode(task, cap, task.row_start, limit_, compression)
                 self._requests.put(key, req)
             return req
 
@@ -187,19 +191,25 @@ class Executor:
             remaining = None if limit is None else max(0, limit - rows_yielded)
             if mode == Mode.PUSHDOWN:
                 cap = caps[pos]
+                compression = compressions[pos] = self.reply_compression.for_osd(osd)
                 if pos in slices:   # the rest of a sliced scan: never cached (it carries state)
-                    req = encode(task, cap, **slices[pos].resume_args())
+                    req = encode(task, cap, compression=compression, **slices[pos].resume_args())
                 else:
                     sent_limits[pos] = -1 if remaining is None else remaining
-                    req = request_for(task, cap, remaining)
+                    req = request_for(task, cap, remaining, compression)
+                sent_at[pos] = time.monotonic()
                 try:
                     self.store.aio_execute(task.object, CLASS_NAME, "scan", req, cap,
-                                           lambda err, data, pos=pos: done_q.put((pos, err, data)))
+                                           lambda err, data, pos=pos: arrived(pos, err, data))
                 except ClusterError as e:
                     done_q.put((pos, E.ENOTCONN, str(e).encode()))
             else:
                 self._readers.submit(self._read_and_evaluate, task, query, remaining, pos, done_q,
                                      manifest.partition_checksum(task.partition))
+
+        def arrived(pos, err, data):   # (in librados's thread)
+            sent_at[pos] = time.monotonic() - sent_at[pos]   # now the call's wall time
+            done_q.put((pos, err, data))
 
         def can_submit(pos):
             if len(in_flight) >= self.max_in_flight or pos >= next_yield + window:
@@ -237,7 +247,10 @@ class Executor:
                         rows_yielded += t.num_rows
                         if t.num_rows:
                             whole = t.num_rows == result.table.num_rows
-                            yield ResultBatch(task.partition, t, result.ipc if whole else None)
+                            # a compressed stream is decoded here, not passed on: the
+                            # coordinator's clients are promised plain Arrow IPC
+                            plain = compressions.get(next_yield - 1, "none") == "none"
+                            yield ResultBatch(task.partition, t, result.ipc if whole and plain else None)
                 else:
                     yield PartitionFailure(task.partition, task.object, outcome.errno, outcome.message)
                     if fail_fast:
@@ -259,6 +272,7 @@ class Executor:
                     yield Idle()
                 continue
             task, osd, mode = in_flight.pop(pos)
+            sharing = per_osd[osd]   # calls to this OSD in flight when this one came back
             per_osd[osd] -= 1
             if mode == Mode.PUSHDOWN and err == E.EMSGSIZE and caps[pos] < self.max_reply:
                 caps[pos] = self.max_reply   # the estimate was short: once more, with the full cap
@@ -266,6 +280,10 @@ class Executor:
                 retry_queue.insert(0, pos)
                 continue
             finished_outcome = self._classify(task, mode, err, data, pos, attempts, busy)
+            if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
+                figures = finished_outcome.result.figures
+                self.reply_compression.observe(osd, len(data), sent_at[pos], figures.get("cpu_ns", 0) / 1e9,
+                                               sharing)
             if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
                 finished_outcome = self._join_slices(pos, finished_outcome, slices, sent_limits[pos])
                 if finished_outcome == _RESUME:

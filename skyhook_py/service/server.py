@@ -223,7 +223,8 @@ def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
     return RunningServer(server, coordinator, f"{host}:{port}", port, bool(tls_cert))
 
 
-def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, namespace=None):
+def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, namespace=None,
+                 reply_compression: str = defaults.REPLY_COMPRESSION):
     """A Session on the cluster of ``conf`` as ``user`` (Store wants the conf as a str)."""
 
     from ..paths import resolve_conf
@@ -233,7 +234,7 @@ def open_session(conf=None, pool=None, user: str = QUERY_USER, keyring=None, nam
     conf = str(resolve_conf(conf))
     store = Store(conf, defaults.pool(pool), namespace or defaults.NAMESPACE,
                   name=user, keyring=keyring)
-    return Session(store, conf)
+    return Session(store, conf, reply_compression)
 
 
 def open_writer(conf=None, pool=None, user: str = defaults.INGEST_USER, keyring=None, namespace=None):
@@ -248,12 +249,13 @@ def open_writer(conf=None, pool=None, user: str = defaults.INGEST_USER, keyring=
 def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_USER, keyring=None,
           tokens=None, tls_cert=None, tls_key=None, *, namespace=None,
           cache_bytes: int = coord.DEFAULT_CACHE_BYTES, max_workers: int = 64,
-          block: bool = True, writer_user: str | None = None, writer_keyring=None) -> RunningServer:
+          block: bool = True, writer_user: str | None = None, writer_keyring=None,
+          reply_compression: str = defaults.REPLY_COMPRESSION) -> RunningServer:
     """Open a Session as ``user`` (by default the read-only query key, whose keyring
     ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM.  With
     ``writer_user`` or ``writer_keyring`` the coordinator also holds a writer identity
     (the ingest key by default) and can run skims; without, it refuses them."""
-    session = open_session(conf, pool, user, keyring, namespace)
+    session = open_session(conf, pool, user, keyring, namespace, reply_compression)
     writer = None
     if writer_user or writer_keyring:
         try:
