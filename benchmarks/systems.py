@@ -132,7 +132,7 @@ class SkyhookSession(System):
                       "off": "RADOS plain read (Skyhook pushdown=off)"}[pushdown]
         if reply_compression is not None:   # a variant of Skyhook's own, not an alternative
             self.name += "-" + {"none": "plain-replies"}.get(reply_compression, reply_compression + "-replies")
-            self.label += f", replies {reply_compression}
+            self.label = self.label[:-1] + f", replies {reply_compression})"
         if pushdown == "off":
             self.kind = "alternative"
         self.description = (f"skyhook_py.Session.run(pushdown={pushdown!r}) in the client process"
