@@ -106,13 +106,13 @@ def _client_process(address, query, per_client, barrier, results_q, use_cache):
     with Client(address, timeout=120) as c:
         c.query("bench", use_cache=use_cache, **query)   # connect outside the timing
         barrier.wait()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(per_client):
             try:
                 c.query("bench", use_cache=use_cache, **query)
             except Exception:  # noqa: BLE001
                 errors += 1
-        results_q.put((t0, time.perf_counter(), errors))
+        results_q.put((t0, time.perf_counter(), errors, time.process_time() - c0))
 
 
 def throughput_processes(address, query, clients, per_client, use_cache=True):
@@ -124,15 +124,29 @@ def throughput_processes(address, query, clients, per_client, use_cache=True):
     for p in procs:
         p.start()
     barrier.wait(timeout=300)
+    busy0 = _machine_busy_seconds()
     c0, t0 = time.process_time(), time.perf_counter()
     got = [q.get(timeout=600) for _ in procs]
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    busy, total = (b - a for a, b in zip(busy0, _machine_busy_seconds()))
     for p in procs:
         p.join()
     n = clients * per_client
     return {"clients": clients, "kind": "processes", "queries": n, "seconds": seconds,
-            "queries_per_s": n / seconds, "errors": sum(e for _, _, e in got),
-            "server_cpu_ms_per_query": cpu * 1000 / n, "queries_per_server_cpu_s": n / cpu if cpu else None}
+            "queries_per_s": n / seconds, "errors": sum(g[2] for g in got),
+            "server_cpu_ms_per_query": cpu * 1000 / n, "queries_per_server_cpu_s": n / cpu if cpu else None,
+            # where the machine's CPU went: the clients' own share, and how busy every CPU was
+            "clients_cpu_ms_per_query": sum(g[3] for g in got) * 1000 / n,
+            "machine_busy_fraction": busy / total if total else None}
+
+
+def _machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat, all CPUs)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]   # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
 def throughput_threads(address, query, clients, per_client, use_cache=True):

@@ -157,6 +157,8 @@ FIGURES = [  # (key, label, target, direction)
     ("server_hit_cpu", "server's work for a cache hit, p50 CPU ms", None, None),
     ("tput", "client processes on cache hits (32 unless --clients), queries/s", 1000.0, ">="),
     ("tput_per_cpu", "the same, queries per server CPU-second", None, None),
+    ("tput_clients_cpu", "the same, the client processes' CPU ms per query", None, None),
+    ("tput_busy", "the same, fraction of the machine's CPUs busy", None, None),
     ("grpc_floor", "a bare gRPC call carrying a hit's bytes, no work (gRPC Python alone), p50 wall ms", None, None),
     ("version_check", "the manifest version check (one omap read), p50 wall ms", None, None),
 ]
@@ -172,6 +174,9 @@ def figures(r: dict) -> dict:
     f["overhead_cpu"] = f["grpc_no_cache_cpu"] - f["in_process_cpu"]
     f["tput"] = r["throughput"]["queries_per_s"]
     f["tput_per_cpu"] = r["throughput"]["queries_per_server_cpu_s"]
+    # not in runs before 2026-12-05 (the second session)
+    f["tput_clients_cpu"] = r["throughput"].get("clients_cpu_ms_per_query", float("nan"))
+    f["tput_busy"] = r["throughput"].get("machine_busy_fraction", float("nan"))
     for p in ("grpc_floor", "version_check"):   # not in runs before 2026-12-05
         f[p] = lat[p]["p50_ms"] if p in lat else float("nan")
     return f

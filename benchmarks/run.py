@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -475,7 +476,7 @@ def run(args, clusters: dict | None = None) -> dict:
                 notes.append(f"{osds} OSD(s): the skyhook class is {class_state}: Skyhook's pushdown "
                              "falls back to plain reads, its figures are NOT pushdown figures")
             ctx = Context(conf=str(cluster.conf_path), pool=args.pool, namespace=NAMESPACE)
-            if "s3-parquet" in names:
+            if {"s3-parquet", "uproot-s3"} & set(names):   # both read through the gateway
                 if args.s3_endpoint:
                     ctx.s3_endpoint, ctx.s3_key, ctx.s3_secret = args.s3_endpoint, args.s3_key, args.s3_secret
                 else:
@@ -627,6 +628,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # a SIGTERM (kill, a CI timeout) unwinds like Ctrl-C: clusters, gateways, SeaweedFS and
+    # namespaces are removed by the finally blocks that started them
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args)
     _save(results, args.out)
     from . import report

@@ -173,6 +173,57 @@ def test_copies_on_three_hosts_and_bytes_come_over_the_links(mh_cluster, mh_stor
     assert off[2] - manifest_bytes > 10 * (on[2] - manifest_bytes)
 
 
+def _same_as_uproot(table, arrays, columns):
+    """Every column of ``table`` equals uproot's (jagged ones: counts and values)."""
+    import numpy as np
+
+    got = ak.from_arrow(table)
+    for c in columns:
+        a, b = got[c], arrays[c]
+        if a.ndim > 1:
+            np.testing.assert_array_equal(ak.to_numpy(ak.num(a)), ak.to_numpy(ak.num(b)), err_msg=c)
+            a, b = ak.flatten(a), ak.flatten(b)
+        np.testing.assert_array_equal(ak.to_numpy(a), ak.to_numpy(b), err_msg=c)
+
+
+def test_replies_over_slow_links_are_compressed_once_measured(mh_cluster, mh_store, tmp_path_factory):
+    """Over the 1 Gbit/s links, a Session with reply_compression "auto" (the default)
+    measures each OSD's large replies arriving below 150 MB/s and asks for LZ4 from then
+    on: fewer bytes cross the links, and the answer still equals uproot's."""
+    from skyhook_py import demo_data
+    from skyhook_py.query.reply_compression import SLOW_BYTES_PER_S
+    from skyhook_py.session import Session
+
+    path = demo_data.write_nanoaod(str(tmp_path_factory.mktemp("lz4") / "demo.root"), events=100_000, seed=5)
+    columns = ["event", "MET_pt", "Muon_pt", "Muon_eta", "Jet_pt", "Jet_eta"]
+    with uproot.open(path) as f:
+        expected = f["Events"].arrays(columns)
+    plain = Session(mh_store, mh_store.conf, "none")
+    plain.ingest([path], "lz4demo", tree="Events", partition_events=25_000)
+    net = mh_cluster.network
+    before = net.counters()["client"]
+    r_plain = plain.run("lz4demo", columns=columns)
+    plain_link = net.counters()["client"] - before
+    _same_as_uproot(r_plain.table, expected, columns)
+
+    auto = Session(mh_store, mh_store.conf)   # the default: auto
+    first = auto.run("lz4demo", columns=columns)   # no evidence yet: plain replies, measured
+    rates = auto.executor.reply_compression.rates()
+    assert rates and all(r < SLOW_BYTES_PER_S for r in rates.values()), rates
+    before = net.counters()["client"]
+    second = auto.run("lz4demo", columns=columns)
+    auto_link = net.counters()["client"] - before
+    _same_as_uproot(second.table, expected, columns)
+    assert first.summary.bytes_returned == r_plain.summary.bytes_returned
+    assert second.summary.bytes_returned < 0.8 * r_plain.summary.bytes_returned
+    assert auto_link < 0.8 * plain_link
+    print(f"\nover {LINK} links, {len(rates)} OSDs measured at "
+          f"{', '.join(f'{r / 1e6:.0f}' for r in rates.values())} MB/s: plain replies {plain_link:,} B on the "
+          f"client's link, LZ4 {auto_link:,} B")
+    for s in (plain, auto):
+        s.executor.close()   # (the module's store stays open)
+
+
 # -- a partitioned host during a stream of queries -------------------------------------------
 
 def test_partitioned_host_during_queries(mh_cluster, session, ttbar):
