@@ -54,7 +54,9 @@ SWEEPS = {
 }
 SELECTIVITIES = [0.001, 0.01, 0.1, 1.0]
 NCOLUMNS = [1, 10, 100]
-ALL_SYSTEMS = ["skyhook", "skyhook-on", "skyhook-plain-replies", "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
+# Skyhook with a fixed reply compression instead of its default (auto: per OSD, by link speed)
+REPLY_VARIANTS = {"skyhook-plain-replies": "none", "skyhook-lz4-replies": "lz4", "skyhook-zstd-replies": "zstd"}
+ALL_SYSTEMS = ["skyhook", "skyhook-on", *REPLY_VARIANTS, "skyhook-grpc", "rados-plain", "rados-pyarrow", "s3-parquet",
                "s3-seaweedfs", "uproot-s3", "uproot"]
 BASELINE = "skyhook"           # every ratio is against this system, measured in the same run
 CUT_COLUMN = "MET_pt"
@@ -357,8 +359,8 @@ def make_systems(names, ctx, workdir: Path, notes: list[str]) -> dict:
                 out[name] = S.SkyhookSession(ctx, "auto")
             elif name == "skyhook-on":
                 out[name] = S.SkyhookSession(ctx, "on")
-            elif name == "skyhook-plain-replies":
-                out[name] = S.SkyhookSession(ctx, "auto", reply_compression="none")
+            elif name in REPLY_VARIANTS:
+                out[name] = S.SkyhookSession(ctx, "auto", reply_compression=REPLY_VARIANTS[name])
             elif name == "rados-plain":
                 out[name] = S.SkyhookSession(ctx, "off")
             elif name == "skyhook-grpc":
@@ -417,7 +419,7 @@ def run(args, clusters: dict | None = None) -> dict:
         setups = [dict(osds=hosts, link=link, hosts=None if link == "loopback" else hosts) for link in links]
     else:
         setups = [dict(osds=o, link="loopback", hosts=None) for o in osd_counts]
-    names = args.systems.split(",") if args.systems else list(ALL_SYSTEMS)
+    names = args.systems.split(",") if args.systems else [n for n in ALL_SYSTEMS if n not in REPLY_VARIANTS]
     if BASELINE not in names:
         names.insert(0, BASELINE)
     workdir = Path(args.workdir).resolve()
@@ -595,7 +597,8 @@ def parse_args(argv=None):
     today = datetime.date.today().isoformat()
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", choices=sorted(SWEEPS), default="small")
-    p.add_argument("--systems", help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default: all)")
+    p.add_argument("--systems", help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} "
+                                     "(default: all but the fixed reply compressions, skyhook-*-replies)")
     p.add_argument("--osds", default="1,3", help="OSD counts, one throwaway cluster each (default 1,3)")
     p.add_argument("--hosts", type=int, help="storage hosts as network namespaces (one OSD each; radosgw "
                    "on the first); the client reads over --link")

@@ -172,7 +172,7 @@ def _add_reply_compression(p):
     from .query.reply_compression import MODES
 
     p.add_argument("--reply-compression", choices=MODES, default=defaults.REPLY_COMPRESSION,
-                   help="how the OSDs compress their answers: auto (default) uses LZ4 from an OSD whose "
+                   help="how the OSDs compress their answers: auto (default) uses ZSTD from an OSD whose "
                         "answers arrive slower than 150 MB/s (a slow link); none, lz4, zstd: always that")
 
 

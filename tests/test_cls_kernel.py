@@ -499,3 +499,26 @@ def test_outputs_are_evaluated_on_selected_rows_only(dy, tmp_path):
     r = scan(path, tmp_path, outputs=[("e", col("event"))], row_start=10, row_stop=450, limit=5)
     assert (r.figures["rows_scanned"], r.figures["rows_matched"], r.figures["rows_returned"]) == (440, 440, 5)
     assert r.table["e"].to_pylist() == ak.to_list(a.event[10:15])
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_a_large_reply_is_compressed_as_asked_and_a_small_one_is_written_plain(tmp_path, compression):
+    """The class compresses a reply whose first batch has 64 KiB or more (scan.cc
+    kCompressBytes): the stream is smaller and decodes to the plain answer.  A smaller
+    reply is written plain although compression was asked (a codec context per buffer
+    costs more than the bytes it saves): its stream is the very bytes of the plain one."""
+    rng = np.random.default_rng(3)
+    n = 100_000
+    table = pa.table({"event": pa.array(np.arange(n, dtype=np.uint64)),
+                      "x": pa.array(rng.normal(size=n).astype(np.float32))})
+    path = write_ipc(table, tmp_path / "c.arrow")
+    outputs = [("event", col("event")), ("x", col("x"))]
+    cuts = {"large": None, "small": col("x") > 3.0}   # all rows; about 0.1 % of them
+    for size, where in cuts.items():
+        plain = scan(path, tmp_path, outputs=outputs, where=where)
+        packed = scan(path, tmp_path, outputs=outputs, where=where, compression=compression)
+        assert packed.table.equals(plain.table)
+        if size == "large":
+            assert plain.table.num_rows == n and len(packed.ipc) < 0.8 * len(plain.ipc)
+        else:
+            assert 0 < plain.table.num_rows < 1000 and packed.ipc == plain.ipc

@@ -7,7 +7,7 @@ import pytest
 
 from skyhook_py.errors import QueryError
 from skyhook_py.query.reply_compression import (FAST_BYTES_PER_S, MIN_SAMPLE_BYTES, SLOW_BYTES_PER_S,
-                                                ReplyCompression)
+                                                SLOW_LINK_CODEC, ReplyCompression)
 
 MB = 1 << 20
 
@@ -31,7 +31,7 @@ def test_auto_compresses_an_osd_once_its_large_replies_arrive_slowly_and_stops_w
     p = ReplyCompression("auto")
     assert p.for_osd(3) == "none"                 # no evidence yet
     reply_at(p, 3, 110e6)                          # a 1 Gbit/s link
-    assert p.for_osd(3) == "lz4"
+    assert p.for_osd(3) == SLOW_LINK_CODEC
     reply_at(p, 3, 2e9)                            # average ~1 GB/s: fast again
     assert p.rates()[3] > FAST_BYTES_PER_S and p.for_osd(3) == "none"
 
@@ -42,7 +42,7 @@ def test_auto_holds_its_choice_while_the_rate_stays_inside_the_band():
     reply_at(p, 0, 50e6)
     for _ in range(10):
         reply_at(p, 0, middle)
-    assert SLOW_BYTES_PER_S < p.rates()[0] < FAST_BYTES_PER_S and p.for_osd(0) == "lz4"
+    assert SLOW_BYTES_PER_S < p.rates()[0] < FAST_BYTES_PER_S and p.for_osd(0) == SLOW_LINK_CODEC
     q = ReplyCompression("auto")
     for _ in range(10):
         reply_at(q, 0, middle)
@@ -55,7 +55,7 @@ def test_small_replies_and_other_osds_do_not_move_the_choice():
         reply_at(p, 0, 1e6, nbytes=MIN_SAMPLE_BYTES - 1)   # latency-bound: says nothing of the link
     assert p.for_osd(0) == "none" and 0 not in p.rates()
     reply_at(p, 1, 50e6)
-    assert p.for_osd(1) == "lz4" and p.for_osd(0) == "none" and p.for_osd(2) == "none"
+    assert p.for_osd(1) == SLOW_LINK_CODEC and p.for_osd(0) == "none" and p.for_osd(2) == "none"
 
 
 def test_replies_in_flight_together_each_count_as_a_share_of_the_link():

@@ -103,7 +103,7 @@ class Executor:
         self.per_osd = per_osd
         self.max_reply = max_reply
         self.retries = retries
-        # per OSD: LZ4 replies while its link is slow (query/reply_compression.py)
+        # per OSD: compressed replies while its link is slow (query/reply_compression.py)
         self.reply_compression = ReplyCompression(reply_compression)
         # the longest time slice to ask the class for, in µs of CPU (0: the class's own;
         # tests set 1 to cut every partition into as many slices as it can)

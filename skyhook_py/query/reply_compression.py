@@ -1,27 +1,29 @@
 """Which compression the object class should use for its replies, per OSD.
 
 A reply is an Arrow IPC stream; the class can write it LZ4- or ZSTD-compressed
-(ScanRequest.compression).  Compressing costs the OSD's CPU and the client's, and
-saves bytes on the network: NanoAOD-like columns shrink to about half with LZ4.  It
-pays when the link is the bottleneck, and costs when the OSD's CPU is.
+(ScanRequest.compression; it writes a reply under 64 KiB plain all the same).
+Compressing costs the OSD's CPU and the client's, and saves bytes on the network: 10
+NanoAOD-like columns shrink 1.9x with LZ4 and 2.8x with ZSTD.  It pays when the link is
+the bottleneck, and costs when the OSD's CPU is.
 
 ``ReplyCompression(mode)``: ``"none"``, ``"lz4"`` or ``"zstd"`` are used for every call;
 ``"auto"`` chooses per OSD from how fast its large replies arrived.  For each reply of
 at least ``MIN_SAMPLE_BYTES`` the delivery rate is bytes / (wall time − the class's CPU
 time), multiplied by the calls to that OSD in flight when it arrived (concurrent replies
 share the link, and on a fast link wait for each other in the OSD's queue: either way
-each sees a share).  An exponential average per OSD is kept; LZ4 is used while it is
-below ``SLOW_BYTES_PER_S`` and dropped once it is above ``FAST_BYTES_PER_S`` (a band, so
-that a rate near the line does not flip every call).  The first calls to an OSD are
-never compressed: there is no evidence yet.
+each sees a share).  An exponential average per OSD is kept; ``SLOW_LINK_CODEC`` is used
+while it is below ``SLOW_BYTES_PER_S`` and dropped once it is above ``FAST_BYTES_PER_S``
+(a band, so that a rate near the line does not flip every call).  The first calls to an
+OSD are never compressed: there is no evidence yet.
 
 The rate is not the link's alone: it includes the OSD's per-call overhead, so on
 loopback with 337 kB replies it reads about 270 MB/s, while over a 1 Gbit/s link it
-cannot exceed 125 MB/s.  The line is drawn between them, at 150 MB/s (1.2 Gbit/s):
-a pure-link model (LZ4 at ~600 MB/s to compress, ~3 GB/s to decompress, ratio 2) puts
-the break-even at 250 MB/s, and on a link that fast the gain would be small anyway.
-The rate of a compressed reply is still the link's (its bytes over its transfer time),
-so the choice is undone when the link gets faster.
+cannot exceed 125 MB/s.  The line is drawn between them, at 150 MB/s (1.2 Gbit/s).
+Below it ZSTD (level 1) compresses faster than the link carries and saves the most:
+the whole columns of 1 M events over 1 Gbit/s links took 449 ms plain, 240 ms with LZ4
+and 172 ms with ZSTD (benchmarks/results/2026-12-05-reply-compression).  The rate of a
+compressed reply is still the link's (its bytes over its transfer time), so the choice
+is undone when the link gets faster.
 
 What it ignores: which OSD holds what (the executor asks); how replies are decoded
 (Arrow reads compressed IPC streams as they are).
@@ -35,6 +37,7 @@ MODES = ("none", "lz4", "zstd", "auto")
 MIN_SAMPLE_BYTES = 256 << 10      # smaller replies are timed by latency, not bandwidth
 SLOW_BYTES_PER_S = 150e6
 FAST_BYTES_PER_S = 300e6
+SLOW_LINK_CODEC = "zstd"
 WEIGHT = 0.5                      # of the newest sample in the average
 MIN_TRANSFER_SECONDS = 50e-6
 
@@ -56,7 +59,7 @@ class ReplyCompression:
         """The compression to ask of ``osd`` now."""
         if self.mode != "auto":
             return self.mode
-        return "lz4" if self._compressing.get(osd, False) else "none"
+        return SLOW_LINK_CODEC if self._compressing.get(osd, False) else "none"
 
     def observe(self, osd, reply_bytes: int, wall_seconds: float, class_cpu_seconds: float,
                 in_flight: int = 1) -> None:
