@@ -3,6 +3,7 @@
 import pyarrow as pa
 import pytest
 
+from skyhook_py.errors import QueryError
 from skyhook_py.query import codec, ir
 from skyhook_py._generated import skyhook_scan_generated as fb
 from skyhook_py.query.ir import Op, call, col
@@ -39,6 +40,23 @@ def test_scan_parameters_round_trip():
     assert req.where is None and req.version == 1
     defaults = codec.decode_scan_request(codec.encode_scan_request())
     assert (defaults.row_stop, defaults.limit, defaults.max_reply_bytes) == (-1, -1, codec.DEFAULT_MAX_REPLY)
+
+
+@pytest.mark.parametrize("slice_us", [0, 5000])
+def test_a_cached_request_with_a_new_deadline_is_the_request_encoded_with_it(slice_us):
+    """The executor keeps encoded requests and writes each query's deadline into a copy
+    (codec.with_deadline): the bytes must be those encode_scan_request gives."""
+    kw = dict(outputs=[("pt", col("Muon_pt")), ("n", call(Op.Count, col("Muon_pt")))], where=col("MET_pt") > 40,
+              row_start=100, row_stop=6_250, compression="zstd", max_reply_bytes=1 << 20, slice_us=slice_us)
+    cached = codec.encode_scan_request(**kw, deadline_ms=1_700_000_000_000)
+    for deadline in (1, 1_764_912_345_678, 2**63 - 1):
+        patched = codec.with_deadline(cached, deadline)
+        assert patched == codec.encode_scan_request(**kw, deadline_ms=deadline)
+        assert codec.decode_scan_request(patched).deadline_ms == deadline
+    with pytest.raises(ValueError, match="without a deadline"):
+        codec.with_deadline(codec.encode_scan_request(**kw), 1_764_912_345_678)
+    with pytest.raises(QueryError, match="deadline_ms must be"):
+        codec.with_deadline(cached, 0)
 
 
 def test_expression_as_deep_as_the_limit_round_trips():

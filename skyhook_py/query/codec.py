@@ -250,6 +250,24 @@ def encode_scan_request(outputs=(), where=None, row_start=0, row_stop=-1, limit=
     return bytes(b.Output())
 
 
+_DEADLINE_FIELD = 10    # ScanRequest's fields in order: version, nodes, ..., max_reply_bytes, deadline_ms
+_U64 = struct.Struct("<Q")
+
+
+def with_deadline(request: bytes, deadline_ms: int) -> bytes:
+    """A copy of ``request`` (encoded with a deadline, any) carrying ``deadline_ms``
+    instead: the same bytes ``encode_scan_request`` gives for it, without the ~50 µs of
+    building the flatbuffer again (the deadline is new with every query, the rest is not)."""
+    if not 0 < int(deadline_ms) < 2**63:
+        raise QueryError(f"deadline_ms must be milliseconds since the epoch, got {deadline_ms}")
+    at = _table_fields(request, _U32.unpack_from(request, 0)[0], _DEADLINE_FIELD + 1)[_DEADLINE_FIELD]
+    if at is None:
+        raise ValueError("the request was encoded without a deadline: nothing to replace")
+    out = bytearray(request)
+    _U64.pack_into(out, at, int(deadline_ms))
+    return bytes(out)
+
+
 def _check_identifier(data: bytes, what: str) -> None:
     if len(data) < 8 or bytes(data[4:8]) != IDENTIFIER:
         raise ProtocolError(
