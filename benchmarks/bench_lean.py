@@ -208,11 +208,7 @@ def main(argv=None):
         return write(Path(args.out), saved["setup"], saved["runs"])
 
     sys.path.insert(0, str(ROOT))
-    import numpy as np
-
-    from skyhook_py import demo_data, transcode
     from skyhook_py.cluster import Cluster
-    from skyhook_py.service.server import open_session
 
     work = Path(tempfile.mkdtemp(prefix="skyhook-bench-lean-"))
     atexit.register(shutil.rmtree, work, True)
@@ -233,19 +229,8 @@ def main(argv=None):
     cluster = Cluster(work / "cluster")
     runs = []
     try:
-        cluster.up(osds=1)
         pool = "bench-lean"
-        cluster.create_pool(pool, size=1)
-        src = demo_data.write_nanoaod(str(work / "bench.root"), events=args.events, seed=7, extra_branches=120)
-        with open_session(cluster.conf_path, pool, user="client.admin", keyring=str(cluster.admin_keyring)) as s:
-            transcode.ingest(s.store, [src], "bench", tree="Events", partition_events=6_250)
-            m = s.manifest("bench")
-            met = np.sort(s.query("bench", columns=["MET_pt"])["MET_pt"].to_numpy().astype(np.float32))
-            threshold = float(met[len(met) - int(round(0.01 * len(met))) - 1])
-            names = m.schema.names
-            summary = s.run("bench", columns=["event"], where=f"MET_pt > {threshold!r}").summary
-        cols = ["event", "MET_pt"] + [c for c in names if c not in ("event", "MET_pt")]
-        query = {"columns": cols[:10], "where": f"MET_pt > {threshold!r}"}
+        query, names, summary = small_dataset(cluster, pool, work, args.events)
         for rnd in range(args.rounds):
             for label, code in (("before", before), ("after", ROOT)):
                 print(f"[bench_lean] round {rnd + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
@@ -270,6 +255,30 @@ def main(argv=None):
     finally:
         cluster.purge()
     write(Path(args.out), setup, runs)
+
+
+def small_dataset(cluster, pool: str, work: Path, events: int = 50_000):
+    """Start ``cluster`` (one OSD) with ``pool`` holding dataset "bench": ``events``
+    NanoAOD-like events, 148 columns, partitions of 6,250 events.  Returns the query of
+    10 columns at 1 % selectivity (its kwargs), the dataset's column names, and that
+    query's Summary."""
+    import numpy as np
+
+    from skyhook_py import demo_data, transcode
+    from skyhook_py.service.server import open_session
+
+    cluster.up(osds=1)
+    cluster.create_pool(pool, size=1)
+    src = demo_data.write_nanoaod(str(work / "bench.root"), events=events, seed=7, extra_branches=120)
+    with open_session(cluster.conf_path, pool, user="client.admin", keyring=str(cluster.admin_keyring)) as s:
+        transcode.ingest(s.store, [src], "bench", tree="Events", partition_events=6_250)
+        m = s.manifest("bench")
+        met = np.sort(s.query("bench", columns=["MET_pt"])["MET_pt"].to_numpy().astype(np.float32))
+        threshold = float(met[len(met) - int(round(0.01 * len(met))) - 1])
+        names = m.schema.names
+        summary = s.run("bench", columns=["event"], where=f"MET_pt > {threshold!r}").summary
+    cols = ["event", "MET_pt"] + [c for c in names if c not in ("event", "MET_pt")]
+    return {"columns": cols[:10], "where": f"MET_pt > {threshold!r}"}, names, summary
 
 
 def write(out: Path, setup: dict, runs: list):

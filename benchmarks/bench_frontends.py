@@ -1,0 +1,250 @@
+"""What bounds the coordinator on cache hits: gRPC Python's own cost, against the front
+ends one could build instead, on one machine in one run (issue 11).
+
+1. floor: a bare gRPC unary-stream call carrying a hit's bytes (the handler does
+   nothing), served by ``grpc.server`` (threads, as skyhook serves) and by
+   ``grpc.aio.server`` (one event loop): p50 of one client calling in sequence, and
+   queries/s of 32 client processes.
+2. coordinator: skyhook's coordinator answering cache hits to 32 client processes,
+   served three ways: one process with 64 worker threads (``skyhook serve``); one with 4
+   (less contention for the GIL, but only 4 queries at once: not a setting to ship); two
+   processes sharing one port (SO_REUSEPORT), 64 threads each.
+
+For each: queries/s, the servers' CPU per query, the clients' CPU per query and the
+fraction of the machine's CPUs busy.  The cluster and dataset are bench_lean's (one
+throwaway OSD, 50,000 events of 148 columns in 8 partitions, 10 columns at 1 %).
+
+    .venv/bin/python benchmarks/bench_frontends.py [--out DIR] [--per-client N]
+
+Writes <out>/results.json and <out>/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent import futures
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))
+os.environ.setdefault("BENCH_CODE_ROOT", str(ROOT))
+
+import bench_coordinator as bc  # noqa: E402
+import bench_lean  # noqa: E402
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- servers, each in a process of its own -------------------------------------------
+
+def _floor_server(kind: str, body_bytes: int, port_q):
+    import grpc
+
+    body = b"x" * body_bytes
+    if kind == "threads":
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
+            "Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,)))}),))
+        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def call(request, context):
+        yield body
+
+    async def main():
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
+            "Call": grpc.unary_stream_rpc_method_handler(call)}),))
+        port_q.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _coordinator_server(conf, pool, keyring, port: int, workers: int, port_q):
+    """A coordinator as start_server makes it, except that it may share its port."""
+    import grpc
+
+    from skyhook_py.service import fastpath
+    from skyhook_py.service._grpc_stubs import rpc
+    from skyhook_py.service.coordinator import Coordinator
+    from skyhook_py.service.server import SkyhookServicer, open_session
+
+    session = open_session(conf, pool, user="client.admin", keyring=keyring)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 1)])
+    servicer = SkyhookServicer(Coordinator(session))
+    servicer.pass_bytes = fastpath.add_servicer(server, servicer, rpc.add_SkyhookServicer_to_server)
+    port_q.put(server.add_insecure_port(f"127.0.0.1:{port}"))
+    server.start()
+    server.wait_for_termination()
+
+
+def _start(target, *args):
+    """(the process running ``target(*args, port_queue)``, the port it put there)."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q), daemon=True)
+    p.start()
+    return p, q.get(timeout=120)
+
+
+# -- clients -----------------------------------------------------------------------------
+
+def _floor_client(port: int, n: int, barrier, out_q):
+    import grpc
+    import grpc.experimental
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
+        call = channel.unary_stream("/floor.Floor/Call")
+        list(call(b"", timeout=60))
+        barrier.wait()
+        c0 = time.process_time()
+        for _ in range(n):
+            list(call(b"", timeout=60))
+        out_q.put(time.process_time() - c0)
+
+
+def _floor_figures(kind: str, body_bytes: int, clients: int, per_client: int) -> dict:
+    import grpc
+    import grpc.experimental
+
+    server, port = _start(_floor_server, kind, body_bytes)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
+            call = channel.unary_stream("/floor.Floor/Call")
+            for _ in range(200):
+                list(call(b"", timeout=60))
+            walls = []
+            for _ in range(2000):
+                t0 = time.perf_counter()
+                list(call(b"", timeout=60))
+                walls.append(time.perf_counter() - t0)
+        ctx = mp.get_context("spawn")
+        barrier, out_q = ctx.Barrier(clients + 1), ctx.Queue()
+        procs = [ctx.Process(target=_floor_client, args=(port, per_client, barrier, out_q)) for _ in range(clients)]
+        for p in procs:
+            p.start()
+        barrier.wait(timeout=300)
+        busy0, s0, t0 = bc._machine_busy_seconds(), _cpu_seconds(server.pid), time.perf_counter()
+        client_cpu = sum(out_q.get(timeout=600) for _ in procs)
+        seconds = time.perf_counter() - t0
+        n = clients * per_client
+        busy, total = (b - a for a, b in zip(busy0, bc._machine_busy_seconds()))
+        for p in procs:
+            p.join()
+        return {"p50_ms": statistics.median(walls) * 1e3, "queries_per_s": n / seconds,
+                "server_cpu_ms_per_query": (_cpu_seconds(server.pid) - s0) * 1e3 / n,
+                "clients_cpu_ms_per_query": client_cpu * 1e3 / n, "machine_busy_fraction": busy / total}
+    finally:
+        server.kill()
+
+
+def _coordinator_figures(conf, pool, keyring, query, processes: int, workers: int,
+                         clients: int, per_client: int) -> dict:
+    servers, port = [], 0
+    try:
+        for _ in range(processes):   # the first picks a free port, the others share it
+            p, port = _start(_coordinator_server, conf, pool, keyring, port, workers)
+            servers.append(p)
+        address = f"127.0.0.1:{port}"
+        from skyhook_py.service.client import Client
+
+        with Client(address, timeout=60) as c:   # every process's cache holds the answer
+            for _ in range(20 * processes):
+                c.query("bench", **query)
+        s0 = sum(_cpu_seconds(p.pid) for p in servers)
+        t = bc.throughput_processes(address, query, clients, per_client)
+        cpu = sum(_cpu_seconds(p.pid) for p in servers) - s0
+        t["server_cpu_ms_per_query"] = cpu * 1e3 / t["queries"]   # (the driver's own CPU was measured)
+        t["queries_per_server_cpu_s"] = t["queries"] / cpu if cpu else None
+        return t
+    finally:
+        for p in servers:
+            p.kill()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "2026-12-05-frontends"))
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--per-client", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    from skyhook_py.cluster import Cluster
+
+    work = Path(tempfile.mkdtemp(prefix="skyhook-bench-frontends-"))
+    cluster = Cluster(work / "cluster")
+    rows = []
+    try:
+        pool = "bench-frontends"
+        query, _, _ = bench_lean.small_dataset(cluster, pool, work)
+        conf, keyring = str(cluster.conf_path), str(cluster.admin_keyring)
+        from skyhook_py.service import wire
+        from skyhook_py.service.coordinator import Coordinator
+        from skyhook_py.service.server import SkyhookServicer, open_session
+
+        with open_session(conf, pool, user="client.admin", keyring=keyring) as s:   # a hit's bytes
+            servicer = SkyhookServicer(Coordinator(s))
+            servicer.pass_bytes = True
+            request = wire.request_to_proto("bench", **query)
+            list(servicer.Query(request, bc._Context()))
+            request.query_id = "size"
+            hit_bytes = sum(len(bc._serialize(m)) for m in servicer.Query(request, bc._Context()))
+        setups = [("floor", "threads", None), ("floor", "aio", None),
+                  ("coordinator", "1 process x 64 threads", (1, 64)),
+                  ("coordinator", "1 process x 4 threads", (1, 4)),
+                  ("coordinator", "2 processes x 64 threads, one port", (2, 64))]
+        for rnd in range(args.rounds):
+            for what, label, shape in setups:
+                print(f"[bench_frontends] round {rnd + 1}: {what}, {label}", file=sys.stderr, flush=True)
+                if what == "floor":
+                    f = _floor_figures(label, hit_bytes, args.clients, args.per_client)
+                else:
+                    f = _coordinator_figures(conf, pool, keyring, query, *shape, args.clients, args.per_client)
+                rows.append({"round": rnd + 1, "what": what, "setup": label, **f})
+    finally:
+        cluster.purge()
+        shutil.rmtree(work, ignore_errors=True)
+    write(Path(args.out), rows, {"hit_bytes": hit_bytes, "clients": args.clients, "per_client": args.per_client,
+                                 "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                 "loadavg_end": os.getloadavg()})
+
+
+def write(out: Path, rows: list, setup: dict):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=1))
+    lines = [f"# Front ends on cache hits ({setup['date']}, {setup['cpus']} CPUs, {setup['clients']} client "
+             f"processes x {setup['per_client']} queries, a hit of {setup['hit_bytes']} bytes)", "",
+             "| round | server | setup | 1 client p50 ms | queries/s | server CPU ms/query | clients' CPU ms/query "
+             "| machine busy |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p50 = f"{r['p50_ms']:.3f}" if "p50_ms" in r else ""
+        lines.append(f"| {r['round']} | {r['what']} | {r['setup']} | {p50} | {r['queries_per_s']:.0f} | "
+                     f"{r['server_cpu_ms_per_query']:.3f} | {r['clients_cpu_ms_per_query']:.3f} | "
+                     f"{r['machine_busy_fraction']:.2f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
