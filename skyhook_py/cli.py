@@ -162,7 +162,10 @@ def _add_serve_command(subparsers):
     p.add_argument("--ingest-user", dest="writer_user", default=None,
                    help=f"cephx user of the writer identity (default {defaults.INGEST_USER})")
     p.add_argument("--cache-mb", type=int, default=defaults.CACHE_BYTES >> 20, help="result cache size")
-    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served")
+    p.add_argument("--workers", type=int, default=64, help="concurrent RPCs served (per process)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="coordinator processes sharing the port (each a whole coordinator with its own "
+                        "cache; one uses one CPU core for its Python): see skyhook_py/service/processes.py")
     _add_reply_compression(p)
     p.set_defaults(func=cmd_serve)
 
@@ -186,18 +189,25 @@ def cmd_serve(args):
     if args.token_file and not tokens:
         raise SkyhookError(f"token file {args.token_file!r} holds no token")
 
-    running = serve(args.listen, conf=args.conf, pool=args.pool, user=args.serve_user,
-                    keyring=args.serve_keyring, tokens=tokens, tls_cert=args.tls_cert,
-                    tls_key=args.tls_key, cache_bytes=args.cache_mb << 20, max_workers=args.workers,
-                    block=False, writer_user=args.writer_user, writer_keyring=args.writer_keyring,
-                    reply_compression=args.reply_compression)
-    print(f"skyhook coordinator on {running.address} as {args.serve_user}, pool "
-          f"{defaults.pool(args.pool)}; TLS {'on' if running.tls else 'off'}; "
-          f"{'bearer tokens required' if tokens else 'no authentication'}; skims "
-          f"{'written as ' + (args.writer_user or defaults.INGEST_USER) if running.coordinator.writer else 'refused (no --ingest-keyring)'}",
+    kw = dict(conf=args.conf, pool=args.pool, user=args.serve_user, keyring=args.serve_keyring, tokens=tokens,
+              tls_cert=args.tls_cert, tls_key=args.tls_key, cache_bytes=args.cache_mb << 20,
+              max_workers=args.workers, writer_user=args.writer_user, writer_keyring=args.writer_keyring,
+              reply_compression=args.reply_compression)
+    skims = "written as " + (args.writer_user or defaults.INGEST_USER) if (args.writer_user or args.writer_keyring) \
+        else "refused (no --ingest-keyring)"
+    if args.processes > 1:
+        from .service.processes import serve_processes
+
+        running = serve_processes(args.processes, args.listen, **kw)
+        where = f"{args.processes} processes on {running.address}"
+    else:
+        running = serve(args.listen, block=False, **kw)
+        where = running.address
+    print(f"skyhook coordinator on {where} as {args.serve_user}, pool "
+          f"{defaults.pool(args.pool)}; TLS {'on' if args.tls_cert else 'off'}; "
+          f"{'bearer tokens required' if tokens else 'no authentication'}; skims {skims}",
           file=sys.stderr, flush=True)
-    running.serve_until_signalled()
-    return 0
+    return running.serve_until_signalled() or 0
 
 
 def _session(args):

@@ -54,9 +54,13 @@ class Client:
     token: bearer token (sent as ``authorization: Bearer <token>``).
     tls_ca: path of a PEM CA bundle, or True for the system roots: use TLS.
     timeout: default deadline in seconds of every call (None: none).
+    own_connection: a connection of its own.  gRPC otherwise shares one connection among
+    the Clients of a process that reach the same address, so they all talk to the same
+    one of several coordinator processes behind it (service/processes.py).
     """
 
-    def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None):
+    def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None,
+                 own_connection: bool = False):
         self.address = address
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
@@ -64,6 +68,8 @@ class Client:
                 # without this, grpc starts a thread per call whenever none is running
                 # (about a third of a small cached query's client time)
                 (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]
+        if own_connection:
+            opts.append(("grpc.use_local_subchannel_pool", 1))
         if tls_ca:
             roots = None if tls_ca is True else open(tls_ca, "rb").read()
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(roots), options=opts)

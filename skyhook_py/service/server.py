@@ -29,6 +29,8 @@ log = logging.getLogger("skyhook.server")
 
 DEFAULT_LISTEN = defaults.LISTEN
 QUERY_USER = defaults.QUERY_USER
+FORWARDED_KEY = "skyhook-forwarded"   # metadata of a call one coordinator process passes to another
+PEER_TIMEOUT = 5.0                     # seconds a sibling process has to answer a forwarded call
 
 
 def status_of(exc: BaseException):
@@ -59,6 +61,11 @@ class SkyhookServicer:
         self.pb = pb
         self.wire = wire
         self.pass_bytes = False   # Query may yield serialized messages (fastpath.add_servicer sets it)
+        # with several coordinator processes on one port (service/processes.py): the
+        # others' private addresses, asked about a query id this process does not know
+        self.peers = ()
+        self.label = ""            # which process this is, for Health
+        self._peer_stubs = None
 
     def _auth(self, context):
         md = {k: v for k, v in context.invocation_metadata()}
@@ -118,9 +125,32 @@ class SkyhookServicer:
     def Cancel(self, request, context):
         try:
             self._auth(context)
-            return self.pb.CancelResponse(found=self.c.cancel(request.query_id))
+            found = self.c.cancel(request.query_id)
+            if not found:   # maybe running in a sibling process
+                found = any(r.found for r in self._ask_peers("Cancel", request, context))
+            return self.pb.CancelResponse(found=found)
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
+
+    def _ask_peers(self, method: str, request, context):
+        """The answers of the sibling processes to ``method(request)``, forwarded with the
+        caller's credentials; none for a call that was forwarded itself.  A sibling that
+        does not answer (stopping, or NOT_FOUND) is skipped."""
+        md = dict(context.invocation_metadata())
+        if not self.peers or md.get(FORWARDED_KEY):
+            return
+        if self._peer_stubs is None:
+            from ._grpc_stubs import rpc
+
+            self._peer_stubs = [rpc.SkyhookStub(grpc.insecure_channel(a)) for a in self.peers]
+        metadata = [(FORWARDED_KEY, "1")]
+        if "authorization" in md:
+            metadata.append(("authorization", md["authorization"]))
+        for stub in self._peer_stubs:
+            try:
+                yield getattr(stub, method)(request, metadata=metadata, timeout=PEER_TIMEOUT)
+            except grpc.RpcError:
+                continue
 
     def Skim(self, request, context):
         from . import request_wire, skims
@@ -145,11 +175,17 @@ class SkyhookServicer:
             _abort(context, e)
 
     def GetRequest(self, request, context):
+        from ..errors import UnknownRequestError
         from . import request_wire
 
         try:
             self._auth(context)
-            return request_wire.status_to_proto(self.c.request_status(request.request_id))
+            try:
+                return request_wire.status_to_proto(self.c.request_status(request.request_id))
+            except UnknownRequestError:   # maybe a sibling process's request
+                for answer in self._ask_peers("GetRequest", request, context):
+                    return answer
+                raise
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 
@@ -157,7 +193,7 @@ class SkyhookServicer:
         h = self.c.health()   # no token needed: load balancers probe it
         return self.pb.HealthResponse(
             status=self.pb.HealthResponse.SERVING if h["ok"] else self.pb.HealthResponse.NOT_SERVING,
-            message=h["message"], queries_running=h["queries_running"],
+            message=h["message"] + (f" ({self.label})" if self.label else ""), queries_running=h["queries_running"],
             cache_entries=h["cache_entries"], cache_bytes=h["cache_bytes"],
             cache_hits=h["cache_hits"], cache_misses=h["cache_misses"], version="skyhook.v1")
 
@@ -197,17 +233,26 @@ class RunningServer:
 
 def start_server(coordinator: coord.Coordinator, listen: str = "127.0.0.1:0", *,
                  tls_cert: str | None = None, tls_key: str | None = None,
-                 max_workers: int = 64) -> RunningServer:
-    """Serve ``coordinator`` on ``listen`` (port 0 picks a free port) and return at once."""
+                 max_workers: int = 64, share_port: bool = False, private_listen: str | None = None,
+                 peers=(), label: str = "") -> RunningServer:
+    """Serve ``coordinator`` on ``listen`` (port 0 picks a free port) and return at once.
+
+    For one of several coordinator processes (service/processes.py): ``share_port``
+    lets the others listen on the same port; ``private_listen`` is this process's own
+    address for its siblings, ``peers`` theirs; ``label`` names it in Health."""
     from ._grpc_stubs import rpc
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="skyhook-rpc"),
-        options=[("grpc.so_reuseport", 0),            # a taken port is an error, not shared
+        # alone, a taken port is an error, not shared
+        options=[("grpc.so_reuseport", int(share_port)),
                  ("grpc.max_send_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                  ("grpc.max_receive_message_length", 16 << 20)])
     servicer = SkyhookServicer(coordinator)
+    servicer.peers, servicer.label = tuple(peers), label
     servicer.pass_bytes = fastpath.add_servicer(server, servicer, rpc.add_SkyhookServicer_to_server)
+    if private_listen and not server.add_insecure_port(private_listen):
+        raise SkyhookError(f"cannot listen on {private_listen!r}")
     if tls_cert or tls_key:
         if not (tls_cert and tls_key):
             raise SkyhookError("TLS needs both --tls-cert and --tls-key")
@@ -250,11 +295,12 @@ def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_
           tokens=None, tls_cert=None, tls_key=None, *, namespace=None,
           cache_bytes: int = coord.DEFAULT_CACHE_BYTES, max_workers: int = 64,
           block: bool = True, writer_user: str | None = None, writer_keyring=None,
-          reply_compression: str = defaults.REPLY_COMPRESSION) -> RunningServer:
+          reply_compression: str = defaults.REPLY_COMPRESSION, **process_kw) -> RunningServer:
     """Open a Session as ``user`` (by default the read-only query key, whose keyring
     ceph.conf names) and serve it.  ``block``: until SIGINT/SIGTERM.  With
     ``writer_user`` or ``writer_keyring`` the coordinator also holds a writer identity
-    (the ingest key by default) and can run skims; without, it refuses them."""
+    (the ingest key by default) and can run skims; without, it refuses them.
+    ``process_kw``: start_server's for one of several processes (service/processes.py)."""
     session = open_session(conf, pool, user, keyring, namespace, reply_compression)
     writer = None
     if writer_user or writer_keyring:
@@ -265,7 +311,8 @@ def serve(listen: str = DEFAULT_LISTEN, conf=None, pool=None, user: str = QUERY_
             raise
     c = coord.Coordinator(session, cache_bytes=cache_bytes, tokens=tokens, writer=writer)
     try:
-        running = start_server(c, listen, tls_cert=tls_cert, tls_key=tls_key, max_workers=max_workers)
+        running = start_server(c, listen, tls_cert=tls_cert, tls_key=tls_key, max_workers=max_workers,
+                               **process_kw)
     except BaseException:
         session.close()
         raise

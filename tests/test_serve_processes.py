@@ -1,0 +1,117 @@
+"""Several coordinator processes on one port (skyhook_py/service/processes.py) on the
+test cluster: every process answers queries (equal to uproot's), a Cancel or a status
+request reaching another process than the query's is forwarded to it, a dead worker
+stops the rest, and stopping leaves no process and no socket behind."""
+
+import os
+import signal
+import time
+
+import awkward as ak
+import pytest
+import uproot
+
+from skyhook_py.errors import QueryCancelled, SkyhookError, UnknownRequestError
+from skyhook_py.query.results import Summary
+from skyhook_py.service.client import Client
+from skyhook_py.service.processes import serve_processes
+
+pytestmark = pytest.mark.cluster
+
+CUT, COLUMNS = "(nJet >= 2) & (MET_pt > 20)", ["event", "MET_pt", "Jet_pt"]
+LABELS = {"serving (process 1 of 2)", "serving (process 2 of 2)"}
+
+
+def start(ceph_cluster, pool, **kw):
+    return serve_processes(2, "127.0.0.1:0", conf=str(ceph_cluster.conf_path), pool=pool, user="client.admin",
+                           keyring=str(ceph_cluster.admin_keyring), **kw)
+
+
+@pytest.fixture(scope="module")
+def processes(ceph_cluster, pool, ttbar):
+    with start(ceph_cluster, pool) as ps:
+        yield ps
+    assert ps.alive() == [] and not os.path.exists(ps.sockets)
+
+
+@pytest.fixture(scope="module")
+def long_dataset(session, tmp_path_factory):
+    """20,000 NanoAOD-like events in 40 partitions: a query of every column runs long
+    enough to be cancelled."""
+    from skyhook_py import demo_data
+
+    path = demo_data.write_nanoaod(str(tmp_path_factory.mktemp("long") / "long.root"), events=20_000, seed=4)
+    session.ingest([path], "long", tree="Events", partition_events=500)
+    return "long"
+
+
+def clients_of_each_process(address, want=LABELS, tries=40):
+    """Clients on connections of their own, by the process their connection reached."""
+    by_label = {}
+    for _ in range(tries):
+        c = Client(address, timeout=120, own_connection=True)
+        label = c.health()["message"]
+        if label in by_label:
+            c.close()
+        else:
+            by_label[label] = c
+        if set(by_label) >= want:
+            return by_label
+    pytest.fail(f"{tries} connections reached only {sorted(by_label)}")
+
+
+def test_every_process_answers_and_the_answers_equal_uproots(processes, ttbar):
+    with uproot.open(ttbar) as f:
+        expected = ak.to_list(f["Events"].arrays(COLUMNS, cut=CUT))
+    by_label = clients_of_each_process(processes.address)
+    assert set(by_label) == LABELS
+    for c in by_label.values():
+        for hit in (False, True):   # each process has a cache of its own: a miss, then a hit
+            r = c.run("ttbar", columns=COLUMNS, where=CUT)
+            assert ak.to_list(ak.from_arrow(r.table)) == expected
+            assert r.summary.cache_hit is hit
+        c.close()
+
+
+def test_cancel_and_status_reach_the_process_running_the_query(processes, long_dataset):
+    by_label = clients_of_each_process(processes.address)
+    runner, other = by_label.values()
+    qid = "processes-cancel-1"
+    stream = runner.stream(long_dataset, None, None, query_id=qid, use_cache=False)   # every column: long
+    next(stream)
+    assert other.status(qid)["state"] == "running"     # GetRequest, forwarded
+    assert other.cancel(qid) is True                  # Cancel, forwarded
+    with pytest.raises(QueryCancelled):
+        for ev in stream:
+            assert not isinstance(ev, Summary), "a cancelled query must not complete"
+    assert other.status(qid)["state"] == "cancelled"
+    assert other.cancel(qid) is False and runner.cancel(qid) is False
+    with pytest.raises(UnknownRequestError, match="no request with id 'no-such-query'"):
+        other.status("no-such-query")
+    for c in (runner, other):
+        c.close()
+
+
+def test_a_dead_worker_stops_the_others(ceph_cluster, pool, ttbar):
+    ps = start(ceph_cluster, pool)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert len(ps.alive()) == 2
+        with Client(ps.address, timeout=60) as c:
+            assert c.query("ttbar", columns=["event"], where=CUT).num_rows > 0
+        os.kill(ps.procs[0].pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        assert ps.serve_until_signalled() == 1   # a worker died: the rest are stopped, non-zero
+        assert time.monotonic() - t0 < 30
+        assert ps.alive() == [] and not os.path.exists(ps.sockets)
+        with Client(ps.address, timeout=5) as c, pytest.raises(SkyhookError, match="unreachable"):
+            c.health(timeout=2)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        ps.stop()
+
+
+def test_a_worker_that_cannot_start_is_reported_and_nothing_is_left(ceph_cluster, pool):
+    with pytest.raises(SkyhookError, match=r"process 1 of 2 could not start: .*no-such\.conf"):
+        serve_processes(2, "127.0.0.1:0", conf="/nonexistent/no-such.conf", pool=pool)
