@@ -6,9 +6,10 @@ ends one could build instead, on one machine in one run (issue 11).
    ``grpc.aio.server`` (one event loop): p50 of one client calling in sequence, and
    queries/s of 32 client processes.
 2. coordinator: skyhook's coordinator answering cache hits to 32 client processes,
-   served three ways: one process with 64 worker threads (``skyhook serve``); one with 4
-   (less contention for the GIL, but only 4 queries at once: not a setting to ship); two
-   processes sharing one port (SO_REUSEPORT), 64 threads each.
+   served three ways (service/processes.py, as ``skyhook serve --processes N --workers
+   W`` runs it): one process with 64 worker threads (the default); one with 4 (less
+   contention for the GIL, but only 4 queries at once: not a setting to ship); two
+   processes sharing one port, 64 threads each.
 
 For each: queries/s, the servers' CPU per query, the clients' CPU per query and the
 fraction of the machine's CPUs busy.  The cluster and dataset are bench_lean's (one
@@ -78,23 +79,6 @@ def _floor_server(kind: str, body_bytes: int, port_q):
     asyncio.run(main())
 
 
-def _coordinator_server(conf, pool, keyring, port: int, workers: int, port_q):
-    """A coordinator as start_server makes it, except that it may share its port."""
-    import grpc
-
-    from skyhook_py.service import fastpath
-    from skyhook_py.service._grpc_stubs import rpc
-    from skyhook_py.service.coordinator import Coordinator
-    from skyhook_py.service.server import SkyhookServicer, open_session
-
-    session = open_session(conf, pool, user="client.admin", keyring=keyring)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=[("grpc.so_reuseport", 1)])
-    servicer = SkyhookServicer(Coordinator(session))
-    servicer.pass_bytes = fastpath.add_servicer(server, servicer, rpc.add_SkyhookServicer_to_server)
-    port_q.put(server.add_insecure_port(f"127.0.0.1:{port}"))
-    server.start()
-    server.wait_for_termination()
-
 
 def _start(target, *args):
     """(the process running ``target(*args, port_queue)``, the port it put there)."""
@@ -160,13 +144,14 @@ def _floor_figures(kind: str, body_bytes: int, clients: int, per_client: int) ->
 
 def _coordinator_figures(conf, pool, keyring, query, processes: int, workers: int,
                          clients: int, per_client: int) -> dict:
-    servers, port = [], 0
+    from skyhook_py.service.client import Client
+    from skyhook_py.service.processes import serve_processes
+
+    # as `skyhook serve --processes N --workers W` runs them (the result cache on)
+    running = serve_processes(processes, "127.0.0.1:0", conf=conf, pool=pool, user="client.admin",
+                              keyring=keyring, max_workers=workers)
+    servers, address = running.procs, running.address
     try:
-        for _ in range(processes):   # the first picks a free port, the others share it
-            p, port = _start(_coordinator_server, conf, pool, keyring, port, workers)
-            servers.append(p)
-        address = f"127.0.0.1:{port}"
-        from skyhook_py.service.client import Client
 
         with Client(address, timeout=60) as c:   # every process's cache holds the answer
             for _ in range(20 * processes):
@@ -178,8 +163,7 @@ def _coordinator_figures(conf, pool, keyring, query, processes: int, workers: in
         t["queries_per_server_cpu_s"] = t["queries"] / cpu if cpu else None
         return t
     finally:
-        for p in servers:
-            p.kill()
+        running.stop()
 
 
 def main(argv=None):
