@@ -154,7 +154,8 @@ class Executor:
         caps = [cap_for(t) for t in tasks]       # task position -> its calls' reply cap
 
         compressions: dict[int, str] = {}      # task position -> its last call's reply compression
-        sent_at: dict[int, float] = {}          # task position -> its last call's send time, then wall time
+        sent_at: dict[int, float] = {}          # task position -> when its last call was sent
+        walls: dict[int, float] = {}            # task position -> its last call's wall time
         slices: dict[int, Slices] = {}          # task position -> its time slices so far
         sent_limits: dict[int, int] = {}         # task position -> the limit its first call sent
 
@@ -211,7 +212,7 @@ class Executor:
                                      manifest.partition_checksum(task.partition))
 
         def arrived(pos, err, data):   # (in librados's thread)
-            sent_at[pos] = time.monotonic() - sent_at[pos]   # now the call's wall time
+            walls[pos] = time.monotonic() - sent_at[pos]
             done_q.put((pos, err, data))
 
         def can_submit(pos):
@@ -285,7 +286,7 @@ class Executor:
             finished_outcome = self._classify(task, mode, err, data, pos, attempts, busy)
             if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
                 figures = finished_outcome.result.figures
-                self.reply_compression.observe(osd, len(data), sent_at[pos], figures.get("cpu_ns", 0) / 1e9,
+                self.reply_compression.observe(osd, len(data), walls[pos], figures.get("cpu_ns", 0) / 1e9,
                                                sharing)
             if isinstance(finished_outcome, _Answered) and mode == Mode.PUSHDOWN:
                 finished_outcome = self._join_slices(pos, finished_outcome, slices, sent_limits[pos])

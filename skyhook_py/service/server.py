@@ -6,7 +6,9 @@ statuses by one table, skyhook_py.errors.STATUS_ROWS; the domain exception's cla
 in the trailing metadata key ``skyhook-error`` so the client can raise the same
 kind.  A query is cancelled when its client goes away (``context.add_callback``)
 or on Cancel(query_id).  ``skyhook serve`` (its arguments are the CLI's, in
-skyhook_py/cli.py) calls ``serve``.
+skyhook_py/cli.py) calls ``serve``.  One of several coordinator processes on a port
+(service/processes.py) asks its siblings about a query id it does not know (Cancel,
+GetRequest).
 
 What it ignores: query semantics, caching and Ceph (the coordinator's business).
 """
