@@ -115,3 +115,66 @@ def test_a_dead_worker_stops_the_others(ceph_cluster, pool, ttbar):
 def test_a_worker_that_cannot_start_is_reported_and_nothing_is_left(ceph_cluster, pool):
     with pytest.raises(SkyhookError, match=r"process 1 of 2 could not start: .*no-such\.conf"):
         serve_processes(2, "127.0.0.1:0", conf="/nonexistent/no-such.conf", pool=pool)
+
+
+def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_path):
+    """`skyhook serve --processes 2 --token-file`: both processes answer with the token
+    (and refuse without it), a status asked of the other process is forwarded with the
+    caller's token, and SIGTERM stops the supervisor with exit code 0 and no worker left."""
+    import re
+    import subprocess
+    import sys
+
+    from skyhook_py.errors import AuthenticationError
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-procs\n")
+    admin = str(ceph_cluster.admin_keyring)
+    proc = subprocess.Popen([sys.executable, "-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path),
+                             "--pool", pool, "serve", "--listen", "127.0.0.1:0", "--processes", "2",
+                             "--as-user", "client.admin", "--as-keyring", admin, "--token-file", str(tokens)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"skyhook coordinator on 2 processes on (127\.0\.0\.1:\d+) .*bearer tokens required", line)
+        assert m, line
+        with uproot.open(ttbar) as f:
+            expected = ak.to_list(f["Events"].arrays(COLUMNS, cut=CUT))
+        seen = {}
+        for _ in range(40):
+            c = Client(m.group(1), token="tok-procs", timeout=60, own_connection=True)
+            seen.setdefault(c.health()["message"], c)
+            if set(seen) >= LABELS:
+                break
+        assert set(seen) == LABELS
+        first, second = seen.values()
+        first.query("ttbar", columns=COLUMNS, where=CUT, query_id="procs-token-1")
+        assert second.status("procs-token-1")["state"] == "done"
+        t = second.query("ttbar", columns=COLUMNS, where=CUT)
+        assert ak.to_list(ak.from_arrow(t)) == expected
+        with Client(m.group(1), timeout=60) as anonymous, pytest.raises(AuthenticationError):
+            anonymous.query("ttbar", columns=COLUMNS, where=CUT)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) >= 2, workers
+        for c in seen.values():
+            c.close()
+        proc.terminate()
+        assert proc.wait(60) == 0
+        deadline = time.monotonic() + 15   # (multiprocessing's resource tracker ends after its parent)
+        while [w for w in workers if _running(w)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _running(w)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _running(pid) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (this container's init may not
+    reap the orphans it inherits)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
