@@ -28,11 +28,9 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from concurrent import futures
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +40,7 @@ os.environ.setdefault("BENCH_CODE_ROOT", str(ROOT))
 
 import bench_coordinator as bc  # noqa: E402
 import bench_lean  # noqa: E402
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from systems import proc_cpu_seconds  # noqa: E402 - all threads, in ns (not 10 ms ticks)
 
 
 # -- servers, each in a process of its own -------------------------------------------
@@ -57,11 +50,8 @@ def _floor_server(kind: str, body_bytes: int, port_q):
 
     body = b"x" * body_bytes
     if kind == "threads":
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
-            "Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,)))}),))
-        port_q.put(server.add_insecure_port("127.0.0.1:0"))
-        server.start()
+        server, port = bench_lean.floor_server(body, workers=64)
+        port_q.put(port)
         server.wait_for_termination()
         return
 
@@ -107,36 +97,24 @@ def _floor_client(port: int, n: int, barrier, out_q):
 
 
 def _floor_figures(kind: str, body_bytes: int, clients: int, per_client: int) -> dict:
-    import grpc
-    import grpc.experimental
-
     server, port = _start(_floor_server, kind, body_bytes)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
-                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
-            call = channel.unary_stream("/floor.Floor/Call")
-            for _ in range(200):
-                list(call(b"", timeout=60))
-            walls = []
-            for _ in range(2000):
-                t0 = time.perf_counter()
-                list(call(b"", timeout=60))
-                walls.append(time.perf_counter() - t0)
+        alone = bench_lean.time_floor_calls(bc, port, 2000, warmup=200)
         ctx = mp.get_context("spawn")
         barrier, out_q = ctx.Barrier(clients + 1), ctx.Queue()
         procs = [ctx.Process(target=_floor_client, args=(port, per_client, barrier, out_q)) for _ in range(clients)]
         for p in procs:
             p.start()
         barrier.wait(timeout=300)
-        busy0, s0, t0 = bc._machine_busy_seconds(), _cpu_seconds(server.pid), time.perf_counter()
+        busy0, s0, t0 = bc._machine_busy_seconds(), proc_cpu_seconds(server.pid), time.perf_counter()
         client_cpu = sum(out_q.get(timeout=600) for _ in procs)
         seconds = time.perf_counter() - t0
         n = clients * per_client
         busy, total = (b - a for a, b in zip(busy0, bc._machine_busy_seconds()))
         for p in procs:
             p.join()
-        return {"p50_ms": statistics.median(walls) * 1e3, "queries_per_s": n / seconds,
-                "server_cpu_ms_per_query": (_cpu_seconds(server.pid) - s0) * 1e3 / n,
+        return {"p50_ms": alone["p50_ms"], "queries_per_s": n / seconds,
+                "server_cpu_ms_per_query": (proc_cpu_seconds(server.pid) - s0) * 1e3 / n,
                 "clients_cpu_ms_per_query": client_cpu * 1e3 / n, "machine_busy_fraction": busy / total}
     finally:
         server.kill()
@@ -156,9 +134,9 @@ def _coordinator_figures(conf, pool, keyring, query, processes: int, workers: in
         with Client(address, timeout=60) as c:   # every process's cache holds the answer
             for _ in range(20 * processes):
                 c.query("bench", **query)
-        s0 = sum(_cpu_seconds(p.pid) for p in servers)
+        s0 = sum(proc_cpu_seconds(p.pid) for p in servers)
         t = bc.throughput_processes(address, query, clients, per_client)
-        cpu = sum(_cpu_seconds(p.pid) for p in servers) - s0
+        cpu = sum(proc_cpu_seconds(p.pid) for p in servers) - s0
         t["server_cpu_ms_per_query"] = cpu * 1e3 / t["queries"]   # (the driver's own CPU was measured)
         t["queries_per_server_cpu_s"] = t["queries"] / cpu if cpu else None
         return t

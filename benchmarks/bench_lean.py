@@ -120,26 +120,39 @@ def grpc_floor(bc, payload_bytes: int, repeats: int) -> dict:
     """A bare gRPC unary-stream call in this process (the handler yields one message
     of ``payload_bytes``, no work), on a channel set up as skyhook's Client sets its
     own: what gRPC Python alone costs per call, client and server together."""
+    server, port = floor_server(b"x" * payload_bytes)
+    try:
+        return time_floor_calls(bc, port, repeats)
+    finally:
+        server.stop(0)
+
+
+def floor_server(body: bytes, workers: int = 8):
+    """A started ``grpc.server`` whose /floor.Floor/Call yields ``body`` and does nothing
+    else: (server, port)."""
     from concurrent import futures
 
     import grpc
-    import grpc.experimental
 
-    body = b"x" * payload_bytes
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "floor.Floor", {"Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,)))}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
-                (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
-            call = channel.unary_stream("/floor.Floor/Call")
-            for _ in range(50):
-                list(call(b"", timeout=60))
-            return bc.percentiles(*bc.timed(lambda: list(call(b"", timeout=60)), repeats))
-    finally:
-        server.stop(0)
+    return server, port
+
+
+def time_floor_calls(bc, port: int, repeats: int, warmup: int = 50) -> dict:
+    """Percentiles of /floor.Floor/Call on 127.0.0.1:``port``, called in sequence."""
+    import grpc
+    import grpc.experimental
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
+            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
+        call = channel.unary_stream("/floor.Floor/Call")
+        for _ in range(warmup):
+            list(call(b"", timeout=60))
+        return bc.percentiles(*bc.timed(lambda: list(call(b"", timeout=60)), repeats))
 
 
 # -- the driver: cluster, dataset, alternating rounds, report --------------------------

@@ -112,14 +112,13 @@ class System:
 def open_session(ctx: Context, reply_compression: str | None = None):
     """A Session on the bench pool as client.admin (the harness owns the pool);
     ``reply_compression``: the Session's default unless given."""
+    from skyhook_py import defaults
     from skyhook_py.storage.rados_io import Store
     from skyhook_py.session import Session
 
     # Session(store, conf) rather than Session.open: open() hands librados a Path
-    store = Store(str(ctx.conf), ctx.pool, ctx.namespace)
-    if reply_compression is None:
-        return Session(store, str(ctx.conf))
-    return Session(store, str(ctx.conf), reply_compression)
+    return Session(Store(str(ctx.conf), ctx.pool, ctx.namespace), str(ctx.conf),
+                   reply_compression or defaults.REPLY_COMPRESSION)
 
 
 class SkyhookSession(System):
