@@ -122,18 +122,12 @@ def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_pat
     (and refuse without it), a status asked of the other process is forwarded with the
     caller's token, and SIGTERM stops the supervisor with exit code 0 and no worker left."""
     import re
-    import subprocess
-    import sys
 
     from skyhook_py.errors import AuthenticationError
 
     tokens = tmp_path / "tokens"
     tokens.write_text("tok-procs\n")
-    admin = str(ceph_cluster.admin_keyring)
-    proc = subprocess.Popen([sys.executable, "-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path),
-                             "--pool", pool, "serve", "--listen", "127.0.0.1:0", "--processes", "2",
-                             "--as-user", "client.admin", "--as-keyring", admin, "--token-file", str(tokens)],
-                            stderr=subprocess.PIPE, text=True)
+    proc = skyhook_serve(ceph_cluster, pool, "--token-file", str(tokens))
     try:
         line = proc.stderr.readline()
         m = re.search(r"skyhook coordinator on 2 processes on (127\.0\.0\.1:\d+) .*bearer tokens required", line)
@@ -154,20 +148,57 @@ def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_pat
         assert ak.to_list(ak.from_arrow(t)) == expected
         with Client(m.group(1), timeout=60) as anonymous, pytest.raises(AuthenticationError):
             anonymous.query("ttbar", columns=COLUMNS, where=CUT)
-        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        workers = children(proc.pid)
         assert len(workers) >= 2, workers
         for c in seen.values():
             c.close()
         proc.terminate()
         assert proc.wait(60) == 0
-        deadline = time.monotonic() + 15   # (multiprocessing's resource tracker ends after its parent)
-        while [w for w in workers if _running(w)] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not [w for w in workers if _running(w)]
+        assert_ended(workers)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_workers_end_with_a_supervisor_killed_by_sigkill(ceph_cluster, pool):
+    """A supervisor that cannot stop its workers (SIGKILL) leaves none serving: the kernel
+    ends each with it (PR_SET_PDEATHSIG)."""
+    proc = skyhook_serve(ceph_cluster, pool)
+    try:
+        assert "skyhook coordinator on 2 processes on" in proc.stderr.readline()
+        workers = children(proc.pid)
+        assert len(workers) >= 2 and all(_running(w) for w in workers), workers
+    finally:
+        proc.kill()
+        proc.wait()
+    assert_ended(workers)
+
+
+def skyhook_serve(ceph_cluster, pool, *args):
+    """`skyhook serve --processes 2` on the module's pool as client.admin, started."""
+    import subprocess
+    import sys
+
+    admin = str(ceph_cluster.admin_keyring)
+    return subprocess.Popen([sys.executable, "-m", "skyhook_py.cli", "--conf", str(ceph_cluster.conf_path),
+                             "--pool", pool, "serve", "--listen", "127.0.0.1:0", "--processes", "2",
+                             "--as-user", "client.admin", "--as-keyring", admin, *args],
+                            stderr=subprocess.PIPE, text=True)
+
+
+def children(pid) -> list[str]:
+    import subprocess
+
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
+def assert_ended(pids, timeout=15):
+    # (multiprocessing's resource tracker ends a moment after its parent)
+    deadline = time.monotonic() + timeout
+    while [p for p in pids if _running(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _running(p)]
 
 
 def _running(pid) -> bool:

@@ -20,7 +20,7 @@ The supervisor (the process that called ``serve_processes``) starts the workers 
 after the other (the first picks the port when asked for port 0, the others share it)
 and returns a ``Processes``.  ``serve_until_signalled`` stops them all on SIGINT or
 SIGTERM, and also when one of them dies, then exits non-zero: a service manager
-restarts the whole.
+restarts the whole.  A worker ends with its supervisor, even one killed by SIGKILL.
 
 What it ignores: what a coordinator does (server.py, coordinator.py).
 """
@@ -28,6 +28,7 @@ What it ignores: what a coordinator does (server.py, coordinator.py).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import signal
@@ -41,8 +42,25 @@ START_TIMEOUT = 120.0   # seconds for one worker to connect to the cluster and l
 STOP_TIMEOUT = 10.0     # seconds for a worker to stop gracefully before it is killed
 
 
-def _worker(index: int, count: int, host: str, port: int, sockets: str, serve_kw: dict, ready):
+def _die_with_supervisor(supervisor: int):
+    """Have the kernel SIGTERM this worker when its supervisor ends, even by SIGKILL:
+    no coordinator outlives it on the port (Linux's PR_SET_PDEATHSIG; strictly, when
+    the supervisor's thread that started it ends: serve_processes runs in the main one)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:   # it ended before the call above
+        os._exit(1)
+
+
+def _worker(index: int, count: int, host: str, port: int, sockets: str, serve_kw: dict, ready,
+            supervisor: int):
     from .server import serve
+
+    _die_with_supervisor(supervisor)
 
     own = f"unix:{sockets}/{index}.sock"
     peers = [f"unix:{sockets}/{i}.sock" for i in range(count) if i != index]
@@ -132,7 +150,7 @@ def serve_processes(count: int, listen: str, **serve_kw) -> Processes:
     running = Processes(procs, host, port, sockets)
     try:
         for i in range(count):
-            p = ctx.Process(target=_worker, args=(i, count, host, port, sockets, serve_kw, ready),
+            p = ctx.Process(target=_worker, args=(i, count, host, port, sockets, serve_kw, ready, os.getpid()),
                             name=f"skyhook-serve-{i}")
             p.start()
             procs.append(p)
