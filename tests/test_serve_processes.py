@@ -163,7 +163,11 @@ def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_pat
 
 def test_workers_end_with_a_supervisor_killed_by_sigkill(ceph_cluster, pool):
     """A supervisor that cannot stop its workers (SIGKILL) leaves none serving: the kernel
-    ends each with it (PR_SET_PDEATHSIG)."""
+    ends each with it (PR_SET_PDEATHSIG), and the last removes the private sockets."""
+    import glob
+    import tempfile
+
+    socket_dirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "skyhook-serve-*")))
     proc = skyhook_serve(ceph_cluster, pool)
     try:
         assert "skyhook coordinator on 2 processes on" in proc.stderr.readline()
@@ -173,6 +177,7 @@ def test_workers_end_with_a_supervisor_killed_by_sigkill(ceph_cluster, pool):
         proc.kill()
         proc.wait()
     assert_ended(workers)
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "skyhook-serve-*"))) == socket_dirs
 
 
 def skyhook_serve(ceph_cluster, pool, *args):

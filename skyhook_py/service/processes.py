@@ -72,6 +72,8 @@ def _worker(index: int, count: int, host: str, port: int, sockets: str, serve_kw
         return
     ready.put((index, running.port, None))
     running.serve_until_signalled()
+    if os.getppid() != supervisor:   # it was killed: nobody else removes the sockets
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 class Processes:
