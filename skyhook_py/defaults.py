@@ -21,6 +21,8 @@ REPLY_COMPRESSION = "auto"       # the class's replies: ZSTD from an OSD whose l
 CACHE_BYTES = 256 << 20          # the coordinator's result cache
 PARTITION_BYTES = 64 << 20       # ingest: target size of one partition
 GC_GRACE = 900                   # seconds: gc keeps unnamed partitions younger than this
+MANIFEST_TRUST = 0.02            # seconds a checked manifest version is served unchecked; every
+                                 # commit and removal waits this long (storage/manifest.py)
 MAX_QUERY_OUTPUTS = 10_000       # output columns (names + expressions) of one query
 MAX_QUERY_AGGREGATIONS = 1_000   # aggregations of one query
 MAX_QUERY_TEXT = 1 << 20         # characters of one cut or expression text

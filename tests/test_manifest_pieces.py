@@ -7,6 +7,7 @@ the metadata, against the in-memory manifest that was committed.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import numpy as np
@@ -14,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 from skyhook_py.defaults import NAMESPACE, POOL, QUERY_USER
-from skyhook_py.errors import SkyhookError
+from skyhook_py import defaults
+from skyhook_py.errors import SkyhookError, UnknownDatasetError
 from skyhook_py.query import ir, planner
 from skyhook_py.query.ir import col
 from skyhook_py.storage import manifest as mf
@@ -170,6 +172,50 @@ def test_cache_serves_one_version_and_never_a_stale_one(store):
     b = cache.get(store, ds)
     assert b is not a and b.version == 2 and b.num_partitions == 2
     assert cache.get(store, ds) is b
+
+
+def test_a_checked_version_is_trusted_for_a_window_that_every_change_waits_out(store, monkeypatch):
+    """A ManifestCache serves a version it checked without another read for
+    defaults.MANIFEST_TRUST seconds; commit, gc and delete wait that long before they
+    return, so a lookup made after any of them has returned sees it."""
+    trust = 1.5   # long enough that no pause of a busy machine runs a window out by itself
+    monkeypatch.setattr(defaults, "MANIFEST_TRUST", trust)
+    ds = "trusted"
+    rng = np.random.default_rng(5)
+
+    def append(expected):
+        old = mf.load_manifest(store, ds)
+        mf.commit(store, mf.appended(old, [part(ds, expected, rng)], [source(expected)], old.encoding),
+                  expected)
+
+    mf.commit(store, Manifest(ds, 1, SCHEMA, [part(ds, 0, rng)], [source(0)],
+                              {"format": "arrow", "compression": None}), None)
+    cache = mf.ManifestCache()
+    a = cache.get(store, ds)
+    assert cache.get(store, ds) is a and cache.checks == 1      # trusted: no second read
+
+    # a writer that does not wait is not seen within the window: the wait is what keeps
+    # readers right, so a reader checks again after each of the changes below
+    waits = mf.wait_out_trust
+    monkeypatch.setattr(mf, "wait_out_trust", lambda: None)
+    append(1)
+    assert cache.get(store, ds) is a and cache.checks == 1
+    time.sleep(trust)
+    assert cache.get(store, ds).version == 2 and cache.checks == 2
+    monkeypatch.setattr(mf, "wait_out_trust", waits)
+
+    append(2)                                   # commit: waits, then returns
+    assert cache.get(store, ds).version == 3 and cache.checks == 3
+
+    monkeypatch.setattr(mf, "wait_out_trust", lambda: None)
+    append(3)                                   # by a writer that does not wait ...
+    monkeypatch.setattr(mf, "wait_out_trust", waits)
+    operations.gc(store, ds, grace=0)           # ... then gc, which removes what v3 named
+    assert cache.get(store, ds).version == 4 and cache.checks == 4
+
+    operations.delete(store, ds)
+    with pytest.raises(UnknownDatasetError):
+        cache.get(store, ds)
 
 
 def test_query_key_reads_the_pieces(ceph_cluster):

@@ -6,6 +6,11 @@ the object ``manifest.<dataset>`` (JSON data, omap key ``version``) and is repla
 in one guarded RADOS operation, so a reader sees the old version or the new one,
 never a mix (formats/layout.md).  ``manifest._datasets`` lists the datasets.
 
+Readers trust a version they checked for ``defaults.MANIFEST_TRUST`` seconds
+(ManifestCache), and every change waits that long before it returns (``wait_out_trust``):
+a query that starts after an append has returned never sees the older version, and a
+burst of queries pays one version check per window instead of one each.
+
 This module reads, writes and commits manifests; it does not read partitions or
 source files (skyhook_py.transcode does).
 """
@@ -17,8 +22,11 @@ import dataclasses
 import datetime
 import json
 import re
+import time
 
 import pyarrow as pa
+
+from .. import defaults
 
 from ..errors import (
     ClusterError,
@@ -424,10 +432,21 @@ def current_version(store, dataset: str) -> int | None:
     return int(v) if v is not None else None
 
 
+def wait_out_trust() -> None:
+    """Return once no reader can still serve a version it checked before this call:
+    a ManifestCache trusts a check for ``defaults.MANIFEST_TRUST`` seconds, timed from
+    before its read was sent, so after this long every later query checks again.  Every
+    change to what a dataset's current version names (commit, delete, gc) calls it after
+    the change and before it returns or removes what an older version named.  Needs no
+    synchronised clocks: both sides time a local interval."""
+    time.sleep(defaults.MANIFEST_TRUST)
+
+
 def commit(store, manifest: Manifest, expected_version: int | None, before_header=None) -> None:
     """Write the new pieces of ``manifest``, then replace the dataset's header with it if
     its version is still ``expected_version`` (None: the dataset must not exist), then
-    update the index.
+    update the index, then wait out the readers' trust in the older version
+    (wait_out_trust): a query started after the return sees the new version.
 
     Before anything is written, the header being replaced (version ``expected_version``)
     is copied to ``manifest.<dataset>@v<N>`` (version_object), so that ``ds@vN`` stays
@@ -478,7 +497,10 @@ def commit(store, manifest: Manifest, expected_version: int | None, before_heade
                 f"dataset {manifest.dataset!r} changed while this operation ran (expected version "
                 f"{expected_version}); nothing was committed, retry the operation") from e
         raise
-    update_index(store, manifest.dataset, manifest.version, index_entry(manifest))
+    try:
+        update_index(store, manifest.dataset, manifest.version, index_entry(manifest))
+    finally:   # the swap was applied: no return, not even a failed one, before readers know
+        wait_out_trust()
 
 
 class NotCommittedError(ClusterError):
@@ -506,21 +528,42 @@ def _keep_version_copy(store, dataset: str, version: int) -> None:
 
 class ManifestCache:
     """Loaded manifests by dataset, kept per version: a lookup costs one small omap read
-    of the header object (its ``version`` key); a version that changed (an append, a
-    reshard) is loaded again, so a stale manifest is never served.  The loaded manifest
-    keeps the statistics columns that queries read, so a warm query reads no piece.
-    Shared by the Session and the coordinator (which queries through a Session)."""
+    of the header object (its ``version`` key), at most one per ``trust`` seconds
+    (``defaults.MANIFEST_TRUST``) per dataset; a version that changed (an append, a
+    reshard) is loaded again.  A stale manifest is never served to a query that started
+    after the change returned: every change waits out the trust (wait_out_trust).  The
+    loaded manifest keeps the statistics columns that queries read, so a warm query reads
+    no piece.  Shared by the Session and the coordinator (which queries through a Session)."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 16, trust: float | None = None):
         import collections
         import threading
 
         self.size = size
+        self._trust = trust
         self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._checked: dict[str, float] = {}   # dataset -> time.monotonic() before its last check
         self._lock = threading.Lock()
+        self.checks = 0     # version reads made (tests, benchmarks)
+
+    @property
+    def trust(self) -> float:
+        # never longer than the writers wait (read at each call: tests change the default)
+        wait = defaults.MANIFEST_TRUST
+        return wait if self._trust is None else min(wait, self._trust)
 
     def get(self, store, dataset: str) -> Manifest:
         dataset, ref = parse_ref(dataset)
+        if ref is None:
+            now = time.monotonic()
+            with self._lock:
+                m = self._entries.get(dataset)
+                if m is not None and now - self._checked[dataset] < self.trust:
+                    self._entries.move_to_end(dataset)
+                    return m
+        # timed before the read is sent: a commit applied after this moment is seen by it
+        started = time.monotonic()
+        self.checks += 1
         v = current_version(store, dataset)
         if v is None:
             raise UnknownDatasetError(dataset, list_datasets(store))
@@ -531,13 +574,16 @@ class ManifestCache:
             m = self._entries.get(dataset)
             if m is not None and m.version == v:
                 self._entries.move_to_end(dataset)
+                self._checked[dataset] = started
                 return m
         m = load_manifest(store, dataset)
         with self._lock:
             self._entries[dataset] = m
+            self._checked[dataset] = started
             self._entries.move_to_end(dataset)
             while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+                gone, _ = self._entries.popitem(last=False)
+                self._checked.pop(gone, None)
         return m
 
 

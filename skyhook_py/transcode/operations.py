@@ -557,7 +557,8 @@ def list_datasets(store) -> list[str]:
 
 def delete(store, dataset) -> list[str]:
     """Remove ``dataset``: its manifest first (so readers stop seeing it), then its index
-    entry and partitions.  Returns the removed partition objects."""
+    entry, then, once no reader trusts the manifest any more, its partitions.  Returns
+    the removed partition objects."""
     mf.check_dataset_name(dataset)
     exists = mf.current_version(store, dataset) is not None
     parts = _dataset_partitions(store, dataset)
@@ -565,6 +566,7 @@ def delete(store, dataset) -> list[str]:
         raise UnknownDatasetError(dataset, mf.list_datasets(store))
     store.remove(mf.manifest_object(dataset))
     mf.update_index(store, dataset, None)
+    mf.wait_out_trust()
     for obj in parts:
         store.remove(obj)
     for obj in _dataset_pieces(store, dataset):
@@ -609,6 +611,9 @@ def gc(store, dataset, grace: float = defaults.GC_GRACE, keep_versions: int = 1,
         if not _dataset_partitions(store, dataset) and not _dataset_pieces(store, dataset):
             raise
         return _remove_unnamed(store, dataset, set(), set(), grace, [], [])
+    # a reader may still trust the version before ``cur`` (committed just now, by
+    # another process): nothing it names goes before that trust is out
+    mf.wait_out_trust()
     copies = _version_copies(store, dataset)
     kept = versions_mod.kept_versions(store, dataset, cur.version)
     loaded = {cur.version: cur}
