@@ -14,6 +14,7 @@ import uproot
 
 from skyhook_py.query import tracker
 from skyhook_py.query.results import Progress, ResultBatch, Summary
+from skyhook_py.service import wire
 from skyhook_py.service.client import Client
 from conftest import serve_coordinator
 
@@ -115,7 +116,6 @@ def test_summary_rides_with_the_last_rows_only_for_a_client_that_reads_it(server
     its last result chunk (QueryEvent.final_summary), on a miss and on a hit: one message
     fewer.  One without (an older client) gets a Summary message of its own, and never a
     final_summary.  Both parse to the same events, equal to uproot."""
-    from skyhook_py.service import wire
 
     cols = ["event", "MET_pt", "Muon_eta"]
     where = "(nMuon >= 1) & (MET_pt > 25)"
@@ -282,7 +282,6 @@ def test_an_osd_answer_under_4_mib_is_forwarded_as_it_came_and_a_larger_one_is_c
     CHUNK_BYTES, each under the limit.  Both decode to the same rows."""
     import numpy as np
 
-    from skyhook_py.service import wire
     from skyhook_py.service.wire import CHUNK_BYTES, FORWARD_BYTES
 
     def batch(rows):
@@ -395,3 +394,43 @@ def test_coalesced_never_holds_more_than_a_chunk():
     events = [_batch(i, list(range(100))) for i in range(4)]   # 800 bytes each
     out = list(coalesced(iter(events), window=60.0, chunk_bytes=1600))
     assert [e.table.num_rows for e in out] == [200, 200]
+
+
+def _ipc(table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_spliced_ipc_streams_decode_to_the_concatenated_tables():
+    from skyhook_py.service.wire import splice_ipc_streams
+
+    jagged = pa.list_(pa.float32())
+    tables = [pa.table({"event": pa.array([3 * i, 3 * i + 1], pa.int64()),
+                        "Muon_pt": pa.array([[1.5, float(i)], None], jagged),
+                        "ok": pa.array([True, i % 2 == 0])}) for i in range(5)]
+    tables.append(tables[0].slice(0, 0))          # an empty answer keeps its place
+    got = pa.ipc.open_stream(splice_ipc_streams([_ipc(t) for t in tables])).read_all()
+    assert got.equals(pa.concat_tables(tables)) and got.schema.equals(tables[0].schema, check_metadata=True)
+    # streams that cannot be spliced: a different schema, a cut stream, no stream, bytes of another kind
+    other = _ipc(pa.table({"event": pa.array([1], pa.int32())}))
+    whole = _ipc(tables[1])
+    for bad in ([_ipc(tables[0]), other], [_ipc(tables[0]), whole[:-8]], [whole, None], [b"PAR1" + whole]):
+        assert splice_ipc_streams(bad) is None
+
+
+def test_coalesced_splices_the_osds_streams_and_merges_tables_without_one():
+    from skyhook_py.service.fastpath import coalesced
+    from skyhook_py.service.wire import IpcRows
+
+    batches = [_batch(i, [2 * i, 2 * i + 1]) for i in range(3)]
+    with_ipc = [ResultBatch(b.partition, b.table, _ipc(b.table)) for b in batches]
+    out = list(coalesced(iter(with_ipc + [Summary(rows_returned=6)]), window=60.0))
+    assert isinstance(out[0], IpcRows) and out[0].partition == 0 and out[0].num_rows == 6
+    assert wire.decode_table(out[0].ipc).column("x").to_pylist() == list(range(6))
+    msg = list(wire.event_to_protos(out[0], "q"))
+    assert len(msg) == 1 and msg[0].result.data == out[0].ipc and msg[0].result.num_rows == 6
+    # one batch without its stream (a sliced or decompressed answer): the tables are merged
+    mixed = list(coalesced(iter(with_ipc[:2] + batches[2:]), window=60.0))
+    assert isinstance(mixed[0], ResultBatch) and mixed[0].table.column("x").to_pylist() == list(range(6))

@@ -136,7 +136,8 @@ class ResultCache:
 
 def _event_bytes(ev) -> int:
     if isinstance(ev, ResultBatch):
-        return table_bytes(ev.table) + len(ev.ipc or b"") + 64
+        # the table of an OSD's IPC stream is a view of those bytes (codec.decode_scan_reply)
+        return (len(ev.ipc) if ev.ipc is not None else table_bytes(ev.table)) + 64
     return 256
 
 

@@ -37,7 +37,7 @@ import time
 import pyarrow as pa
 
 from ..query.compile import COMPILED_ENTRIES, CompiledQueries  # noqa: F401 - by request token here
-from ..query.results import Progress, ResultBatch, Summary, delivered_bytes, table_bytes
+from ..query.results import Progress, ResultBatch, Summary, delivered_bytes
 
 log = logging.getLogger("skyhook.server")
 
@@ -159,16 +159,16 @@ class LastBatch:
     """What ``coalesced`` yields, with ``summary_with_rows``, for an answer's last batch
     when the Summary follows it at once: both go in one message (wire.last_chunk_to_protos)."""
 
-    batch: ResultBatch
+    batch: object           # a ResultBatch or a wire.IpcRows
     summary: Summary
 
 
 def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None = None,
               summary_with_rows: bool = False):
     """``events`` (a QueryRun's, with ``idle_after`` set) with the result batches that
-    arrive within ``window`` seconds of the first one held merged into one ResultBatch
-    (the first batch's partition, rows in partition order; no more than ``chunk_bytes``
-    held).  A Progress that arrives while batches are held goes out after them; a
+    arrive within ``window`` seconds of the first one held merged into one event (the
+    first batch's partition, rows in partition order; no more than ``chunk_bytes`` held):
+    a wire.IpcRows of the OSDs' spliced IPC streams, or a ResultBatch (``_merged``).  A Progress that arrives while batches are held goes out after them; a
     failure sends what is held first.  executor.Idle events (nothing happened for a
     while) send what is held once it is ``window`` old, and are dropped.
 
@@ -188,10 +188,7 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
         nonlocal held, held_bytes, progress, first
         out = held
         if len(held) > 1:
-            try:
-                out = [ResultBatch(held[0].partition, pa.concat_tables([b.table for b in held]))]
-            except (pa.ArrowInvalid, pa.ArrowTypeError):   # schemas differ: one chunk per batch
-                out = held
+            out = _merged(held)
         if not final:
             if progress is not None:   # the latest progress supersedes the plan's
                 out = out + [progress]
@@ -213,7 +210,7 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
             if not held:
                 since = time.monotonic()
             held.append(ev)
-            held_bytes += table_bytes(ev.table)
+            held_bytes += delivered_bytes(ev.table, ev.ipc)
             if held_bytes >= chunk_bytes or time.monotonic() - since >= window:
                 yield from flush()
             continue
@@ -232,6 +229,22 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
         yield ev
     if held or first is not None or progress is not None:
         yield from flush()
+
+
+def _merged(batches: list) -> list:
+    """Held batches as one event: the OSDs' IPC streams spliced together when every
+    batch has one (wire.IpcRows, nothing decoded or encoded again), else one
+    ResultBatch of their tables; the batches as they are if their schemas differ."""
+    from .wire import FORWARD_BYTES, IpcRows, splice_ipc_streams
+
+    if not any(pa.types.is_dictionary(f.type) for f in batches[0].table.schema):
+        spliced = splice_ipc_streams([b.ipc for b in batches])
+        if spliced is not None and len(spliced) <= FORWARD_BYTES:
+            return [IpcRows(batches[0].partition, spliced, sum(b.table.num_rows for b in batches))]
+    try:
+        return [ResultBatch(batches[0].partition, pa.concat_tables([b.table for b in batches]))]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):   # schemas differ: one chunk per batch
+        return batches
 
 
 def serialize_event(msg) -> bytes:
