@@ -121,3 +121,31 @@ def test_compressed_replies_give_the_same_answer_in_fewer_bytes_and_are_not_pass
     assert all(b.ipc is not None for b in plain) and all(b.ipc is None for b in packed)
     assert packed_summary.bytes_returned < 0.95 * plain_summary.bytes_returned
     packed_session.executor.close()
+
+
+def test_completion_callbacks_of_a_librados_thread_share_one_python_thread_state(store):
+    """rados_io keeps the thread state python-rados makes for a librados thread's first
+    callback (_keep_thread_state): without it each callback gets a fresh one, and a
+    ``threading.local`` (which lives in the thread state) starts empty every time."""
+    import threading
+    import time
+
+    probe = threading.local()
+    seen = []
+
+    def on_done(err, reply):
+        probe.count = getattr(probe, "count", 0) + 1
+        seen.append((threading.get_ident(), probe.count, err))
+
+    for i in range(40):   # one after another: the callbacks cannot overlap
+        store.aio_execute(f"no-such-object-{i}", "skyhook", "stats", b"", 4096, on_done)
+        deadline = time.monotonic() + 30
+        while len(seen) == i and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert len(seen) == 40
+    assert all(err == 2 for _, _, err in seen)   # ENOENT, each reported to its callback
+    by_thread = {}
+    for ident, count, _ in seen:
+        by_thread.setdefault(ident, []).append(count)
+    assert all(counts == list(range(1, len(counts) + 1)) for counts in by_thread.values()), by_thread
+    assert max(len(c) for c in by_thread.values()) > 1
