@@ -305,7 +305,9 @@ def test_token_required(session):
                 assert e.value.grpc_code == grpc.StatusCode.UNAUTHENTICATED
                 with pytest.raises(AuthenticationError):
                     list(cl.stream("ttbar", ["event"]))
-                assert cl.health()["status"] == "SERVING"   # health needs no token
+                h = cl.health()
+                assert h["status"] == "SERVING"   # health needs no token
+                assert h["processes"] == h["processes_answered"] == 1 and h["message"] == "serving"
         with Client(running.address, token="s3cret") as cl:
             assert "ttbar" in cl.datasets()
             assert cl.query("ttbar", ["event"]).num_rows == 200

@@ -65,11 +65,18 @@ def test_every_process_answers_and_the_answers_equal_uproots(processes, ttbar):
         expected = ak.to_list(f["Events"].arrays(COLUMNS, cut=CUT))
     by_label = clients_of_each_process(processes.address)
     assert set(by_label) == LABELS
+    before = next(iter(by_label.values())).health()
     for c in by_label.values():
         for hit in (False, True):   # each process has a cache of its own: a miss, then a hit
             r = c.run("ttbar", columns=COLUMNS, where=CUT)
             assert ak.to_list(ak.from_arrow(r.table)) == expected
             assert r.summary.cache_hit is hit
+    # Health, wherever it lands, counts the hits and misses of both processes
+    for c in by_label.values():
+        h = c.health()
+        assert h["status"] == "SERVING" and h["processes"] == h["processes_answered"] == 2
+        assert h["cache_hits"] - before["cache_hits"] == 2 and h["cache_misses"] - before["cache_misses"] == 2
+        assert h["cache_entries"] >= 2   # one answer cached in each process
         c.close()
 
 

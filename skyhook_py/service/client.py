@@ -147,7 +147,9 @@ class Client:
         return dict(status=pb.HealthResponse.Status.Name(r.status), message=r.message,
                     queries_running=r.queries_running, cache_entries=r.cache_entries,
                     cache_bytes=r.cache_bytes, cache_hits=r.cache_hits, cache_misses=r.cache_misses,
-                    version=r.version)
+                    version=r.version,
+                    # a server from before 2026-12-05 sends neither: one process
+                    processes=r.processes or 1, processes_answered=r.processes_answered or 1)
 
     # -- tracked requests and skims ----------------------------------------------------
     def status(self, request_id: str) -> dict:

@@ -14,7 +14,8 @@ start on the same connection is answered wherever the query runs: Cancel and
 GetRequest that find no such id in their process are forwarded to the others over
 their private Unix sockets, in a directory only this user can enter
 (server.SkyhookServicer._ask_peers; a forwarded call is not forwarded again).  Health
-answers for the process it reaches, and names it ("process 2 of 4").
+names the process it reaches ("process 2 of 4") and gives the figures (queries running,
+cache entries, bytes, hits, misses) summed over every process that answers it.
 
 The supervisor (the process that called ``serve_processes``) starts the workers one
 after the other (the first picks the port when asked for port 0, the others share it)

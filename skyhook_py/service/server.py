@@ -33,6 +33,8 @@ DEFAULT_LISTEN = defaults.LISTEN
 QUERY_USER = defaults.QUERY_USER
 FORWARDED_KEY = "skyhook-forwarded"   # metadata of a call one coordinator process passes to another
 PEER_TIMEOUT = 5.0                     # seconds a sibling process has to answer a forwarded call
+HEALTH_PEER_TIMEOUT = 1.0              # the same for Health: a probe must not hang on one busy sibling
+_HEALTH_SUMS = ("queries_running", "cache_entries", "cache_bytes", "cache_hits", "cache_misses")
 
 
 def status_of(exc: BaseException):
@@ -134,7 +136,7 @@ class SkyhookServicer:
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 
-    def _ask_peers(self, method: str, request, context):
+    def _ask_peers(self, method: str, request, context, timeout: float = PEER_TIMEOUT):
         """The answers of the sibling processes to ``method(request)``, forwarded with the
         caller's credentials; none for a call that was forwarded itself.  A sibling that
         does not answer (stopping, or NOT_FOUND) is skipped."""
@@ -150,7 +152,7 @@ class SkyhookServicer:
             metadata.append(("authorization", md["authorization"]))
         for stub in self._peer_stubs:
             try:
-                yield getattr(stub, method)(request, metadata=metadata, timeout=PEER_TIMEOUT)
+                yield getattr(stub, method)(request, metadata=metadata, timeout=timeout)
             except grpc.RpcError:
                 continue
 
@@ -192,12 +194,25 @@ class SkyhookServicer:
             _abort(context, e)
 
     def Health(self, request, context):
-        h = self.c.health()   # no token needed: load balancers probe it
-        return self.pb.HealthResponse(
+        """This process's health (no token needed: load balancers probe it); with sibling
+        processes, its figures summed with theirs, and NOT_SERVING if one of those that
+        answer cannot reach the cluster.  A sibling that does not answer within
+        HEALTH_PEER_TIMEOUT is left out (``processes_answered``)."""
+        h = self.c.health()
+        r = self.pb.HealthResponse(
             status=self.pb.HealthResponse.SERVING if h["ok"] else self.pb.HealthResponse.NOT_SERVING,
             message=h["message"] + (f" ({self.label})" if self.label else ""), queries_running=h["queries_running"],
             cache_entries=h["cache_entries"], cache_bytes=h["cache_bytes"],
-            cache_hits=h["cache_hits"], cache_misses=h["cache_misses"], version="skyhook.v1")
+            cache_hits=h["cache_hits"], cache_misses=h["cache_misses"], version="skyhook.v1",
+            processes=1 + len(self.peers), processes_answered=1)
+        for peer in self._ask_peers("Health", request, context, timeout=HEALTH_PEER_TIMEOUT):
+            r.processes_answered += 1
+            for field in _HEALTH_SUMS:
+                setattr(r, field, getattr(r, field) + getattr(peer, field))
+            if peer.status != self.pb.HealthResponse.SERVING:
+                r.status = peer.status
+                r.message += f"; {peer.message}"
+        return r
 
 
 class RunningServer:
