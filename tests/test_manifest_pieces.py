@@ -218,6 +218,34 @@ def test_a_checked_version_is_trusted_for_a_window_that_every_change_waits_out(s
         cache.get(store, ds)
 
 
+def test_lookups_that_arrive_together_share_one_version_check(store, monkeypatch):
+    """Under load a window's end must not send every waiting query to the OSD: the
+    lookups queued behind a check are served by it (it was sent after they arrived)."""
+    import threading
+
+    ds = "herd"
+    mf.commit(store, Manifest(ds, 1, SCHEMA, [part(ds, 0, np.random.default_rng(6))], [source(0)],
+                              {"format": "arrow", "compression": None}), None)
+    monkeypatch.setattr(defaults, "MANIFEST_TRUST", 1.0)   # no window ends within the test by itself
+    cache = mf.ManifestCache()
+    first = cache.get(store, ds)
+    time.sleep(1.0)                                         # this one has ended
+    start, got = threading.Barrier(16), []
+
+    def lookup():
+        start.wait()
+        got.append(cache.get(store, ds))
+
+    threads = [threading.Thread(target=lookup) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 16 and all(m is first for m in got)
+    assert cache.checks == 2
+    operations.delete(store, ds)
+
+
 def test_query_key_reads_the_pieces(ceph_cluster):
     from skyhook_py.storage.rados_io import Store
 

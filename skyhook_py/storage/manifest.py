@@ -544,6 +544,7 @@ class ManifestCache:
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._checked: dict[str, float] = {}   # dataset -> time.monotonic() before its last check
         self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(16)]   # checks, by dataset
         self.checks = 0     # version reads made (tests, benchmarks)
 
     @property
@@ -554,13 +555,27 @@ class ManifestCache:
 
     def get(self, store, dataset: str) -> Manifest:
         dataset, ref = parse_ref(dataset)
-        if ref is None:
-            now = time.monotonic()
-            with self._lock:
-                m = self._entries.get(dataset)
-                if m is not None and now - self._checked[dataset] < self.trust:
-                    self._entries.move_to_end(dataset)
-                    return m
+        if ref is not None:
+            return self._check(store, dataset, ref)
+        m = self._trusted(dataset)
+        if m is not None:
+            return m
+        # one check at a time per dataset: the lookups queued behind it are served by it
+        # (it was sent after they arrived), not by 32 checks at once under load
+        with self._stripes[hash(dataset) % len(self._stripes)]:
+            m = self._trusted(dataset)
+            return m if m is not None else self._check(store, dataset, None)
+
+    def _trusted(self, dataset: str) -> Manifest | None:
+        now = time.monotonic()
+        with self._lock:
+            m = self._entries.get(dataset)
+            if m is not None and now - self._checked[dataset] < self.trust:
+                self._entries.move_to_end(dataset)
+                return m
+        return None
+
+    def _check(self, store, dataset: str, ref: int | None) -> Manifest:
         # timed before the read is sent: a commit applied after this moment is seen by it
         started = time.monotonic()
         self.checks += 1
