@@ -416,7 +416,9 @@ def test_spliced_ipc_streams_decode_to_the_concatenated_tables():
     # streams that cannot be spliced: a different schema, a cut stream, no stream, bytes of another kind
     other = _ipc(pa.table({"event": pa.array([1], pa.int32())}))
     whole = _ipc(tables[1])
-    for bad in ([_ipc(tables[0]), other], [_ipc(tables[0]), whole[:-8]], [whole, None], [b"PAR1" + whole]):
+    garbage_length = whole[:4] + (-8).to_bytes(4, "little", signed=True) + whole[8:]
+    for bad in ([_ipc(tables[0]), other], [_ipc(tables[0]), whole[:-8]], [whole, None], [b"PAR1" + whole],
+                [garbage_length], [whole[:12]], []):
         assert splice_ipc_streams(bad) is None
 
 

@@ -168,8 +168,9 @@ def coalesced(events, window: float = COALESCE_SECONDS, chunk_bytes: int | None 
     """``events`` (a QueryRun's, with ``idle_after`` set) with the result batches that
     arrive within ``window`` seconds of the first one held merged into one event (the
     first batch's partition, rows in partition order; no more than ``chunk_bytes`` held):
-    a wire.IpcRows of the OSDs' spliced IPC streams, or a ResultBatch (``_merged``).  A Progress that arrives while batches are held goes out after them; a
-    failure sends what is held first.  executor.Idle events (nothing happened for a
+    a wire.IpcRows of the OSDs' spliced IPC streams, or a ResultBatch (``_merged``).  A
+    Progress that arrives while batches are held goes out after them; a failure sends
+    what is held first.  executor.Idle events (nothing happened for a
     while) send what is held once it is ``window`` old, and are dropped.
 
     The plan's first Progress is held too, for ``window`` seconds: a query that ends

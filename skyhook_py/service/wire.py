@@ -65,6 +65,8 @@ def splice_ipc_streams(streams) -> bytes | None:
     if len(first) < 16 or first[:4] != _IPC_CONTINUATION:
         return None
     head = 8 + struct.unpack_from("<i", first, 4)[0]   # the schema message: no body
+    if head <= 8 or head + 8 > len(first):
+        return None
     schema = first[:head]
     parts = []
     for s in streams:
