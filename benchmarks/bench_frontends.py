@@ -206,6 +206,32 @@ def write(out: Path, rows: list, setup: dict):
                      f"{r['machine_busy_fraction']:.2f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(out / "frontends.png", rows, setup)
+
+
+def plot(path: Path, rows: list, setup: dict):
+    """Queries/s of each server setup, a bar per round, against the 1,000 q/s target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    setups = list(dict.fromkeys(f"{r['what']}: {r['setup']}" for r in rows))
+    rounds = sorted({r["round"] for r in rows})
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(rounds)
+    for k, rnd in enumerate(rounds):
+        got = {f"{r['what']}: {r['setup']}": r["queries_per_s"] for r in rows if r["round"] == rnd}
+        ax.barh([i + k * width for i in range(len(setups))], [got.get(s, 0) for s in setups], height=width,
+                label=f"round {rnd}")
+    ax.axvline(1000, color="k", linestyle="--", linewidth=1, label="target, 1,000 q/s")
+    ax.set_yticks([i + width * (len(rounds) - 1) / 2 for i in range(len(setups))], setups)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"cache hits per second, {setup['clients']} client processes ({setup['cpus']} CPUs shared)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
