@@ -97,6 +97,21 @@ struct AlignedBytes {
   std::vector<uint64_t> copy;
 };
 
+// The elements of a verified flatbuffer vector of structs, copied out byte by
+// byte: the verifier checks the alignment of the vector's length field only, so a
+// malformed buffer can put 8-byte structs at an offset of 4 (UBSan: "reference
+// binding to misaligned address"; a libFuzzer finding), and they are never read
+// through a typed pointer.
+template <typename T>
+void CopyStructs(const flatbuffers::Vector<const T*>& vec, std::vector<T>* out) {
+  const uint8_t* data = vec.Data();
+  for (flatbuffers::uoffset_t i = 0; i < vec.size(); ++i) {
+    T item;
+    std::memcpy(&item, data + static_cast<size_t>(i) * sizeof(T), sizeof(T));
+    out->push_back(item);
+  }
+}
+
 // The record batch blocks of the footer, or empty.
 std::vector<Block> FooterBlocks(const arrow::Buffer& footer) {
   AlignedBytes bytes(footer.data(), static_cast<size_t>(footer.size()));
@@ -110,7 +125,7 @@ std::vector<Block> FooterBlocks(const arrow::Buffer& footer) {
   if (!v.VerifyVector(dicts) || !v.VerifyVector(batches) || !batches) return {};
   if (dicts && dicts->size() > 0) return {};  // dictionary batches: leave it to Arrow
   std::vector<Block> out;
-  for (const Block* b : *batches) out.push_back(*b);
+  CopyStructs(*batches, &out);
   return out;
 }
 
@@ -138,7 +153,7 @@ bool MessageBuffers(const arrow::Buffer& meta, std::vector<BufferSpec>* out, int
   if (!rb || !rb->VerifyTableStart(v) || !rb->VerifyOffset(v, kRecordBatchBuffers)) return false;
   auto* bufs = rb->GetPointer<const flatbuffers::Vector<const BufferSpec*>*>(kRecordBatchBuffers);
   if (!bufs || !v.VerifyVector(bufs)) return false;
-  for (const BufferSpec* b : *bufs) out->push_back(*b);
+  CopyStructs(*bufs, out);
   *fb_start = at;
   *fb_length = len;
   return true;
