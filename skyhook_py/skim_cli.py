@@ -1,8 +1,10 @@
-"""The `skyhook skim` and `skyhook status` commands: argument parsing and printing only.
+"""The `skyhook skim`, `skyhook status` and `skyhook health` commands: argument parsing
+and printing only.
 
 ``skim`` runs in this process (reading the pushed-down answers, writing the new
 partitions) or, with ``--server``, in the coordinator (no event comes here);
-``status`` asks a coordinator about a query or skim by its id.
+``status`` asks a coordinator about a query or skim by its id; ``health`` asks it
+whether it serves (exit 0) or cannot reach its cluster (exit 3), with its figures.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def add_skim_commands(sub, session_of, event_range_type, expressions_of):
     t.add_argument("--token", default=os.environ.get("SKYHOOK_TOKEN"))
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_status)
+
+    h = sub.add_parser("health", help="whether a coordinator serves (exit 0) or not (exit 3), and its figures")
+    h.add_argument("--server", required=True, help="the coordinator's gRPC address")
+    h.add_argument("--timeout", type=float, default=10, help="seconds to wait for the answer")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(func=cmd_health)
 
 
 def _columns(text):
@@ -96,3 +104,20 @@ def cmd_status(args):
 
     print(render(d))
     return 0
+
+
+def cmd_health(args):
+    """Health needs no token (load balancers probe it).  With ``serve --processes N`` the
+    figures are the sums over the processes that answered."""
+    from .service.client import Client
+
+    with Client(args.server) as c:
+        h = c.health(timeout=args.timeout)
+    if args.json:
+        print(json.dumps(h, indent=1))
+    else:
+        print(f"{h['status']}: {h['message']} ({h['processes_answered']} of {h['processes']} "
+              f"process{'es' if h['processes'] > 1 else ''} answered)")
+        print(f"  queries running {h['queries_running']}; result cache {h['cache_entries']} entries, "
+              f"{h['cache_bytes'] / 1e6:.1f} MB, {h['cache_hits']} hits, {h['cache_misses']} misses")
+    return 0 if h["status"] == "SERVING" else 3

@@ -3,6 +3,7 @@ test cluster: every process answers queries (equal to uproot's), a Cancel or a s
 request reaching another process than the query's is forwarded to it, a dead worker
 stops the rest, and stopping leaves no process and no socket behind."""
 
+import json
 import os
 import signal
 import time
@@ -155,6 +156,13 @@ def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_pat
         assert ak.to_list(ak.from_arrow(t)) == expected
         with Client(m.group(1), timeout=60) as anonymous, pytest.raises(AuthenticationError):
             anonymous.query("ttbar", columns=COLUMNS, where=CUT)
+        # `skyhook health` needs no token and counts both processes' misses (one each)
+        health = skyhook_health(m.group(1), "--json")
+        assert health.returncode == 0, health.stderr
+        h = json.loads(health.stdout)
+        assert h["status"] == "SERVING" and h["processes"] == h["processes_answered"] == 2
+        assert h["cache_misses"] == 2 and h["cache_entries"] == 2
+        assert "SERVING: serving (process" in skyhook_health(m.group(1)).stdout
         workers = children(proc.pid)
         assert len(workers) >= 2, workers
         for c in seen.values():
@@ -162,6 +170,8 @@ def test_skyhook_serve_processes_with_a_token(ceph_cluster, pool, ttbar, tmp_pat
         proc.terminate()
         assert proc.wait(60) == 0
         assert_ended(workers)
+        gone = skyhook_health(m.group(1), "--timeout", "2")
+        assert gone.returncode not in (0, 3) and m.group(1) in gone.stderr, (gone.returncode, gone.stderr)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -197,6 +207,14 @@ def skyhook_serve(ceph_cluster, pool, *args):
                              "--pool", pool, "serve", "--listen", "127.0.0.1:0", "--processes", "2",
                              "--as-user", "client.admin", "--as-keyring", admin, *args],
                             stderr=subprocess.PIPE, text=True)
+
+
+def skyhook_health(address, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "skyhook_py.cli", "health", "--server", address, *args],
+                          capture_output=True, text=True, timeout=60)
 
 
 def children(pid) -> list[str]:
