@@ -27,7 +27,6 @@ import time
 import pyarrow as pa
 
 from .. import defaults
-
 from ..errors import (
     ClusterError,
     ConcurrentUpdateError,
