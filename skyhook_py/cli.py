@@ -13,6 +13,8 @@ import re
 import sys
 import time
 
+from . import server_args
+
 
 def main(argv=None) -> int:
     import logging
@@ -86,9 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--show", type=int, default=0, metavar="N", help="print the first N rows as a table")
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
     q.add_argument("--pushdown", choices=["auto", "on", "off"], default="auto")
-    q.add_argument("--server", help="run through a coordinator at this gRPC address")
+    server_args.add_server_arguments(q, "run through a coordinator at this gRPC address")
     _add_reply_compression(q)
-    q.add_argument("--token", default=os.environ.get("SKYHOOK_TOKEN"), help="bearer token for --server")
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_query)
 
@@ -347,9 +348,7 @@ def cmd_query(args):
     if args.output and not aggs:
         return _query_to_file(args, columns, expressions, pushdown)
     if args.server:
-        from .service.client import Client
-
-        client = Client(args.server, token=args.token)
+        client = server_args.client(args)
         result = client.run(args.dataset, columns=columns, where=args.where, expressions=expressions,
                             language=args.language, event_range=_parse_range(args.events),
                             limit=args.limit, pushdown=pushdown, aggregations=aggs,
@@ -378,9 +377,7 @@ def _query_to_file(args, columns, expressions, pushdown):
     query_args = dict(columns=columns, where=args.where, expressions=expressions, language=args.language,
                       event_range=_parse_range(args.events), limit=args.limit)
     if args.server:
-        from .service.client import Client
-
-        client = Client(args.server, token=args.token)
+        client = server_args.client(args)
         summary, failures, rows, head = sinks.write_events(
             client.stream(args.dataset, pushdown=pushdown, **query_args), args.output, keep_rows=args.show)
     else:

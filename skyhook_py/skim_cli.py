@@ -10,8 +10,9 @@ whether it serves (exit 0) or cannot reach its cluster (exit 3), with its figure
 from __future__ import annotations
 
 import json
-import os
 import sys
+
+from . import server_args
 
 
 def add_skim_commands(sub, session_of, event_range_type, expressions_of):
@@ -30,20 +31,18 @@ def add_skim_commands(sub, session_of, event_range_type, expressions_of):
     s.add_argument("--format", choices=["arrow", "parquet"], help="default: the source's")
     s.add_argument("--compression", help="default: the source's (e.g. zstd, lz4, none)")
     s.add_argument("--pushdown", choices=["auto", "on", "off"], default="auto")
-    s.add_argument("--server", help="run the skim in the coordinator at this gRPC address")
-    s.add_argument("--token", default=os.environ.get("SKYHOOK_TOKEN"), help="bearer token for --server")
+    server_args.add_server_arguments(s, "run the skim in the coordinator at this gRPC address")
     s.add_argument("--json", action="store_true", help="print the outcome as JSON")
     s.set_defaults(func=lambda a: cmd_skim(a, session_of, expressions_of))
 
     t = sub.add_parser("status", help="the status of a query or skim (by id) in a coordinator")
     t.add_argument("request_id")
-    t.add_argument("--server", required=True, help="the coordinator's gRPC address")
-    t.add_argument("--token", default=os.environ.get("SKYHOOK_TOKEN"))
+    server_args.add_server_arguments(t, "the coordinator's gRPC address", required=True)
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_status)
 
     h = sub.add_parser("health", help="whether a coordinator serves (exit 0) or not (exit 3), and its figures")
-    h.add_argument("--server", required=True, help="the coordinator's gRPC address")
+    server_args.add_server_arguments(h, "the coordinator's gRPC address", required=True, token=False)
     h.add_argument("--timeout", type=float, default=10, help="seconds to wait for the answer")
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_health)
@@ -63,9 +62,7 @@ def cmd_skim(args, session_of, expressions_of):
                   partition_bytes=partition_bytes, partition_events=args.partition_events,
                   format=args.format, compression=compression)
     if args.server:
-        from .service.client import Client
-
-        with Client(args.server, token=args.token) as c:
+        with server_args.client(args) as c:
             done = c.skim(args.source, args.into, progress=not args.json and sys.stderr.isatty(),
                           **{k: v for k, v in kwargs.items() if v is not None})
         out = done
@@ -93,9 +90,7 @@ def cmd_skim(args, session_of, expressions_of):
 
 
 def cmd_status(args):
-    from .service.client import Client
-
-    with Client(args.server, token=args.token) as c:
+    with server_args.client(args) as c:
         d = c.status(args.request_id)
     if args.json:
         print(json.dumps(d, indent=1, default=str))
@@ -109,9 +104,7 @@ def cmd_status(args):
 def cmd_health(args):
     """Health needs no token (load balancers probe it).  With ``serve --processes N`` the
     figures are the sums over the processes that answered."""
-    from .service.client import Client
-
-    with Client(args.server) as c:
+    with server_args.client(args) as c:
         h = c.health(timeout=args.timeout)
     if args.json:
         print(json.dumps(h, indent=1))

@@ -335,8 +335,24 @@ def test_tls_with_token(session, datasets, tmp_path):
                 plain.datasets()
             assert "UNAVAILABLE" in repr(e.value) or "unavailable" in str(e.value).lower() \
                 or getattr(e.value, "grpc_code", None) == grpc.StatusCode.UNAVAILABLE
+        # the command line reaches it too, with --tls-ca (or $SKYHOOK_TLS_CA), and not without
+        want = session.query("ttbar", ["event"], where="nMuon >= 1").num_rows
+        q = _cli("query", "ttbar", "--columns", "event", "--where", "nMuon >= 1", "--json",
+                 "--server", running.address, "--token", "t0ken", "--tls-ca", str(cert))
+        assert q.returncode == 0, q.stderr
+        assert json.loads(q.stdout)["rows_returned"] == want
+        h = _cli("health", "--server", running.address, env={"SKYHOOK_TLS_CA": str(cert)})
+        assert h.returncode == 0 and h.stdout.startswith("SERVING"), h.stderr
+        refused = _cli("health", "--server", running.address, "--timeout", "3")
+        assert refused.returncode == 2 and "unreachable" in refused.stderr, refused.stderr
     finally:
         running.stop()
+
+
+def _cli(*args, env=None):
+    """`skyhook ARGS` in a process of its own (no cluster needed: it talks to --server)."""
+    return subprocess.run([sys.executable, "-m", "skyhook_py.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "SKYHOOK_TLS_CA": "", **(env or {})})
 
 
 def _rss_mb() -> float:
