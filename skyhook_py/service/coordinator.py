@@ -33,7 +33,7 @@ import uuid
 from .. import defaults
 from ..errors import AuthenticationError, DuplicateQueryError, QueryCancelled, SkyhookError  # noqa: F401
 from ..query.executor import Idle
-from ..query.results import PartitionFailure, Progress, ResultBatch, Summary, table_bytes
+from ..query.results import PartitionFailure, Progress, ResultBatch, Summary, delivered_bytes
 
 DEFAULT_CACHE_BYTES = defaults.CACHE_BYTES
 
@@ -137,7 +137,7 @@ class ResultCache:
 def _event_bytes(ev) -> int:
     if isinstance(ev, ResultBatch):
         # the table of an OSD's IPC stream is a view of those bytes (codec.decode_scan_reply)
-        return (len(ev.ipc) if ev.ipc is not None else table_bytes(ev.table)) + 64
+        return delivered_bytes(ev.table, ev.ipc) + 64
     return 256
 
 

@@ -527,30 +527,23 @@ def _keep_version_copy(store, dataset: str, version: int) -> None:
 
 class ManifestCache:
     """Loaded manifests by dataset, kept per version: a lookup costs one small omap read
-    of the header object (its ``version`` key), at most one per ``trust`` seconds
-    (``defaults.MANIFEST_TRUST``) per dataset; a version that changed (an append, a
+    of the header object (its ``version`` key), at most one per
+    ``defaults.MANIFEST_TRUST`` seconds per dataset; a version that changed (an append, a
     reshard) is loaded again.  A stale manifest is never served to a query that started
     after the change returned: every change waits out the trust (wait_out_trust).  The
     loaded manifest keeps the statistics columns that queries read, so a warm query reads
     no piece.  Shared by the Session and the coordinator (which queries through a Session)."""
 
-    def __init__(self, size: int = 16, trust: float | None = None):
+    def __init__(self, size: int = 16):
         import collections
         import threading
 
         self.size = size
-        self._trust = trust
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._checked: dict[str, float] = {}   # dataset -> time.monotonic() before its last check
         self._lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(16)]   # checks, by dataset
         self.checks = 0     # version reads made (tests, benchmarks)
-
-    @property
-    def trust(self) -> float:
-        # never longer than the writers wait (read at each call: tests change the default)
-        wait = defaults.MANIFEST_TRUST
-        return wait if self._trust is None else min(wait, self._trust)
 
     def get(self, store, dataset: str) -> Manifest:
         dataset, ref = parse_ref(dataset)
@@ -569,7 +562,8 @@ class ManifestCache:
         now = time.monotonic()
         with self._lock:
             m = self._entries.get(dataset)
-            if m is not None and now - self._checked[dataset] < self.trust:
+            # what every writer waits (read at each call: tests change it)
+            if m is not None and now - self._checked[dataset] < defaults.MANIFEST_TRUST:
                 self._entries.move_to_end(dataset)
                 return m
         return None
