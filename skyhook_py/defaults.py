@@ -14,6 +14,7 @@ CLASS_NAME = "skyhook"           # the object class (cls_plugins/skyhook)
 OP_TIMEOUT = 30                  # seconds, for every OSD and mon operation
 MAX_REPLY_BYTES = 64 << 20       # the largest answer of one partition (the class enforces it)
 GRPC_MAX_MESSAGE_BYTES = 64 << 20
+WHOLE_ANSWER_BYTES = 4 << 20     # the largest answer QueryWhole sends in one reply (Query streams any size)
 LISTEN = "127.0.0.1:50051"       # the coordinator's address
 QUERY_USER = "client.skyhook-query"  # the coordinator's cephx user (the read-only query key)
 INGEST_USER = "client.skyhook-ingest"  # the cephx user that may write partitions and manifests

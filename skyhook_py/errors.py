@@ -117,6 +117,11 @@ class ReplyTooLargeError(ObjectClassError):
     """The answer of one partition is larger than the reply limit."""
 
 
+class AnswerTooLargeError(SkyhookError):
+    """A query's whole answer is larger than one reply of QueryWhole carries (the
+    client asks again with Query, which streams)."""
+
+
 class ConcurrentUpdateError(SkyhookError, RuntimeError):
     """Another writer committed a new version of the dataset first."""
 
@@ -268,6 +273,7 @@ STATUS_ROWS: tuple = (
     (CorruptObjectError, None, "DATA_LOSS"),
     (ConcurrentUpdateError, None, "ABORTED"),         # e.g. a describe page token of an older version
     (ReplyTooLargeError, None, "RESOURCE_EXHAUSTED"),
+    (AnswerTooLargeError, None, "RESOURCE_EXHAUSTED"),
     *((ObjectClassError, errno_, row.grpc_code) for errno_, row in CLASS_ERRNOS.items()
       if row.grpc_code != "INTERNAL"),
     (ObjectClassError, None, "INTERNAL"),
@@ -299,7 +305,8 @@ WIRE_EXCEPTIONS = {c.__name__: c for c in (
     QueryError, UnsupportedError, UnknownColumnError, UnknownDatasetError, ClusterError,
     ObjectClassError, CorruptObjectError, ReplyTooLargeError, SkyhookError,
     AuthenticationError, QueryCancelled, DuplicateQueryError, DeadlineExceeded, UnknownRequestError,
-    NoWriterError, DatasetExistsError, ConcurrentUpdateError, AdmissionRefused, UnknownVersionError)}
+    NoWriterError, DatasetExistsError, ConcurrentUpdateError, AdmissionRefused, UnknownVersionError,
+    AnswerTooLargeError)}
 
 
 def closest_matches(name: str, candidates, n: int = 3) -> list[str]:

@@ -128,6 +128,75 @@ def test_parquet_output_and_batches(client, tmp_path, session):
     assert sum(b.num_rows for b in batches) == want.num_rows
 
 
+def test_a_small_answer_comes_in_one_reply_a_large_one_streams(server, session, monkeypatch):
+    """Client.run asks QueryWhole (one reply); an answer over the server's limit is an
+    AnswerTooLargeError naming Query, that run is cancelled, the client asks again with the
+    stream and from then on streams that request.  Every answer equals the in-process one."""
+    from skyhook_py import defaults
+    from skyhook_py.errors import AnswerTooLargeError
+    from skyhook_py.service import wire
+
+    args = dict(columns=["event", "nJet", "Jet_pt"], where="nJet >= 3")
+    want = session.query("demo", **args)
+    with Client(server.address, timeout=60) as c:
+        # one reply holding the whole answer: its events decode to the in-process table
+        answer = c._stub.QueryWhole(wire.request_to_proto("demo", query_id="whole-1", use_cache=False, **args))
+        events = [ev for msg in answer.events for ev in wire.events_from_proto(msg)]
+        assert isinstance(events[-1], Summary) and events[-1].rows_returned == want.num_rows
+        assert_tables_equal(pa.concat_tables(e.table for e in events if isinstance(e, ResultBatch)), want)
+
+        monkeypatch.setattr(defaults, "WHOLE_ANSWER_BYTES", want.nbytes // 4)   # read per call
+        with pytest.raises(grpc.RpcError) as e:
+            c._stub.QueryWhole(wire.request_to_proto("demo", query_id="whole-2", use_cache=False, **args))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(e.value.trailing_metadata())["skyhook-error"] == "AnswerTooLargeError"
+        assert "ask with Query" in e.value.details()
+        assert "whole-2" not in server.coordinator.running()   # cancelled, or done and dropped
+
+        got = c.run("demo", use_cache=False, query_id="whole-3", **args)
+        assert_tables_equal(got.table, want)
+        assert got.summary.rows_returned == want.num_rows
+        assert c.status("whole-3")["state"] == "done"   # the streamed run, under the same id
+        assert len(c._large_answers) == 1
+        # remembered: the same request (another id) goes straight to the stream
+        asked = []
+        whole = c._stub.QueryWhole
+        monkeypatch.setattr(c._stub, "QueryWhole", lambda *a, **k: asked.append(a) or whole(*a, **k))
+        assert_tables_equal(c.query("demo", use_cache=False, **args), want)
+        assert asked == []
+        c.query("demo", ["event"], "nJet >= 3")   # another request still asks in one reply
+        assert len(asked) == 1
+
+
+def test_a_server_without_query_whole_is_asked_by_stream(session):
+    """A coordinator from before QueryWhole (the method unregistered): UNIMPLEMENTED with
+    no skyhook-error, so the client streams, and keeps streaming, with the same answers."""
+    from concurrent import futures
+
+    from skyhook_py.service.server import SkyhookServicer
+    from skyhook_py.service import fastpath
+    from skyhook_py.service._grpc_stubs import rpc
+
+    cap = fastpath._Capture()
+    rpc.add_SkyhookServicer_to_server(SkyhookServicer(Coordinator(session)), cap)
+    (service, handlers), = cap.registered
+    old = {name: h for name, h in handlers.items() if name != "QueryWhole"}
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, old),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=60) as c:
+            for _ in range(2):
+                assert_tables_equal(c.query("demo", ["event", "Jet_pt"], "nJet >= 3"),
+                                    session.query("demo", ["event", "Jet_pt"], "nJet >= 3"))
+                assert c._server_has_whole is False
+            with pytest.raises(UnknownColumnError):   # errors arrive as before
+                c.query("demo", ["no_such_column"])
+    finally:
+        server.stop(0)
+
+
 @pytest.mark.parametrize("coalesce", [None, 0.0])
 def test_stream_order_progress_first_summary_last(client, server, coalesce):
     # by default batches arriving close together are one message; 0: one per partition

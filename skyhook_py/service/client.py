@@ -13,6 +13,7 @@ bearer token and a CA certificate for TLS.
 
 from __future__ import annotations
 
+import collections
 import sys
 import uuid
 
@@ -28,12 +29,26 @@ from ._grpc_stubs import pb, rpc
 
 
 DEADLINE_GRACE = 0.5   # seconds past a query's deadline before the client gives up the call
+LARGE_ANSWERS_KEPT = 256   # requests remembered as answered over one QueryWhole reply
+
+
+def _answer_key(request) -> bytes:
+    """A QueryRequest's bytes without its id: the same query asked again."""
+    r = pb.QueryRequest()
+    r.CopyFrom(request)
+    r.query_id = ""
+    return r.SerializeToString(deterministic=True)
+
+
+def _error_kind(e: grpc.RpcError) -> str | None:
+    """The class name of the server's domain exception; None for gRPC's own errors."""
+    return dict(e.trailing_metadata() or ()).get("skyhook-error") if hasattr(e, "trailing_metadata") else None
 
 
 def remote_error(e: grpc.RpcError) -> Exception:
     """The domain exception for a failed RPC, carrying the server's own message."""
     code = e.code()
-    kind = dict(e.trailing_metadata() or ()).get("skyhook-error") if hasattr(e, "trailing_metadata") else None
+    kind = _error_kind(e)
     cls = (errors.WIRE_EXCEPTIONS.get(kind) or errors.EXCEPTION_OF_STATUS.get(getattr(code, "name", None))
            or errors.SkyhookError)
     message = e.details() or str(code)
@@ -77,6 +92,8 @@ class Client:
             self._channel = grpc.insecure_channel(address, options=opts)
         self._stub = rpc.SkyhookStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._server_has_whole = True
+        self._large_answers: collections.OrderedDict = collections.OrderedDict()
 
     def close(self):
         self._channel.close()
@@ -210,17 +227,25 @@ class Client:
 
         deadline: seconds the server may spend (DEADLINE_EXCEEDED after);
         query_id: your id for ``cancel`` (default: a random one)."""
-        request = wire.request_to_proto(
+        request, call_timeout = self._request(
             dataset, columns=columns, where=where, expressions=expressions, language=language,
             event_range=event_range, limit=limit, pushdown=pushdown, aggregations=aggregations,
-            allow_partial=allow_partial, deadline=deadline, query_id=query_id or uuid.uuid4().hex,
-            output_format=output_format, use_cache=use_cache)
+            allow_partial=allow_partial, deadline=deadline, query_id=query_id,
+            output_format=output_format, use_cache=use_cache, timeout=timeout)
+        return self._streamed(request, call_timeout)
+
+    def _request(self, dataset, *, query_id=None, timeout=None, **kwargs):
+        """The QueryRequest and the timeout of its call."""
+        request = wire.request_to_proto(dataset, query_id=query_id or uuid.uuid4().hex, **kwargs)
         self.last_query_id = request.query_id   # for status(): every query is tracked by its id
         # the call itself ends by deadline + DEADLINE_GRACE, whatever the server does: the
         # server's own DEADLINE_EXCEEDED (with its message) normally comes first
         call_timeout = timeout or self.timeout
-        if deadline is not None:
-            call_timeout = min(call_timeout or float("inf"), deadline + DEADLINE_GRACE)
+        if kwargs.get("deadline") is not None:
+            call_timeout = min(call_timeout or float("inf"), kwargs["deadline"] + DEADLINE_GRACE)
+        return request, call_timeout
+
+    def _streamed(self, request, call_timeout):
         call = self._stub.Query(request, metadata=self._metadata, timeout=call_timeout)
         try:
             for msg in call:
@@ -230,12 +255,41 @@ class Client:
         finally:
             call.cancel()  # a no-op once the stream has ended
 
-    def run(self, dataset: str, columns=None, where=None, *, progress=False, **kwargs) -> QueryResult:
-        """The whole answer: a QueryResult (table, or aggregates, and the Summary)."""
-        bar = _ProgressBar() if progress else None
+    def _whole(self, request, call_timeout):
+        """The events of the whole answer, asked in one call (QueryWhole): a reply costs
+        both ends less than a stream.  Answers over defaults.WHOLE_ANSWER_BYTES come as
+        AnswerTooLargeError, and the query is asked again as a stream (the server cancels
+        the first; at most that many bytes of answer were computed twice); this Client
+        then streams that request from the start.  A server without QueryWhole: always
+        streams."""
+        key = None
+        if self._large_answers:
+            key = _answer_key(request)
+        if not self._server_has_whole or key in self._large_answers:
+            return self._streamed(request, call_timeout)
         try:
-            return results.collect(self.stream(dataset, columns, where, **kwargs),
-                                   aggregated=bool(kwargs.get("aggregations")),
+            answer = self._stub.QueryWhole(request, metadata=self._metadata, timeout=call_timeout)
+        except grpc.RpcError as e:
+            err = remote_error(e)
+            if isinstance(err, errors.AnswerTooLargeError):
+                self._large_answers[key or _answer_key(request)] = None
+                while len(self._large_answers) > LARGE_ANSWERS_KEPT:
+                    self._large_answers.popitem(last=False)
+            elif e.code() == grpc.StatusCode.UNIMPLEMENTED and _error_kind(e) is None:
+                self._server_has_whole = False   # gRPC's own: a server from before QueryWhole
+            else:
+                raise err from None
+            return self._streamed(request, call_timeout)
+        return (ev for msg in answer.events for ev in wire.events_from_proto(msg))
+
+    def run(self, dataset: str, columns=None, where=None, *, progress=False, timeout=None,
+            **kwargs) -> QueryResult:
+        """The whole answer: a QueryResult (table, or aggregates, and the Summary)."""
+        request, call_timeout = self._request(dataset, columns=columns, where=where, timeout=timeout, **kwargs)
+        bar = _ProgressBar() if progress else None
+        try:   # a progress bar needs the stream's progress events
+            events = self._streamed(request, call_timeout) if bar else self._whole(request, call_timeout)
+            return results.collect(events, aggregated=bool(kwargs.get("aggregations")),
                                    empty_table=lambda: pa.table({}),
                                    on_progress=bar.update if bar else None)
         finally:

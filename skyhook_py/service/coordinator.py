@@ -402,19 +402,19 @@ class Coordinator:
 
         if spec.pushdown not in ("auto", "on", "off"):
             planner.plan(m, query, spec.pushdown)  # raises the planner's own message
-        key = query.key()
+        key, statement = query.key(), repr(query)
         if spec.token is not None:
-            self.compiled.put(spec.token, m, query, key)
-        return self._register(spec, m, query, key, started)
+            self.compiled.put(spec.token, m, query, key, statement)
+        return self._register(spec, m, query, key, statement, started)
 
-    def _register(self, spec, m, query, key, started) -> QueryRun:
+    def _register(self, spec, m, query, key, statement, started) -> QueryRun:
         query_id = spec.query_id or uuid.uuid4().hex
         run = QueryRun(self, spec, m, query, query_id, started=started, query_key=key)
         with self._lock:
             if query_id in self._running:
                 raise DuplicateQueryError(f"a query with id {query_id!r} is running already")
             self._running[query_id] = run
-        run.status = self.tracker.new(query_id, "query", m.dataset, repr(query))
+        run.status = self.tracker.new(query_id, "query", m.dataset, statement)
         return run
 
     def request_status(self, request_id: str):

@@ -249,8 +249,13 @@ def _merged(batches: list) -> list:
 
 
 def serialize_event(msg) -> bytes:
-    """The Query method's response serializer: bytes pass through (a WireAnswer's)."""
+    """The response serializer of Query and QueryWhole: bytes pass through (a
+    WireAnswer's, QueryWhole's framed reply)."""
     return msg if isinstance(msg, bytes) else msg.SerializeToString()
+
+
+# the methods whose replies the servicer may hand over serialized
+PASS_BYTES_METHODS = ("Query", "QueryWhole")
 
 
 class _Capture:
@@ -269,13 +274,13 @@ class _Capture:
 
 def add_servicer(server, servicer, add_fn) -> bool:
     """Register ``servicer`` with the generated ``add_fn`` (rpc.add_SkyhookServicer_to_server),
-    its Query method with a serializer that passes bytes through.  Returns whether it
-    could (the generated code's shape is known); if not, registers it unchanged."""
+    its PASS_BYTES_METHODS with a serializer that passes bytes through.  Returns whether
+    it could (the generated code's shape is known); if not, registers it unchanged."""
     import grpc
 
     cap = _Capture()
     add_fn(servicer, cap)
-    if len(cap.registered) != 1 or "Query" not in cap.registered[0][1]:
+    if len(cap.registered) != 1 or not all(m in cap.registered[0][1] for m in PASS_BYTES_METHODS):
         for h in cap.generic:
             server.add_generic_rpc_handlers(h)
         for service, handlers in cap.registered:
@@ -283,7 +288,8 @@ def add_servicer(server, servicer, add_fn) -> bool:
         return False
     service, handlers = cap.registered[0]
     handlers = dict(handlers)
-    handlers["Query"] = handlers["Query"]._replace(response_serializer=serialize_event)
+    for m in PASS_BYTES_METHODS:
+        handlers[m] = handlers[m]._replace(response_serializer=serialize_event)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
     server.add_registered_method_handlers(service, handlers)
     return True

@@ -23,7 +23,7 @@ from concurrent import futures
 import grpc
 
 from .. import defaults
-from ..errors import SkyhookError, status_code_name
+from ..errors import AnswerTooLargeError, SkyhookError, status_code_name
 from . import coordinator as coord
 from . import fastpath
 
@@ -92,6 +92,32 @@ class SkyhookServicer:
             _abort(context, e)
 
     def Query(self, request, context):
+        run = self._start_query(request, context)
+        yield from self._answer(run, request, context)
+
+    def QueryWhole(self, request, context):
+        """Query's messages as one reply (QueryAnswer's repeated field 1, each message
+        framed as protobuf frames it), up to defaults.WHOLE_ANSWER_BYTES."""
+        run = self._start_query(request, context)
+        framed, size = [], 0
+        messages = self._answer(run, request, context)   # it aborts the call on its errors
+        try:
+            for msg in messages:
+                body = fastpath.serialize_event(msg)
+                size += len(body)
+                if size > defaults.WHOLE_ANSWER_BYTES:
+                    run.cancel("its answer is larger than one reply: asked again as a stream")
+                    _abort(context, AnswerTooLargeError(
+                        f"the answer exceeds {defaults.WHOLE_ANSWER_BYTES >> 20} MiB, more than QueryWhole "
+                        "sends in one reply: ask with Query, which streams"))
+                framed.append(self.wire.framed_event(body))
+        finally:
+            messages.close()   # its clean-up (a cache hit's status) runs now, not at collection
+        answer = b"".join(framed)
+        return answer if self.pass_bytes else self.pb.QueryAnswer.FromString(answer)
+
+    def _start_query(self, request, context):
+        """The registered QueryRun of ``request``, cancelled when the call ends early."""
         try:
             self._auth(context)
             spec = self.wire.spec_from_proto(request, context.time_remaining())
@@ -102,6 +128,10 @@ class SkyhookServicer:
             _abort(context, e)
         if not context.add_callback(lambda: run.cancel("was abandoned by its client")):
             run.cancel("was abandoned by its client")
+        return run
+
+    def _answer(self, run, request, context):
+        """The QueryEvents of ``run``: serialized bytes on the fast path, else messages."""
         try:
             fast = self.pass_bytes and request.output_format == self.pb.ARROW_IPC
             with_rows = request.options.summary_with_rows   # the client reads final_summary

@@ -281,6 +281,17 @@ def last_chunk_to_protos(batch: ResultBatch, summary: Summary, query_id: str,
     return msgs
 
 
+def framed_event(body: bytes) -> bytes:
+    """A serialized QueryEvent as one element of QueryAnswer.events (field 1, length
+    delimited): QueryWhole joins these into its reply without decoding the events."""
+    n, head = len(body), bytearray(b"\x0a")
+    while n >= 0x80:
+        head.append(n & 0x7F | 0x80)
+        n >>= 7
+    head.append(n)
+    return bytes(head) + body
+
+
 def events_from_proto(p):
     """The domain events of one QueryEvent: its event, then its final_summary if it has one."""
     ev = event_from_proto(p)
