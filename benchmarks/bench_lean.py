@@ -227,11 +227,16 @@ def main(argv=None):
     atexit.register(shutil.rmtree, work, True)
     before = work / "before"
     before.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "skyhook_py"],
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "skyhook_py", "proto"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
-    # generated code (flatc, protoc) is not in git: the build's, unchanged between the two
-    shutil.copytree(ROOT / "skyhook_py" / "_generated", before / "skyhook_py" / "_generated")
+    # generated code is not in git: the build's flatbuffers module (the same format in
+    # both), and gRPC stubs made from the before's own proto (its services may differ)
+    shutil.copytree(ROOT / "skyhook_py" / "_generated", before / "skyhook_py" / "_generated",
+                    ignore=shutil.ignore_patterns("skyhook"))
+    subprocess.run([PY, "-m", "grpc_tools.protoc", "-Iskyhook_py/_generated=proto", "--python_out=.",
+                    "--grpc_python_out=.", *sorted(str(p.relative_to(before)) for p in (before / "proto").rglob("*.proto"))],
+                   cwd=before, check=True)
     before_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before],
                                    check=True, capture_output=True, text=True).stdout.strip()
     after_commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
