@@ -21,7 +21,7 @@ import uproot
 
 from skyhook_py import QueryError, UnknownColumnError, UnknownDatasetError, UnsupportedError
 from skyhook_py.query import executor as executor_mod
-from skyhook_py.service.client import Client
+from skyhook_py.service.client import Client, remote_error
 from skyhook_py.service.coordinator import AuthenticationError, Coordinator, QueryCancelled
 from skyhook_py.query.executor import DeadlineExceeded
 from skyhook_py.query.results import Progress, ResultBatch, Summary
@@ -151,6 +151,7 @@ def test_a_small_answer_comes_in_one_reply_a_large_one_streams(server, session, 
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert dict(e.value.trailing_metadata())["skyhook-error"] == "AnswerTooLargeError"
         assert "ask with Query" in e.value.details()
+        assert isinstance(remote_error(e.value), AnswerTooLargeError)
         assert "whole-2" not in server.coordinator.running()   # cancelled, or done and dropped
 
         got = c.run("demo", use_cache=False, query_id="whole-3", **args)

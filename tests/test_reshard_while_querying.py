@@ -49,7 +49,7 @@ def test_queries_during_reshard_and_gc(store, shared_data):
     for t in threads:
         t.start()
     try:
-        v2 = transcode.reshard(store, "ttbar_reshard", partition_events=70, compression="zstd")
+        transcode.reshard(store, "ttbar_reshard", partition_events=70, compression="zstd")
         v3 = transcode.reshard(store, "ttbar_reshard", partition_events=200, format="parquet")
         _wait_for(lambda: any(v == v3.version for v, _ in answers))
         errors_before_gc = len(errors)

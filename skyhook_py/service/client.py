@@ -259,13 +259,11 @@ class Client:
         """The events of the whole answer, asked in one call (QueryWhole): a reply costs
         both ends less than a stream.  Answers over defaults.WHOLE_ANSWER_BYTES come as
         AnswerTooLargeError, and the query is asked again as a stream (the server cancels
-        the first; at most that many bytes of answer were computed twice); this Client
-        then streams that request from the start.  A server without QueryWhole: always
-        streams."""
-        key = None
-        if self._large_answers:
-            key = _answer_key(request)
-        if not self._server_has_whole or key in self._large_answers:
+        the first; about that many bytes of answer were computed twice, and the deadline
+        starts again); this Client then streams that request from the start.  A server
+        without QueryWhole: always streams."""
+        key = _answer_key(request) if self._large_answers else None   # none remembered: no key needed
+        if not self._server_has_whole or (key is not None and key in self._large_answers):
             return self._streamed(request, call_timeout)
         try:
             answer = self._stub.QueryWhole(request, metadata=self._metadata, timeout=call_timeout)
