@@ -1,10 +1,11 @@
 """What bounds the coordinator on cache hits: gRPC Python's own cost, against the front
 ends one could build instead, on one machine in one run (issue 11).
 
-1. floor: a bare gRPC unary-stream call carrying a hit's bytes (the handler does
-   nothing), served by ``grpc.server`` (threads, as skyhook serves) and by
-   ``grpc.aio.server`` (one event loop): p50 of one client calling in sequence, and
-   queries/s of 32 client processes.
+1. floor: a bare gRPC call carrying a hit's bytes (the handler does nothing): a stream
+   of one message (as Query) served by ``grpc.server`` (threads, as skyhook serves) and
+   by ``grpc.aio.server`` (one event loop), and one reply (as QueryWhole, which
+   Client.query asks) served by ``grpc.server``: p50 of one client calling in sequence,
+   and queries/s of 32 client processes.
 2. coordinator: skyhook's coordinator answering cache hits to 32 client processes,
    served three ways (service/processes.py, as ``skyhook serve --processes N --workers
    W`` runs it): one process with 64 worker threads (the default); one with 4 (less
@@ -81,28 +82,29 @@ def _start(target, *args):
 
 # -- clients -----------------------------------------------------------------------------
 
-def _floor_client(port: int, n: int, barrier, out_q):
+def _floor_client(port: int, method: str, n: int, barrier, out_q):
     import grpc
     import grpc.experimental
 
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
             (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
-        call = channel.unary_stream("/floor.Floor/Call")
-        list(call(b"", timeout=60))
+        call = bench_lean.floor_call(channel, method)
+        call()
         barrier.wait()
         c0 = time.process_time()
         for _ in range(n):
-            list(call(b"", timeout=60))
+            call()
         out_q.put(time.process_time() - c0)
 
 
-def _floor_figures(kind: str, body_bytes: int, clients: int, per_client: int) -> dict:
+def _floor_figures(kind: str, method: str, body_bytes: int, clients: int, per_client: int) -> dict:
     server, port = _start(_floor_server, kind, body_bytes)
     try:
-        alone = bench_lean.time_floor_calls(bc, port, 2000, warmup=200)
+        alone = bench_lean.time_floor_calls(bc, port, 2000, warmup=200, method=method)
         ctx = mp.get_context("spawn")
         barrier, out_q = ctx.Barrier(clients + 1), ctx.Queue()
-        procs = [ctx.Process(target=_floor_client, args=(port, per_client, barrier, out_q)) for _ in range(clients)]
+        procs = [ctx.Process(target=_floor_client, args=(port, method, per_client, barrier, out_q))
+                 for _ in range(clients)]
         for p in procs:
             p.start()
         barrier.wait(timeout=300)
@@ -172,7 +174,8 @@ def main(argv=None):
             list(servicer.Query(request, bc._Context()))
             request.query_id = "size"
             hit_bytes = sum(len(bc._serialize(m)) for m in servicer.Query(request, bc._Context()))
-        setups = [("floor", "threads", None), ("floor", "aio", None),
+        setups = [("floor", "threads", ("threads", "Call")), ("floor", "aio", ("aio", "Call")),
+                  ("floor", "threads, one reply", ("threads", "Whole")),
                   ("coordinator", "1 process x 64 threads", (1, 64)),
                   ("coordinator", "1 process x 4 threads", (1, 4)),
                   ("coordinator", "2 processes x 64 threads, one port", (2, 64))]
@@ -180,7 +183,7 @@ def main(argv=None):
             for what, label, shape in setups:
                 print(f"[bench_frontends] round {rnd + 1}: {what}, {label}", file=sys.stderr, flush=True)
                 if what == "floor":
-                    f = _floor_figures(label, hit_bytes, args.clients, args.per_client)
+                    f = _floor_figures(*shape, hit_bytes, args.clients, args.per_client)
                 else:
                     f = _coordinator_figures(conf, pool, keyring, query, *shape, args.clients, args.per_client)
                 rows.append({"round": rnd + 1, "what": what, "setup": label, **f})

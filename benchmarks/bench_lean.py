@@ -128,31 +128,41 @@ def grpc_floor(bc, payload_bytes: int, repeats: int) -> dict:
 
 
 def floor_server(body: bytes, workers: int = 8):
-    """A started ``grpc.server`` whose /floor.Floor/Call yields ``body`` and does nothing
-    else: (server, port)."""
+    """A started ``grpc.server`` whose /floor.Floor/Call yields ``body`` (a stream of one
+    message, as Query) and /floor.Floor/Whole returns it (one reply, as QueryWhole), and
+    that does nothing else: (server, port)."""
     from concurrent import futures
 
     import grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "floor.Floor", {"Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,)))}),))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.Floor", {
+        "Call": grpc.unary_stream_rpc_method_handler(lambda request, context: iter((body,))),
+        "Whole": grpc.unary_unary_rpc_method_handler(lambda request, context: body)}),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, port
 
 
-def time_floor_calls(bc, port: int, repeats: int, warmup: int = 50) -> dict:
-    """Percentiles of /floor.Floor/Call on 127.0.0.1:``port``, called in sequence."""
+def floor_call(channel, method: str = "Call"):
+    """A function making one /floor.Floor/``method`` call on ``channel`` to its end."""
+    if method == "Whole":
+        return lambda: channel.unary_unary("/floor.Floor/Whole")(b"", timeout=60)
+    call = channel.unary_stream("/floor.Floor/Call")
+    return lambda: list(call(b"", timeout=60))
+
+
+def time_floor_calls(bc, port: int, repeats: int, warmup: int = 50, method: str = "Call") -> dict:
+    """Percentiles of /floor.Floor/``method`` on 127.0.0.1:``port``, called in sequence."""
     import grpc
     import grpc.experimental
 
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=[
             (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)]) as channel:
-        call = channel.unary_stream("/floor.Floor/Call")
+        call = floor_call(channel, method)
         for _ in range(warmup):
-            list(call(b"", timeout=60))
-        return bc.percentiles(*bc.timed(lambda: list(call(b"", timeout=60)), repeats))
+            call()
+        return bc.percentiles(*bc.timed(call, repeats))
 
 
 # -- the driver: cluster, dataset, alternating rounds, report --------------------------
