@@ -22,4 +22,5 @@ def client(args, **kwargs):
     """The Client of the parsed ``args`` (add_server_arguments's)."""
     from .service.client import Client
 
+    kwargs.setdefault("compression", getattr(args, "compression", None))   # query's --compression
     return Client(args.server, token=getattr(args, "token", None), tls_ca=args.tls_ca, **kwargs)

@@ -72,12 +72,18 @@ class Client:
     own_connection: a connection of its own.  gRPC otherwise shares one connection among
     the Clients of a process that reach the same address, so they all talk to the same
     one of several coordinator processes behind it (service/processes.py).
+    compression: "lz4" or "zstd": the coordinator compresses the answers' Arrow data
+    (or Parquet files) with that codec, for a slow link; it costs the coordinator CPU.
     """
 
     def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None,
-                 own_connection: bool = False):
+                 own_connection: bool = False, compression: str | None = None):
+        if compression not in wire.RESULT_COMPRESSIONS:
+            raise ValueError(f"compression must be one of {sorted(k for k in wire.RESULT_COMPRESSIONS if k)} "
+                             f"or None, got {compression!r}")
         self.address = address
         self.timeout = timeout
+        self.compression = compression
         opts = [("grpc.max_receive_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                 # streaming calls (Query, Skim) are driven by the thread that reads them:
                 # without this, grpc starts a thread per call whenever none is running
@@ -236,7 +242,8 @@ class Client:
 
     def _request(self, dataset, *, query_id=None, timeout=None, **kwargs):
         """The QueryRequest and the timeout of its call."""
-        request = wire.request_to_proto(dataset, query_id=query_id or uuid.uuid4().hex, **kwargs)
+        request = wire.request_to_proto(dataset, query_id=query_id or uuid.uuid4().hex,
+                                        compression=self.compression, **kwargs)
         self.last_query_id = request.query_id   # for status(): every query is tracked by its id
         # the call itself ends by deadline + DEADLINE_GRACE, whatever the server does: the
         # server's own DEADLINE_EXCEEDED (with its message) normally comes first

@@ -69,10 +69,12 @@ class QuerySpec:
 
 
 class CachedEvents(list):
-    """A cached answer's events; ``wire`` holds its ready-to-send form once built
-    (skyhook_py.service.fastpath)."""
+    """A cached answer's events; ``wires`` holds its ready-to-send forms once built, by
+    result compression (skyhook_py.service.fastpath)."""
 
-    wire = None
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.wires = {}
 
 
 class ResultCache:

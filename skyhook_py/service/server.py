@@ -135,8 +135,10 @@ class SkyhookServicer:
         try:
             fast = self.pass_bytes and request.output_format == self.pb.ARROW_IPC
             with_rows = request.options.summary_with_rows   # the client reads final_summary
+            compression = self.wire.result_compression(request)
             cached = run.lookup() if fast else None
-            answer = fastpath.wire_answer(self.c.cache, run.cache_key, cached) if cached is not None else None
+            answer = (fastpath.wire_answer(self.c.cache, run.cache_key, cached, compression)
+                      if cached is not None else None)
             if answer is not None:   # a cache hit: ready-to-send messages
                 yield from fastpath.send_hit(run, answer, with_rows)
                 return
@@ -149,10 +151,10 @@ class SkyhookServicer:
             for ev in events:
                 if isinstance(ev, fastpath.LastBatch):
                     yield from self.wire.last_chunk_to_protos(ev.batch, ev.summary, run.id, request.output_format,
-                                                              server_seconds=run.elapsed())
+                                                              server_seconds=run.elapsed(), compression=compression)
                     continue
                 yield from self.wire.event_to_protos(ev, run.id, request.output_format,
-                                                     server_seconds=run.elapsed())
+                                                     server_seconds=run.elapsed(), compression=compression)
         except Exception as e:  # noqa: BLE001
             _abort(context, e)
 

@@ -27,6 +27,9 @@ LANGUAGE_NAMES = {v: k for k, v in LANGUAGES.items()}
 PUSHDOWN = {"auto": pb.PUSHDOWN_AUTO, "on": pb.PUSHDOWN_ON, "off": pb.PUSHDOWN_OFF}
 PUSHDOWN_NAMES = {v: k for k, v in PUSHDOWN.items()}
 OUTPUT_FORMATS = {"arrow": pb.ARROW_IPC, "parquet": pb.PARQUET}
+# result chunks compressed for the client (Arrow's and Parquet's codec names)
+RESULT_COMPRESSIONS = {None: pb.RESULT_UNCOMPRESSED, "lz4": pb.RESULT_LZ4, "zstd": pb.RESULT_ZSTD}
+RESULT_COMPRESSION_NAMES = {v: k for k, v in RESULT_COMPRESSIONS.items()}
 
 # One result chunk carries at most about this many bytes of Arrow data, well under
 # gRPC's default 4 MiB message limit, and small enough to keep the stream flowing.
@@ -247,22 +250,27 @@ def summary_from_proto(p) -> Summary:
 
 # -- events -------------------------------------------------------------------------
 
-def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server_seconds: float = 0.0):
-    """One domain event as one or more QueryEvent messages (large tables are cut into chunks)."""
+def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server_seconds: float = 0.0,
+                    compression: str | None = None):
+    """One domain event as one or more QueryEvent messages (large tables are cut into
+    chunks); ``compression`` (RESULT_COMPRESSIONS): result chunks encoded with that codec."""
     if isinstance(ev, Progress):
         yield pb.QueryEvent(query_id=query_id, progress=pb.Progress(**dataclasses.asdict(ev)))
     elif isinstance(ev, ResultBatch):
-        if ev.ipc is not None and output_format == pb.ARROW_IPC and len(ev.ipc) <= FORWARD_BYTES:
+        if (ev.ipc is not None and output_format == pb.ARROW_IPC and compression is None
+                and len(ev.ipc) <= FORWARD_BYTES):
             # forward the OSD's IPC stream, do not cut and encode it again
             yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
                 partition=ev.partition, data=ev.ipc, num_rows=ev.table.num_rows))
             return
         for piece in _pieces(ev.table):
             yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
-                partition=ev.partition, data=encode_table(piece, output_format), num_rows=piece.num_rows))
+                partition=ev.partition, data=encode_table(piece, output_format, compression),
+                num_rows=piece.num_rows))
     elif isinstance(ev, IpcRows):
+        data = ev.ipc if compression is None else encode_table(decode_table(ev.ipc), pb.ARROW_IPC, compression)
         yield pb.QueryEvent(query_id=query_id, result=pb.ResultChunk(
-            partition=ev.partition, data=ev.ipc, num_rows=ev.num_rows))
+            partition=ev.partition, data=data, num_rows=ev.num_rows))
     elif isinstance(ev, PartitionFailure):
         yield pb.QueryEvent(query_id=query_id, failure=pb.PartitionFailure(
             partition=ev.partition, object=ev.object, errno=ev.errno, message=ev.message))
@@ -273,10 +281,11 @@ def event_to_protos(ev, query_id: str, output_format: int = pb.ARROW_IPC, server
 
 
 def last_chunk_to_protos(batch: ResultBatch, summary: Summary, query_id: str,
-                         output_format: int = pb.ARROW_IPC, server_seconds: float = 0.0):
+                         output_format: int = pb.ARROW_IPC, server_seconds: float = 0.0,
+                         compression: str | None = None):
     """The messages of an answer's last batch, the Summary in the last one
     (QueryEvent.final_summary: for a request that set QueryOptions.summary_with_rows)."""
-    msgs = list(event_to_protos(batch, query_id, output_format))
+    msgs = list(event_to_protos(batch, query_id, output_format, compression=compression))
     msgs[-1].final_summary.CopyFrom(summary_to_proto(summary, server_seconds))
     return msgs
 
@@ -326,16 +335,27 @@ def _pieces(table: pa.Table):
         yield table.slice(start, rows)
 
 
-def encode_table(table: pa.Table, output_format: int = pb.ARROW_IPC) -> bytes:
+def encode_table(table: pa.Table, output_format: int = pb.ARROW_IPC, compression: str | None = None) -> bytes:
+    """``table`` as one Arrow IPC stream or Parquet file; ``compression``: its codec
+    (Arrow IPC body compression, or Parquet's; None: plain IPC, Parquet's default)."""
     sink = pa.BufferOutputStream()
     if output_format == pb.PARQUET:
         import pyarrow.parquet as pq
 
-        pq.write_table(table, sink)
+        pq.write_table(table, sink, **({"compression": compression} if compression else {}))
     else:
-        with pa.ipc.new_stream(sink, table.schema) as w:
+        with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression=compression)) as w:
             w.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+def result_compression(request) -> str | None:
+    """The codec a QueryRequest asks its result chunks in (RESULT_COMPRESSIONS)."""
+    name = RESULT_COMPRESSION_NAMES.get(request.options.result_compression, "unknown")
+    if name == "unknown":
+        raise QueryError(f"unknown result compression {request.options.result_compression} "
+                         f"(known: {sorted(k for k in RESULT_COMPRESSIONS if k)})")
+    return name
 
 
 def decode_table(data: bytes) -> pa.Table:
@@ -481,6 +501,7 @@ def spec_from_proto(p, grpc_time_remaining: float | None = None):
         raise QueryError(f"unknown pushdown mode {p.options.pushdown} (known: {sorted(PUSHDOWN)})")
     if p.output_format not in OUTPUT_FORMATS.values():
         raise QueryError(f"unknown output format {p.output_format} (known: {sorted(OUTPUT_FORMATS)})")
+    result_compression(p)   # raises for an unknown one, before any work
     deadlines = [d for d in (p.options.deadline_ms / 1000 if p.options.deadline_ms else None,
                              grpc_time_remaining) if d is not None]
     event_range = None
@@ -534,13 +555,16 @@ def fill_selection(msg, columns, expressions, event_range):
 def request_to_proto(dataset, *, columns=None, where=None, expressions=None, language="cut",
                      event_range=None, limit=None, pushdown="auto", aggregations=(),
                      allow_partial=False, deadline=None, query_id="", output_format="arrow",
-                     use_cache=True, summary_with_rows=True) -> "pb.QueryRequest":
+                     use_cache=True, summary_with_rows=True, compression=None) -> "pb.QueryRequest":
     if language not in LANGUAGES:
         raise QueryError(f"language must be one of {sorted(LANGUAGES)}, got {language!r}")
     if pushdown not in PUSHDOWN:
         raise QueryError(f"pushdown must be one of {sorted(PUSHDOWN)}, got {pushdown!r}")
     if output_format not in OUTPUT_FORMATS:
         raise QueryError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, got {output_format!r}")
+    if compression not in RESULT_COMPRESSIONS:
+        raise QueryError(f"compression must be one of {sorted(k for k in RESULT_COMPRESSIONS if k)} "
+                         f"or None, got {compression!r}")
     if isinstance(columns, str):
         columns = [columns]
     datasets = [] if isinstance(dataset, str) else list(dataset)
@@ -550,7 +574,8 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
         output_format=OUTPUT_FORMATS[output_format], query_id=query_id or "",
         options=pb.QueryOptions(allow_partial=allow_partial, pushdown=PUSHDOWN[pushdown],
                                 deadline_ms=int(deadline * 1000) if deadline else 0,
-                                no_cache=not use_cache, summary_with_rows=summary_with_rows))
+                                no_cache=not use_cache, summary_with_rows=summary_with_rows,
+                                result_compression=RESULT_COMPRESSIONS[compression]))
     if where is not None and not isinstance(where, str):
         raise QueryError("over gRPC the selection travels as text; pass where= as a string")
     for c in columns or []:
