@@ -3,7 +3,9 @@
 It speaks pyarrow, like the in-process Session: ``query`` returns a Table,
 ``stream`` yields the same events (results.Progress, ResultBatch,
 PartitionFailure, then the Summary), ``batches`` yields record batches as they
-arrive, ``to_awkward`` and ``to_parquet`` convert.  A failed RPC is raised as the
+arrive, ``to_awkward`` and ``to_parquet`` convert.  ``query`` and ``run`` ask for the
+whole answer in one reply (QueryWhole, cheaper than a stream for both ends) and
+stream only an answer over 4 MiB; ``compression=`` has the answers sent compressed.  A failed RPC is raised as the
 domain exception the server raised (QueryError, UnknownColumnError, ...), with the
 server's message; the gRPC code is in ``exc.grpc_code``.
 
