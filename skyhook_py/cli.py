@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-pushdown", action="store_true", help="read the objects and evaluate on the client")
     q.add_argument("--pushdown", choices=["auto", "on", "off"], default="auto")
     server_args.add_server_arguments(q, "run through a coordinator at this gRPC address")
-    q.add_argument("--compression", choices=["lz4", "zstd"],
+    q.add_argument("--compression", choices=["lz4", "zstd", "auto"],
                    help="with --server: the coordinator compresses the answer's Arrow data with this codec "
-                        "(for a slow link to it; costs the coordinator CPU)")
+                        "(for a slow link to it; costs the coordinator CPU); auto: ZSTD once answers are "
+                        "seen arriving slower than 150 MB/s")
     _add_reply_compression(q)
     q.add_argument("--json", action="store_true", help="print the summary as JSON")
     q.set_defaults(func=cmd_query)

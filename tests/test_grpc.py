@@ -209,6 +209,34 @@ def test_compressed_answers_equal_plain_ones_in_fewer_bytes(server, session, cli
         Client(server.address, compression="gzip")
 
 
+def test_auto_compression_follows_the_measured_link(server, session, monkeypatch):
+    """Client(compression="auto") asks plain until a reply of 1 MiB or more arrives slower
+    than 150 MB/s (here: a link made slow by holding each reply back 0.2 s), then ZSTD;
+    the answers equal the in-process one either way."""
+    from skyhook_py import defaults
+    from skyhook_py.service import wire
+    from skyhook_py.service._grpc_stubs import pb
+
+    args = dict(columns=["event", "run", "Jet_pt", "Jet_eta"])
+    want = session.query("demo", **args)
+    plain = len(wire.encode_table(want))
+    assert 1 << 20 <= plain <= defaults.WHOLE_ANSWER_BYTES, plain   # one reply, large enough to time
+    with Client(server.address, timeout=60, compression="auto") as c:
+        asked, whole = [], c._stub.QueryWhole
+
+        def slow_link(request, **kw):
+            asked.append(request.options.result_compression)
+            answer = whole(request, **kw)
+            time.sleep(0.2)
+            return answer
+
+        monkeypatch.setattr(c._stub, "QueryWhole", slow_link)
+        for _ in range(2):
+            assert_tables_equal(c.query("demo", use_cache=False, **args), want)
+        c.query("demo", ["event"], "nJet >= 3")   # a small answer is not timed: the choice stays
+        assert asked == [pb.RESULT_UNCOMPRESSED, pb.RESULT_ZSTD, pb.RESULT_ZSTD]
+
+
 def test_a_server_without_query_whole_is_asked_by_stream(session):
     """A coordinator from before QueryWhole (the method unregistered): UNIMPLEMENTED with
     no skyhook-error, so the client streams, and keeps streaming, with the same answers."""

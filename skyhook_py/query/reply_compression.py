@@ -43,14 +43,17 @@ MIN_TRANSFER_SECONDS = 50e-6
 
 
 class ReplyCompression:
-    """The compression of the next call to each OSD (see the module's docstring)."""
+    """The compression of the next call over each link (see the module's docstring): an
+    OSD's, keyed by its id; a Client keys the link to its coordinator the same way
+    (service/client.py, with larger samples: a gRPC call's own cost is bigger)."""
 
-    def __init__(self, mode: str = "auto"):
+    def __init__(self, mode: str = "auto", min_sample_bytes: int = MIN_SAMPLE_BYTES):
         if mode not in MODES:
             from ..errors import QueryError
 
             raise QueryError(f"reply compression must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode = mode
+        self.min_sample_bytes = min_sample_bytes
         self._rate: dict = {}          # osd -> averaged bytes/s of its large replies
         self._compressing: dict = {}   # osd -> whether auto compresses its replies now
         self._lock = threading.Lock()
@@ -66,7 +69,7 @@ class ReplyCompression:
         """A reply of ``reply_bytes`` from ``osd`` took ``wall_seconds`` from sending the
         call, ``class_cpu_seconds`` of it in the class; ``in_flight`` calls to that OSD
         (this one included) were outstanding when it arrived."""
-        if self.mode != "auto" or reply_bytes < MIN_SAMPLE_BYTES:
+        if self.mode != "auto" or reply_bytes < self.min_sample_bytes:
             return
         transfer = max(wall_seconds - class_cpu_seconds, MIN_TRANSFER_SECONDS)
         rate = reply_bytes / transfer * max(1, in_flight)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import time
 import uuid
 
 import grpc
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from .. import defaults, errors
 from ..query import results
+from ..query.reply_compression import ReplyCompression
 from ..query.results import Progress, QueryResult, ResultBatch, Summary
 from . import wire
 from ._grpc_stubs import pb, rpc
@@ -32,6 +34,8 @@ from ._grpc_stubs import pb, rpc
 
 DEADLINE_GRACE = 0.5   # seconds past a query's deadline before the client gives up the call
 LARGE_ANSWERS_KEPT = 256   # requests remembered as answered over one QueryWhole reply
+AUTO_SAMPLE_BYTES = 1 << 20   # compression="auto" times replies this large or larger
+COORDINATOR_LINK = "coordinator"   # the one link a Client's "auto" estimator keys
 
 
 def _answer_key(request) -> bytes:
@@ -76,16 +80,21 @@ class Client:
     one of several coordinator processes behind it (service/processes.py).
     compression: "lz4" or "zstd": the coordinator compresses the answers' Arrow data
     (or Parquet files) with that codec, for a slow link; it costs the coordinator CPU.
+    "auto": ZSTD while answers of 1 MiB or more arrive slower than 150 MB/s, timed as
+    the call's wall time less the coordinator's (Summary.server_seconds), as the
+    executor times the OSDs' replies (query/reply_compression.py); plain until then.
     """
 
     def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None,
                  own_connection: bool = False, compression: str | None = None):
-        if compression not in wire.RESULT_COMPRESSIONS:
-            raise ValueError(f"compression must be one of {sorted(k for k in wire.RESULT_COMPRESSIONS if k)} "
-                             f"or None, got {compression!r}")
+        if compression != "auto" and compression not in wire.RESULT_COMPRESSIONS:
+            raise ValueError(f"compression must be one of {sorted(k for k in wire.RESULT_COMPRESSIONS if k)}, "
+                             f"'auto' or None, got {compression!r}")
         self.address = address
         self.timeout = timeout
         self.compression = compression
+        # "auto": how fast this coordinator's answers arrive
+        self._link = ReplyCompression("auto", AUTO_SAMPLE_BYTES) if compression == "auto" else None
         opts = [("grpc.max_receive_message_length", defaults.GRPC_MAX_MESSAGE_BYTES),
                 # streaming calls (Query, Skim) are driven by the thread that reads them:
                 # without this, grpc starts a thread per call whenever none is running
@@ -245,7 +254,7 @@ class Client:
     def _request(self, dataset, *, query_id=None, timeout=None, **kwargs):
         """The QueryRequest and the timeout of its call."""
         request = wire.request_to_proto(dataset, query_id=query_id or uuid.uuid4().hex,
-                                        compression=self.compression, **kwargs)
+                                        compression=self._codec(), **kwargs)
         self.last_query_id = request.query_id   # for status(): every query is tracked by its id
         # the call itself ends by deadline + DEADLINE_GRACE, whatever the server does: the
         # server's own DEADLINE_EXCEEDED (with its message) normally comes first
@@ -253,6 +262,13 @@ class Client:
         if kwargs.get("deadline") is not None:
             call_timeout = min(call_timeout or float("inf"), kwargs["deadline"] + DEADLINE_GRACE)
         return request, call_timeout
+
+    def _codec(self) -> str | None:
+        """The compression to ask of the coordinator now."""
+        if self._link is None:
+            return self.compression
+        codec = self._link.for_osd(COORDINATOR_LINK)
+        return None if codec == "none" else codec
 
     def _streamed(self, request, call_timeout):
         call = self._stub.Query(request, metadata=self._metadata, timeout=call_timeout)
@@ -275,7 +291,10 @@ class Client:
         if not self._server_has_whole or (key is not None and key in self._large_answers):
             return self._streamed(request, call_timeout)
         try:
+            started = time.perf_counter()
             answer = self._stub.QueryWhole(request, metadata=self._metadata, timeout=call_timeout)
+            if self._link is not None:
+                self._observe_link(answer, time.perf_counter() - started)
         except grpc.RpcError as e:
             err = remote_error(e)
             if isinstance(err, errors.AnswerTooLargeError):
@@ -288,6 +307,16 @@ class Client:
                 raise err from None
             return self._streamed(request, call_timeout)
         return (ev for msg in answer.events for ev in wire.events_from_proto(msg))
+
+    def _observe_link(self, answer, wall: float):
+        """Time one reply for compression="auto": its result bytes over the call's wall
+        time less the coordinator's own (a reply goes out after its Summary is made)."""
+        last = answer.events[-1] if answer.events else None
+        if last is None:
+            return
+        summary = last.final_summary if last.HasField("final_summary") else last.summary
+        nbytes = sum(len(e.result.data) for e in answer.events if e.HasField("result"))
+        self._link.observe(COORDINATOR_LINK, nbytes, wall, summary.server_seconds)
 
     def run(self, dataset: str, columns=None, where=None, *, progress=False, timeout=None,
             **kwargs) -> QueryResult:
