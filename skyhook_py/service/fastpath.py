@@ -19,8 +19,10 @@ Two caches, both beside the coordinator's result cache (skyhook_py.service.coord
   seconds, server_seconds) as a second summary message part, which the parser merges
   into the first.  For a client that reads ``final_summary``
   (QueryOptions.summary_with_rows) the summary goes in the last chunk's message: a
-  small hit is one message.  Built once, at the first hit, and kept with the cached
-  events (its bytes are counted in the result cache's bound).
+  small hit is one message.  Built once per result compression (plain, or the codec a
+  client asked for), at the first hit that asks for it, and kept with the cached events
+  (its bytes are counted in the result cache's bound).  The batches are combined into
+  one record batch per chunk: the client decodes one.
 
 ``send_hit`` replays a WireAnswer for one QueryRun with the same checks (cancellation,
 deadline) and tracker updates as ``QueryRun.events`` does for a replay.
