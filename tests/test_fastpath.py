@@ -219,12 +219,12 @@ def test_a_cancelled_hit_is_not_left_running(client, server):
 
 
 def test_request_token_ignores_only_the_per_call_fields():
-    from skyhook_py.service import fastpath, wire
+    from skyhook_py.service import wire
 
     def token(**kw):
         args = dict(columns=["event", "MET_pt"], where="MET_pt > 30")
         args.update(kw)
-        return fastpath.request_token(wire.request_to_proto("demo", **args))
+        return wire.request_token(wire.request_to_proto("demo", **args))
 
     base = token()
     # the same query asked again, by another call: the same token
@@ -234,7 +234,7 @@ def test_request_token_ignores_only_the_per_call_fields():
     others = [token(where="MET_pt > 31"), token(columns=["event"]), token(columns=["MET_pt", "event"]),
               token(pushdown="off"), token(limit=3), token(event_range=(0, 10)),
               token(expressions={"x": "MET_pt * 2"}), token(allow_partial=True),
-              fastpath.request_token(wire.request_to_proto("other", columns=["event", "MET_pt"],
+              wire.request_token(wire.request_to_proto("other", columns=["event", "MET_pt"],
                                                            where="MET_pt > 30"))]
     assert len({base, *others}) == len(others) + 1
 

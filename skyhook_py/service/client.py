@@ -38,14 +38,6 @@ AUTO_SAMPLE_BYTES = 1 << 20   # compression="auto" times replies this large or l
 COORDINATOR_LINK = "coordinator"   # the one link a Client's "auto" estimator keys
 
 
-def _answer_key(request) -> bytes:
-    """A QueryRequest's bytes without its id: the same query asked again."""
-    r = pb.QueryRequest()
-    r.CopyFrom(request)
-    r.query_id = ""
-    return r.SerializeToString(deterministic=True)
-
-
 def _error_kind(e: grpc.RpcError) -> str | None:
     """The class name of the server's domain exception; None for gRPC's own errors."""
     return dict(e.trailing_metadata() or ()).get("skyhook-error") if hasattr(e, "trailing_metadata") else None
@@ -88,8 +80,8 @@ class Client:
     def __init__(self, address: str, token: str | None = None, tls_ca=None, timeout: float | None = None,
                  own_connection: bool = False, compression: str | None = None):
         if compression != "auto" and compression not in wire.RESULT_COMPRESSIONS:
-            raise ValueError(f"compression must be one of {sorted(k for k in wire.RESULT_COMPRESSIONS if k)}, "
-                             f"'auto' or None, got {compression!r}")
+            raise ValueError(f"compression must be one of {wire.RESULT_CODECS}, 'auto' or None, "
+                             f"got {compression!r}")
         self.address = address
         self.timeout = timeout
         self.compression = compression
@@ -287,7 +279,7 @@ class Client:
         the first; about that many bytes of answer were computed twice, and the deadline
         starts again); this Client then streams that request from the start.  A server
         without QueryWhole: always streams."""
-        key = _answer_key(request) if self._large_answers else None   # none remembered: no key needed
+        key = wire.request_token(request) if self._large_answers else None   # none remembered: no key needed
         if not self._server_has_whole or (key is not None and key in self._large_answers):
             return self._streamed(request, call_timeout)
         try:
@@ -298,7 +290,7 @@ class Client:
         except grpc.RpcError as e:
             err = remote_error(e)
             if isinstance(err, errors.AnswerTooLargeError):
-                self._large_answers[key or _answer_key(request)] = None
+                self._large_answers[key or wire.request_token(request)] = None
                 while len(self._large_answers) > LARGE_ANSWERS_KEPT:
                     self._large_answers.popitem(last=False)
             elif e.code() == grpc.StatusCode.UNIMPLEMENTED and _error_kind(e) is None:
@@ -311,9 +303,9 @@ class Client:
     def _observe_link(self, answer, wall: float):
         """Time one reply for compression="auto": its result bytes over the call's wall
         time less the coordinator's own (a reply goes out after its Summary is made)."""
-        last = answer.events[-1] if answer.events else None
-        if last is None:
+        if not answer.events:
             return
+        last = answer.events[-1]
         summary = last.final_summary if last.HasField("final_summary") else last.summary
         nbytes = sum(len(e.result.data) for e in answer.events if e.HasField("result"))
         self._link.observe(COORDINATOR_LINK, nbytes, wall, summary.server_seconds)

@@ -63,7 +63,7 @@ class QuerySpec:
     use_cache: bool = True
     client: str = ""                # who asks (the gRPC peer): admission.py's unit of fairness
     # what the query asks, as bytes the frontend derives from its request (gRPC:
-    # fastpath.request_token): a repeat with the same token on the same manifest object
+    # wire.request_token): a repeat with the same token on the same manifest object
     # skips compiling; None: always compiled
     token: bytes | None = None
 

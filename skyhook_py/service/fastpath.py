@@ -3,8 +3,8 @@
 Two caches, both beside the coordinator's result cache (skyhook_py.service.coordinator):
 
 - ``CompiledQueries``: a compiled query (``ir.Query`` and its cache key) by the
-  request's *token* (the QueryRequest's deterministic serialization without the
-  per-call fields: query id, deadline, no-cache flag, output format) and by the
+  request's *token* (``wire.request_token``: the QueryRequest without its per-call
+  fields) and by the
   manifest object it was compiled against.  The manifest comes from the session's
   ManifestCache, which hands out the same object while the committed version is
   unchanged (one omap read per query decides that) and a new object after any commit,
@@ -42,21 +42,6 @@ from ..query.compile import COMPILED_ENTRIES, CompiledQueries  # noqa: F401 - by
 from ..query.results import Progress, ResultBatch, Summary, delivered_bytes
 
 log = logging.getLogger("skyhook.server")
-
-
-
-def request_token(request) -> bytes:
-    """The identity of what a QueryRequest asks, without its per-call fields."""
-    from ._grpc_stubs import pb
-
-    r = pb.QueryRequest()
-    r.CopyFrom(request)
-    r.query_id = ""
-    r.output_format = 0
-    r.options.deadline_ms = 0
-    r.options.no_cache = False
-    r.options.result_compression = 0
-    return r.SerializeToString(deterministic=True)
 
 
 @dataclasses.dataclass

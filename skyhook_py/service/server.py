@@ -122,7 +122,7 @@ class SkyhookServicer:
             self._auth(context)
             spec = self.wire.spec_from_proto(request, context.time_remaining())
             spec.client = context.peer() or ""   # admission control's unit (service/admission.py)
-            spec.token = fastpath.request_token(request)   # a repeat skips compiling
+            spec.token = self.wire.request_token(request)   # a repeat skips compiling
             run = self.c.start(spec)   # compiles and checks: errors before any partition
         except Exception as e:  # noqa: BLE001
             _abort(context, e)

@@ -30,6 +30,7 @@ OUTPUT_FORMATS = {"arrow": pb.ARROW_IPC, "parquet": pb.PARQUET}
 # result chunks compressed for the client (Arrow's and Parquet's codec names)
 RESULT_COMPRESSIONS = {None: pb.RESULT_UNCOMPRESSED, "lz4": pb.RESULT_LZ4, "zstd": pb.RESULT_ZSTD}
 RESULT_COMPRESSION_NAMES = {v: k for k, v in RESULT_COMPRESSIONS.items()}
+RESULT_CODECS = sorted(k for k in RESULT_COMPRESSIONS if k)   # for messages
 
 # One result chunk carries at most about this many bytes of Arrow data, well under
 # gRPC's default 4 MiB message limit, and small enough to keep the stream flowing.
@@ -351,11 +352,10 @@ def encode_table(table: pa.Table, output_format: int = pb.ARROW_IPC, compression
 
 def result_compression(request) -> str | None:
     """The codec a QueryRequest asks its result chunks in (RESULT_COMPRESSIONS)."""
-    name = RESULT_COMPRESSION_NAMES.get(request.options.result_compression, "unknown")
-    if name == "unknown":
-        raise QueryError(f"unknown result compression {request.options.result_compression} "
-                         f"(known: {sorted(k for k in RESULT_COMPRESSIONS if k)})")
-    return name
+    value = request.options.result_compression
+    if value not in RESULT_COMPRESSION_NAMES:
+        raise QueryError(f"unknown result compression {value} (known: {RESULT_CODECS})")
+    return RESULT_COMPRESSION_NAMES[value]
 
 
 def decode_table(data: bytes) -> pa.Table:
@@ -552,6 +552,21 @@ def fill_selection(msg, columns, expressions, event_range):
             msg.event_range.stop = int(stop)
 
 
+def request_token(request) -> bytes:
+    """The identity of what a QueryRequest asks: its deterministic serialization without
+    the per-call fields (query id, deadline, no-cache flag, output format, result
+    compression).  The coordinator keys compiled queries by it; a Client, the requests
+    whose answers were too large for one reply."""
+    r = pb.QueryRequest()
+    r.CopyFrom(request)
+    r.query_id = ""
+    r.output_format = 0
+    r.options.deadline_ms = 0
+    r.options.no_cache = False
+    r.options.result_compression = 0
+    return r.SerializeToString(deterministic=True)
+
+
 def request_to_proto(dataset, *, columns=None, where=None, expressions=None, language="cut",
                      event_range=None, limit=None, pushdown="auto", aggregations=(),
                      allow_partial=False, deadline=None, query_id="", output_format="arrow",
@@ -563,8 +578,7 @@ def request_to_proto(dataset, *, columns=None, where=None, expressions=None, lan
     if output_format not in OUTPUT_FORMATS:
         raise QueryError(f"output_format must be one of {sorted(OUTPUT_FORMATS)}, got {output_format!r}")
     if compression not in RESULT_COMPRESSIONS:
-        raise QueryError(f"compression must be one of {sorted(k for k in RESULT_COMPRESSIONS if k)} "
-                         f"or None, got {compression!r}")
+        raise QueryError(f"compression must be one of {RESULT_CODECS} or None, got {compression!r}")
     if isinstance(columns, str):
         columns = [columns]
     datasets = [] if isinstance(dataset, str) else list(dataset)
